@@ -1,0 +1,90 @@
+/**
+ * Store: versioned items with conditional writes, shaped by DynamoDB's single-table semantics so
+ * that the embedded (SQLite) and cloud (DynamoDB) adapters can honour the same contract.
+ *
+ * An item lives at (pk, sk). Every write names the version it expects: `0` means "must not exist",
+ * `n` means "must exist at version n"; a successful put stores version expected + 1. A batch of
+ * writes is one transaction: all apply or none does.
+ *
+ * Two secondary indexes, `byPool` and `byDue`, hold the keys that items choose to project:
+ *   byPool  pk = POOL#<pool>      sk = <priority>#<queuedAt>#<taskId>   queued tasks, oldest first
+ *   byDue   pk = DUE#<kind>       sk = <epoch ms, 15 digits>#<id>       leases and deadlines to re-drive
+ * plus `byOwner` for listing jobs newest first. An item without an index key is absent from that index.
+ */
+export interface ItemKey {
+  pk: string;
+  sk: string;
+}
+
+export type IndexName = 'byPool' | 'byDue' | 'byOwner';
+
+export interface IndexKey {
+  pk: string;
+  sk: string;
+}
+
+export interface StoredItem<T = unknown> extends ItemKey {
+  version: number;
+  data: T;
+  indexes: Partial<Record<IndexName, IndexKey>>;
+  /** Epoch seconds after which the item may be deleted (DynamoDB TTL). */
+  expiresAt?: number;
+}
+
+export type Write =
+  | {
+      kind: 'put';
+      key: ItemKey;
+      data: unknown;
+      indexes?: Partial<Record<IndexName, IndexKey>>;
+      expiresAt?: number;
+      /** 0: the item must not exist (or have expired); n: it must exist at version n. */
+      expectVersion: number;
+    }
+  | { kind: 'delete'; key: ItemKey; expectVersion: number }
+  | { kind: 'check'; key: ItemKey; expectVersion: number };
+
+export interface QueryOptions {
+  /** Query an index instead of the table. */
+  index?: IndexName;
+  pk: string;
+  /** Only sort keys that start with this prefix. */
+  skPrefix?: string;
+  /** Only sort keys strictly below this value. */
+  skBefore?: string;
+  limit?: number;
+  descending?: boolean;
+  /** Opaque cursor from a previous page. */
+  cursor?: string;
+}
+
+export interface QueryPage<T = unknown> {
+  items: StoredItem<T>[];
+  cursor?: string;
+}
+
+/** The maximum number of writes in one transaction (DynamoDB's TransactWriteItems limit). */
+export const maxTransactionWrites = 100;
+
+export interface Store {
+  get<T = unknown>(key: ItemKey): Promise<StoredItem<T> | undefined>;
+  query<T = unknown>(options: QueryOptions): Promise<QueryPage<T>>;
+  /**
+   * Applies every write or none. Throws {@link ConditionFailedError} naming the writes whose
+   * expected version did not hold.
+   */
+  transact(writes: readonly Write[]): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** A write's expected version did not hold: someone else changed the item first. */
+export class ConditionFailedError extends Error {
+  override name = 'ConditionFailedError';
+  constructor(
+    /** Indexes into the transaction's writes whose condition failed. */
+    readonly failed: readonly number[],
+    options?: ErrorOptions,
+  ) {
+    super(`condition failed on write ${failed.join(', ')}`, options);
+  }
+}

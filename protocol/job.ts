@@ -1,0 +1,207 @@
+import { z } from 'zod';
+import { JobId, NodeId, Region, Sha256Hex, TaskId, Timestamp } from './common.js';
+import { GpuVendor } from './node.js';
+
+/** Hard limits, shared by the API, the CLI and the store (a job and its tasks are written in one transaction). */
+export const limits = {
+  maxTasksPerJob: 64,
+  maxRetries: 10,
+  maxEnvEntries: 64,
+  maxTimeoutSeconds: 7 * 24 * 3600,
+  maxBodyBytes: 256 * 1024,
+  maxWaitSeconds: 20,
+} as const;
+
+export const GpuRequirement = z
+  .strictObject({
+    count: z.int().min(0).max(64).default(0),
+    vendor: GpuVendor.optional(),
+    models: z
+      .array(z.string().min(1).max(64))
+      .max(16)
+      .optional()
+      .meta({ description: 'Accepted models, matched case-insensitively as substrings of the device model.' }),
+    minVramMiB: z.int().min(0).optional(),
+    minComputeCapability: z
+      .string()
+      .regex(/^\d{1,2}\.\d{1,2}$/)
+      .optional(),
+  })
+  .meta({ id: 'GpuRequirement' });
+export type GpuRequirement = z.infer<typeof GpuRequirement>;
+
+export const Resources = z
+  .strictObject({
+    gpus: GpuRequirement.default({ count: 0 }),
+    cpuCores: z.int().min(1).max(1024).optional(),
+    memoryMiB: z.int().min(1).optional(),
+  })
+  .meta({ id: 'Resources' });
+
+export const VerificationPolicy = z
+  .discriminatedUnion('mode', [
+    z.strictObject({ mode: z.literal('none') }),
+    z.strictObject({
+      mode: z.literal('expected-hash'),
+      sha256: Sha256Hex.meta({ description: 'Every task result hash must equal this value.' }),
+    }),
+  ])
+  .meta({ id: 'VerificationPolicy' });
+export type VerificationPolicy = z.infer<typeof VerificationPolicy>;
+
+const EnvName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/);
+const Decimal = z.string().regex(/^\d{1,18}(\.\d{1,18})?$/);
+
+export const JobSpec = z
+  .strictObject({
+    name: z.string().min(1).max(128).optional(),
+    image: z
+      .string()
+      .min(1)
+      .max(512)
+      .optional()
+      .meta({ description: 'Container image; without one the command runs as a process on nodes that allow it.' }),
+    command: z.array(z.string().max(16_384)).min(1).max(256),
+    env: z
+      .record(EnvName, z.string().max(16_384))
+      .refine((env) => Object.keys(env).length <= limits.maxEnvEntries, {
+        message: `at most ${limits.maxEnvEntries} variables`,
+      })
+      .default({}),
+    resources: Resources.default({ gpus: { count: 0 } }),
+    workload: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9-]{0,31}$/)
+      .default('batch')
+      .meta({ description: 'Workload type, e.g. inference, training, rendering, batch.' }),
+    tasks: z.int().min(1).max(limits.maxTasksPerJob).default(1),
+    retries: z
+      .int()
+      .min(0)
+      .max(limits.maxRetries)
+      .default(2)
+      .meta({ description: 'Retry budget per task: a task fails after 1 + retries attempts have failed.' }),
+    timeoutSeconds: z.int().min(1).max(limits.maxTimeoutSeconds).default(3600),
+    verification: VerificationPolicy.default({ mode: 'none' }),
+    maxPricePerGpuHour: Decimal.optional().meta({ description: 'Price cap in GPUAI tokens per GPU-hour.' }),
+    deadline: Timestamp.optional().meta({ description: 'Tasks not finished by then are failed and refunded.' }),
+    regions: z.array(Region).min(1).max(16).optional(),
+  })
+  .meta({ id: 'JobSpec' });
+export type JobSpecInput = z.input<typeof JobSpec>;
+export type JobSpec = z.infer<typeof JobSpec>;
+
+export const TaskState = z
+  .enum(['queued', 'assigned', 'running', 'reported', 'verified', 'failed', 'cancelled'])
+  .meta({ id: 'TaskState' });
+export type TaskState = z.infer<typeof TaskState>;
+export const terminalTaskStates: readonly TaskState[] = ['verified', 'failed', 'cancelled'];
+
+export const JobStatus = z.enum(['queued', 'running', 'succeeded', 'failed', 'cancelled']).meta({ id: 'JobStatus' });
+export type JobStatus = z.infer<typeof JobStatus>;
+export const terminalJobStatuses: readonly JobStatus[] = ['succeeded', 'failed', 'cancelled'];
+
+export const AttemptOutcome = z
+  .enum(['completed', 'failed', 'lease-expired', 'released', 'cancelled', 'rejected'])
+  .meta({ id: 'AttemptOutcome' });
+export type AttemptOutcome = z.infer<typeof AttemptOutcome>;
+
+export const Attempt = z
+  .object({
+    number: z.int().min(1),
+    nodeId: NodeId,
+    assignedAt: Timestamp,
+    endedAt: Timestamp.optional(),
+    outcome: AttemptOutcome.optional(),
+    detail: z.string().optional(),
+    gpus: z.array(z.string()).optional().meta({ description: 'UUIDs of the devices the attempt ran on.' }),
+  })
+  .meta({ id: 'Attempt' });
+export type Attempt = z.infer<typeof Attempt>;
+
+export const OutputDigest = z
+  .strictObject({
+    name: z.string().min(1).max(512),
+    sha256: Sha256Hex,
+    bytes: z.int().min(0),
+  })
+  .meta({ id: 'OutputDigest' });
+export type OutputDigest = z.infer<typeof OutputDigest>;
+
+export const TaskMetrics = z
+  .strictObject({
+    wallMs: z.int().min(0),
+    cpuUserMs: z.int().min(0).optional(),
+    cpuSystemMs: z.int().min(0).optional(),
+    maxRssKiB: z.int().min(0).optional(),
+  })
+  .meta({ id: 'TaskMetrics' });
+
+export const TaskResult = z
+  .object({
+    exitCode: z.int(),
+    resultHash: Sha256Hex,
+    outputs: z.array(OutputDigest),
+    metrics: TaskMetrics,
+    logTail: z.string().optional(),
+    reportedAt: Timestamp,
+  })
+  .meta({ id: 'TaskResult' });
+export type TaskResult = z.infer<typeof TaskResult>;
+
+export const TaskProgress = z
+  .object({
+    percent: z.number().min(0).max(100).optional(),
+    message: z.string().optional(),
+    logTail: z.string().optional(),
+    updatedAt: Timestamp,
+  })
+  .meta({ id: 'TaskProgressView' });
+
+export const TaskView = z
+  .object({
+    id: TaskId,
+    jobId: JobId,
+    index: z.int(),
+    state: TaskState,
+    attempt: z.int().min(0).meta({ description: 'Number of attempts started so far.' }),
+    maxAttempts: z.int().min(1),
+    pool: z.string().optional(),
+    nodeId: NodeId.optional(),
+    leaseExpiresAt: Timestamp.optional(),
+    progress: TaskProgress.optional(),
+    result: TaskResult.optional(),
+    error: z.object({ code: z.string(), message: z.string() }).optional(),
+    attempts: z.array(Attempt),
+    queuedAt: Timestamp,
+    updatedAt: Timestamp,
+  })
+  .meta({ id: 'Task' });
+export type TaskView = z.infer<typeof TaskView>;
+
+export const TaskCounts = z
+  .object(Object.fromEntries(TaskState.options.map((s) => [s, z.int().min(0)])) as Record<TaskState, z.ZodInt>)
+  .meta({ id: 'TaskCounts' });
+export type TaskCounts = Record<TaskState, number>;
+
+export const JobView = z
+  .object({
+    id: JobId,
+    status: JobStatus,
+    spec: JobSpec,
+    taskCounts: TaskCounts,
+    createdAt: Timestamp,
+    updatedAt: Timestamp,
+    finishedAt: Timestamp.optional(),
+  })
+  .meta({ id: 'Job' });
+export type JobView = z.infer<typeof JobView>;
+
+export const JobWithTasks = JobView.extend({ tasks: z.array(TaskView) }).meta({ id: 'JobWithTasks' });
+export type JobWithTasks = z.infer<typeof JobWithTasks>;
+
+export const JobList = z.object({ jobs: z.array(JobView), cursor: z.string().optional() }).meta({ id: 'JobList' });
+export type JobList = z.infer<typeof JobList>;
+
+export const TaskList = z.object({ tasks: z.array(TaskView) }).meta({ id: 'TaskList' });
+export type TaskList = z.infer<typeof TaskList>;

@@ -1,0 +1,94 @@
+import { z } from 'zod';
+import { NodeId, Region, Timestamp } from './common.js';
+
+export const GpuVendor = z.enum(['nvidia', 'amd', 'intel', 'apple', 'other']).meta({ id: 'GpuVendor' });
+export type GpuVendor = z.infer<typeof GpuVendor>;
+
+export const GpuDevice = z
+  .strictObject({
+    index: z.int().min(0).max(255),
+    vendor: GpuVendor,
+    model: z.string().min(1).max(128).meta({ example: 'NVIDIA H100 80GB HBM3' }),
+    vramMiB: z.int().min(0).max(16_777_216),
+    uuid: z.string().min(1).max(128),
+    driver: z.string().max(64).optional(),
+    computeCapability: z
+      .string()
+      .regex(/^\d{1,2}\.\d{1,2}$/)
+      .optional()
+      .meta({ description: 'NVIDIA compute capability, e.g. 9.0.' }),
+    gfxArch: z
+      .string()
+      .regex(/^gfx[0-9a-f]{2,6}$/)
+      .optional()
+      .meta({ description: 'AMD ROCm architecture, e.g. gfx942.' }),
+  })
+  .meta({ id: 'GpuDevice' });
+export type GpuDevice = z.infer<typeof GpuDevice>;
+
+export const Runtime = z.enum(['process', 'docker', 'podman', 'kubernetes']).meta({ id: 'Runtime' });
+export type Runtime = z.infer<typeof Runtime>;
+
+export const NodeInventory = z
+  .strictObject({
+    gpus: z.array(GpuDevice).max(64),
+    cpu: z.strictObject({ model: z.string().max(128), cores: z.int().min(1).max(4096) }),
+    memoryMiB: z.int().min(1),
+    os: z.enum(['linux', 'windows', 'darwin', 'other']),
+    osVersion: z.string().max(128).optional(),
+    arch: z.enum(['x64', 'arm64', 'other']),
+    runtimes: z.array(Runtime).min(1).max(4),
+    region: Region,
+  })
+  .meta({ id: 'NodeInventory' });
+export type NodeInventory = z.infer<typeof NodeInventory>;
+
+/** Raw 32-byte Ed25519 public key, base64url without padding. */
+export const PublicKey = z
+  .string()
+  .regex(/^[A-Za-z0-9_-]{43}$/)
+  .meta({ id: 'PublicKey' });
+
+export const RegisterNodeRequest = z
+  .strictObject({
+    publicKey: PublicKey,
+    name: z.string().min(1).max(64).optional(),
+    agentVersion: z.string().min(1).max(32),
+    inventory: NodeInventory,
+  })
+  .meta({ id: 'RegisterNodeRequest' });
+export type RegisterNodeRequest = z.infer<typeof RegisterNodeRequest>;
+
+export const NodeStatus = z.enum(['live', 'unavailable']).meta({ id: 'NodeStatus' });
+
+export const NodeView = z
+  .object({
+    id: NodeId,
+    name: z.string(),
+    publicKey: PublicKey,
+    agentVersion: z.string(),
+    inventory: NodeInventory,
+    pools: z.array(z.string()),
+    status: NodeStatus,
+    registeredAt: Timestamp,
+    lastSeenAt: Timestamp,
+    stats: z.object({
+      tasksCompleted: z.int(),
+      tasksFailed: z.int(),
+      leasesLost: z.int(),
+    }),
+  })
+  .meta({ id: 'Node' });
+export type NodeView = z.infer<typeof NodeView>;
+
+export const RegisterNodeResponse = z
+  .object({
+    node: NodeView,
+    heartbeatIntervalMs: z.int(),
+    leaseMs: z.int(),
+  })
+  .meta({ id: 'RegisterNodeResponse' });
+export type RegisterNodeResponse = z.infer<typeof RegisterNodeResponse>;
+
+export const NodeList = z.object({ nodes: z.array(NodeView), cursor: z.string().optional() }).meta({ id: 'NodeList' });
+export type NodeList = z.infer<typeof NodeList>;
