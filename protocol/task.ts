@@ -58,12 +58,10 @@ export type ResultReport = z.infer<typeof ResultReport>;
 export const FailureReport = z
   .strictObject({
     ...AttemptRef,
-    reason: z
-      .enum(['error', 'timeout', 'released'])
-      .meta({
-        description:
-          'released: the node hands the task back (shutting down); it does not count against the retry budget.',
-      }),
+    reason: z.enum(['error', 'timeout', 'released']).meta({
+      description:
+        'released: the node hands the task back (shutting down); it does not count against the retry budget.',
+    }),
     message: z.string().max(2048),
     logTail: z.string().max(8192).optional(),
   })

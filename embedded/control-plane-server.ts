@@ -1,0 +1,89 @@
+import { mkdirSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { serve } from '@hono/node-server';
+import { LocalKeys } from '../functions/adapters/embedded/local-keys.js';
+import { MemorySignal } from '../functions/adapters/embedded/memory-signal.js';
+import { openDatabase } from '../functions/adapters/embedded/sqlite.js';
+import { SqliteQueue } from '../functions/adapters/embedded/sqlite-queue.js';
+import { SqliteStore } from '../functions/adapters/embedded/sqlite-store.js';
+import { type ControlPlaneSettings, createControlPlane, defaultSettings } from '../functions/control-plane.js';
+import { queueNames } from '../functions/domain/scheduling/messages.js';
+import { createApp } from '../functions/http/app.js';
+import { systemClock } from '../functions/ports/clock.js';
+import { queueDefinitions } from '../functions/workers/queues.js';
+import type { Log } from './log.js';
+import { startQueueWorkers } from './queue-workers.js';
+
+export interface ControlPlaneServerOptions {
+  port: number;
+  host: string;
+  dataDir: string;
+  settings?: Partial<ControlPlaneSettings>;
+  reaperIntervalMs: number;
+  log: Log;
+}
+
+export interface RunningControlPlane {
+  url: string;
+  stop(): Promise<void>;
+}
+
+/**
+ * The embedded composition root: SQLite store and queue in `<dataDir>/gpuai.db`, local keys,
+ * in-process wake-ups, the hono app on node's HTTP server, the queue workers and the reaper.
+ */
+export async function startControlPlane(options: ControlPlaneServerOptions): Promise<RunningControlPlane> {
+  const { log } = options;
+  mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
+  const db = openDatabase(join(options.dataDir, 'gpuai.db'));
+  const store = new SqliteStore(db);
+  const queue = new SqliteQueue(db, queueDefinitions);
+  const keys = LocalKeys.open(options.dataDir);
+  const signal = new MemorySignal();
+  const cp = createControlPlane(
+    { store, queue, keys, clock: systemClock, signal },
+    defaultSettings(systemClock.now(), options.settings),
+  );
+  const app = createApp({ cp, log });
+
+  const stopWorkers = startQueueWorkers(cp, queue, Object.values(queueNames), log);
+  let reaping = Promise.resolve();
+  let ticks = 0;
+  const reaper = setInterval(() => {
+    reaping = reaping.then(async () => {
+      try {
+        // Expired idempotency records and nonces are invisible already; this reclaims their rows.
+        if (++ticks % 600 === 0) store.deleteExpired();
+        const report = await cp.reaper.tick();
+        if (report.leasesExpired + report.deadlinesEnforced > 0) log({ msg: 'reaper', ...report });
+      } catch (error) {
+        log({ level: 'error', msg: 'reaper failed', error: String(error) });
+      }
+    });
+  }, options.reaperIntervalMs);
+
+  const server = serve({ fetch: app.fetch, port: options.port, hostname: options.host });
+  await new Promise<void>((resolve, reject) => {
+    server.once('listening', resolve);
+    server.once('error', reject);
+  });
+  const { port } = server.address() as AddressInfo;
+  const url = `http://${options.host.includes(':') ? `[${options.host}]` : options.host}:${port}`;
+
+  return {
+    url,
+    async stop() {
+      clearInterval(reaper);
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        // Long polls would hold the server open for up to 20 s; agents retry them anyway.
+        if ('closeAllConnections' in server) server.closeAllConnections();
+      });
+      await stopWorkers();
+      await reaping;
+      await queue.close();
+      await store.close();
+    },
+  };
+}

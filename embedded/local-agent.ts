@@ -1,0 +1,56 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import type { Log } from './log.js';
+
+const agentBin = fileURLToPath(new URL('../bin/gpuai-agent.js', import.meta.url));
+
+export interface LocalAgentOptions {
+  api: string;
+  dataDir: string;
+  slots: number;
+  log: Log;
+}
+
+/**
+ * Runs one edge agent as its own process beside the embedded control plane (the control plane
+ * never imports the agent), restarting it if it dies, and stopping it gracefully with SIGTERM.
+ */
+export function startLocalAgent(options: LocalAgentOptions): { stop(): Promise<void> } {
+  let child: ChildProcess | undefined;
+  let stopping = false;
+  let restarts = 0;
+
+  const launch = () => {
+    const args = ['run', '--api', options.api, '--runtime', 'process', '--data-dir', options.dataDir];
+    args.push('--name', 'local', '--slots', String(options.slots));
+    const proc = spawn(process.execPath, [agentBin, ...args], { stdio: ['ignore', 'inherit', 'pipe'] });
+    child = proc;
+    if (proc.stderr) {
+      createInterface({ input: proc.stderr }).on('line', (line) => options.log({ msg: `[agent] ${line}` }));
+    }
+    proc.on('exit', (code, signal) => {
+      child = undefined;
+      if (stopping) return;
+      restarts++;
+      const delay = Math.min(30_000, 500 * 2 ** Math.min(restarts, 6));
+      options.log({ level: 'warn', msg: 'local agent exited; restarting', code, signal, inMs: delay });
+      setTimeout(() => {
+        if (!stopping) launch();
+      }, delay).unref();
+    });
+  };
+  launch();
+
+  return {
+    async stop() {
+      stopping = true;
+      const proc = child;
+      if (proc === undefined || proc.exitCode !== null) return;
+      await new Promise<void>((resolve) => {
+        proc.once('exit', () => resolve());
+        proc.kill('SIGTERM');
+      });
+    },
+  };
+}

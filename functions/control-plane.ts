@@ -1,0 +1,89 @@
+import { NodeRegistry } from './domain/resource/node-registry.js';
+import { Dispatcher } from './domain/scheduling/dispatcher.js';
+import { JobService } from './domain/scheduling/job-service.js';
+import { Reaper } from './domain/scheduling/reaper.js';
+import { Router } from './domain/scheduling/router.js';
+import { Scheduler } from './domain/scheduling/scheduler.js';
+import { TaskReports } from './domain/scheduling/task-reports.js';
+import { Verifier } from './domain/scheduling/verifier.js';
+import { RequestAuthenticator } from './domain/security/request-auth.js';
+import type { Clock } from './ports/clock.js';
+import type { Keys } from './ports/keys.js';
+import type { Queue } from './ports/queue.js';
+import type { Signal } from './ports/signal.js';
+import type { Store } from './ports/store.js';
+
+export interface Ports {
+  store: Store;
+  queue: Queue;
+  keys: Keys;
+  clock: Clock;
+  signal: Signal;
+}
+
+/** Timings of the control plane; every deployment reads them from its own config. */
+export interface ControlPlaneSettings {
+  /** A lease lasts this long unless a progress report or heartbeat extends it. */
+  leaseMs: number;
+  heartbeatIntervalMs: number;
+  /** A node unseen for this long is unavailable (three missed heartbeats by default). */
+  livenessMs: number;
+  recheckMs: number;
+  scanLimit: number;
+  unroutedAfterMs: number;
+  reaperBatch: number;
+  bootedAt: number;
+}
+
+export function defaultSettings(now: number, overrides: Partial<ControlPlaneSettings> = {}): ControlPlaneSettings {
+  const heartbeatIntervalMs = overrides.heartbeatIntervalMs ?? 5000;
+  return {
+    leaseMs: 30_000,
+    heartbeatIntervalMs,
+    livenessMs: 3 * heartbeatIntervalMs,
+    recheckMs: 1000,
+    scanLimit: 25,
+    unroutedAfterMs: 2000,
+    reaperBatch: 100,
+    bootedAt: now,
+    ...overrides,
+  };
+}
+
+/** The control plane's services wired over one set of ports: what the HTTP app and the workers call. */
+export interface ControlPlane {
+  settings: ControlPlaneSettings;
+  jobs: JobService;
+  nodes: NodeRegistry;
+  auth: RequestAuthenticator;
+  dispatcher: Dispatcher;
+  reports: TaskReports;
+  router: Router;
+  scheduler: Scheduler;
+  verifier: Verifier;
+  reaper: Reaper;
+}
+
+export function createControlPlane(ports: Ports, settings: ControlPlaneSettings): ControlPlane {
+  const { store, queue, keys, clock, signal } = ports;
+  const nodes = new NodeRegistry(store, clock, { livenessMs: settings.livenessMs });
+  const router = new Router(store, nodes, signal, clock);
+  const verifier = new Verifier(store, queue, nodes, clock);
+  return {
+    settings,
+    jobs: new JobService(store, queue, keys, clock),
+    nodes,
+    auth: new RequestAuthenticator(store, nodes, clock),
+    dispatcher: new Dispatcher(store, nodes, keys, signal, clock, settings),
+    reports: new TaskReports(store, queue, nodes, clock, settings),
+    router,
+    scheduler: new Scheduler(store, router),
+    verifier,
+    reaper: new Reaper(store, queue, nodes, router, verifier, clock, {
+      leaseMs: settings.leaseMs,
+      bootedAt: settings.bootedAt,
+      unroutedAfterMs: settings.unroutedAfterMs,
+      batch: settings.reaperBatch,
+    }),
+  };
+}

@@ -1,0 +1,64 @@
+/**
+ * The domain's error base. `kind` says what went wrong in terms any transport can map (the HTTP
+ * layer maps it to a status in one place); `code` is the stable, documented machine code;
+ * `retryable` tells queue consumers whether a redelivery could succeed.
+ */
+export type ErrorKind = 'invalid' | 'unauthenticated' | 'forbidden' | 'not_found' | 'conflict' | 'unavailable';
+
+export class DomainError extends Error {
+  override name = 'DomainError';
+  constructor(
+    readonly kind: ErrorKind,
+    readonly code: string,
+    message: string,
+    readonly details?: unknown,
+    options?: ErrorOptions & { retryable?: boolean },
+  ) {
+    super(message, options);
+    this.retryable = options?.retryable ?? kind === 'unavailable';
+  }
+  readonly retryable: boolean;
+}
+
+export class NotFoundError extends DomainError {
+  override name = 'NotFoundError';
+  constructor(code: string, message: string) {
+    super('not_found', code, message);
+  }
+}
+
+export class ConflictError extends DomainError {
+  override name = 'ConflictError';
+  constructor(code: string, message: string, details?: unknown) {
+    super('conflict', code, message, details);
+  }
+}
+
+export class ForbiddenError extends DomainError {
+  override name = 'ForbiddenError';
+  constructor(code: string, message: string) {
+    super('forbidden', code, message);
+  }
+}
+
+export class UnauthenticatedError extends DomainError {
+  override name = 'UnauthenticatedError';
+  constructor(code: string, message: string) {
+    super('unauthenticated', code, message);
+  }
+}
+
+export class InvalidRequestError extends DomainError {
+  override name = 'InvalidRequestError';
+  constructor(code: string, message: string, details?: unknown) {
+    super('invalid', code, message, details);
+  }
+}
+
+/** Optimistic concurrency gave up after its retries: safe to retry the whole operation later. */
+export class ContentionError extends DomainError {
+  override name = 'ContentionError';
+  constructor(message: string, options?: ErrorOptions) {
+    super('unavailable', 'contention', message, undefined, { ...options, retryable: true });
+  }
+}

@@ -1,0 +1,69 @@
+import type { NodeInventory, NodeView, RegisterNodeRequest } from '../../../protocol/index.js';
+import type { ItemKey, Write } from '../../ports/store.js';
+import { isoTime, sortableTime } from '../records.js';
+import { poolsOf } from './pools.js';
+
+export interface NodeStats {
+  tasksCompleted: number;
+  tasksFailed: number;
+  leasesLost: number;
+}
+
+/** A registered node as stored: `NODE#<id>` / `NODE`, listed through byOwner `NODES`. */
+export interface NodeRecord {
+  id: string;
+  name: string;
+  publicKey: string;
+  agentVersion: string;
+  inventory: NodeInventory;
+  pools: string[];
+  registeredAt: number;
+  lastSeenAt: number;
+  stats: NodeStats;
+}
+
+export const nodeKey = (id: string): ItemKey => ({ pk: `NODE#${id}`, sk: 'NODE' });
+export const nodeListPk = 'NODES';
+
+export function newNodeRecord(id: string, req: RegisterNodeRequest, now: number): NodeRecord {
+  return {
+    id,
+    name: req.name ?? id,
+    publicKey: req.publicKey,
+    agentVersion: req.agentVersion,
+    inventory: req.inventory,
+    pools: poolsOf(req.inventory),
+    registeredAt: now,
+    lastSeenAt: now,
+    stats: { tasksCompleted: 0, tasksFailed: 0, leasesLost: 0 },
+  };
+}
+
+export function putNode(node: NodeRecord, expectVersion: number): Write {
+  return {
+    kind: 'put',
+    key: nodeKey(node.id),
+    data: node,
+    indexes: { byOwner: { pk: nodeListPk, sk: `${sortableTime(node.registeredAt)}#${node.id}` } },
+    expectVersion,
+  };
+}
+
+/** A node is live while its last heartbeat or poll is more recent than the liveness window. */
+export const isLive = (node: NodeRecord, now: number, livenessMs: number): boolean =>
+  now - node.lastSeenAt <= livenessMs;
+
+export function toNodeView(node: NodeRecord, now: number, livenessMs: number): NodeView {
+  return {
+    id: node.id,
+    name: node.name,
+    publicKey: node.publicKey,
+    agentVersion: node.agentVersion,
+    inventory: node.inventory,
+    pools: node.pools,
+    status: isLive(node, now, livenessMs) ? 'live' : 'unavailable',
+    registeredAt: isoTime(node.registeredAt),
+    lastSeenAt: isoTime(node.lastSeenAt),
+    stats: node.stats,
+  };
+}

@@ -1,0 +1,233 @@
+import {
+  canonicalJson,
+  type JobSpec,
+  type JobView,
+  type JobWithTasks,
+  sha256Hex,
+  terminalJobStatuses,
+} from '../../../protocol/index.js';
+import type { Clock } from '../../ports/clock.js';
+import type { Keys } from '../../ports/keys.js';
+import type { Queue } from '../../ports/queue.js';
+import { ConditionFailedError, type Store, type StoredItem, type Write } from '../../ports/store.js';
+import { ConflictError, ContentionError, InvalidRequestError, NotFoundError } from '../errors.js';
+import { isoTime } from '../records.js';
+import { sealJobEnv } from '../security/job-secrets.js';
+import { newJobId } from './job-id.js';
+import {
+  type IdempotencyRecord,
+  idempotencyKey,
+  idempotencyTtlSeconds,
+  type JobRecord,
+  jobPk,
+  ownerPk,
+  putJob,
+  sealedValue,
+} from './job-record.js';
+import { countTasks, finishedAt, jobStatus } from './job-status.js';
+import { queueNames } from './messages.js';
+import { stop } from './task-machine.js';
+import { isTerminal, newTaskRecord, putTask, type TaskRecord, toTaskView } from './task-record.js';
+
+export interface SubmitOutcome {
+  job: JobWithTasks;
+  /** False when an idempotent replay returned the job that the first request created. */
+  created: boolean;
+}
+
+/** A job with the tasks read in the same query. */
+export interface LoadedJob {
+  job: StoredItem<JobRecord>;
+  tasks: StoredItem<TaskRecord>[];
+}
+
+/**
+ * Submission, reading and cancellation of jobs. A job and all its tasks (and the idempotency
+ * record) are written in one conditional transaction: either the whole job is accepted or none
+ * of it is.
+ */
+export class JobService {
+  constructor(
+    private readonly store: Store,
+    private readonly queue: Queue,
+    private readonly keys: Keys,
+    private readonly clock: Clock,
+  ) {}
+
+  async submit(owner: string, spec: JobSpec, idempotency?: string): Promise<SubmitOutcome> {
+    const now = this.clock.now();
+    const requestHash = sha256Hex(canonicalJson(spec));
+    const deadline = spec.deadline === undefined ? undefined : Date.parse(spec.deadline);
+    if (deadline !== undefined && deadline <= now) {
+      throw new InvalidRequestError('deadline_passed', `the deadline ${spec.deadline} is already past`);
+    }
+    if (idempotency !== undefined) {
+      const replay = await this.replay(owner, idempotency, requestHash);
+      if (replay !== undefined) return { job: replay, created: false };
+    }
+
+    const id = newJobId(now);
+    const sealed = await sealJobEnv(this.keys, id, spec.env);
+    const job: JobRecord = {
+      id,
+      owner,
+      spec: { ...spec, env: Object.fromEntries(Object.keys(spec.env).map((k) => [k, sealedValue])) },
+      ...(sealed ?? {}),
+      requestHash,
+      createdAt: now,
+      ...(deadline === undefined ? {} : { deadline }),
+    };
+    const requirements = {
+      gpus: spec.resources.gpus,
+      ...(spec.resources.cpuCores === undefined ? {} : { cpuCores: spec.resources.cpuCores }),
+      ...(spec.resources.memoryMiB === undefined ? {} : { memoryMiB: spec.resources.memoryMiB }),
+      ...(spec.regions === undefined ? {} : { regions: spec.regions }),
+      needsContainer: spec.image !== undefined,
+    };
+    const tasks = Array.from({ length: spec.tasks }, (_, index) =>
+      newTaskRecord(id, index, spec.tasks, spec.retries + 1, requirements, spec.timeoutSeconds, deadline, now),
+    );
+    const writes: Write[] = [putJob(job, 0), ...tasks.map((t) => putTask(t, 0))];
+    if (idempotency !== undefined) {
+      const record: IdempotencyRecord = { jobId: id, requestHash };
+      writes.push({
+        kind: 'put',
+        key: idempotencyKey(owner, idempotency),
+        data: record,
+        expiresAt: Math.floor(now / 1000) + idempotencyTtlSeconds,
+        expectVersion: 0,
+      });
+    }
+    try {
+      await this.store.transact(writes);
+    } catch (error) {
+      // Another request with the same key won the race: answer as its replay.
+      if (error instanceof ConditionFailedError && idempotency !== undefined) {
+        const replay = await this.replay(owner, idempotency, requestHash);
+        if (replay !== undefined) return { job: replay, created: false };
+      }
+      throw error;
+    }
+    // The message only speeds routing up: if it is lost, the reaper routes unrouted tasks anyway.
+    await this.queue.send(queueNames.schedule, JSON.stringify({ jobId: id }));
+    return { job: this.view(job, tasks), created: true };
+  }
+
+  private async replay(owner: string, key: string, requestHash: string): Promise<JobWithTasks | undefined> {
+    const seen = await this.store.get<IdempotencyRecord>(idempotencyKey(owner, key));
+    if (seen === undefined) return undefined;
+    if (seen.data.requestHash !== requestHash) {
+      throw new ConflictError(
+        'idempotency_key_reused',
+        `Idempotency-Key ${key} was already used for another request (job ${seen.data.jobId})`,
+        { jobId: seen.data.jobId },
+      );
+    }
+    return this.get(owner, seen.data.jobId);
+  }
+
+  async load(jobId: string): Promise<LoadedJob | undefined> {
+    const items: StoredItem[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await this.store.query({
+        pk: jobPk(jobId),
+        limit: 1000,
+        ...(cursor === undefined ? {} : { cursor }),
+      });
+      items.push(...page.items);
+      cursor = page.cursor;
+    } while (cursor !== undefined);
+    const job = items.find((i) => i.sk === 'JOB') as StoredItem<JobRecord> | undefined;
+    if (job === undefined) return undefined;
+    const tasks = items.filter((i) => i.sk.startsWith('TASK#')) as StoredItem<TaskRecord>[];
+    return { job, tasks };
+  }
+
+  async get(owner: string, jobId: string): Promise<JobWithTasks> {
+    const loaded = await this.load(jobId);
+    if (loaded === undefined || loaded.job.data.owner !== owner)
+      throw new NotFoundError('job_not_found', `no job ${jobId}`);
+    return this.view(
+      loaded.job.data,
+      loaded.tasks.map((t) => t.data),
+    );
+  }
+
+  /** Newest first. The status filter applies to each page, so a filtered page may be short. */
+  async list(
+    owner: string,
+    limit: number,
+    cursor?: string,
+    status?: string,
+  ): Promise<{ jobs: JobView[]; cursor?: string }> {
+    const page = await this.store.query<JobRecord>({
+      index: 'byOwner',
+      pk: ownerPk(owner),
+      descending: true,
+      limit,
+      ...(cursor === undefined ? {} : { cursor }),
+    });
+    const loaded = await Promise.all(page.items.map((item) => this.load(item.data.id)));
+    const jobs = loaded
+      .filter((l): l is LoadedJob => l !== undefined)
+      .map((l) =>
+        this.summary(
+          l.job.data,
+          l.tasks.map((t) => t.data),
+        ),
+      )
+      .filter((j) => status === undefined || j.status === status);
+    return { jobs, ...(page.cursor === undefined ? {} : { cursor: page.cursor }) };
+  }
+
+  /** Cancels every task that has not finished; running tasks are stopped at their next heartbeat. */
+  async cancel(owner: string, jobId: string): Promise<JobWithTasks> {
+    for (let round = 0; round < 8; round++) {
+      const loaded = await this.load(jobId);
+      if (loaded === undefined || loaded.job.data.owner !== owner)
+        throw new NotFoundError('job_not_found', `no job ${jobId}`);
+      const status = jobStatus(
+        loaded.job.data,
+        loaded.tasks.map((t) => t.data),
+      );
+      if (terminalJobStatuses.includes(status)) {
+        throw new ConflictError('job_finished', `job ${jobId} already ${status}`, { status });
+      }
+      const now = this.clock.now();
+      const job: JobRecord = { ...loaded.job.data, cancelledAt: now };
+      const writes: Write[] = [putJob(job, loaded.job.version)];
+      const tasks = loaded.tasks.map((item) => {
+        if (isTerminal(item.data.state)) return item.data;
+        const cancelled = stop(item.data, now, 'cancelled', 'cancelled', 'the job was cancelled by its owner');
+        writes.push(putTask(cancelled, item.version));
+        return cancelled;
+      });
+      try {
+        await this.store.transact(writes);
+        return this.view(job, tasks);
+      } catch (error) {
+        if (!(error instanceof ConditionFailedError)) throw error;
+      }
+    }
+    throw new ContentionError(`job ${jobId} kept changing while being cancelled`);
+  }
+
+  view(job: JobRecord, tasks: readonly TaskRecord[]): JobWithTasks {
+    return { ...this.summary(job, tasks), tasks: [...tasks].sort((a, b) => a.index - b.index).map(toTaskView) };
+  }
+
+  summary(job: JobRecord, tasks: readonly TaskRecord[]): JobView {
+    const ended = finishedAt(tasks);
+    const updatedAt = Math.max(job.createdAt, job.cancelledAt ?? 0, ...tasks.map((t) => t.updatedAt));
+    return {
+      id: job.id,
+      status: jobStatus(job, tasks),
+      spec: job.spec,
+      taskCounts: countTasks(tasks),
+      createdAt: isoTime(job.createdAt),
+      updatedAt: isoTime(updatedAt),
+      ...(ended === undefined ? {} : { finishedAt: isoTime(ended) }),
+    };
+  }
+}

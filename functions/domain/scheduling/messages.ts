@@ -1,0 +1,20 @@
+import { z } from 'zod';
+import { JobId, TaskId } from '../../../protocol/index.js';
+
+/**
+ * The control plane's queues. Messages are triggers only: the store holds the truth, so a
+ * duplicated, delayed or lost message changes nothing it should not, and the reaper re-drives
+ * from table state what a lost message would have done.
+ */
+export const queueNames = {
+  /** "Route the unrouted tasks of this job." */
+  schedule: 'schedule',
+  /** "Verify this reported attempt." */
+  verify: 'verify',
+} as const;
+
+export const ScheduleMessage = z.strictObject({ jobId: JobId });
+export type ScheduleMessage = z.infer<typeof ScheduleMessage>;
+
+export const VerifyMessage = z.strictObject({ taskId: TaskId, attempt: z.int().min(1) });
+export type VerifyMessage = z.infer<typeof VerifyMessage>;

@@ -1,0 +1,202 @@
+import type { AttemptOutcome, ProgressReport, ResultReport, TaskResult } from '../../../protocol/index.js';
+import { isoTime } from '../records.js';
+import { LeaseLostError, TaskNotAssignedError } from './errors.js';
+import { isTerminal, type TaskRecord } from './task-record.js';
+
+/**
+ * The task state machine. Every function is pure: it takes a record and returns the next one,
+ * or throws when the transition is not allowed; callers write the result with a conditional put
+ * on the version they read, so two racing transitions cannot both land.
+ *
+ *              claim            first progress       result (exit 0)       verify ok
+ *   queued ───────────► assigned ─────────► running ─────────► reported ─────────► verified
+ *     ▲                    │                   │                  │
+ *     │  lease expired,    │                   │                  │ verify rejects
+ *     │  failure, exit≠0,  │                   │                  │
+ *     └──── released ──────┴───────────────────┴──────────────────┘
+ *           (while the retry budget lasts; then ───► failed)
+ *
+ *   any non-terminal state ──cancel──► cancelled      ──deadline──► failed
+ *
+ * A lease's timeline: claim grants `leaseMs`; every progress report and heartbeat extends it to
+ * now + leaseMs; if neither arrives before it runs out, the reaper calls {@link expireLease}.
+ */
+
+export interface LeaseSettings {
+  leaseMs: number;
+}
+
+export function claim(
+  task: TaskRecord,
+  nodeId: string,
+  gpuIndices: number[],
+  gpuUuids: string[],
+  now: number,
+  leaseMs: number,
+): TaskRecord {
+  if (task.state !== 'queued') throw new Error(`cannot claim task ${task.id} in state ${task.state}`);
+  const number = task.attempt + 1;
+  const { progress: _dropped, ...rest } = task;
+  return {
+    ...rest,
+    state: 'assigned',
+    attempt: number,
+    nodeId,
+    gpuIndices,
+    leaseExpiresAt: now + leaseMs,
+    attempts: [
+      ...task.attempts,
+      { number, nodeId, assignedAt: isoTime(now), ...(gpuUuids.length > 0 ? { gpus: gpuUuids } : {}) },
+    ],
+    updatedAt: now,
+  };
+}
+
+/**
+ * Checks that `nodeId` holds the lease of `attempt` now. A node that never held any attempt of
+ * the task is refused outright; one whose lease moved on learns that it lost it.
+ */
+export function assertLease(task: TaskRecord, nodeId: string, attempt: number): void {
+  if (!task.attempts.some((a) => a.nodeId === nodeId)) throw new TaskNotAssignedError(task.id, nodeId);
+  if (task.state !== 'assigned' && task.state !== 'running') {
+    throw new LeaseLostError(task.id, attempt, `the task is ${task.state}`);
+  }
+  if (task.nodeId !== nodeId || task.attempt !== attempt) {
+    throw new LeaseLostError(task.id, attempt, `the task is on attempt ${task.attempt}`);
+  }
+}
+
+export function recordProgress(task: TaskRecord, report: ProgressReport, now: number, leaseMs: number): TaskRecord {
+  return {
+    ...task,
+    state: 'running',
+    leaseExpiresAt: now + leaseMs,
+    progress: {
+      ...(report.percent === undefined ? {} : { percent: report.percent }),
+      ...(report.message === undefined ? {} : { message: report.message }),
+      ...(report.logTail === undefined ? {} : { logTail: report.logTail }),
+      updatedAt: now,
+    },
+    updatedAt: now,
+  };
+}
+
+export function extendLease(task: TaskRecord, now: number, leaseMs: number): TaskRecord {
+  return { ...task, leaseExpiresAt: now + leaseMs, updatedAt: now };
+}
+
+/** A finished run: exit code 0 waits for verification; any other code is a failed attempt. */
+export function recordResult(task: TaskRecord, report: ResultReport, now: number): TaskRecord {
+  const result: TaskResult = {
+    exitCode: report.exitCode,
+    resultHash: report.resultHash,
+    outputs: report.outputs,
+    metrics: report.metrics,
+    ...(report.logTail === undefined ? {} : { logTail: report.logTail }),
+    reportedAt: isoTime(now),
+  };
+  if (report.exitCode !== 0) {
+    return endAttempt({ ...task, result }, now, 'failed', `exit code ${report.exitCode}`, true);
+  }
+  const { leaseExpiresAt: _lease, ...rest } = task;
+  return {
+    ...rest,
+    state: 'reported',
+    result,
+    attempts: closeCurrentAttempt(task, now, 'completed'),
+    updatedAt: now,
+  };
+}
+
+export function recordFailure(
+  task: TaskRecord,
+  reason: 'error' | 'timeout' | 'released',
+  message: string,
+  now: number,
+): TaskRecord {
+  if (reason === 'released') return endAttempt(task, now, 'released', message, false);
+  return endAttempt(task, now, 'failed', `${reason}: ${message}`, true);
+}
+
+export function expireLease(task: TaskRecord, now: number): TaskRecord {
+  return endAttempt(task, now, 'lease-expired', `no heartbeat from ${task.nodeId ?? 'its node'}`, true);
+}
+
+export function markVerified(task: TaskRecord, now: number): TaskRecord {
+  if (task.state !== 'reported') throw new Error(`cannot verify task ${task.id} in state ${task.state}`);
+  return { ...task, state: 'verified', updatedAt: now };
+}
+
+/** Verification refused the reported result: the attempt counts as failed and the task runs again. */
+export function markRejected(task: TaskRecord, detail: string, now: number): TaskRecord {
+  if (task.state !== 'reported') throw new Error(`cannot reject task ${task.id} in state ${task.state}`);
+  const attempts = task.attempts.map((a) =>
+    a.number === task.attempt ? { ...a, outcome: 'rejected' as const, detail } : a,
+  );
+  return requeueOrFail({ ...task, attempts }, now, `verification rejected the result: ${detail}`, true);
+}
+
+/** Cancellation (by the owner) or the job's deadline ends a task that has not finished. */
+export function stop(
+  task: TaskRecord,
+  now: number,
+  state: 'cancelled' | 'failed',
+  code: string,
+  message: string,
+): TaskRecord {
+  if (isTerminal(task.state)) return task;
+  const { leaseExpiresAt: _lease, ...rest } = task;
+  return {
+    ...rest,
+    state,
+    error: { code, message },
+    attempts:
+      task.state === 'assigned' || task.state === 'running'
+        ? closeCurrentAttempt(task, now, 'cancelled', message)
+        : task.attempts,
+    updatedAt: now,
+  };
+}
+
+function endAttempt(
+  task: TaskRecord,
+  now: number,
+  outcome: AttemptOutcome,
+  detail: string,
+  countsAgainstBudget: boolean,
+): TaskRecord {
+  return requeueOrFail(
+    { ...task, attempts: closeCurrentAttempt(task, now, outcome, detail) },
+    now,
+    detail,
+    countsAgainstBudget,
+  );
+}
+
+function requeueOrFail(task: TaskRecord, now: number, detail: string, countsAgainstBudget: boolean): TaskRecord {
+  const failedAttempts = task.failedAttempts + (countsAgainstBudget ? 1 : 0);
+  const { leaseExpiresAt: _lease, nodeId: _node, gpuIndices: _gpus, pool: _pool, progress: _progress, ...rest } = task;
+  if (failedAttempts >= task.maxAttempts) {
+    return {
+      ...rest,
+      state: 'failed',
+      failedAttempts,
+      error: {
+        code: 'retries_exhausted',
+        message: `${failedAttempts} of ${task.maxAttempts} attempts failed; last: ${detail}`,
+      },
+      updatedAt: now,
+    };
+  }
+  // A queued task shows no result or error: those of failed attempts stay in their attempt's detail.
+  const { result: _result, error: _error, ...queued } = rest;
+  return { ...queued, state: 'queued', failedAttempts, queuedAt: now, updatedAt: now };
+}
+
+function closeCurrentAttempt(task: TaskRecord, now: number, outcome: AttemptOutcome, detail?: string) {
+  return task.attempts.map((a) =>
+    a.number === task.attempt && a.outcome === undefined
+      ? { ...a, endedAt: isoTime(now), outcome, ...(detail === undefined ? {} : { detail }) }
+      : a,
+  );
+}

@@ -1,0 +1,111 @@
+import type {
+  FailureReport,
+  HeartbeatRequest,
+  HeartbeatResponse,
+  ProgressReport,
+  ResultReport,
+  TaskView,
+} from '../../../protocol/index.js';
+import { parseTaskId } from '../../../protocol/index.js';
+import type { Clock } from '../../ports/clock.js';
+import type { Queue } from '../../ports/queue.js';
+import type { Store } from '../../ports/store.js';
+import { NotFoundError } from '../errors.js';
+import { updateWithRetry } from '../records.js';
+import type { NodeRegistry } from '../resource/node-registry.js';
+import { LeaseLostError } from './errors.js';
+import { queueNames } from './messages.js';
+import {
+  assertLease,
+  extendLease,
+  type LeaseSettings,
+  recordFailure,
+  recordProgress,
+  recordResult,
+} from './task-machine.js';
+import { putTask, type TaskRecord, taskKey, toTaskView } from './task-record.js';
+
+export interface HeartbeatSettings extends LeaseSettings {
+  heartbeatIntervalMs: number;
+}
+
+/**
+ * What nodes tell the control plane about their tasks: progress and heartbeats extend the lease,
+ * results and failures end the attempt. Every report names its attempt (the lease token), so a
+ * report from a node whose lease moved on changes nothing.
+ */
+export class TaskReports {
+  constructor(
+    private readonly store: Store,
+    private readonly queue: Queue,
+    private readonly registry: NodeRegistry,
+    private readonly clock: Clock,
+    private readonly settings: HeartbeatSettings,
+  ) {}
+
+  async progress(nodeId: string, taskId: string, report: ProgressReport): Promise<{ leaseExpiresAt: number }> {
+    const task = await this.transition(nodeId, taskId, report.attempt, (t, now) =>
+      recordProgress(t, report, now, this.settings.leaseMs),
+    );
+    return { leaseExpiresAt: task.leaseExpiresAt ?? this.clock.now() };
+  }
+
+  async result(nodeId: string, taskId: string, report: ResultReport): Promise<TaskView> {
+    const task = await this.transition(nodeId, taskId, report.attempt, (t, now) => recordResult(t, report, now));
+    await this.afterAttempt(nodeId, task);
+    return toTaskView(task);
+  }
+
+  async fail(nodeId: string, taskId: string, report: FailureReport): Promise<TaskView> {
+    const task = await this.transition(nodeId, taskId, report.attempt, (t, now) =>
+      recordFailure(t, report.reason, report.message, now),
+    );
+    await this.afterAttempt(nodeId, task);
+    return toTaskView(task);
+  }
+
+  /**
+   * Records that the node is alive and extends the leases of the tasks it still holds. Tasks it
+   * no longer holds come back in `abort`, so the node stops work nobody will accept.
+   */
+  async heartbeat(nodeId: string, request: HeartbeatRequest): Promise<HeartbeatResponse> {
+    await this.registry.touch(nodeId);
+    const abort: HeartbeatResponse['abort'] = [];
+    for (const { taskId, attempt } of request.tasks) {
+      try {
+        await this.transition(nodeId, taskId, attempt, (t, now) => extendLease(t, now, this.settings.leaseMs));
+      } catch (error) {
+        if (!(error instanceof LeaseLostError) && !(error instanceof NotFoundError)) throw error;
+        abort.push({ taskId, attempt, reason: error.message });
+      }
+    }
+    return { abort, heartbeatIntervalMs: this.settings.heartbeatIntervalMs };
+  }
+
+  private async transition(
+    nodeId: string,
+    taskId: string,
+    attempt: number,
+    next: (task: TaskRecord, now: number) => TaskRecord,
+  ): Promise<TaskRecord> {
+    const { jobId, index } = parseTaskId(taskId);
+    const updated = await updateWithRetry<TaskRecord, TaskRecord>(this.store, taskKey(jobId, index), (current) => {
+      if (current === undefined) throw new NotFoundError('task_not_found', `no task ${taskId}`);
+      assertLease(current.data, nodeId, attempt);
+      const task = next(current.data, this.clock.now());
+      return { writes: [putTask(task, current.version)], result: task };
+    });
+    return updated as TaskRecord;
+  }
+
+  /** Follow-ups once an attempt ended: verify a report, re-route a retry, count the node's record. */
+  private async afterAttempt(nodeId: string, task: TaskRecord): Promise<void> {
+    if (task.state === 'reported') {
+      await this.queue.send(queueNames.verify, JSON.stringify({ taskId: task.id, attempt: task.attempt }));
+      return;
+    }
+    const ended = task.attempts.at(-1);
+    if (ended?.outcome === 'failed') await this.registry.bumpStats(nodeId, 'tasksFailed');
+    if (task.state === 'queued') await this.queue.send(queueNames.schedule, JSON.stringify({ jobId: task.jobId }));
+  }
+}

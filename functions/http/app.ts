@@ -1,0 +1,59 @@
+import { OpenAPIHono } from '@hono/zod-openapi';
+import { bodyLimit } from 'hono/body-limit';
+import { HTTPException } from 'hono/http-exception';
+import { requestId } from 'hono/request-id';
+import { limits } from '../../protocol/index.js';
+import type { AppDeps, AppEnv } from './context.js';
+import { errorResponder, validationHook } from './errors.js';
+import { jobRoutes } from './routes/jobs.js';
+import { nodeRoutes } from './routes/nodes.js';
+
+/** The owner of application requests until API keys arrive (see docs/api.md). */
+export const defaultOwner = 'default';
+
+/**
+ * The control plane's HTTP API: one hono app, served by node's HTTP server in the embedded
+ * deployment and by API Gateway + Lambda in the cloud.
+ */
+export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
+  const app = new OpenAPIHono<AppEnv>({ defaultHook: validationHook });
+
+  app.use(requestId());
+  app.use(async (c, next) => {
+    c.set('owner', defaultOwner);
+    await next();
+  });
+  app.use(
+    bodyLimit({
+      maxSize: limits.maxBodyBytes,
+      onError: () => {
+        throw new HTTPException(413, { message: `request body larger than ${limits.maxBodyBytes} bytes` });
+      },
+    }),
+  );
+
+  app.get('/healthz', (c) => c.json({ status: 'ok' }));
+  nodeRoutes(app, deps);
+  jobRoutes(app, deps);
+
+  app.openAPIRegistry.registerComponent('securitySchemes', 'nodeSignature', {
+    type: 'apiKey',
+    in: 'header',
+    name: 'x-gpuai-signature',
+    description: 'Ed25519 signature of the request; see docs/api.md and protocol/signing.ts.',
+  });
+  app.doc31('/openapi.json', {
+    openapi: '3.1.0',
+    info: {
+      title: 'GPUAI control plane',
+      version: '1',
+      description: 'Submit GPU jobs; run edge agents that register, poll for work and report results.',
+    },
+  });
+
+  app.notFound((c) =>
+    c.json({ error: { code: 'route_not_found', message: `no route ${c.req.method} ${c.req.path}` } }, 404),
+  );
+  app.onError(errorResponder(deps.log));
+  return app;
+}

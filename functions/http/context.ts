@@ -1,0 +1,15 @@
+import type { ControlPlane } from '../control-plane.js';
+
+/** Values each request carries through the app. */
+export interface AppEnv {
+  Variables: {
+    requestId: string;
+    /** The application on whose behalf the request acts (API keys arrive with a later issue). */
+    owner: string;
+  };
+}
+
+export interface AppDeps {
+  cp: ControlPlane;
+  log: (entry: Record<string, unknown>) => void;
+}

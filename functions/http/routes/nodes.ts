@@ -1,0 +1,199 @@
+import { createRoute, type OpenAPIHono } from '@hono/zod-openapi';
+import type { Context } from 'hono';
+import { z } from 'zod';
+import {
+  FailureReport,
+  HeartbeatRequest,
+  HeartbeatResponse,
+  LeaseResponse,
+  NodeId,
+  NodeList,
+  NodeView,
+  PageQuery,
+  ProgressReport,
+  RegisterNodeRequest,
+  RegisterNodeResponse,
+  ResultReport,
+  TaskId,
+  TaskView,
+  WorkQuery,
+  WorkResponse,
+} from '../../../protocol/index.js';
+import { isoTime } from '../../domain/records.js';
+import { toNodeView } from '../../domain/resource/node-record.js';
+import { RequestAuthenticator } from '../../domain/security/request-auth.js';
+import type { AppDeps, AppEnv } from '../context.js';
+import { errorResponses, json } from './responses.js';
+
+const NodeParams = z.object({ nodeId: NodeId });
+const TaskParams = z.object({ nodeId: NodeId, taskId: TaskId });
+const signed = [{ nodeSignature: [] }];
+
+const listNodes = createRoute({
+  method: 'get',
+  path: '/v1/nodes',
+  tags: ['nodes'],
+  summary: 'List registered nodes',
+  request: { query: PageQuery },
+  responses: { 200: json(NodeList, 'A page of nodes, oldest registration first'), ...errorResponses(400) },
+});
+
+const getNode = createRoute({
+  method: 'get',
+  path: '/v1/nodes/{nodeId}',
+  tags: ['nodes'],
+  summary: 'Get a node',
+  request: { params: NodeParams },
+  responses: { 200: json(NodeView, 'The node'), ...errorResponses(400, 404) },
+});
+
+const registerNode = createRoute({
+  method: 'post',
+  path: '/v1/nodes',
+  tags: ['agent'],
+  summary: 'Register a node (signed with the key being registered)',
+  security: signed,
+  request: { body: { required: true, content: { 'application/json': { schema: RegisterNodeRequest } } } },
+  responses: {
+    201: json(RegisterNodeResponse, 'Registered'),
+    200: json(RegisterNodeResponse, 'Already registered: inventory updated'),
+    ...errorResponses(400, 401, 413),
+  },
+});
+
+const heartbeat = createRoute({
+  method: 'post',
+  path: '/v1/nodes/{nodeId}/heartbeat',
+  tags: ['agent'],
+  summary: 'Heartbeat: extends the leases of running tasks, returns the tasks to abort',
+  security: signed,
+  request: {
+    params: NodeParams,
+    body: { required: true, content: { 'application/json': { schema: HeartbeatRequest } } },
+  },
+  responses: { 200: json(HeartbeatResponse, 'Alive'), ...errorResponses(400, 401, 403, 404) },
+});
+
+const pollWork = createRoute({
+  method: 'get',
+  path: '/v1/nodes/{nodeId}/work',
+  tags: ['agent'],
+  summary: 'Long-poll for a task this node fits',
+  security: signed,
+  request: { params: NodeParams, query: WorkQuery },
+  responses: {
+    200: json(WorkResponse, 'A task is bound to this node (late binding)'),
+    204: { description: 'No task fitted this node before `wait` ran out' },
+    ...errorResponses(400, 401, 403, 404),
+  },
+});
+
+const reportBody = <T>(schema: T) => ({ required: true, content: { 'application/json': { schema } } });
+const taskErrors = errorResponses(400, 401, 403, 404, 409, 413);
+
+const reportProgress = createRoute({
+  method: 'post',
+  path: '/v1/nodes/{nodeId}/tasks/{taskId}/progress',
+  tags: ['agent'],
+  summary: 'Report progress; the first report marks the task running; extends the lease',
+  security: signed,
+  request: { params: TaskParams, body: reportBody(ProgressReport) },
+  responses: { 200: json(LeaseResponse, 'Lease extended'), ...taskErrors },
+});
+
+const reportResult = createRoute({
+  method: 'post',
+  path: '/v1/nodes/{nodeId}/tasks/{taskId}/result',
+  tags: ['agent'],
+  summary: 'Report the result of an attempt',
+  security: signed,
+  request: { params: TaskParams, body: reportBody(ResultReport) },
+  responses: { 200: json(TaskView, 'The task after the report'), ...taskErrors },
+});
+
+const reportFailure = createRoute({
+  method: 'post',
+  path: '/v1/nodes/{nodeId}/tasks/{taskId}/fail',
+  tags: ['agent'],
+  summary: 'Report a failed attempt, or hand the task back (released)',
+  security: signed,
+  request: { params: TaskParams, body: reportBody(FailureReport) },
+  responses: { 200: json(TaskView, 'The task after the report'), ...taskErrors },
+});
+
+/** Verifies the node signature over the exact request; returns the node id it proves. */
+async function authenticate(c: Context<AppEnv>, { cp }: AppDeps, registeringKey?: string): Promise<string> {
+  const url = new URL(c.req.url);
+  return cp.auth.authenticate(
+    {
+      method: c.req.method,
+      pathWithQuery: url.pathname + url.search,
+      body: await c.req.text(),
+      header: (name) => c.req.header(name),
+    },
+    registeringKey,
+  );
+}
+
+export function nodeRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
+  const { cp } = deps;
+  const view = (node: Parameters<typeof toNodeView>[0]) => toNodeView(node, Date.now(), cp.settings.livenessMs);
+
+  // Node-scoped agent routes authenticate before their input is validated: an unsigned caller
+  // learns nothing about the shape the endpoint expects.
+  app.use('/v1/nodes/:nodeId/*', async (c, next) => {
+    const nodeId = await authenticate(c, deps);
+    RequestAuthenticator.assertSameNode(nodeId, c.req.param('nodeId') ?? '');
+    await next();
+  });
+
+  app.openapi(listNodes, async (c) => {
+    const q = c.req.valid('query');
+    const page = await cp.nodes.list(q.limit, q.cursor);
+    return c.json({ nodes: page.nodes.map(view), ...(page.cursor === undefined ? {} : { cursor: page.cursor }) }, 200);
+  });
+
+  app.openapi(getNode, async (c) => c.json(view(await cp.nodes.get(c.req.valid('param').nodeId)), 200));
+
+  app.openapi(registerNode, async (c) => {
+    const body = c.req.valid('json');
+    await authenticate(c, deps, body.publicKey);
+    const { node, created } = await cp.nodes.register(body);
+    cp.router.invalidate();
+    const response = {
+      node: view(node),
+      heartbeatIntervalMs: cp.settings.heartbeatIntervalMs,
+      leaseMs: cp.settings.leaseMs,
+    };
+    return c.json(response, created ? 201 : 200);
+  });
+
+  app.openapi(heartbeat, async (c) =>
+    c.json(await cp.reports.heartbeat(c.req.valid('param').nodeId, c.req.valid('json')), 200),
+  );
+
+  app.openapi(pollWork, async (c) => {
+    const assignment = await cp.dispatcher.poll(
+      c.req.valid('param').nodeId,
+      c.req.valid('query').wait,
+      c.req.raw.signal,
+    );
+    return assignment === undefined ? c.body(null, 204) : c.json({ assignment }, 200);
+  });
+
+  app.openapi(reportProgress, async (c) => {
+    const { nodeId, taskId } = c.req.valid('param');
+    const lease = await cp.reports.progress(nodeId, taskId, c.req.valid('json'));
+    return c.json({ leaseExpiresAt: isoTime(lease.leaseExpiresAt) }, 200);
+  });
+
+  app.openapi(reportResult, async (c) => {
+    const { nodeId, taskId } = c.req.valid('param');
+    return c.json(await cp.reports.result(nodeId, taskId, c.req.valid('json')), 200);
+  });
+
+  app.openapi(reportFailure, async (c) => {
+    const { nodeId, taskId } = c.req.valid('param');
+    return c.json(await cp.reports.fail(nodeId, taskId, c.req.valid('json')), 200);
+  });
+}

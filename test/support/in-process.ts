@@ -1,0 +1,92 @@
+import { LocalKeys } from '../../functions/adapters/embedded/local-keys.js';
+import { MemorySignal } from '../../functions/adapters/embedded/memory-signal.js';
+import { openDatabase } from '../../functions/adapters/embedded/sqlite.js';
+import { SqliteQueue } from '../../functions/adapters/embedded/sqlite-queue.js';
+import { SqliteStore } from '../../functions/adapters/embedded/sqlite-store.js';
+import {
+  type ControlPlane,
+  type ControlPlaneSettings,
+  createControlPlane,
+  defaultSettings,
+} from '../../functions/control-plane.js';
+import { createApp } from '../../functions/http/app.js';
+import type { Clock } from '../../functions/ports/clock.js';
+import { queueDefinitions } from '../../functions/workers/queues.js';
+import {
+  generateNodeKeyPair,
+  loadNodeKeyPair,
+  type NodeInventory,
+  type NodeKeyPair,
+  nodeIdFromPublicKey,
+  signRequest,
+} from '../../protocol/index.js';
+
+/** A clock tests move by hand. */
+export class ManualClock implements Clock {
+  constructor(public ms = Date.parse('2026-11-25T12:00:00Z')) {}
+  now(): number {
+    return this.ms;
+  }
+  advance(ms: number): void {
+    this.ms += ms;
+  }
+}
+
+/** The control plane wired over in-memory SQLite, its HTTP app called in-process. */
+export function inProcessControlPlane(options: { clock?: Clock; settings?: Partial<ControlPlaneSettings> } = {}) {
+  const clock = options.clock ?? { now: () => Date.now() };
+  const db = openDatabase(':memory:');
+  const store = new SqliteStore(db, clock);
+  const queue = new SqliteQueue(db, queueDefinitions, clock);
+  const ports = { store, queue, keys: LocalKeys.inMemory(), clock, signal: new MemorySignal() };
+  const cp: ControlPlane = createControlPlane(
+    ports,
+    defaultSettings(clock.now(), { bootedAt: 0, ...options.settings }),
+  );
+  const logs: Record<string, unknown>[] = [];
+  const app = createApp({ cp, log: (e) => logs.push(e) });
+  const request = (path: string, init: RequestInit = {}) => app.request(`http://gpuai.test${path}`, init);
+  return { cp, app, store, queue, clock, logs, request, close: () => queue.close() };
+}
+
+export const cpuInventory = (overrides: Partial<NodeInventory> = {}): NodeInventory => ({
+  gpus: [],
+  cpu: { model: 'Test CPU', cores: 4 },
+  memoryMiB: 8192,
+  os: 'linux',
+  arch: 'x64',
+  runtimes: ['process'],
+  region: 'local',
+  ...overrides,
+});
+
+/** A node identity that signs its requests as the agent does. */
+export class TestNode {
+  readonly key: NodeKeyPair;
+  readonly id: string;
+  constructor(
+    private readonly request: (path: string, init?: RequestInit) => Response | Promise<Response>,
+    readonly clock: Clock = { now: () => Date.now() },
+  ) {
+    this.key = loadNodeKeyPair(generateNodeKeyPair().privateKeyPem);
+    this.id = nodeIdFromPublicKey(this.key.publicKey);
+  }
+
+  /** A signed request as node `as` (default: this node) to `path`. */
+  async call(method: string, path: string, body?: unknown, as = this.id): Promise<Response> {
+    const text = body === undefined ? '' : JSON.stringify(body);
+    const headers = {
+      ...signRequest(this.key, as, { method, pathWithQuery: path, body: text }, this.clock.now()),
+      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+    };
+    return this.request(path, { method, headers, ...(body === undefined ? {} : { body: text }) });
+  }
+
+  register(inventory: NodeInventory = cpuInventory()) {
+    return this.call('POST', '/v1/nodes', { publicKey: this.key.publicKey, agentVersion: '0.1.0', inventory });
+  }
+
+  poll(wait = 0) {
+    return this.call('GET', `/v1/nodes/${this.id}/work?wait=${wait}`);
+  }
+}
