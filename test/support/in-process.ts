@@ -46,7 +46,10 @@ export function inProcessControlPlane(options: { clock?: Clock; settings?: Parti
   const logs: Record<string, unknown>[] = [];
   const app = createApp({ cp, log: (e) => logs.push(e) });
   const request = (path: string, init: RequestInit = {}) => app.request(`http://gpuai.test${path}`, init);
-  return { cp, app, store, queue, clock, logs, request, close: () => queue.close() };
+  /** Every stored item but nonces (replay protection, not domain state), for "nothing changed" assertions. */
+  const snapshot = () =>
+    db.prepare("SELECT pk, sk, version, data FROM items WHERE pk NOT LIKE 'NONCE#%' ORDER BY pk, sk").all();
+  return { cp, app, store, queue, clock, logs, request, snapshot, close: () => queue.close() };
 }
 
 export const cpuInventory = (overrides: Partial<NodeInventory> = {}): NodeInventory => ({

@@ -142,6 +142,8 @@ export function nodeRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
   // Node-scoped agent routes authenticate before their input is validated: an unsigned caller
   // learns nothing about the shape the endpoint expects.
   app.use('/v1/nodes/:nodeId/*', async (c, next) => {
+    // The wildcard also matches `/v1/nodes/{nodeId}` itself, which is an application route.
+    if (c.req.path.split('/').length <= 4) return next();
     const nodeId = await authenticate(c, deps);
     RequestAuthenticator.assertSameNode(nodeId, c.req.param('nodeId') ?? '');
     await next();

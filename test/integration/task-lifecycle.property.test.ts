@@ -1,0 +1,307 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { fitOnNode } from '../../functions/domain/resource/fit.js';
+import { LeaseLostError } from '../../functions/domain/scheduling/errors.js';
+import { queueNames } from '../../functions/domain/scheduling/messages.js';
+import { leaseDuePk, poolPk, type TaskRecord, unroutedPool } from '../../functions/domain/scheduling/task-record.js';
+import type { Assignment, JobSpecInput, NodeInventory } from '../../protocol/index.js';
+import { generateNodeKeyPair, JobSpec, nodeIdFromPublicKey, resultHash, sha256Hex } from '../../protocol/index.js';
+import { cpuInventory, inProcessControlPlane, ManualClock } from '../support/in-process.js';
+
+/**
+ * The task state machine as a model-based test: random interleavings of submissions, polls,
+ * reports (good, bad, stale), cancellations, lost messages and the passing of time, against the
+ * real domain over the real embedded store. After every step the invariants below must hold, and
+ * at the end every accepted task must reach a terminal state.
+ */
+
+const goodHash = resultHash([{ name: 'stdout', sha256: sha256Hex('ok\n'), bytes: 3 }]);
+const badHash = '0'.repeat(64);
+const leaseMs = 10_000;
+
+const inventories: NodeInventory[] = [
+  cpuInventory(),
+  cpuInventory({
+    gpus: [0, 1].map((index) => ({
+      index,
+      vendor: 'nvidia' as const,
+      model: 'NVIDIA H100 80GB HBM3',
+      vramMiB: 81559,
+      uuid: `GPU-h100-${index}`,
+      computeCapability: '9.0',
+    })),
+  }),
+  cpuInventory({
+    gpus: [
+      { index: 0, vendor: 'amd', model: 'AMD Instinct MI300X', vramMiB: 196592, uuid: 'GPU-mi300x', gfxArch: 'gfx942' },
+    ],
+  }),
+];
+
+type World = ReturnType<typeof inProcessControlPlane> & {
+  clock: ManualClock;
+  nodes: string[];
+  held: Assignment[];
+  submitted: number;
+};
+
+async function allTasks(w: World): Promise<TaskRecord[]> {
+  const rows = w.snapshot() as { sk: string; data: string }[];
+  return rows.filter((r) => r.sk.startsWith('TASK#')).map((r) => JSON.parse(r.data) as TaskRecord);
+}
+
+async function drain(w: World, queue: string): Promise<void> {
+  for (const m of await w.queue.receive(queue, { maxMessages: 10 })) {
+    const body = JSON.parse(m.body);
+    if (queue === queueNames.schedule) await w.cp.scheduler.schedule(body);
+    else await w.cp.verifier.verify(body);
+    await w.queue.delete(queue, m.receiptHandle);
+  }
+}
+
+async function report(w: World, heldIndex: number, act: (a: Assignment, node: string) => Promise<unknown>) {
+  const a = w.held[heldIndex % Math.max(1, w.held.length)];
+  if (a === undefined) return;
+  w.held = w.held.filter((x) => x !== a);
+  const node = nodeOf(w, a);
+  try {
+    await act(a, node);
+  } catch (error) {
+    if (!(error instanceof LeaseLostError)) throw error;
+  }
+}
+
+const nodeOfAssignment = new WeakMap<Assignment, string>();
+const nodeOf = (_w: World, a: Assignment) => nodeOfAssignment.get(a) ?? '';
+
+type Cmd = fc.AsyncCommand<object, World>;
+const cmd = (name: string, run: (w: World) => Promise<void>): Cmd => ({
+  check: () => true,
+  run: async (_m, w) => {
+    const before = await allTasks(w);
+    await run(w);
+    await checkInvariants(w, before);
+  },
+  toString: () => name,
+});
+
+const commands = [
+  fc
+    .record({
+      tasks: fc.integer({ min: 1, max: 3 }),
+      retries: fc.integer({ min: 0, max: 2 }),
+      gpus: fc.constantFrom(0, 1, 2, 3),
+      vendor: fc.constantFrom(undefined, 'nvidia' as const, 'amd' as const),
+      verify: fc.boolean(),
+    })
+    .map((s) =>
+      cmd(`submit(${JSON.stringify(s)})`, async (w) => {
+        const input: JobSpecInput = {
+          command: ['echo', 'ok'],
+          tasks: s.tasks,
+          retries: s.retries,
+          resources: { gpus: { count: s.gpus, ...(s.vendor ? { vendor: s.vendor } : {}) } },
+          verification: s.verify ? { mode: 'expected-hash', sha256: goodHash } : { mode: 'none' },
+        };
+        await w.cp.jobs.submit('default', JobSpec.parse(input));
+        w.submitted += s.tasks;
+      }),
+    ),
+  fc.nat(2).map((i) =>
+    cmd(`register(${i})`, async (w) => {
+      const key = generateNodeKeyPair().publicKey;
+      const { node } = await w.cp.nodes.register({
+        publicKey: key,
+        agentVersion: 't',
+        inventory: inventories[i] as NodeInventory,
+      });
+      expect(node.id).toBe(nodeIdFromPublicKey(key));
+      w.nodes.push(node.id);
+      w.cp.router.invalidate();
+    }),
+  ),
+  fc.nat(5).map((i) =>
+    cmd(`poll(${i})`, async (w) => {
+      const nodeId = w.nodes[i % Math.max(1, w.nodes.length)];
+      if (nodeId === undefined) return;
+      const a = await w.cp.dispatcher.poll(nodeId, 0);
+      if (a === undefined) return;
+      // Invariant: a node never receives a task it does not fit.
+      const node = await w.cp.nodes.get(nodeId);
+      const task = (await allTasks(w)).find((t) => t.id === a.taskId) as TaskRecord;
+      expect(fitOnNode(task.requirements, node.inventory)).toEqual(a.gpuIndices);
+      nodeOfAssignment.set(a, nodeId);
+      w.held.push(a);
+    }),
+  ),
+  fc.nat(5).map((i) =>
+    cmd(`progress(${i})`, async (w) => {
+      const a = w.held[i % Math.max(1, w.held.length)];
+      if (a === undefined) return;
+      try {
+        await w.cp.reports.progress(nodeOf(w, a), a.taskId, { attempt: a.attempt, percent: 50 });
+      } catch (error) {
+        if (!(error instanceof LeaseLostError)) throw error;
+        w.held = w.held.filter((x) => x !== a);
+      }
+    }),
+  ),
+  fc.tuple(fc.nat(5), fc.constantFrom(0, 0, 1), fc.boolean()).map(([i, exitCode, good]) =>
+    cmd(`result(${i}, exit ${exitCode}, ${good ? 'good' : 'bad'} hash)`, (w) =>
+      report(w, i, (a, node) =>
+        w.cp.reports.result(node, a.taskId, {
+          attempt: a.attempt,
+          exitCode,
+          resultHash: good ? goodHash : badHash,
+          outputs: [],
+          metrics: { wallMs: 1 },
+        }),
+      ),
+    ),
+  ),
+  fc
+    .tuple(fc.nat(5), fc.constantFrom('error' as const, 'timeout' as const, 'released' as const))
+    .map(([i, reason]) =>
+      cmd(`fail(${i}, ${reason})`, (w) =>
+        report(w, i, (a, node) => w.cp.reports.fail(node, a.taskId, { attempt: a.attempt, reason, message: 'x' })),
+      ),
+    ),
+  fc.nat(5).map((i) =>
+    cmd(`staleReport(${i})`, async (w) => {
+      const a = w.held[i % Math.max(1, w.held.length)];
+      if (a === undefined) return;
+      const before = w.snapshot();
+      await expect(
+        w.cp.reports.fail(nodeOf(w, a), a.taskId, { attempt: a.attempt + 1, reason: 'error', message: 'stale' }),
+      ).rejects.toBeInstanceOf(LeaseLostError);
+      expect(w.snapshot()).toEqual(before);
+    }),
+  ),
+  fc.nat(3).map((i) =>
+    cmd(`heartbeat(${i})`, async (w) => {
+      const nodeId = w.nodes[i % Math.max(1, w.nodes.length)];
+      if (nodeId === undefined) return;
+      const mine = w.held.filter((a) => nodeOf(w, a) === nodeId);
+      const { abort } = await w.cp.reports.heartbeat(nodeId, {
+        tasks: mine.map((a) => ({ taskId: a.taskId, attempt: a.attempt })),
+      });
+      w.held = w.held.filter((a) => !abort.some((x) => x.taskId === a.taskId && x.attempt === a.attempt));
+    }),
+  ),
+  fc.constantFrom(leaseMs / 2, leaseMs + 1, 3000).map((ms) =>
+    cmd(`advance(${ms}) + reaper`, async (w) => {
+      w.clock.advance(ms);
+      await w.cp.reaper.tick();
+    }),
+  ),
+  fc.constant(cmd('drain schedule queue', (w) => drain(w, queueNames.schedule))),
+  fc.constant(cmd('drain verify queue', (w) => drain(w, queueNames.verify))),
+  fc.constant(
+    cmd('lose a queue message', async (w) => {
+      for (const q of [queueNames.schedule, queueNames.verify]) {
+        const [m] = await w.queue.receive(q);
+        if (m) await w.queue.delete(q, m.receiptHandle);
+      }
+    }),
+  ),
+  fc.nat(5).map((i) =>
+    cmd(`cancel(${i})`, async (w) => {
+      const { jobs } = await w.cp.jobs.list('default', 10);
+      const job = jobs[i % Math.max(1, jobs.length)];
+      if (job === undefined) return;
+      try {
+        await w.cp.jobs.cancel('default', job.id);
+      } catch (error) {
+        expect((error as { code?: string }).code).toBe('job_finished');
+      }
+    }),
+  ),
+];
+
+async function checkInvariants(w: World, before: TaskRecord[]): Promise<void> {
+  const tasks = await allTasks(w);
+  const pooled = new Set<string>();
+  const leased = new Set<string>();
+  for (const pool of new Set(tasks.map((t) => t.pool ?? unroutedPool))) {
+    const page = await w.store.query<TaskRecord>({ index: 'byPool', pk: poolPk(pool), limit: 1000 });
+    for (const item of page.items) pooled.add(item.data.id);
+  }
+  for (const item of (await w.store.query<TaskRecord>({ index: 'byDue', pk: leaseDuePk, limit: 1000 })).items) {
+    leased.add(item.data.id);
+  }
+  expect(tasks).toHaveLength(w.submitted); // no accepted task is lost
+  for (const t of tasks) {
+    expect(t.attempts).toHaveLength(t.attempt);
+    const open = t.attempts.filter((a) => a.outcome === undefined).length;
+    expect(open).toBe(t.state === 'assigned' || t.state === 'running' ? 1 : 0);
+    const counted = t.attempts.filter((a) => ['failed', 'lease-expired', 'rejected'].includes(a.outcome ?? '')).length;
+    expect(t.failedAttempts).toBe(counted);
+    expect(t.failedAttempts).toBeLessThanOrEqual(t.maxAttempts);
+    expect(t.error?.code === 'retries_exhausted').toBe(t.state === 'failed' && t.failedAttempts === t.maxAttempts);
+    if (t.state === 'verified') expect(t.result?.exitCode).toBe(0);
+    expect(pooled.has(t.id)).toBe(t.state === 'queued');
+    expect(leased.has(t.id)).toBe(t.state === 'assigned' || t.state === 'running');
+    const previous = before.find((p) => p.id === t.id);
+    if (previous && ['verified', 'failed', 'cancelled'].includes(previous.state)) {
+      expect(t.state).toBe(previous.state); // terminal states are final
+      expect(t.attempts).toEqual(previous.attempts);
+    }
+  }
+}
+
+/** Runs every node honestly until nothing is left: every accepted task must end. */
+async function settle(w: World): Promise<void> {
+  for (let round = 0; round < 200; round++) {
+    const tasks = await allTasks(w);
+    if (tasks.every((t) => ['verified', 'failed', 'cancelled'].includes(t.state))) return;
+    w.clock.advance(leaseMs + 1);
+    await w.cp.reaper.tick();
+    await drain(w, queueNames.schedule);
+    for (const nodeId of w.nodes) {
+      const a = await w.cp.dispatcher.poll(nodeId, 0);
+      if (a) {
+        await w.cp.reports.result(nodeId, a.taskId, {
+          attempt: a.attempt,
+          exitCode: 0,
+          resultHash: goodHash,
+          outputs: [],
+          metrics: { wallMs: 1 },
+        });
+      }
+    }
+    await drain(w, queueNames.verify);
+  }
+  const stuck = (await allTasks(w)).filter((t) => !['verified', 'failed', 'cancelled'].includes(t.state));
+  // Only tasks no registered node can ever fit may wait (until their deadline, if any).
+  for (const t of stuck) {
+    for (const nodeId of w.nodes)
+      expect(fitOnNode(t.requirements, (await w.cp.nodes.get(nodeId)).inventory)).toBeUndefined();
+  }
+}
+
+describe('task lifecycle (model-based)', () => {
+  it('keeps its invariants under any interleaving, and loses no accepted task', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.commands(commands, { maxCommands: 80, size: 'max' }), async (cmds) => {
+        const clock = new ManualClock();
+        const h = inProcessControlPlane({ clock, settings: { leaseMs, heartbeatIntervalMs: 1000, livenessMs: 1e12 } });
+        const w: World = { ...h, clock, nodes: [], held: [], submitted: 0 };
+        try {
+          await fc.asyncModelRun(() => ({ model: {}, real: w }), cmds);
+          // An honest CPU node joins so that every CPU task has somewhere to run.
+          const { node } = await w.cp.nodes.register({
+            publicKey: generateNodeKeyPair().publicKey,
+            agentVersion: 't',
+            inventory: inventories[1] as NodeInventory,
+          });
+          w.nodes.push(node.id);
+          w.cp.router.invalidate();
+          await settle(w);
+        } finally {
+          await h.close();
+        }
+      }),
+      { numRuns: 60 },
+    );
+  }, 120_000);
+});
