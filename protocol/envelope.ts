@@ -25,7 +25,8 @@ export function openEnvelope(dataKey: Uint8Array, envelope: string, aad: string)
     throw new EnvelopeError('malformed envelope');
   }
   try {
-    const decipher = createDecipheriv('aes-256-gcm', dataKey, Buffer.from(iv, 'base64url'));
+    // Without an explicit tag length, node accepts a truncated tag, which weakens the authentication.
+    const decipher = createDecipheriv('aes-256-gcm', dataKey, Buffer.from(iv, 'base64url'), { authTagLength: 16 });
     decipher.setAAD(Buffer.from(aad));
     decipher.setAuthTag(Buffer.from(tag, 'base64url'));
     return Buffer.concat([decipher.update(Buffer.from(ct, 'base64url')), decipher.final()]);

@@ -32,9 +32,13 @@ export interface QueueDefinition {
 export interface Queue {
   send(queue: string, body: string, options?: { delaySeconds?: number }): Promise<string>;
   receive(queue: string, options?: ReceiveOptions): Promise<QueueMessage[]>;
-  /** Deletes a message. Returns false when the handle is stale (the message was redelivered since). */
+  /**
+   * Deletes a message. A stale handle (the message was redelivered or deleted since) never
+   * deletes it; adapters return false when they can tell, but SQS reports success for a stale
+   * delete, so callers must not rely on the result.
+   */
   delete(queue: string, receiptHandle: string): Promise<boolean>;
-  /** Extends or ends (0) the invisibility of a received message. Returns false when the handle is stale. */
+  /** Extends or ends (0) the invisibility of a received message. Returns false when the handle is known stale. */
   changeVisibility(queue: string, receiptHandle: string, seconds: number): Promise<boolean>;
   /** Approximate number of visible messages. */
   depth(queue: string): Promise<number>;

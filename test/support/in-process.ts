@@ -45,7 +45,8 @@ export function inProcessControlPlane(options: { clock?: Clock; settings?: Parti
   );
   const logs: Record<string, unknown>[] = [];
   const app = createApp({ cp, log: (e) => logs.push(e) });
-  const request = (path: string, init: RequestInit = {}) => app.request(`http://gpuai.test${path}`, init);
+  const request = async (path: string, init: RequestInit = {}): Promise<Response> =>
+    app.request(`http://gpuai.test${path}`, init);
   /** Every stored item but nonces (replay protection, not domain state), for "nothing changed" assertions. */
   const snapshot = () =>
     db.prepare("SELECT pk, sk, version, data FROM items WHERE pk NOT LIKE 'NONCE#%' ORDER BY pk, sk").all();

@@ -1,0 +1,341 @@
+import { type Clock, systemClock } from '../../ports/clock.js';
+import {
+  ConditionFailedError,
+  type IndexKey,
+  type IndexName,
+  type ItemKey,
+  maxTransactionWrites,
+  type QueryOptions,
+  type QueryPage,
+  type Store,
+  type StoredItem,
+  type Write,
+} from '../../ports/store.js';
+import type { Database } from './sqlite.js';
+
+/** Page size when a query names none. */
+const defaultQueryLimit = 100;
+/** Larger requested pages are cut to this size. */
+const maxQueryLimit = 1000;
+
+/** The columns holding each index's key; see the schema in sqlite.ts. */
+const indexColumns: Readonly<Record<IndexName, { pk: keyof ItemRow; sk: keyof ItemRow }>> = {
+  byPool: { pk: 'by_pool_pk', sk: 'by_pool_sk' },
+  byDue: { pk: 'by_due_pk', sk: 'by_due_sk' },
+  byOwner: { pk: 'by_owner_pk', sk: 'by_owner_sk' },
+};
+const indexNames = Object.keys(indexColumns) as IndexName[];
+
+/** Keeps only rows that have not expired; binds `@now`, in epoch seconds like `expires_at`. */
+const live = '(expires_at IS NULL OR expires_at > @now)';
+
+interface ItemRow {
+  pk: string;
+  sk: string;
+  version: number;
+  data: string;
+  expires_at: number | null;
+  by_pool_pk: string | null;
+  by_pool_sk: string | null;
+  by_due_pk: string | null;
+  by_due_sk: string | null;
+  by_owner_pk: string | null;
+  by_owner_sk: string | null;
+}
+
+/** A validated write, with its data already serialised so the transaction itself cannot throw midway. */
+type PreparedWrite =
+  | { kind: 'put'; key: ItemKey; expectVersion: number; row: ItemRow }
+  | { kind: 'delete' | 'check'; key: ItemKey; expectVersion: number };
+
+/**
+ * The {@link Store} port on SQLite. Every transaction runs under `BEGIN IMMEDIATE`, which takes the
+ * database's write lock before reading the versions it checks, so conditional writes stay atomic
+ * even when several processes share the file.
+ *
+ * Expiry follows DynamoDB TTL as seen through a filtering reader: an item whose `expiresAt` is at
+ * or before the clock's current second is absent to every read and condition, although its row
+ * stays until {@link SqliteStore.deleteExpired} or an overwriting put removes it.
+ */
+export class SqliteStore implements Store {
+  readonly #db: Database;
+  readonly #clock: Clock;
+  readonly #applyWrites: (writes: readonly PreparedWrite[], now: number) => void;
+  readonly #queries = new Map<string, ReturnType<Database['prepare']>>();
+
+  /**
+   * @param db an open database whose schema `openDatabase` created; the store takes it over
+   *   and closes it in {@link SqliteStore.close}.
+   * @param clock decides when items expire.
+   */
+  constructor(db: Database, clock: Clock = systemClock) {
+    this.#db = db;
+    this.#clock = clock;
+    const selectVersion = db.prepare<[{ pk: string; sk: string; now: number }], number>(
+      `SELECT version FROM items WHERE pk = @pk AND sk = @sk AND ${live}`,
+    );
+    selectVersion.pluck();
+    const upsert = db.prepare<[ItemRow]>(
+      `INSERT OR REPLACE INTO items (pk, sk, version, data, expires_at,
+         by_pool_pk, by_pool_sk, by_due_pk, by_due_sk, by_owner_pk, by_owner_sk)
+       VALUES (@pk, @sk, @version, @data, @expires_at,
+         @by_pool_pk, @by_pool_sk, @by_due_pk, @by_due_sk, @by_owner_pk, @by_owner_sk)`,
+    );
+    const remove = db.prepare<[ItemKey]>('DELETE FROM items WHERE pk = @pk AND sk = @sk');
+
+    const transaction = db.transaction((writes: readonly PreparedWrite[], now: number) => {
+      // Check every condition before writing anything, so the error can name all that failed.
+      const failed = writes.flatMap((write, index) => {
+        const version = selectVersion.get({ pk: write.key.pk, sk: write.key.sk, now }) ?? 0;
+        return version === write.expectVersion ? [] : [index];
+      });
+      if (failed.length > 0) {
+        throw new ConditionFailedError(failed);
+      }
+      for (const write of writes) {
+        if (write.kind === 'put') {
+          upsert.run(write.row);
+        } else if (write.kind === 'delete') {
+          remove.run({ pk: write.key.pk, sk: write.key.sk });
+        }
+      }
+    });
+    this.#applyWrites = (writes, now) => transaction.immediate(writes, now);
+  }
+
+  async get<T = unknown>(key: ItemKey): Promise<StoredItem<T> | undefined> {
+    const row = this.#statement(`SELECT * FROM items WHERE pk = @pk AND sk = @sk AND ${live}`).get({
+      pk: key.pk,
+      sk: key.sk,
+      now: this.#nowSeconds(),
+    }) as ItemRow | undefined;
+    return row === undefined ? undefined : toItem<T>(row);
+  }
+
+  async query<T = unknown>(options: QueryOptions): Promise<QueryPage<T>> {
+    const limit = pageSize(options.limit);
+    const columns = options.index === undefined ? ({ pk: 'pk', sk: 'sk' } as const) : indexColumns[options.index];
+    // The order, and so the cursor, is total: on an index, equal sort keys are ordered by table key.
+    const order = options.index === undefined ? ['sk'] : [columns.sk, 'pk', 'sk'];
+    const params: Record<string, string | number> = { pk: options.pk, now: this.#nowSeconds(), limit: limit + 1 };
+    const where = [`${columns.pk} = @pk`, live];
+
+    if (options.skPrefix !== undefined && options.skPrefix !== '') {
+      where.push(`${columns.sk} >= @prefix`);
+      params.prefix = options.skPrefix;
+      const end = prefixUpperBound(options.skPrefix);
+      if (end !== undefined) {
+        where.push(`${columns.sk} < @prefixEnd`);
+        params.prefixEnd = end;
+      }
+    }
+    if (options.skBefore !== undefined) {
+      where.push(`${columns.sk} < @before`);
+      params.before = options.skBefore;
+    }
+    if (options.cursor !== undefined) {
+      const after = decodeCursor(options.cursor, order.length);
+      const placeholders = after.map((value, i) => {
+        params[`after${i}`] = value;
+        return `@after${i}`;
+      });
+      where.push(`(${order.join(', ')}) ${options.descending ? '<' : '>'} (${placeholders.join(', ')})`);
+    }
+
+    const direction = options.descending ? 'DESC' : 'ASC';
+    const sql = `SELECT * FROM items WHERE ${where.join(' AND ')}
+      ORDER BY ${order.map((column) => `${column} ${direction}`).join(', ')} LIMIT @limit`;
+    const rows = this.#statement(sql).all(params) as ItemRow[];
+
+    // One row beyond the page says whether there is a next page, so the last page has no cursor.
+    const page = rows.slice(0, limit);
+    const last = page.at(-1);
+    const items = page.map((row) => toItem<T>(row));
+    if (rows.length <= limit || last === undefined) {
+      return { items };
+    }
+    const lastKey = options.index === undefined ? [last.sk] : [sortKeyOf(last, options.index), last.pk, last.sk];
+    return { items, cursor: encodeCursor(lastKey) };
+  }
+
+  async transact(writes: readonly Write[]): Promise<void> {
+    const prepared = prepareWrites(writes);
+    this.#applyWrites(prepared, this.#nowSeconds());
+  }
+
+  /**
+   * Deletes the rows of expired items, which reads already ignore: the analogue of DynamoDB's TTL
+   * sweeper, for a host to call now and then so the file does not grow without bound.
+   * @returns how many items were deleted.
+   */
+  deleteExpired(): number {
+    return this.#statement('DELETE FROM items WHERE expires_at <= @now').run({ now: this.#nowSeconds() }).changes;
+  }
+
+  /** Closes the database; later calls do nothing. */
+  async close(): Promise<void> {
+    if (this.#db.open) {
+      this.#db.close();
+    }
+  }
+
+  #nowSeconds(): number {
+    return this.#clock.now() / 1000;
+  }
+
+  /** Query shapes vary with the options given; each shape is compiled once. */
+  #statement(sql: string): ReturnType<Database['prepare']> {
+    let statement = this.#queries.get(sql);
+    if (statement === undefined) {
+      statement = this.#db.prepare(sql);
+      this.#queries.set(sql, statement);
+    }
+    return statement;
+  }
+}
+
+/**
+ * Validates a transaction the way DynamoDB does before looking at any item: a bounded, non-empty
+ * list of writes to distinct items. A mistake here is a bug in the caller, so it is a plain Error,
+ * never a {@link ConditionFailedError}.
+ */
+function prepareWrites(writes: readonly Write[]): PreparedWrite[] {
+  if (writes.length === 0) {
+    throw new Error('a transaction needs at least one write');
+  }
+  if (writes.length > maxTransactionWrites) {
+    throw new Error(`a transaction takes at most ${maxTransactionWrites} writes, got ${writes.length}`);
+  }
+  const seen = new Map<string, number>();
+  return writes.map((write, index) => {
+    const where = `write ${index} (${write.kind} ${describeKey(write.key)})`;
+    requireKey(write.key, where);
+    const id = JSON.stringify([write.key.pk, write.key.sk]);
+    const earlier = seen.get(id);
+    if (earlier !== undefined) {
+      throw new Error(`${where} targets the same item as write ${earlier}`);
+    }
+    seen.set(id, index);
+    if (!Number.isSafeInteger(write.expectVersion) || write.expectVersion < 0) {
+      throw new Error(`${where} expects version ${write.expectVersion}, which is not a non-negative integer`);
+    }
+    if (write.kind !== 'put') {
+      return { kind: write.kind, key: write.key, expectVersion: write.expectVersion };
+    }
+    const data = JSON.stringify(write.data);
+    if (data === undefined) {
+      throw new Error(`${where} has data that is not JSON-serialisable`);
+    }
+    if (write.expiresAt !== undefined && !Number.isFinite(write.expiresAt)) {
+      throw new Error(`${where} expires at ${write.expiresAt}, which is not a finite number of seconds`);
+    }
+    const row: ItemRow = {
+      pk: write.key.pk,
+      sk: write.key.sk,
+      version: write.expectVersion + 1,
+      data,
+      expires_at: write.expiresAt ?? null,
+      by_pool_pk: null,
+      by_pool_sk: null,
+      by_due_pk: null,
+      by_due_sk: null,
+      by_owner_pk: null,
+      by_owner_sk: null,
+    };
+    for (const name of indexNames) {
+      const indexKey = write.indexes?.[name];
+      if (indexKey !== undefined) {
+        requireKey(indexKey, `${where} index ${name}`);
+        Object.assign(row, { [indexColumns[name].pk]: indexKey.pk, [indexColumns[name].sk]: indexKey.sk });
+      }
+    }
+    return { kind: 'put', key: write.key, expectVersion: write.expectVersion, row };
+  });
+}
+
+/** DynamoDB rejects empty strings as key attributes; so does this store, to keep the adapters alike. */
+function requireKey(key: ItemKey | IndexKey, where: string): void {
+  if (typeof key.pk !== 'string' || typeof key.sk !== 'string' || key.pk === '' || key.sk === '') {
+    throw new Error(`${where}: pk and sk must be non-empty strings`);
+  }
+}
+
+function describeKey(key: ItemKey): string {
+  return `${JSON.stringify(key.pk)}/${JSON.stringify(key.sk)}`;
+}
+
+function pageSize(limit: number | undefined): number {
+  if (limit === undefined) {
+    return defaultQueryLimit;
+  }
+  if (!Number.isSafeInteger(limit) || limit < 1) {
+    throw new Error(`query limit must be a positive integer, got ${limit}`);
+  }
+  return Math.min(limit, maxQueryLimit);
+}
+
+function toItem<T>(row: ItemRow): StoredItem<T> {
+  const indexes: Partial<Record<IndexName, IndexKey>> = {};
+  for (const name of indexNames) {
+    const pk = row[indexColumns[name].pk];
+    const sk = row[indexColumns[name].sk];
+    if (typeof pk === 'string' && typeof sk === 'string') {
+      indexes[name] = { pk, sk };
+    }
+  }
+  const item: StoredItem<T> = {
+    pk: row.pk,
+    sk: row.sk,
+    version: row.version,
+    data: JSON.parse(row.data) as T,
+    indexes,
+  };
+  if (row.expires_at !== null) {
+    item.expiresAt = row.expires_at;
+  }
+  return item;
+}
+
+function sortKeyOf(row: ItemRow, index: IndexName): string {
+  const sk = row[indexColumns[index].sk];
+  if (typeof sk !== 'string') {
+    throw new Error(`item ${describeKey(row)} was returned by index ${index} but has no key in it`);
+  }
+  return sk;
+}
+
+/**
+ * The least string above every string that starts with `prefix`, or undefined when there is none
+ * (a prefix made only of U+10FFFF). SQLite compares TEXT as UTF-8 bytes, which is code point
+ * order, so incrementing the last code point gives an exclusive upper bound for an index range scan.
+ */
+function prefixUpperBound(prefix: string): string | undefined {
+  const codePoints = Array.from(prefix, (char) => char.codePointAt(0) ?? 0);
+  while (codePoints.length > 0) {
+    const last = codePoints.pop() ?? 0;
+    if (last < 0x10ffff) {
+      // Skip the surrogate range, which holds no code points of its own.
+      codePoints.push(last === 0xd7ff ? 0xe000 : last + 1);
+      return String.fromCodePoint(...codePoints);
+    }
+  }
+  return undefined;
+}
+
+/** A cursor is the sort position of a page's last item: opaque to callers, checked on the way back. */
+function encodeCursor(position: readonly string[]): string {
+  return Buffer.from(JSON.stringify(position)).toString('base64url');
+}
+
+function decodeCursor(cursor: string, length: number): string[] {
+  let position: unknown;
+  try {
+    position = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+  } catch (cause) {
+    throw new Error(`malformed query cursor ${JSON.stringify(cursor)}`, { cause });
+  }
+  if (!Array.isArray(position) || position.length !== length || !position.every((v) => typeof v === 'string')) {
+    throw new Error(`query cursor ${JSON.stringify(cursor)} does not belong to a query of this shape`);
+  }
+  return position;
+}

@@ -1,0 +1,86 @@
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import BetterSqlite3 from 'better-sqlite3';
+
+/** A better-sqlite3 connection, as used by the embedded adapters. */
+export type Database = BetterSqlite3.Database;
+
+/** The schema this code writes; stored in SQLite's `user_version` pragma. */
+export const schemaVersion = 1;
+
+/**
+ * Both adapters' tables in one file, so a single data directory holds the whole control plane.
+ * Each secondary index only covers the rows that project a key into it (partial indexes), and
+ * carries the table key as a tie-breaker so that query pages have a total order.
+ */
+const schema = `
+  CREATE TABLE IF NOT EXISTS items (
+    pk TEXT NOT NULL,
+    sk TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    expires_at INTEGER,
+    by_pool_pk TEXT,
+    by_pool_sk TEXT,
+    by_due_pk TEXT,
+    by_due_sk TEXT,
+    by_owner_pk TEXT,
+    by_owner_sk TEXT,
+    PRIMARY KEY (pk, sk)
+  ) WITHOUT ROWID;
+  CREATE INDEX IF NOT EXISTS items_by_pool ON items (by_pool_pk, by_pool_sk, pk, sk) WHERE by_pool_pk IS NOT NULL;
+  CREATE INDEX IF NOT EXISTS items_by_due ON items (by_due_pk, by_due_sk, pk, sk) WHERE by_due_pk IS NOT NULL;
+  CREATE INDEX IF NOT EXISTS items_by_owner ON items (by_owner_pk, by_owner_sk, pk, sk) WHERE by_owner_pk IS NOT NULL;
+  CREATE INDEX IF NOT EXISTS items_by_expiry ON items (expires_at) WHERE expires_at IS NOT NULL;
+
+  CREATE TABLE IF NOT EXISTS messages (
+    id TEXT PRIMARY KEY,
+    queue TEXT NOT NULL,
+    body TEXT NOT NULL,
+    sent_at INTEGER NOT NULL,
+    visible_at INTEGER NOT NULL,
+    receive_count INTEGER NOT NULL DEFAULT 0,
+    receipt TEXT
+  );
+  CREATE INDEX IF NOT EXISTS messages_by_queue ON messages (queue, sent_at);
+  CREATE UNIQUE INDEX IF NOT EXISTS messages_by_receipt ON messages (receipt) WHERE receipt IS NOT NULL;
+`;
+
+/**
+ * Opens (creating if needed) the SQLite database at `file`, or an in-memory one for `':memory:'`,
+ * and brings its schema up to {@link schemaVersion}.
+ *
+ * WAL lets readers proceed while one writer commits; `synchronous = NORMAL` is durable across
+ * process crashes in WAL mode (only an OS crash can lose the last commits); the busy timeout makes
+ * writers in other processes sharing the file wait for the lock instead of failing at once.
+ */
+export function openDatabase(file: string): Database {
+  if (file !== ':memory:') {
+    // The data directory also holds the master key: keep it private to the user.
+    mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+  }
+  const db = new BetterSqlite3(file);
+  try {
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = NORMAL');
+    db.pragma('busy_timeout = 5000');
+    db.pragma('foreign_keys = ON');
+    migrate(db, file);
+    return db;
+  } catch (error) {
+    db.close();
+    throw error;
+  }
+}
+
+function migrate(db: Database, file: string): void {
+  // IMMEDIATE: two processes opening a fresh file at once must not both try to create the schema.
+  db.transaction(() => {
+    const found = db.pragma('user_version', { simple: true });
+    if (typeof found !== 'number' || found > schemaVersion) {
+      throw new Error(`database ${file} has schema version ${String(found)}, newer than this build's ${schemaVersion}`);
+    }
+    db.exec(schema);
+    db.pragma(`user_version = ${schemaVersion}`);
+  }).immediate();
+}

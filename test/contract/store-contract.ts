@@ -1,0 +1,515 @@
+import { randomUUID } from 'node:crypto';
+import fc from 'fast-check';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { Clock } from '../../functions/ports/clock.js';
+import {
+  ConditionFailedError,
+  type IndexKey,
+  type IndexName,
+  type ItemKey,
+  maxTransactionWrites,
+  type QueryOptions,
+  type Store,
+  type StoredItem,
+  type Write,
+} from '../../functions/ports/store.js';
+
+/** A clock the suite can move forward, so expiry is tested without waiting. */
+export interface ControllableClock extends Clock {
+  advance(ms: number): void;
+}
+
+/** A {@link ControllableClock} that stands still until told to move. */
+export class ManualClock implements ControllableClock {
+  #now: number;
+
+  constructor(start: number = Date.now()) {
+    this.#now = start;
+  }
+
+  now(): number {
+    return this.#now;
+  }
+
+  advance(ms: number): void {
+    this.#now += ms;
+  }
+}
+
+/** What a {@link storeContract} factory hands the suite for one test. */
+export interface StoreFixture {
+  store: Store;
+  /** The clock the store judges expiry by. */
+  clock: ControllableClock;
+  /**
+   * Opens the same data again, after the suite has closed `store`. Only for adapters whose data
+   * outlives a connection; the persistence test is skipped without it.
+   */
+  reopen?: () => Promise<Store>;
+  /** Releases everything the fixture made, stores returned by `reopen` included. */
+  cleanup(): Promise<void>;
+}
+
+/**
+ * The behaviour every {@link Store} adapter must show. Each test writes under keys of its own, so
+ * adapters may share one table between tests.
+ */
+export function storeContract(name: string, makeStore: () => Promise<StoreFixture>): void {
+  describe(`Store contract: ${name}`, () => {
+    let fixture: StoreFixture;
+    let store: Store;
+    /** Unique to the test, so the suite never sees another test's items. */
+    let ns: string;
+    const key = (id: string, sk = 'item'): ItemKey => ({ pk: `${ns}#${id}`, sk });
+    const poolPk = () => `POOL#${ns}`;
+
+    beforeEach(async () => {
+      fixture = await makeStore();
+      store = fixture.store;
+      ns = randomUUID();
+    });
+
+    afterEach(async () => {
+      await fixture.cleanup();
+    });
+
+    it('puts an item that must not exist, then reads it back', async () => {
+      const expiresAt = Math.ceil(fixture.clock.now() / 1000) + 3600;
+      await store.transact([
+        {
+          kind: 'put',
+          key: key('job'),
+          data: { state: 'queued', tags: ['a', 'b'], cost: 1.5 },
+          indexes: { byPool: { pk: poolPk(), sk: '1#0001#job' } },
+          expiresAt,
+          expectVersion: 0,
+        },
+      ]);
+
+      expect(await store.get(key('job'))).toEqual({
+        ...key('job'),
+        version: 1,
+        data: { state: 'queued', tags: ['a', 'b'], cost: 1.5 },
+        indexes: { byPool: { pk: poolPk(), sk: '1#0001#job' } },
+        expiresAt,
+      });
+      expect(await store.get(key('job', 'other-sk'))).toBeUndefined();
+      expect(await store.get(key('missing'))).toBeUndefined();
+    });
+
+    it('stores version expected + 1 on each put', async () => {
+      for (let version = 0; version < 3; version++) {
+        await store.transact([put(key('job'), { step: version }, version)]);
+      }
+
+      const item = await store.get(key('job'));
+      expect(item?.version).toBe(3);
+      expect(item?.data).toEqual({ step: 2 });
+    });
+
+    it('refuses a stale expected version and changes nothing', async () => {
+      await store.transact([put(key('job'), { step: 0 }, 0)]);
+      await store.transact([put(key('job'), { step: 1 }, 1)]);
+
+      await expectConditionFailed(store.transact([put(key('job'), { step: 'stale' }, 1)]), [0]);
+      await expectConditionFailed(store.transact([put(key('job'), { step: 'exists' }, 0)]), [0]);
+      await expectConditionFailed(store.transact([put(key('missing'), { step: 'absent' }, 1)]), [0]);
+
+      expect(await store.get(key('job'))).toMatchObject({ version: 2, data: { step: 1 } });
+      expect(await store.get(key('missing'))).toBeUndefined();
+    });
+
+    it('applies a transaction entirely, or not at all and names every failed condition', async () => {
+      await store.transact([put(key('a'), 'a1', 0), put(key('b'), 'b1', 0), put(key('e'), 'e1', 0)]);
+
+      await store.transact([
+        put(key('a'), 'a2', 1),
+        { kind: 'delete', key: key('b'), expectVersion: 1 },
+        put(key('c'), 'c1', 0),
+      ]);
+      expect(await store.get(key('a'))).toMatchObject({ version: 2, data: 'a2' });
+      expect(await store.get(key('b'))).toBeUndefined();
+      expect(await store.get(key('c'))).toMatchObject({ version: 1, data: 'c1' });
+
+      await expectConditionFailed(
+        store.transact([
+          put(key('a'), 'a3', 2),
+          put(key('c'), 'c-stale', 5),
+          put(key('d'), 'd1', 0),
+          { kind: 'check', key: key('b'), expectVersion: 1 },
+          { kind: 'delete', key: key('e'), expectVersion: 1 },
+        ]),
+        [1, 3],
+      );
+      expect(await store.get(key('a'))).toMatchObject({ version: 2, data: 'a2' });
+      expect(await store.get(key('c'))).toMatchObject({ version: 1, data: 'c1' });
+      expect(await store.get(key('d'))).toBeUndefined();
+      expect(await store.get(key('e'))).toMatchObject({ version: 1, data: 'e1' });
+    });
+
+    it('uses check writes as conditions that change nothing themselves', async () => {
+      await store.transact([put(key('node'), { cordoned: false }, 0)]);
+
+      await store.transact([
+        { kind: 'check', key: key('node'), expectVersion: 1 },
+        { kind: 'check', key: key('absent'), expectVersion: 0 },
+        put(key('task'), { on: 'node' }, 0),
+      ]);
+      expect(await store.get(key('node'))).toMatchObject({ version: 1, data: { cordoned: false } });
+      expect(await store.get(key('absent'))).toBeUndefined();
+      expect(await store.get(key('task'))).toMatchObject({ version: 1 });
+
+      await expectConditionFailed(
+        store.transact([{ kind: 'check', key: key('node'), expectVersion: 2 }, put(key('task'), { on: 'x' }, 1)]),
+        [0],
+      );
+      await expectConditionFailed(
+        store.transact([{ kind: 'check', key: key('node'), expectVersion: 0 }, put(key('task'), { on: 'x' }, 1)]),
+        [0],
+      );
+      expect(await store.get(key('task'))).toMatchObject({ version: 1, data: { on: 'node' } });
+    });
+
+    it('deletes only at the expected version, after which the item starts again at version 1', async () => {
+      await store.transact([put(key('job'), 'v1', 0)]);
+      await store.transact([put(key('job'), 'v2', 1)]);
+
+      await expectConditionFailed(store.transact([{ kind: 'delete', key: key('job'), expectVersion: 1 }]), [0]);
+      expect(await store.get(key('job'))).toMatchObject({ version: 2 });
+
+      await store.transact([{ kind: 'delete', key: key('job'), expectVersion: 2 }]);
+      expect(await store.get(key('job'))).toBeUndefined();
+      await expectConditionFailed(store.transact([{ kind: 'delete', key: key('job'), expectVersion: 2 }]), [0]);
+
+      await store.transact([put(key('job'), 'again', 0)]);
+      expect(await store.get(key('job'))).toMatchObject({ version: 1, data: 'again' });
+    });
+
+    it('rejects malformed transactions outright, applying nothing', async () => {
+      const tooMany = Array.from({ length: maxTransactionWrites + 1 }, (_, i) => put(key(`many-${i}`), i, 0));
+      const sameItemTwice = [put(key('twice'), 1, 0), { kind: 'check', key: key('twice'), expectVersion: 0 } as const];
+
+      for (const writes of [[], tooMany, sameItemTwice]) {
+        const error = await store.transact(writes).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(error).toBeInstanceOf(Error);
+        expect(error).not.toBeInstanceOf(ConditionFailedError);
+      }
+      expect(await store.get(key('many-0'))).toBeUndefined();
+      expect(await store.get(key('twice'))).toBeUndefined();
+
+      const atTheLimit = tooMany.slice(0, maxTransactionWrites);
+      await store.transact(atTheLimit);
+      expect(await store.get(key(`many-${maxTransactionWrites - 1}`))).toMatchObject({ version: 1 });
+    });
+
+    it('lets exactly one of many concurrent updates at the same version win, every time', async () => {
+      const contended = key('contended');
+      await store.transact([put(contended, { round: 0 }, 0)]);
+
+      for (let round = 1; round <= 25; round++) {
+        const results = await Promise.allSettled(
+          Array.from({ length: 20 }, (_, writer) => store.transact([put(contended, { round, writer }, round)])),
+        );
+
+        const winners = results.flatMap((result, writer) => (result.status === 'fulfilled' ? [writer] : []));
+        expect(winners).toHaveLength(1);
+        for (const result of results) {
+          if (result.status === 'rejected') {
+            expect(result.reason).toBeInstanceOf(ConditionFailedError);
+            expect((result.reason as ConditionFailedError).failed).toEqual([0]);
+          }
+        }
+        expect(await store.get(contended)).toMatchObject({ version: round + 1, data: { round, writer: winners[0] } });
+      }
+    });
+
+    it('behaves like a map of versioned items over random transactions', async () => {
+      const ids = ['a', 'b', 'c', 'd'] as const;
+      const writeArbitrary = fc.record({
+        kind: fc.constantFrom('put', 'put', 'delete', 'check'),
+        id: fc.constantFrom(...ids),
+        // Mostly the right version, so that transactions also succeed.
+        expect: fc.oneof(fc.constant('current' as const), fc.constant('current' as const), fc.nat(3)),
+        value: fc.integer(),
+        priority: fc.option(fc.constantFrom('0', '1', '2'), { nil: undefined }),
+      });
+      const transactionArbitrary = fc.uniqueArray(writeArbitrary, {
+        minLength: 1,
+        maxLength: 4,
+        selector: (w) => w.id,
+      });
+
+      await fc.assert(
+        fc.asyncProperty(fc.array(transactionArbitrary, { minLength: 1, maxLength: 12 }), async (transactions) => {
+          const run = randomUUID();
+          const itemKey = (id: string): ItemKey => ({ pk: `${ns}#${run}#${id}`, sk: 'item' });
+          const pool = `POOL#${ns}#${run}`;
+          const model = new Map<string, { version: number; data: number; byPool?: IndexKey }>();
+
+          for (const transaction of transactions) {
+            const writes = transaction.map((w): Write => {
+              const expectVersion = w.expect === 'current' ? (model.get(w.id)?.version ?? 0) : w.expect;
+              if (w.kind !== 'put') {
+                return { kind: w.kind, key: itemKey(w.id), expectVersion };
+              }
+              const indexes = w.priority === undefined ? {} : { byPool: { pk: pool, sk: `${w.priority}#${w.id}` } };
+              return { kind: 'put', key: itemKey(w.id), data: w.value, indexes, expectVersion };
+            });
+            const expectedFailures = writes.flatMap((write, i) => {
+              const id = transaction[i]?.id ?? '';
+              return (model.get(id)?.version ?? 0) === write.expectVersion ? [] : [i];
+            });
+
+            if (expectedFailures.length > 0) {
+              await expectConditionFailed(store.transact(writes), expectedFailures);
+            } else {
+              await store.transact(writes);
+              for (const w of transaction) {
+                const current = model.get(w.id);
+                if (w.kind === 'delete') {
+                  model.delete(w.id);
+                } else if (w.kind === 'put') {
+                  const byPool = w.priority === undefined ? {} : { byPool: { pk: pool, sk: `${w.priority}#${w.id}` } };
+                  model.set(w.id, { version: (current?.version ?? 0) + 1, data: w.value, ...byPool });
+                }
+              }
+            }
+
+            for (const id of ids) {
+              const expected = model.get(id);
+              const item = await store.get(itemKey(id));
+              if (expected === undefined) {
+                expect(item).toBeUndefined();
+              } else {
+                const indexes = expected.byPool === undefined ? {} : { byPool: expected.byPool };
+                expect(item).toEqual({ ...itemKey(id), version: expected.version, data: expected.data, indexes });
+              }
+            }
+            const pooled = [...model.entries()]
+              .flatMap(([id, item]) => (item.byPool === undefined ? [] : [{ id, sk: item.byPool.sk }]))
+              .sort((x, y) => compare(x.sk, y.sk))
+              .map(({ id }) => itemKey(id).pk);
+            expect(keysOf(await store.query({ index: 'byPool', pk: pool }))).toEqual(pooled);
+          }
+        }),
+        { numRuns: 100 },
+      );
+    });
+
+    describe('queries', () => {
+      /** Tasks in one pool, with their index sort keys: ascending order is t4, t2, t5, t1, t3. */
+      const tasks = { t1: '1#0003#t1', t2: '1#0001#t2', t3: '2#0002#t3', t4: '0#0005#t4', t5: '1#0002#t5' };
+
+      beforeEach(async () => {
+        await store.transact(
+          Object.entries(tasks).map(([id, sk]) =>
+            put(key(id), { id }, 0, { byPool: { pk: poolPk(), sk }, byDue: { pk: `DUE#${ns}`, sk: `${sk}` } }),
+          ),
+        );
+        // Neighbours that the queries must leave out.
+        await store.transact([
+          put(key('elsewhere'), {}, 0, { byPool: { pk: `${poolPk()}-other`, sk: '0#0000#x' } }),
+          put(key('unindexed'), {}, 0),
+        ]);
+      });
+
+      const poolQuery = async (options: Partial<QueryOptions> = {}) =>
+        idsOf(await store.query({ index: 'byPool', pk: poolPk(), ...options }));
+
+      it('returns an index partition in sort-key order, with the items themselves', async () => {
+        expect(await poolQuery()).toEqual(['t4', 't2', 't5', 't1', 't3']);
+        const page = await store.query({ index: 'byPool', pk: poolPk(), limit: 1 });
+        expect(page.items).toEqual([
+          {
+            ...key('t4'),
+            version: 1,
+            data: { id: 't4' },
+            indexes: { byPool: { pk: poolPk(), sk: tasks.t4 }, byDue: { pk: `DUE#${ns}`, sk: tasks.t4 } },
+          },
+        ]);
+      });
+
+      it('filters by prefix and by an exclusive upper bound, in either direction', async () => {
+        expect(await poolQuery({ skPrefix: '1#' })).toEqual(['t2', 't5', 't1']);
+        expect(await poolQuery({ skPrefix: '1#0002' })).toEqual(['t5']);
+        expect(await poolQuery({ skPrefix: '3' })).toEqual([]);
+        expect(await poolQuery({ skBefore: tasks.t1 })).toEqual(['t4', 't2', 't5']);
+        expect(await poolQuery({ descending: true })).toEqual(['t3', 't1', 't5', 't2', 't4']);
+        expect(await poolQuery({ skPrefix: '1#', descending: true })).toEqual(['t1', 't5', 't2']);
+        expect(await poolQuery({ skBefore: '2', descending: true, limit: 2 })).toEqual(['t1', 't5']);
+        expect(await poolQuery({ skPrefix: '1#', skBefore: '1#0003' })).toEqual(['t2', 't5']);
+      });
+
+      it('keeps each index separate', async () => {
+        await store.transact([put(key('t2'), { id: 't2' }, 1, { byDue: { pk: `DUE#${ns}`, sk: '9' } })]);
+
+        expect(await poolQuery()).toEqual(['t4', 't5', 't1', 't3']);
+        expect(idsOf(await store.query({ index: 'byDue', pk: `DUE#${ns}` }))).toEqual(['t4', 't5', 't1', 't3', 't2']);
+        expect(idsOf(await store.query({ index: 'byOwner', pk: `DUE#${ns}` }))).toEqual([]);
+      });
+
+      it('removes an item from an index its latest put leaves out, and moves it on a new index key', async () => {
+        await store.transact([
+          put(key('t2'), { id: 't2' }, 1),
+          put(key('t3'), { id: 't3' }, 1, { byPool: { pk: poolPk(), sk: '0#0000#t3' } }),
+        ]);
+
+        expect(await poolQuery()).toEqual(['t3', 't4', 't5', 't1']);
+        expect((await store.get(key('t2')))?.indexes).toEqual({});
+        expect(idsOf(await store.query({ index: 'byDue', pk: `DUE#${ns}` }))).toEqual(['t4', 't5', 't1']);
+      });
+
+      it('queries the table by partition, in sort-key order', async () => {
+        const job = `${ns}#job`;
+        await store.transact(['task#2', 'meta', 'task#1', 'task#10'].map((sk) => put({ pk: job, sk }, sk, 0)));
+
+        const sks = async (options: Partial<QueryOptions> = {}) =>
+          (await store.query({ pk: job, ...options })).items.map((item) => item.sk);
+        expect(await sks()).toEqual(['meta', 'task#1', 'task#10', 'task#2']);
+        expect(await sks({ skPrefix: 'task#' })).toEqual(['task#1', 'task#10', 'task#2']);
+        expect(await sks({ skPrefix: 'task#1' })).toEqual(['task#1', 'task#10']);
+        expect(await sks({ skBefore: 'task#10', descending: true })).toEqual(['task#1', 'meta']);
+      });
+    });
+
+    describe('pagination', () => {
+      const total = 250;
+      const pageSize = 40;
+
+      beforeEach(async () => {
+        const writes = Array.from({ length: total }, (_, i) =>
+          // Five items share each owner sort key: pages must not split ties wrongly.
+          put({ pk: `${ns}#many`, sk: `item#${String(i).padStart(3, '0')}` }, i, 0, {
+            byOwner: { pk: `OWNER#${ns}`, sk: String(Math.floor(i / 5)).padStart(2, '0') },
+          }),
+        );
+        for (let start = 0; start < total; start += 50) {
+          await store.transact(writes.slice(start, start + 50));
+        }
+      });
+
+      async function readAll(options: QueryOptions): Promise<StoredItem[]> {
+        const items: StoredItem[] = [];
+        let cursor: string | undefined;
+        let pages = 0;
+        do {
+          const page = await store.query(cursor === undefined ? options : { ...options, cursor });
+          expect(page.items.length).toBeLessThanOrEqual(pageSize);
+          items.push(...page.items);
+          cursor = page.cursor;
+          pages++;
+          expect(pages).toBeLessThanOrEqual(Math.ceil(total / pageSize) + 1);
+        } while (cursor !== undefined);
+        return items;
+      }
+
+      it.each([false, true])('visits every table item once, in order (descending: %s)', async (descending) => {
+        const items = await readAll({ pk: `${ns}#many`, limit: pageSize, descending });
+
+        const expected = Array.from({ length: total }, (_, i) => `item#${String(i).padStart(3, '0')}`);
+        expect(items.map((item) => item.sk)).toEqual(descending ? expected.reverse() : expected);
+      });
+
+      it.each([false, true])('visits every index item once, in order (descending: %s)', async (descending) => {
+        const items = await readAll({ index: 'byOwner', pk: `OWNER#${ns}`, limit: pageSize, descending });
+
+        expect(items.map((item) => item.data).sort((a, b) => Number(a) - Number(b))).toEqual(
+          Array.from({ length: total }, (_, i) => i),
+        );
+        const sortKeys = items.map((item) => item.indexes.byOwner?.sk ?? '');
+        const sorted = [...sortKeys].sort(compare);
+        expect(sortKeys).toEqual(descending ? sorted.reverse() : sorted);
+      });
+    });
+
+    describe('expiry', () => {
+      it('treats an item as absent from its expiry second on, everywhere', async () => {
+        const { clock } = fixture;
+        const expiresAt = Math.ceil(clock.now() / 1000) + 60;
+        await store.transact([put(key('lease'), 'held', 0, { byDue: { pk: `DUE#${ns}`, sk: '1' } }, expiresAt)]);
+        const dueIds = async () => idsOf(await store.query({ index: 'byDue', pk: `DUE#${ns}` }));
+
+        clock.advance(expiresAt * 1000 - clock.now() - 1);
+        expect(await store.get(key('lease'))).toMatchObject({ version: 1, expiresAt });
+        expect(await dueIds()).toEqual(['lease']);
+
+        clock.advance(1);
+        expect(await store.get(key('lease'))).toBeUndefined();
+        expect(await dueIds()).toEqual([]);
+        await expectConditionFailed(store.transact([put(key('lease'), 'renewed', 1)]), [0]);
+        await expectConditionFailed(store.transact([{ kind: 'check', key: key('lease'), expectVersion: 1 }]), [0]);
+
+        await store.transact([{ kind: 'check', key: key('lease'), expectVersion: 0 }]);
+        await store.transact([put(key('lease'), 'taken over', 0)]);
+        const item = await store.get(key('lease'));
+        expect(item).toMatchObject({ version: 1, data: 'taken over', indexes: {} });
+        expect(item).not.toHaveProperty('expiresAt');
+      });
+    });
+
+    it('keeps its data across closing and reopening', async (context) => {
+      const { reopen } = fixture;
+      if (reopen === undefined) {
+        context.skip('this adapter does not persist');
+        return;
+      }
+      const expiresAt = Math.ceil(fixture.clock.now() / 1000) + 3600;
+      await store.transact([put(key('job'), { kept: true }, 0, { byPool: { pk: poolPk(), sk: '1' } }, expiresAt)]);
+      await store.transact([put(key('job'), { kept: 'yes' }, 1, { byPool: { pk: poolPk(), sk: '1' } }, expiresAt)]);
+      await store.close();
+
+      const reopened = await reopen();
+      expect(await reopened.get(key('job'))).toEqual({
+        ...key('job'),
+        version: 2,
+        data: { kept: 'yes' },
+        indexes: { byPool: { pk: poolPk(), sk: '1' } },
+        expiresAt,
+      });
+      expect(idsOf(await reopened.query({ index: 'byPool', pk: poolPk() }))).toEqual(['job']);
+      await expectConditionFailed(reopened.transact([put(key('job'), {}, 1)]), [0]);
+    });
+
+    function idsOf(page: { items: readonly ItemKey[] }): string[] {
+      return page.items.map((item) => item.pk.slice(ns.length + 1));
+    }
+  });
+}
+
+function put(
+  key: ItemKey,
+  data: unknown,
+  expectVersion: number,
+  indexes?: Partial<Record<IndexName, IndexKey>>,
+  expiresAt?: number,
+): Write {
+  return {
+    kind: 'put',
+    key,
+    data,
+    expectVersion,
+    ...(indexes === undefined ? {} : { indexes }),
+    ...(expiresAt === undefined ? {} : { expiresAt }),
+  };
+}
+
+async function expectConditionFailed(transaction: Promise<void>, failed: readonly number[]): Promise<void> {
+  const error = await transaction.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(error).toBeInstanceOf(ConditionFailedError);
+  expect((error as ConditionFailedError).failed).toEqual(failed);
+}
+
+function keysOf(page: { items: readonly ItemKey[] }): string[] {
+  return page.items.map((item) => item.pk);
+}
+
+/** Plain code-unit order, as the tests' ASCII keys sort the same way in every adapter. */
+function compare(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}

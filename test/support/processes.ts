@@ -1,0 +1,165 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import type { JobSpecInput, JobView, JobWithTasks } from '../../protocol/index.js';
+
+export const repoRoot = resolve(import.meta.dirname, '../..');
+const bin = (name: string) => join(repoRoot, 'bin', name);
+
+/** Fast timings so that lost leases and restarts show within seconds. */
+export const fastTimings = {
+  GPUAI_LEASE_MS: '3000',
+  GPUAI_HEARTBEAT_MS: '500',
+  GPUAI_REAPER_INTERVAL_MS: '200',
+};
+
+export function tempDir(prefix: string): { path: string; remove(): void } {
+  const path = mkdtempSync(join(tmpdir(), `gpuai-${prefix}-`));
+  return { path, remove: () => rmSync(path, { recursive: true, force: true }) };
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const server = createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() =>
+        typeof address === 'object' && address ? resolvePort(address.port) : reject(new Error('no port')),
+      );
+    });
+  });
+}
+
+/** A child process whose output is kept for the failure message. */
+export class Proc {
+  readonly output: string[] = [];
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  constructor(readonly child: ChildProcess) {
+    const keep = (chunk: Buffer) => {
+      this.output.push(chunk.toString());
+      if (this.output.length > 400) this.output.splice(0, 100);
+    };
+    child.stdout?.on('data', keep);
+    child.stderr?.on('data', keep);
+    this.exited = new Promise((r) => child.once('exit', (code, signal) => r({ code, signal })));
+  }
+  get alive(): boolean {
+    return this.child.exitCode === null && this.child.signalCode === null;
+  }
+  kill(signal: NodeJS.Signals): Promise<unknown> {
+    if (this.alive) this.child.kill(signal);
+    return this.exited;
+  }
+  tail(): string {
+    return this.output.join('').slice(-4000);
+  }
+}
+
+export function startControlPlane(port: number, dataDir: string): Proc {
+  return new Proc(
+    spawn(process.execPath, [bin('gpuai.js'), 'start', '--no-agent', '--port', String(port), '--data-dir', dataDir], {
+      env: { ...process.env, ...fastTimings },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    }),
+  );
+}
+
+export function startAgent(api: string, dataDir: string, name: string): Proc {
+  return new Proc(
+    spawn(
+      process.execPath,
+      [
+        bin('gpuai-agent.js'),
+        'run',
+        '--api',
+        api,
+        '--runtime',
+        'process',
+        '--data-dir',
+        dataDir,
+        '--name',
+        name,
+        '--poll-wait',
+        '2',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    ),
+  );
+}
+
+/** Runs the `gpuai` CLI to completion. */
+export function runCli(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((done) => {
+    const child = spawn(process.execPath, [bin('gpuai.js'), ...args], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    child.on('exit', (code) => done({ code, stdout, stderr }));
+  });
+}
+
+export async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | undefined>,
+  timeoutMs = 30_000,
+  everyMs = 100,
+): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const value = await probe();
+      if (value !== undefined) return value;
+    } catch {
+      // not yet: the server may still be starting
+    }
+    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+/** A small typed client of the application API. */
+export class Api {
+  constructor(readonly url: string) {}
+  async healthy(): Promise<true | undefined> {
+    const r = await fetch(`${this.url}/healthz`);
+    return r.ok ? true : undefined;
+  }
+  async submit(spec: JobSpecInput, key?: string): Promise<JobWithTasks> {
+    const r = await fetch(`${this.url}/v1/jobs`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(key ? { 'idempotency-key': key } : {}) },
+      body: JSON.stringify(spec),
+    });
+    if (!r.ok) throw new Error(`submit: ${r.status} ${await r.text()}`);
+    return (await r.json()) as JobWithTasks;
+  }
+  async job(id: string): Promise<JobWithTasks> {
+    const r = await fetch(`${this.url}/v1/jobs/${id}`);
+    if (!r.ok) throw new Error(`job ${id}: ${r.status} ${await r.text()}`);
+    return (await r.json()) as JobWithTasks;
+  }
+  async jobs(): Promise<JobView[]> {
+    const all: JobView[] = [];
+    let cursor: string | undefined;
+    do {
+      const r = await fetch(`${this.url}/v1/jobs?limit=200${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`);
+      const page = (await r.json()) as { jobs: JobView[]; cursor?: string };
+      all.push(...page.jobs);
+      cursor = page.cursor;
+    } while (cursor);
+    return all;
+  }
+}
+
+export function nodeIdOf(agentDataDir: string): string {
+  return (JSON.parse(readFileSync(join(agentDataDir, 'identity.json'), 'utf8')) as { nodeId: string }).nodeId;
+}
