@@ -58,8 +58,12 @@ export function errorResponder(log: Logger) {
 export function validationHook(
   result:
     | { success: true }
-    | { success: false; error: { issues: readonly { path: readonly PropertyKey[]; message: string; code: string }[] } },
-  c: Context,
+    | {
+        success: false;
+        target?: string;
+        error: { issues: readonly { path: readonly PropertyKey[]; message: string; code: string }[] };
+      },
+  _c: Context,
 ): void {
   if (result.success) return;
   const issues = result.error.issues.map((i) => ({
@@ -70,6 +74,6 @@ export function validationHook(
   const where = issues[0]?.path ? ` at ${issues[0].path}` : '';
   throw new InvalidRequestError('validation_failed', `invalid request${where}: ${issues[0]?.message ?? 'invalid'}`, {
     issues,
-    target: c.req.method === 'GET' ? 'query' : 'body',
+    target: result.target === 'json' ? 'body' : (result.target ?? 'body'),
   });
 }

@@ -1,0 +1,282 @@
+/** `gpuai jobs ...`: submit, inspect, list, cancel and wait for jobs. */
+import { randomUUID } from 'node:crypto';
+import { Command } from 'commander';
+import { JobStatus } from '../../protocol/job.js';
+import type { App, CommandContext } from '../context.js';
+import { ExitCode, UsageError, WaitTimeoutError } from '../errors.js';
+import { formatDuration } from '../format.js';
+import { followCursors, parseLimit } from '../paging.js';
+import { buildSpec, durationFlag, type SpecFlags } from '../spec-flags.js';
+import { renderJob, renderJobList, renderTasks, summarizeCounts } from '../views.js';
+import { createProgressReporter, pollUntilTerminal, type WaitObserver, type WaitOutcome } from '../wait.js';
+import { collect, examples } from './help.js';
+
+interface SubmitOptions extends Omit<SpecFlags, 'argv'> {
+  file?: string;
+  idempotencyKey?: string;
+  dryRun?: boolean;
+}
+
+async function readSpecFile(ctx: CommandContext, path: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await ctx.io.readFile(path);
+  } catch (error) {
+    const code = error instanceof Error && 'code' in error ? String(error.code) : String(error);
+    throw new UsageError(`--file ${path}: cannot read it (${code})`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new UsageError(`--file ${path} is not valid JSON: ${error instanceof Error ? error.message : String(error)}`);
+  }
+}
+
+async function submit(ctx: CommandContext, argv: string[], options: SubmitOptions): Promise<ExitCode> {
+  const base = options.file === undefined ? undefined : await readSpecFile(ctx, options.file);
+  const spec = buildSpec({ ...options, argv }, { base, now: ctx.io.now(), env: ctx.io.env });
+  if (options.dryRun === true) {
+    ctx.outJson(JSON.stringify(spec, null, 2));
+    return ExitCode.ok;
+  }
+  // A fresh key per run makes the client's own retries safe; scripts that rerun the whole
+  // command after a failure pass their own key to get the same job back.
+  const key = options.idempotencyKey ?? randomUUID();
+  if (key.length < 1 || key.length > 128) throw new UsageError('--idempotency-key must be 1 to 128 characters');
+  const response = await ctx.api.submitJob(spec, key);
+  if (ctx.json) {
+    ctx.outJson(response.text);
+    return ExitCode.ok;
+  }
+  const job = response.body;
+  ctx.out(job.id);
+  if (response.status === 200) ctx.note('this idempotency key was already used with the same spec: that job is shown');
+  if (ctx.io.stderr.isTTY === true) {
+    ctx.note(ctx.style.dim(`submitted ${job.spec.tasks} task(s); follow with: gpuai jobs wait ${job.id}`));
+  }
+  return ExitCode.ok;
+}
+
+async function get(ctx: CommandContext, jobId: string): Promise<ExitCode> {
+  const response = await ctx.api.getJob(jobId);
+  if (ctx.json) ctx.outJson(response.text);
+  else ctx.out(renderJob(response.body, ctx.style, ctx.io.now()));
+  return ExitCode.ok;
+}
+
+interface ListOptions {
+  status?: string;
+  limit?: string;
+  cursor?: string;
+  all?: boolean;
+}
+
+async function list(ctx: CommandContext, options: ListOptions): Promise<ExitCode> {
+  const status = JobStatus.safeParse(options.status);
+  if (options.status !== undefined && !status.success) {
+    throw new UsageError(`--status expects one of ${JobStatus.options.join(', ')}, got "${options.status}"`);
+  }
+  const query = {
+    ...(status.success ? { status: status.data } : {}),
+    ...(options.limit === undefined ? {} : { limit: parseLimit(options.limit) }),
+  };
+  if (options.all === true) {
+    const jobs = await followCursors(options.cursor, async (cursor) => {
+      const page = await ctx.api.listJobs(cursor === undefined ? query : { ...query, cursor });
+      return { items: page.body.jobs, cursor: page.body.cursor };
+    });
+    if (ctx.json) ctx.outJson(JSON.stringify({ jobs }));
+    else ctx.out(jobs.length === 0 ? 'no jobs' : renderJobList(jobs, ctx.style, ctx.io.now()));
+    return ExitCode.ok;
+  }
+  const response = await ctx.api.listJobs(options.cursor === undefined ? query : { ...query, cursor: options.cursor });
+  if (ctx.json) {
+    ctx.outJson(response.text);
+    return ExitCode.ok;
+  }
+  const page = response.body;
+  ctx.out(page.jobs.length === 0 ? 'no jobs' : renderJobList(page.jobs, ctx.style, ctx.io.now()));
+  if (page.cursor !== undefined) {
+    const filter = query.status === undefined ? '' : ` --status ${query.status}`;
+    ctx.note(ctx.style.dim(`more: gpuai jobs list${filter} --cursor ${page.cursor} (or --all)`));
+  }
+  return ExitCode.ok;
+}
+
+async function tasks(ctx: CommandContext, jobId: string): Promise<ExitCode> {
+  const response = await ctx.api.listTasks(jobId);
+  if (ctx.json) ctx.outJson(response.text);
+  else
+    ctx.out(response.body.tasks.length === 0 ? 'no tasks' : renderTasks(response.body.tasks, ctx.style, ctx.io.now()));
+  return ExitCode.ok;
+}
+
+async function cancel(ctx: CommandContext, jobId: string): Promise<ExitCode> {
+  const response = await ctx.api.cancelJob(jobId);
+  if (ctx.json) ctx.outJson(response.text);
+  else ctx.out(`${response.body.id} ${response.body.status}: ${summarizeCounts(response.body.taskCounts)}`);
+  return ExitCode.ok;
+}
+
+interface WaitOptions {
+  timeout: string;
+  interval: string;
+}
+
+const silent: WaitObserver = { update() {}, retrying() {}, recovered() {} };
+
+async function wait(ctx: CommandContext, jobId: string, options: WaitOptions): Promise<ExitCode> {
+  const timeoutMs = durationFlag('--timeout', options.timeout);
+  const intervalMs = durationFlag('--interval', options.interval);
+  if (intervalMs < 100) throw new UsageError(`--interval must be at least 100ms, got "${options.interval}"`);
+  const reporter = ctx.json ? undefined : createProgressReporter(ctx.io.stderr, () => ctx.io.now());
+  let outcome: WaitOutcome;
+  try {
+    outcome = await pollUntilTerminal(ctx.api, jobId, { timeoutMs, intervalMs }, ctx.io, reporter ?? silent);
+  } finally {
+    reporter?.clear();
+  }
+  if (outcome.kind === 'timeout') {
+    const { last } = outcome;
+    throw new WaitTimeoutError(
+      `gave up after ${formatDuration(timeoutMs)}: job ${last.id} is still ${last.status} (${summarizeCounts(last.taskCounts)}); wait longer with --timeout`,
+    );
+  }
+  const job = outcome.response.body;
+  if (ctx.json) ctx.outJson(outcome.response.text);
+  else ctx.out(renderJob(job, ctx.style, ctx.io.now()));
+  return job.status === 'succeeded' ? ExitCode.ok : ExitCode.failed;
+}
+
+/** Builds `gpuai jobs` and its subcommands. */
+export function jobsCommand(app: App): Command {
+  const jobs = new Command('jobs')
+    .description('submit GPU jobs, follow them, inspect their tasks, cancel them')
+    .addHelpText(
+      'after',
+      examples([
+        'gpuai jobs submit --command "nvidia-smi" --gpus 1',
+        'gpuai jobs list --status running',
+        'gpuai jobs wait job_01JD7Z5C2Q9W8V6T4R2P0N8M6K',
+      ]),
+    );
+
+  jobs
+    .command('submit')
+    .summary('submit a job (prints its id)')
+    .description(
+      "Submit a job. The spec comes from flags, from --file, or both: flags override the file's fields, " +
+        'and --env adds to its variables. The spec is checked against the JobSpec schema before it is sent.\n\n' +
+        'Prints the job id, or with --json the created job.',
+    )
+    .argument('[argv...]', 'the command to run as an argv, after -- (gpuai jobs submit -- python train.py --lr 3e-4)')
+    .optionsGroup('What to run:')
+    .option('--command <shell>', 'a shell command line, run as sh -c "<shell>"')
+    .option('-f, --file <path>', 'a JobSpec JSON file to start from (- reads standard input)')
+    .option('--image <image>', 'container image; without one the command runs as a plain process')
+    .option('-e, --env <NAME=value>', 'environment variable, repeatable; NAME alone passes it from this shell', collect)
+    .option('--name <name>', 'a name for people')
+    .option('--workload <type>', 'workload type: batch (default), inference, training, rendering...')
+    .optionsGroup('GPUs:')
+    .option('--gpus <spec>', 'GPU count (2), or MODEL:COUNT like H100:8, or models in order of preference: A100,H100:2')
+    .option('--vendor <vendor>', 'nvidia, amd, intel, apple or other')
+    .option('--min-vram <size>', 'minimum memory per GPU: 40GiB, 80GB (decimal, as vendors print it) or MiB')
+    .optionsGroup('Scheduling:')
+    .option('--tasks <n>', 'how many parallel tasks (default 1)')
+    .option('--retries <n>', 'extra attempts per failed task (default 2)')
+    .option('--timeout <duration>', 'limit per attempt: 90s, 30m, 2h (default 1h)')
+    .option('--deadline <time>', 'when unfinished tasks are failed and refunded: ISO time, or from now: 2h')
+    .option('--max-price <tokens>', 'price cap in tokens per GPU-hour, e.g. 1.5')
+    .option('--region <region>', 'allowed region, repeatable or comma-separated', collect)
+    .option('--verify-hash <sha256>', 'accept only task results whose result hash is this')
+    .optionsGroup('Request:')
+    .option('--idempotency-key <key>', 'makes resubmitting return the same job (default: a random UUID per run)')
+    .option('--dry-run', 'print the validated spec as JSON and send nothing')
+    .addHelpText(
+      'after',
+      examples([
+        'gpuai jobs submit --command "echo hello" --gpus 0',
+        'gpuai jobs submit --gpus H100:8 --image pytorch/pytorch:2.4.0-cuda12.4-cudnn9-runtime -- python train.py --lr 3e-4',
+        'gpuai jobs submit --gpus A100,H100:1 --min-vram 40GiB --tasks 4 --timeout 30m --env WANDB_API_KEY --command "./render.sh"',
+        'gpuai jobs submit --file spec.json --tasks 16 --region eu-west',
+        'JOB=$(gpuai jobs submit --command "nvidia-smi" --gpus 1) && gpuai jobs wait "$JOB"',
+      ]),
+    )
+    .action(async (argv: string[], options: SubmitOptions, command: Command) => {
+      app.exitCode = await submit(app.context(command), argv, options);
+    });
+
+  jobs
+    .command('get')
+    .description('show a job and its tasks: state, attempt, node, exit code, result hash, duration')
+    .argument('<jobId>', 'the job id (job_...)')
+    .addHelpText(
+      'after',
+      examples(['gpuai jobs get job_01JD7Z5C2Q9W8V6T4R2P0N8M6K', 'gpuai jobs get "$JOB" --json | jq .status']),
+    )
+    .action(async (jobId: string, _options: object, command: Command) => {
+      app.exitCode = await get(app.context(command), jobId);
+    });
+
+  jobs
+    .command('list')
+    .description('list jobs, newest first')
+    .option('--status <status>', `only jobs with this status: ${JobStatus.options.join(', ')}`)
+    .option('--limit <n>', 'page size, 1 to 200 (default 50)')
+    .option('--cursor <cursor>', 'continue from a previous page')
+    .option('--all', 'follow the cursors and list every job (--json prints one {"jobs": [...]})')
+    .addHelpText(
+      'after',
+      examples([
+        'gpuai jobs list',
+        'gpuai jobs list --status failed --limit 10',
+        'gpuai jobs list --all --json | jq -r ".jobs[].id"',
+      ]),
+    )
+    .action(async (options: ListOptions, command: Command) => {
+      app.exitCode = await list(app.context(command), options);
+    });
+
+  jobs
+    .command('tasks')
+    .description("list a job's tasks")
+    .argument('<jobId>', 'the job id (job_...)')
+    .addHelpText('after', examples(['gpuai jobs tasks job_01JD7Z5C2Q9W8V6T4R2P0N8M6K']))
+    .action(async (jobId: string, _options: object, command: Command) => {
+      app.exitCode = await tasks(app.context(command), jobId);
+    });
+
+  jobs
+    .command('cancel')
+    .description('cancel a job: queued tasks are dropped, running ones are told to stop')
+    .argument('<jobId>', 'the job id (job_...)')
+    .addHelpText('after', examples(['gpuai jobs cancel job_01JD7Z5C2Q9W8V6T4R2P0N8M6K']))
+    .action(async (jobId: string, _options: object, command: Command) => {
+      app.exitCode = await cancel(app.context(command), jobId);
+    });
+
+  jobs
+    .command('wait')
+    .summary('wait until a job finishes; exit 0 if it succeeded')
+    .description(
+      'Poll a job until it succeeds, fails or is cancelled, showing progress on stderr, then print it. ' +
+        'Short outages of the control plane are retried with backoff, for up to 5 minutes.\n\n' +
+        'Exit code: 0 succeeded, 1 failed or cancelled, 124 when --timeout passes first.',
+    )
+    .argument('<jobId>', 'the job id (job_...)')
+    .option('--timeout <duration>', 'give up after this long (exit 124); 0 waits without limit', '10m')
+    .option('--interval <duration>', 'time between polls', '1s')
+    .addHelpText(
+      'after',
+      examples([
+        'gpuai jobs wait job_01JD7Z5C2Q9W8V6T4R2P0N8M6K',
+        'gpuai jobs wait "$JOB" --timeout 2h --interval 10s',
+        'gpuai jobs wait "$JOB" --json > job.json || echo "job did not succeed"',
+      ]),
+    )
+    .action(async (jobId: string, options: WaitOptions, command: Command) => {
+      app.exitCode = await wait(app.context(command), jobId, options);
+    });
+
+  return jobs;
+}

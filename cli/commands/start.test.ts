@@ -1,0 +1,110 @@
+import { describe, expect, it } from 'vitest';
+import type { EmbeddedOptions } from '../embedded.js';
+import { runGpuai } from '../testing/run-cli.js';
+
+/** A fake embedded control plane, and the signal plumbing a test can fire once `ready` resolves. */
+function harness(stopDelayMs = 0) {
+  const started: EmbeddedOptions[] = [];
+  const handlers = new Map<string, () => void>();
+  const exits: number[] = [];
+  let stopped = 0;
+  let onStarted: () => void = () => {};
+  const ready = new Promise<void>((resolve) => {
+    onStarted = resolve;
+  });
+  const io = {
+    loadEmbedded: async () => async (options: EmbeddedOptions) => {
+      started.push(options);
+      options.log('control plane listening');
+      return {
+        url: `http://${options.host}:${options.port}`,
+        stop: async () => {
+          await new Promise((resolve) => setTimeout(resolve, stopDelayMs));
+          stopped += 1;
+        },
+      };
+    },
+    onSignal: (signal: string, handler: () => void) => {
+      handlers.set(signal, handler);
+      // Ready once both SIGINT and SIGTERM are handled: signals sent before that would be lost.
+      if (handlers.size === 2) onStarted();
+      return () => handlers.delete(signal);
+    },
+    exit: (code: number) => {
+      exits.push(code);
+    },
+  };
+  const signal = (name: 'SIGINT' | 'SIGTERM') => handlers.get(name)?.();
+  return { io, started, ready, signal, exits, handlers, stopped: () => stopped };
+}
+
+describe('start', () => {
+  it('starts the embedded control plane with the defaults, prints the next steps, stops on SIGINT', async () => {
+    const h = harness();
+    const running = runGpuai(['start'], { io: h.io, env: { GPUAI_DATA_DIR: '/tmp/gpuai-test-data' } });
+    await h.ready;
+    expect(h.started).toEqual([
+      {
+        port: 8787,
+        host: '127.0.0.1',
+        dataDir: '/tmp/gpuai-test-data',
+        agent: true,
+        agentSlots: 2,
+        log: expect.any(Function),
+      },
+    ]);
+    h.signal('SIGINT');
+    const run = await running;
+    expect(run.code).toBe(0);
+    expect(h.stopped()).toBe(1);
+    expect(h.handlers.size).toBe(0);
+    expect(run.stdout).toContain('listening on http://127.0.0.1:8787');
+    expect(run.stdout).toContain('npx gpuai jobs submit --command "echo hello" --gpus 0');
+    expect(run.stderr).toContain('control plane listening\nstopping');
+  });
+
+  it('passes the flags through, takes PORT from the environment, and hints --api for another address', async () => {
+    const h = harness();
+    const running = runGpuai(
+      ['start', '--host', '0.0.0.0', '--data-dir', '/srv/gpuai', '--no-agent', '--agent-slots', '4'],
+      {
+        io: h.io,
+        env: { PORT: '9000' },
+      },
+    );
+    await h.ready;
+    expect(h.started[0]).toMatchObject({
+      port: 9000,
+      host: '0.0.0.0',
+      dataDir: '/srv/gpuai',
+      agent: false,
+      agentSlots: 4,
+    });
+    h.signal('SIGTERM');
+    const run = await running;
+    expect(run.code).toBe(0);
+    expect(run.stdout).toContain('npx gpuai --api http://0.0.0.0:9000 jobs list');
+  });
+
+  it('exits at once on a second Ctrl-C', async () => {
+    const h = harness(200);
+    const running = runGpuai(['start', '--json', '--port', '0'], { io: h.io });
+    await h.ready;
+    h.signal('SIGINT');
+    h.signal('SIGINT');
+    expect(h.exits).toEqual([130]);
+    const run = await running;
+    expect(JSON.parse(run.stdout)).toMatchObject({ url: 'http://127.0.0.1:0', agent: true, agentSlots: 2 });
+  });
+
+  it('reports a failure to start (exit 1) and bad flags (exit 2)', async () => {
+    const failing = await runGpuai(['start'], {
+      io: { loadEmbedded: async () => () => Promise.reject(new Error('listen EADDRINUSE: address already in use')) },
+    });
+    expect(failing.code).toBe(1);
+    expect(failing.stderr).toContain('could not start the control plane on 127.0.0.1:8787: listen EADDRINUSE');
+    const port = await runGpuai(['start', '--port', '70000']);
+    expect(port.code).toBe(2);
+    expect(port.stderr).toContain('--port must be at most 65535');
+  });
+});

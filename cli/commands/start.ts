@@ -1,0 +1,117 @@
+/** `gpuai start`: run the embedded control plane (and an in-process agent) on this machine. */
+import { resolve } from 'node:path';
+import { Command } from 'commander';
+import { type App, type CommandContext, defaultApiUrl } from '../context.js';
+import type { EmbeddedServer } from '../embedded.js';
+import { ExitCode, StartError, UsageError } from '../errors.js';
+import { countFlag } from '../spec-flags.js';
+import { examples } from './help.js';
+
+interface StartOptions {
+  port?: string;
+  host: string;
+  dataDir?: string;
+  agent: boolean;
+  agentSlots: string;
+}
+
+/** The exit code of a process ended by a second Ctrl-C, as shells report SIGINT (128 + 2). */
+const interruptedExitCode = 130;
+
+const message = (error: unknown): string => (error instanceof Error ? error.message : String(error));
+
+async function start(ctx: CommandContext, options: StartOptions): Promise<ExitCode> {
+  const port = countFlag('--port', options.port ?? (ctx.io.env.PORT || '8787'));
+  if (port > 65_535) throw new UsageError(`--port must be at most 65535, got ${port}`);
+  const agentSlots = countFlag('--agent-slots', options.agentSlots);
+  if (agentSlots < 1) throw new UsageError('--agent-slots must be at least 1');
+  const dataDir = resolve(options.dataDir ?? (ctx.io.env.GPUAI_DATA_DIR || '.gpuai'));
+
+  let server: EmbeddedServer;
+  try {
+    const startEmbedded = await ctx.io.loadEmbedded();
+    server = await startEmbedded({
+      port,
+      host: options.host,
+      dataDir,
+      agent: options.agent,
+      agentSlots,
+      log: (line) => ctx.note(line),
+    });
+  } catch (error) {
+    throw new StartError(`could not start the control plane on ${options.host}:${port}: ${message(error)}`, {
+      cause: error,
+    });
+  }
+
+  if (ctx.json) {
+    ctx.outJson(JSON.stringify({ url: server.url, dataDir, agent: options.agent, agentSlots }));
+  } else {
+    const agent = options.agent ? `an agent with ${agentSlots} slot(s)` : 'no agent';
+    const api = server.url === defaultApiUrl ? '' : ` --api ${server.url}`;
+    ctx.out(`${ctx.style.green('GPUAI control plane')} listening on ${ctx.style.bold(server.url)}`);
+    ctx.out(ctx.style.dim(`data in ${dataDir}, ${agent}`));
+    ctx.out('');
+    ctx.out('Next, in another terminal:');
+    ctx.out(`  npx gpuai${api} jobs submit --command "echo hello" --gpus 0`);
+    ctx.out(`  npx gpuai${api} jobs list`);
+    ctx.out(`  npx gpuai${api} nodes list`);
+    ctx.out('');
+    ctx.out(ctx.style.dim('Press Ctrl-C to stop.'));
+  }
+
+  return new Promise<ExitCode>((settle, fail) => {
+    let stopping = false;
+    const onSignal = (): void => {
+      if (stopping) {
+        ctx.note('stopping now, without waiting');
+        ctx.io.exit(interruptedExitCode);
+        return;
+      }
+      stopping = true;
+      ctx.note('stopping: finishing in-flight requests (Ctrl-C again to exit at once)');
+      server.stop().then(
+        () => {
+          unsubscribe();
+          settle(ExitCode.ok);
+        },
+        (error: unknown) => {
+          unsubscribe();
+          fail(new StartError(`the control plane did not stop cleanly: ${message(error)}`, { cause: error }));
+        },
+      );
+    };
+    const subscriptions = [ctx.io.onSignal('SIGINT', onSignal), ctx.io.onSignal('SIGTERM', onSignal)];
+    const unsubscribe = (): void => {
+      for (const off of subscriptions) off();
+    };
+  });
+}
+
+/** Builds `gpuai start`. */
+export function startCommand(app: App): Command {
+  return new Command('start')
+    .summary('run the control plane (and an agent) on this machine')
+    .description(
+      'Run the control plane on this machine, with an in-process edge agent so jobs run here too. ' +
+        'State is kept in --data-dir, so jobs survive a restart.\n\n' +
+        'Ctrl-C (or SIGTERM) stops it cleanly; a second Ctrl-C exits at once.',
+    )
+    .option('--port <port>', 'port to listen on (default: $PORT, else 8787)')
+    .option('--host <host>', 'address to listen on; 0.0.0.0 accepts other machines', '127.0.0.1')
+    .option('--data-dir <dir>', 'where state is kept (default: $GPUAI_DATA_DIR, else ./.gpuai)')
+    .option('--no-agent', 'run only the control plane; tasks wait for external agents')
+    .option('--agent-slots <n>', 'how many tasks the in-process agent runs at once', '2')
+    .addHelpText(
+      'after',
+      examples([
+        'gpuai start',
+        'gpuai start --port 9000 --data-dir /var/lib/gpuai',
+        'gpuai start --host 0.0.0.0 --no-agent',
+        'PORT=9000 npm start',
+      ]),
+    )
+    .action(async (options: StartOptions, command: Command) => {
+      app.exitCode = await start(app.context(command), options);
+    });
+}
