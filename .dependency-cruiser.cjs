@@ -57,7 +57,7 @@ module.exports = {
     {
       name: 'agent-speaks-protocol-only',
       severity: 'error',
-      comment: 'The edge agent runs on contributors\' hosts: it shares only protocol/ with the control plane.',
+      comment: "The edge agent runs on contributors' hosts: it shares only protocol/ with the control plane.",
       from: { path: '^edge-agent/' },
       to: { path: '^(functions|cli|embedded|infra)/' },
     },

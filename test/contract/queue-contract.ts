@@ -80,14 +80,15 @@ export function queueContract(
       expect(second).toMatchObject({ id, body: 'job', receiveCount: 2 });
       expect(receipt(second)).not.toBe(receipt(first));
 
-      // The first handle is stale now. SQS answers a stale delete with success but keeps the
-      // message, so the contract only requires that the message survives it.
-      await queue.delete(short, receipt(first));
       expect(await queue.receive(short)).toEqual([]);
       expect(await queue.changeVisibility(short, receipt(second), 0)).toBe(true);
       const [third] = await queue.receive(short, { waitSeconds: 2 });
       expect(third).toMatchObject({ id, receiveCount: 3 });
       expect(await queue.delete(short, receipt(third))).toBe(true);
+      // The first handle is stale. SQS answers a delete with a stale handle with success, and
+      // documents that the message "might not" be deleted by it (moto deletes it, for one), so the
+      // contract requires only an answer; the embedded queue's own tests pin down its behaviour.
+      expect(typeof (await queue.delete(short, receipt(first)))).toBe('boolean');
     });
 
     it('makes a message visible again at once on changeVisibility(0), and keeps it hidden on an extension', async () => {

@@ -50,11 +50,25 @@ export interface StoreFixture {
   cleanup(): Promise<void>;
 }
 
+/** How hard {@link storeContract} works an adapter. */
+export interface StoreContractOptions {
+  /**
+   * Runs of the model-based test over random transactions (default 100). A backend reached over
+   * the network, such as an emulator at a few hundred requests a second, may run fewer.
+   */
+  propertyRuns?: number;
+}
+
 /**
  * The behaviour every {@link Store} adapter must show. Each test writes under keys of its own, so
  * adapters may share one table between tests.
  */
-export function storeContract(name: string, makeStore: () => Promise<StoreFixture>): void {
+export function storeContract(
+  name: string,
+  makeStore: () => Promise<StoreFixture>,
+  options: StoreContractOptions = {},
+): void {
+  const propertyRuns = options.propertyRuns ?? 100;
   describe(`Store contract: ${name}`, () => {
     let fixture: StoreFixture;
     let store: Store;
@@ -295,7 +309,7 @@ export function storeContract(name: string, makeStore: () => Promise<StoreFixtur
             expect(keysOf(await store.query({ index: 'byPool', pk: pool }))).toEqual(pooled);
           }
         }),
-        { numRuns: 100 },
+        { numRuns: propertyRuns },
       );
     });
 

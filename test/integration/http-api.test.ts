@@ -93,6 +93,22 @@ describe('jobs API', () => {
     expect(seen).toEqual([...ids].reverse());
   });
 
+  it('answers a repeated result report (a lost response retried) with the task, applying it once', async () => {
+    const { node, job, assignment } = await assignedTask();
+    const report = { attempt: assignment.attempt, exitCode: 0, resultHash: 'a'.repeat(64), outputs: [], metrics: { wallMs: 3 } };
+    const path = `/v1/nodes/${node.id}/tasks/${assignment.taskId}/result`;
+    const first = await node.call('POST', path, report);
+    expect(first.status).toBe(200);
+    const before = h.snapshot();
+    const again = await node.call('POST', path, report);
+    expect(again.status).toBe(200);
+    expect(((await again.json()) as { state: string }).state).toBe('reported');
+    expect(h.snapshot()).toEqual(before);
+    expect(await h.queue.depth('verify')).toBe(1); // one verification, not two
+    const view = (await (await h.request(`/v1/jobs/${job.id}`)).json()) as JobWithTasks;
+    expect(view.tasks[0]?.attempts).toHaveLength(1);
+  });
+
   it('cancels unfinished tasks and refuses to cancel twice', async () => {
     const { node, job, assignment } = await assignedTask();
     const cancelled = await h.request(`/v1/jobs/${job.id}/cancel`, { method: 'POST' });

@@ -1,4 +1,5 @@
 import type {
+  AttemptOutcome,
   FailureReport,
   HeartbeatRequest,
   HeartbeatResponse,
@@ -51,15 +52,39 @@ export class TaskReports {
   }
 
   async result(nodeId: string, taskId: string, report: ResultReport): Promise<TaskView> {
-    const task = await this.transition(nodeId, taskId, report.attempt, (t, now) => recordResult(t, report, now));
-    await this.afterAttempt(nodeId, task);
-    return toTaskView(task);
+    return this.endAttempt(nodeId, taskId, report.attempt, ['completed', 'failed', 'rejected'], (t, now) =>
+      recordResult(t, report, now),
+    );
   }
 
   async fail(nodeId: string, taskId: string, report: FailureReport): Promise<TaskView> {
-    const task = await this.transition(nodeId, taskId, report.attempt, (t, now) =>
+    return this.endAttempt(nodeId, taskId, report.attempt, ['failed', 'released'], (t, now) =>
       recordFailure(t, report.reason, report.message, now),
     );
+  }
+
+  /**
+   * Ends an attempt. A report that repeats one already applied (the node retried because the
+   * first answer was lost) is answered with the task as it stands, not refused.
+   */
+  private async endAttempt(
+    nodeId: string,
+    taskId: string,
+    attempt: number,
+    endedAs: readonly AttemptOutcome[],
+    next: (task: TaskRecord, now: number) => TaskRecord,
+  ): Promise<TaskView> {
+    let task: TaskRecord;
+    try {
+      task = await this.transition(nodeId, taskId, attempt, next);
+    } catch (error) {
+      if (!(error instanceof LeaseLostError)) throw error;
+      const { jobId, index } = parseTaskId(taskId);
+      const current = (await this.store.get<TaskRecord>(taskKey(jobId, index)))?.data;
+      const ended = current?.attempts.find((a) => a.number === attempt && a.nodeId === nodeId);
+      if (current === undefined || ended?.outcome === undefined || !endedAs.includes(ended.outcome)) throw error;
+      return toTaskView(current);
+    }
     await this.afterAttempt(nodeId, task);
     return toTaskView(task);
   }

@@ -1,0 +1,307 @@
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Assignment, HeartbeatResponse } from '../protocol/index.js';
+import { type BackoffPolicy, defaultBackoff, sleep } from './backoff.js';
+import { ControlPlaneClient } from './client.js';
+import { AgentError, NodeNotRegisteredError, RequestAbortedError } from './errors.js';
+import { loadOrCreateIdentity, type NodeIdentity } from './identity.js';
+import { type Logger, silentLogger } from './log.js';
+import { type ProbeReport, probeInventory } from './probe/index.js';
+import { TaskRun } from './task-run.js';
+import { agentVersion } from './version.js';
+
+/** Everything `Agent` needs; the CLI builds it from validated options (config.ts). */
+export interface AgentOptions {
+  /** Control plane base URL. */
+  api: string;
+  /** Holds the node key, identity.json and the tasks' work dirs. */
+  dataDir: string;
+  name?: string;
+  region: string;
+  /** Tasks run at once; each slot long-polls for its own work. */
+  slots: number;
+  /** Seconds a work poll is held open by the control plane (1..20). */
+  pollWaitSeconds: number;
+  /** On shutdown, how long running tasks may take to finish before they are released. */
+  graceSeconds: number;
+  logger?: Logger;
+  /** Inventory detection (default: probe this host for the `process` runtime). */
+  probe?: () => Promise<ProbeReport>;
+  /** Retry pacing for control plane calls (default 250 ms doubling to 5 s). */
+  backoff?: BackoffPolicy;
+  /** Progress reports are sent at most this often while a task runs (default 2 s). */
+  progressIntervalMs?: number;
+  /** SIGTERM to SIGKILL delay when a task is stopped (default 5 s). */
+  killGraceMs?: number;
+}
+
+/** The shortest heartbeat interval honoured, whatever the control plane says: guards against a busy loop. */
+const minHeartbeatIntervalMs = 100;
+/** After the grace period, how long releasing tasks may take before the agent stops waiting on reports. */
+const releaseWindowMs = 5_000;
+
+/**
+ * The edge agent: registers this node, heartbeats, long-polls for work in `slots` parallel
+ * workers, runs each assignment as a process and reports it (see TaskRun). Survives control plane
+ * outages (every call retries with backoff; reports retry until delivered) and registers again
+ * when the control plane has forgotten the node.
+ *
+ * @example
+ * const agent = new Agent({ api, dataDir, region: 'local', slots: 1, pollWaitSeconds: 20, graceSeconds: 25 });
+ * const running = agent.run();   // resolves after shutdown() completes
+ * process.once('SIGTERM', () => void agent.shutdown());
+ * await running;
+ */
+export class Agent {
+  private readonly logger: Logger;
+  private readonly backoff: BackoffPolicy;
+  /** Aborted when shutdown starts: no new work is taken. */
+  private readonly polling = new AbortController();
+  /** Aborted when shutdown ends: reports and heartbeats in flight are abandoned. */
+  private readonly reporting = new AbortController();
+  private readonly tasks = new Map<string, TaskRun>();
+  private readonly workers: Promise<void>[] = [];
+  private heartbeat: Promise<void> | undefined;
+  private heartbeatIntervalMs = 10_000;
+  private identity: NodeIdentity | undefined;
+  private client: ControlPlaneClient | undefined;
+  private inventory: ProbeReport['inventory'] | undefined;
+  private registration: Promise<void> | undefined;
+  private shutdownCompletion: Promise<void> | undefined;
+  private runCalled = false;
+  private readonly stopped: Promise<void>;
+  private markStopped: () => void = () => {};
+
+  constructor(private readonly options: AgentOptions) {
+    this.logger = options.logger ?? silentLogger;
+    this.backoff = options.backoff ?? defaultBackoff;
+    this.stopped = new Promise((resolve) => {
+      this.markStopped = resolve;
+    });
+  }
+
+  /** This node's id, once `run()` has loaded the identity. */
+  get nodeId(): string | undefined {
+    return this.identity?.nodeId;
+  }
+
+  /**
+   * Loads (or creates) the node identity, probes the inventory, registers (retrying until the
+   * control plane answers), then works until `shutdown()` has completed. Rejects only when the
+   * control plane refuses the registration itself (a 4xx).
+   */
+  async run(): Promise<void> {
+    if (this.runCalled) throw new Error('Agent.run() may be called once');
+    this.runCalled = true;
+    const identity = await loadOrCreateIdentity(this.options.dataDir, this.options.api);
+    this.identity = identity;
+    this.logger.info(`${identity.created ? 'created' : 'loaded'} node identity ${identity.nodeId}`, {
+      dataDir: this.options.dataDir,
+    });
+    // Work dirs left by a previous run that crashed or was killed belong to no task any more.
+    await rm(join(this.options.dataDir, 'work'), { recursive: true, force: true });
+    const probe = await (
+      this.options.probe ?? (() => probeInventory({ region: this.options.region, runtimes: ['process'] }))
+    )();
+    for (const warning of probe.warnings) this.logger.warn(`inventory: ${warning}`);
+    this.inventory = probe.inventory;
+    this.client = this.createClient(identity);
+    try {
+      await this.register(this.polling.signal);
+    } catch (error) {
+      if (!this.polling.signal.aborted) throw error;
+    }
+    if (!this.polling.signal.aborted) {
+      this.heartbeat = this.heartbeatLoop(this.client);
+      for (let slot = 0; slot < this.options.slots; slot++) this.workers.push(this.workerLoop(this.client));
+    }
+    await this.stopped;
+  }
+
+  /**
+   * Graceful stop: stop polling at once, let running tasks finish and report for up to
+   * `graceSeconds`, then kill what still runs and report it released (best effort), then stop
+   * heartbeats. Safe to call more than once, and before `run()` has registered.
+   */
+  shutdown(): Promise<void> {
+    this.shutdownCompletion ??= this.drain();
+    return this.shutdownCompletion;
+  }
+
+  /** Immediate stop (a second Ctrl-C): kills every task's process tree, reports nothing. */
+  killNow(): void {
+    this.polling.abort();
+    this.reporting.abort();
+    for (const task of this.tasks.values()) task.kill();
+  }
+
+  private async drain(): Promise<void> {
+    const running = [...this.tasks.values()].filter((task) => task.processRunning).length;
+    this.logger.info(`shutting down: no new work; ${running} task(s) running, grace ${this.options.graceSeconds} s`);
+    this.polling.abort();
+    const workersDone = Promise.all(this.workers);
+    const graceOver = new AbortController();
+    await Promise.race([workersDone, sleep(this.options.graceSeconds * 1000, graceOver.signal)]);
+    graceOver.abort();
+    for (const task of this.tasks.values()) task.release();
+    const finalWait = new AbortController();
+    await Promise.race([workersDone, sleep((this.options.killGraceMs ?? 5_000) + releaseWindowMs, finalWait.signal)]);
+    finalWait.abort();
+    // Whatever is still alive now (a process deaf to SIGKILL in uninterruptible sleep, a report
+    // still waiting on the control plane) is given up on, so the agent can exit.
+    this.reporting.abort();
+    for (const task of this.tasks.values()) task.kill();
+    await this.heartbeat;
+    this.logger.info('stopped');
+    this.markStopped();
+  }
+
+  private createClient(identity: NodeIdentity): ControlPlaneClient {
+    return new ControlPlaneClient({
+      api: this.options.api,
+      nodeId: identity.nodeId,
+      keyPair: identity.keyPair,
+      backoff: this.backoff,
+      onUnavailable: (error) => this.logger.warn(`connection lost: ${error.message}; retrying`),
+      onAvailable: (downForMs) => this.logger.info(`connection restored after ${Math.round(downForMs / 1000)} s`),
+    });
+  }
+
+  /**
+   * Registers (again). Concurrent callers share one registration, which retries until it succeeds
+   * or the agent stops reporting; `signal` only ends this caller's wait (a poller stops waiting
+   * at shutdown while a report still needs the registration to finish).
+   */
+  private register(signal: AbortSignal): Promise<void> {
+    this.registration ??= this.sendRegistration(this.reporting.signal).finally(() => {
+      this.registration = undefined;
+    });
+    return abandonOnAbort(this.registration, signal);
+  }
+
+  private async sendRegistration(signal: AbortSignal): Promise<void> {
+    const { client, identity, inventory } = this.requireSession();
+    const response = await client.register(
+      {
+        publicKey: identity.publicKey,
+        agentVersion,
+        inventory,
+        ...(this.options.name === undefined ? {} : { name: this.options.name }),
+      },
+      { retry: 'forever', signal },
+    );
+    this.heartbeatIntervalMs = Math.max(minHeartbeatIntervalMs, response.heartbeatIntervalMs);
+    this.logger.info(`registered as ${response.node.id}`, {
+      name: response.node.name,
+      gpus: inventory.gpus.length,
+      region: inventory.region,
+      heartbeatMs: response.heartbeatIntervalMs,
+    });
+  }
+
+  /** Runs a node call; if the control plane has forgotten this node, registers again and repeats it (twice at most). */
+  private async asNode<T>(call: () => Promise<T>, signal: AbortSignal): Promise<T> {
+    for (let reRegistrations = 0; ; reRegistrations++) {
+      try {
+        return await call();
+      } catch (error) {
+        if (!(error instanceof NodeNotRegisteredError) || reRegistrations >= 2) throw error;
+        this.logger.warn(`control plane does not know this node (${error.message}); registering again`);
+        await this.register(signal);
+      }
+    }
+  }
+
+  private async workerLoop(client: ControlPlaneClient): Promise<void> {
+    const signal = this.polling.signal;
+    while (!signal.aborted) {
+      let assignment: Assignment | undefined;
+      try {
+        assignment = await this.asNode(
+          () => client.pollWork(this.options.pollWaitSeconds, { retry: 'forever', signal }),
+          signal,
+        );
+      } catch (error) {
+        if (signal.aborted) break;
+        // Not retryable (a 4xx, an unparseable assignment): pause so a persistent error cannot spin.
+        this.logger.error(`work poll failed: ${describe(error)}`);
+        await sleep(this.backoff.maxMs, signal);
+        continue;
+      }
+      if (assignment !== undefined) await this.runTask(client, assignment);
+    }
+  }
+
+  private async runTask(client: ControlPlaneClient, assignment: Assignment): Promise<void> {
+    const task = new TaskRun(assignment, {
+      client,
+      asNode: (call, signal) => this.asNode(call, signal),
+      logger: this.logger,
+      dataDir: this.options.dataDir,
+      killGraceMs: this.options.killGraceMs ?? 5_000,
+      progressIntervalMs: this.options.progressIntervalMs ?? 2_000,
+      reportSignal: this.reporting.signal,
+    });
+    // The poll answered just as shutdown began: the lease is ours, hand it straight back.
+    if (this.polling.signal.aborted) task.release();
+    this.tasks.set(task.taskId, task);
+    try {
+      await task.run();
+    } finally {
+      this.tasks.delete(task.taskId);
+    }
+  }
+
+  private async heartbeatLoop(client: ControlPlaneClient): Promise<void> {
+    const signal = this.reporting.signal;
+    while (!signal.aborted) {
+      await sleep(this.heartbeatIntervalMs, signal);
+      if (signal.aborted) return;
+      const tasks = [...this.tasks.values()]
+        .filter((task) => task.leased)
+        .map((task) => ({ taskId: task.taskId, attempt: task.attempt }));
+      try {
+        const response = await this.asNode(() => client.heartbeat({ tasks }, { signal }), signal);
+        this.heartbeatIntervalMs = Math.max(minHeartbeatIntervalMs, response.heartbeatIntervalMs);
+        this.applyAborts(response.abort);
+      } catch (error) {
+        // Retryable failures are already logged as a lost connection; the next beat tries again.
+        if (!signal.aborted && !(error instanceof AgentError && error.retryable)) {
+          this.logger.warn(`heartbeat failed: ${describe(error)}`);
+        }
+      }
+    }
+  }
+
+  private applyAborts(aborts: HeartbeatResponse['abort']): void {
+    for (const { taskId, attempt, reason } of aborts) {
+      const task = this.tasks.get(taskId);
+      if (task?.attempt === attempt) task.drop(`aborted by the control plane (${reason})`);
+    }
+  }
+
+  private requireSession(): {
+    client: ControlPlaneClient;
+    identity: NodeIdentity;
+    inventory: ProbeReport['inventory'];
+  } {
+    if (this.client === undefined || this.identity === undefined || this.inventory === undefined) {
+      throw new Error('the agent is not started');
+    }
+    return { client: this.client, identity: this.identity, inventory: this.inventory };
+  }
+}
+
+/** `promise`, or a RequestAbortedError as soon as `signal` aborts; the promise itself carries on. */
+function abandonOnAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(new RequestAbortedError('stopped waiting: the agent is stopping'));
+    if (signal.aborted) onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

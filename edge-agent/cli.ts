@@ -1,0 +1,178 @@
+import { Command, CommanderError, Option } from 'commander';
+import type { NodeInventory } from '../protocol/index.js';
+import { Agent } from './agent.js';
+import {
+  type AgentConfig,
+  parseRegion,
+  parseRunConfig,
+  type RawRunOptions,
+  runDefaults,
+  supportedRuntimes,
+} from './config.js';
+import { ConfigError } from './errors.js';
+import { createLineLogger } from './log.js';
+import { type CommandRunner, probeInventory } from './probe/index.js';
+import { agentVersion } from './version.js';
+
+/** Where the CLI writes, and how it probes; tests replace them. */
+export interface CliIo {
+  stdout: (text: string) => void;
+  stderr: (text: string) => void;
+  run?: CommandRunner;
+}
+
+/** Exit status for a command line or option that is wrong: nothing was started. */
+export const usageExitCode = 2;
+
+const processIo: CliIo = {
+  stdout: (text) => process.stdout.write(text),
+  stderr: (text) => process.stderr.write(text),
+};
+
+/** Runs `gpuai-agent` with `argv` (as in process.argv) and resolves to the exit status. */
+export async function runCli(argv: readonly string[], io: CliIo = processIo): Promise<number> {
+  let exitCode = 0;
+  const program = createProgram(io, (code) => {
+    exitCode = code;
+  });
+  try {
+    await program.parseAsync([...argv]);
+    return exitCode;
+  } catch (error) {
+    if (error instanceof CommanderError) return error.exitCode === 0 ? 0 : usageExitCode;
+    if (error instanceof ConfigError) {
+      io.stderr(`gpuai-agent: ${error.message}\n`);
+      return usageExitCode;
+    }
+    io.stderr(`gpuai-agent: ${error instanceof Error ? error.message : String(error)}\n`);
+    return 1;
+  }
+}
+
+function createProgram(io: CliIo, setExitCode: (code: number) => void): Command {
+  const program = new Command('gpuai-agent')
+    .description("GPUAI edge agent: offers this machine's GPUs to a GPUAI control plane and runs the tasks it assigns.")
+    .version(agentVersion)
+    .configureOutput({ writeOut: io.stdout, writeErr: io.stderr })
+    .exitOverride()
+    .showHelpAfterError();
+
+  program
+    .command('run')
+    .description('Register this node, then take, run and report tasks until SIGTERM or SIGINT.')
+    .addOption(new Option('--api <url>', 'control plane URL, e.g. http://127.0.0.1:8080 (required)').env('GPUAI_API'))
+    .addOption(
+      new Option(
+        '--runtime <runtime>',
+        `how tasks run: ${supportedRuntimes.join(', ')} (required; process runs them as plain child processes, without isolation)`,
+      ),
+    )
+    .addOption(
+      new Option('--data-dir <dir>', 'keeps the node key (the node identity) and task work dirs (required)').env(
+        'GPUAI_AGENT_DATA_DIR',
+      ),
+    )
+    .option('--name <name>', 'display name of this node (1-64 characters)')
+    .option('--region <region>', `region slug this node is in (default: ${runDefaults.region})`)
+    .option('--slots <n>', `tasks run at once, 1-64 (default: ${runDefaults.slots})`)
+    .option(
+      '--poll-wait <seconds>',
+      `how long each work poll is held open, 1-20 (default: ${runDefaults.pollWaitSeconds})`,
+    )
+    .option(
+      '--grace-seconds <n>',
+      `on SIGTERM/SIGINT, seconds running tasks may take to finish before they are released (default: ${runDefaults.graceSeconds})`,
+    )
+    .option('--json-logs', 'log JSON lines instead of text (logs go to stderr)')
+    .addHelpText(
+      'after',
+      [
+        '',
+        'Example:',
+        '  gpuai-agent run --api http://127.0.0.1:8080 --runtime process --data-dir ~/.gpuai-agent --slots 2',
+        '',
+        'SIGTERM or SIGINT stops taking work and waits --grace-seconds for running tasks; a second SIGINT',
+        'kills them and exits at once.',
+      ].join('\n'),
+    )
+    .action(async (options: RawRunOptions) => {
+      setExitCode(await runAgent(parseRunConfig(options), io));
+    });
+
+  program
+    .command('probe')
+    .description('Print the inventory this node would register: GPUs, CPU, memory, OS.')
+    .option('--json', 'print the inventory as JSON (the RegisterNodeRequest inventory)')
+    .option('--region <region>', `region to put in the inventory (default: ${runDefaults.region})`)
+    .action(async (options: { json?: boolean; region?: string }) => {
+      const { inventory, warnings } = await probeInventory({
+        region: parseRegion(options.region),
+        runtimes: [...supportedRuntimes],
+        ...(io.run === undefined ? {} : { run: io.run }),
+      });
+      for (const warning of warnings) io.stderr(`warning: ${warning}\n`);
+      io.stdout(options.json ? `${JSON.stringify(inventory, null, 2)}\n` : describeInventory(inventory));
+    });
+
+  return program;
+}
+
+/**
+ * Runs the agent until a signal stops it. The first SIGTERM or SIGINT shuts down gracefully (exit
+ * 0); a second SIGINT kills the tasks and exits at once (130, as shells report an interrupt).
+ */
+async function runAgent(config: AgentConfig, io: CliIo): Promise<number> {
+  const logger = createLineLogger({ json: config.jsonLogs, write: io.stderr });
+  const agent = new Agent({
+    api: config.api,
+    dataDir: config.dataDir,
+    ...(config.name === undefined ? {} : { name: config.name }),
+    region: config.region,
+    slots: config.slots,
+    pollWaitSeconds: config.pollWaitSeconds,
+    graceSeconds: config.graceSeconds,
+    logger,
+  });
+  let interrupted = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (signal === 'SIGINT' && interrupted) {
+      logger.warn('second SIGINT: killing running tasks and exiting now');
+      agent.killNow();
+      process.exit(130);
+    }
+    interrupted ||= signal === 'SIGINT';
+    logger.info(`${signal} received`);
+    void agent.shutdown();
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  try {
+    await agent.run();
+    return 0;
+  } finally {
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
+  }
+}
+
+function describeInventory(inventory: NodeInventory): string {
+  const lines = [
+    `os       ${inventory.os} ${inventory.arch}${inventory.osVersion === undefined ? '' : ` (${inventory.osVersion})`}`,
+    `cpu      ${inventory.cpu.cores} x ${inventory.cpu.model}`,
+    `memory   ${inventory.memoryMiB} MiB`,
+    `region   ${inventory.region}`,
+    `runtimes ${inventory.runtimes.join(', ')}`,
+  ];
+  if (inventory.gpus.length === 0) lines.push('gpus     none detected');
+  for (const gpu of inventory.gpus) {
+    const details = [
+      `${gpu.vramMiB} MiB`,
+      gpu.computeCapability === undefined ? undefined : `compute ${gpu.computeCapability}`,
+      gpu.gfxArch,
+      gpu.driver === undefined ? undefined : `driver ${gpu.driver}`,
+      gpu.uuid,
+    ].filter((detail) => detail !== undefined);
+    lines.push(`gpu ${String(gpu.index).padEnd(4)} ${gpu.vendor} ${gpu.model} (${details.join(', ')})`);
+  }
+  return `${lines.join('\n')}\n`;
+}

@@ -1,0 +1,289 @@
+import type { z } from 'zod';
+import {
+  type Assignment,
+  FailureReport,
+  HeartbeatRequest,
+  HeartbeatResponse,
+  LeaseResponse,
+  type NodeKeyPair,
+  ProgressReport,
+  RegisterNodeRequest,
+  RegisterNodeResponse,
+  ResultReport,
+  signRequest,
+  TaskView,
+  WorkResponse,
+} from '../protocol/index.js';
+import { type BackoffPolicy, backoffDelayMs, defaultBackoff, sleep } from './backoff.js';
+import {
+  AgentError,
+  errorFromResponse,
+  InvalidRequestError,
+  NetworkError,
+  RateLimitedError,
+  RequestAbortedError,
+  UnexpectedResponseError,
+} from './errors.js';
+
+/** How often a call is sent again after a retryable failure (network error, 5xx, 429). */
+export type RetryPolicy = 'never' | 'forever' | { attempts: number };
+
+export interface CallOptions {
+  /** Aborts the request in flight and any backoff wait; the call then rejects with RequestAbortedError. */
+  signal?: AbortSignal;
+  retry?: RetryPolicy;
+}
+
+export interface ControlPlaneClientOptions {
+  /** Base URL of the control plane, e.g. `http://127.0.0.1:8080` (a path prefix is kept). */
+  api: string;
+  nodeId: string;
+  keyPair: NodeKeyPair;
+  backoff?: BackoffPolicy;
+  /** Per-request limit for everything but the long poll, whose limit is its wait plus a margin. */
+  requestTimeoutMs?: number;
+  /** Called once when requests start failing with retryable errors, with the first such error. */
+  onUnavailable?: (error: AgentError) => void;
+  /** Called once when a request succeeds again after `onUnavailable`, with how long it was down. */
+  onAvailable?: (downForMs: number) => void;
+}
+
+interface RequestSpec<Response> {
+  method: 'GET' | 'POST';
+  path: string;
+  body?: { schema: z.ZodType; value: unknown };
+  response: z.ZodType<Response>;
+  timeoutMs: number;
+}
+
+const longPollMarginMs = 15_000;
+
+/**
+ * The node side of the control plane API (docs/api.md). Every request is signed with the node
+ * key over the exact path, query and body string sent; every response is parsed with the protocol
+ * schema; errors come back as the typed errors of errors.ts.
+ */
+export class ControlPlaneClient {
+  readonly nodeId: string;
+  private readonly base: URL;
+  private readonly backoff: BackoffPolicy;
+  private readonly requestTimeoutMs: number;
+  private unavailableSince: number | undefined;
+
+  constructor(private readonly options: ControlPlaneClientOptions) {
+    this.nodeId = options.nodeId;
+    this.base = new URL(options.api);
+    this.backoff = options.backoff ?? defaultBackoff;
+    this.requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
+  }
+
+  /** `POST /v1/nodes`: registers (or re-registers, idempotently) this node's key and inventory. */
+  register(body: RegisterNodeRequest, options: CallOptions = {}): Promise<RegisterNodeResponse> {
+    return this.call(
+      {
+        method: 'POST',
+        path: '/v1/nodes',
+        body: { schema: RegisterNodeRequest, value: body },
+        response: RegisterNodeResponse,
+        timeoutMs: this.requestTimeoutMs,
+      },
+      options,
+    );
+  }
+
+  /** `POST /v1/nodes/{id}/heartbeat` with the tasks running here; the answer lists tasks to stop. */
+  heartbeat(body: HeartbeatRequest, options: CallOptions = {}): Promise<HeartbeatResponse> {
+    return this.call(
+      {
+        method: 'POST',
+        path: `${this.nodePath}/heartbeat`,
+        body: { schema: HeartbeatRequest, value: body },
+        response: HeartbeatResponse,
+        timeoutMs: this.requestTimeoutMs,
+      },
+      options,
+    );
+  }
+
+  /** `GET /v1/nodes/{id}/work?wait=N`: the next assignment, or undefined when none came within the wait. */
+  async pollWork(waitSeconds: number, options: CallOptions = {}): Promise<Assignment | undefined> {
+    const work = await this.call(
+      {
+        method: 'GET',
+        path: `${this.nodePath}/work?wait=${waitSeconds}`,
+        response: WorkResponse.optional(),
+        timeoutMs: waitSeconds * 1000 + longPollMarginMs,
+      },
+      options,
+    );
+    return work?.assignment;
+  }
+
+  /** `POST .../tasks/{taskId}/progress`: the first one moves the task to running; each one extends the lease. */
+  reportProgress(taskId: string, body: ProgressReport, options: CallOptions = {}): Promise<LeaseResponse> {
+    return this.call(
+      {
+        method: 'POST',
+        path: this.taskPath(taskId, 'progress'),
+        body: { schema: ProgressReport, value: body },
+        response: LeaseResponse,
+        timeoutMs: this.requestTimeoutMs,
+      },
+      options,
+    );
+  }
+
+  /** `POST .../tasks/{taskId}/result`: the process ran to an exit code (whatever it is, the server decides). */
+  reportResult(taskId: string, body: ResultReport, options: CallOptions = {}): Promise<TaskView> {
+    return this.call(
+      {
+        method: 'POST',
+        path: this.taskPath(taskId, 'result'),
+        body: { schema: ResultReport, value: body },
+        response: TaskView,
+        timeoutMs: this.requestTimeoutMs,
+      },
+      options,
+    );
+  }
+
+  /** `POST .../tasks/{taskId}/fail`: the task could not run to an exit code (error, timeout, released). */
+  reportFailure(taskId: string, body: FailureReport, options: CallOptions = {}): Promise<TaskView> {
+    return this.call(
+      {
+        method: 'POST',
+        path: this.taskPath(taskId, 'fail'),
+        body: { schema: FailureReport, value: body },
+        response: TaskView,
+        timeoutMs: this.requestTimeoutMs,
+      },
+      options,
+    );
+  }
+
+  private get nodePath(): string {
+    return `/v1/nodes/${encodeURIComponent(this.nodeId)}`;
+  }
+
+  private taskPath(taskId: string, report: 'progress' | 'result' | 'fail'): string {
+    return `${this.nodePath}/tasks/${encodeURIComponent(taskId)}/${report}`;
+  }
+
+  private async call<Response>(spec: RequestSpec<Response>, options: CallOptions): Promise<Response> {
+    const body = spec.body === undefined ? '' : serialise(spec.body.schema, spec.body.value);
+    const retry = options.retry ?? 'never';
+    for (let failures = 0; ; failures++) {
+      try {
+        const response = await this.send(spec, body, options.signal);
+        this.markAvailable();
+        return response;
+      } catch (error) {
+        const agentError = toAgentError(error, options.signal);
+        if (!agentError.retryable) throw agentError;
+        this.markUnavailable(agentError);
+        if (!mayRetry(retry, failures)) throw agentError;
+        await sleep(this.retryDelayMs(agentError, failures), options.signal);
+        if (options.signal?.aborted) throw new RequestAbortedError('aborted while waiting to retry');
+      }
+    }
+  }
+
+  private async send<Response>(spec: RequestSpec<Response>, body: string, signal?: AbortSignal): Promise<Response> {
+    const url = new URL(`${this.base.pathname.replace(/\/+$/, '')}${spec.path}`, this.base);
+    // Signed per attempt: each retry needs a fresh nonce and date, and the signature must cover
+    // the path exactly as URL normalised it, since that is what the server sees.
+    const headers: Record<string, string> = signRequest(this.options.keyPair, this.nodeId, {
+      method: spec.method,
+      pathWithQuery: `${url.pathname}${url.search}`,
+      body,
+    });
+    if (spec.method === 'POST') headers['content-type'] = 'application/json';
+    const timeout = AbortSignal.timeout(spec.timeoutMs);
+    const response = await fetch(url, {
+      method: spec.method,
+      headers,
+      signal: signal === undefined ? timeout : AbortSignal.any([signal, timeout]),
+      ...(spec.method === 'POST' ? { body } : {}),
+    });
+    const text = await response.text();
+    if (!response.ok) throw errorFromResponse(response.status, text, response.headers);
+    return parseResponse(spec, response.status, text);
+  }
+
+  private retryDelayMs(error: AgentError, failures: number): number {
+    const delay = backoffDelayMs(this.backoff, failures);
+    return error instanceof RateLimitedError && error.retryAfterMs !== undefined
+      ? Math.max(delay, error.retryAfterMs)
+      : delay;
+  }
+
+  private markUnavailable(error: AgentError): void {
+    if (this.unavailableSince !== undefined) return;
+    this.unavailableSince = Date.now();
+    this.options.onUnavailable?.(error);
+  }
+
+  private markAvailable(): void {
+    if (this.unavailableSince === undefined) return;
+    const downForMs = Date.now() - this.unavailableSince;
+    this.unavailableSince = undefined;
+    this.options.onAvailable?.(downForMs);
+  }
+}
+
+function serialise(schema: z.ZodType, value: unknown): string {
+  const parsed = schema.safeParse(value);
+  if (!parsed.success)
+    throw new InvalidRequestError(`request body refused by its schema: ${describeIssues(parsed.error)}`);
+  return JSON.stringify(parsed.data);
+}
+
+function parseResponse<Response>(spec: RequestSpec<Response>, status: number, text: string): Response {
+  let json: unknown;
+  try {
+    // 204 No Content (an empty long poll) has no body; it parses as undefined.
+    json = status === 204 || text === '' ? undefined : JSON.parse(text);
+  } catch {
+    throw new UnexpectedResponseError(`${spec.method} ${spec.path}: ${status} response is not JSON`);
+  }
+  const parsed = spec.response.safeParse(json);
+  if (!parsed.success) {
+    throw new UnexpectedResponseError(
+      `${spec.method} ${spec.path}: ${status} response: ${describeIssues(parsed.error)}`,
+    );
+  }
+  return parsed.data;
+}
+
+function describeIssues(error: z.ZodError): string {
+  return error.issues
+    .slice(0, 3)
+    .map((issue) => `${issue.path.join('.') || '(root)'}: ${issue.message}`)
+    .join('; ');
+}
+
+function mayRetry(policy: RetryPolicy, failures: number): boolean {
+  if (policy === 'forever') return true;
+  if (policy === 'never') return false;
+  return failures + 1 < policy.attempts;
+}
+
+/** Classifies what fetch threw: our own typed errors pass through, the rest is a network failure or an abort. */
+function toAgentError(error: unknown, signal: AbortSignal | undefined): AgentError {
+  if (signal?.aborted) return new RequestAbortedError('request aborted', { cause: error });
+  if (error instanceof AgentError) return error;
+  if (error instanceof Error && error.name === 'TimeoutError') {
+    return new NetworkError('request timed out', { cause: error });
+  }
+  return new NetworkError(describeNetworkFailure(error), { cause: error });
+}
+
+function describeNetworkFailure(error: unknown): string {
+  if (!(error instanceof Error)) return String(error);
+  const cause = error.cause;
+  if (cause instanceof Error) {
+    const code = 'code' in cause && typeof cause.code === 'string' ? cause.code : cause.message;
+    return `${error.message} (${code})`;
+  }
+  return error.message;
+}

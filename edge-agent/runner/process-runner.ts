@@ -1,0 +1,271 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdir, rm } from 'node:fs/promises';
+import { constants } from 'node:os';
+import { join } from 'node:path';
+import { type Assignment, type OutputEntry, resultHash } from '../../protocol/index.js';
+import { LogTail } from './log-tail.js';
+import { byName, digestOutputFiles, StreamDigest } from './output-digest.js';
+import { ProgressLineScanner, type ProgressMark } from './progress-lines.js';
+
+/** How a task's process ended, as far as the agent reports it. */
+export type TaskOutcome =
+  /** It ran to an exit code (any code: the control plane judges it); outputs are hashed. */
+  | {
+      kind: 'exited';
+      exitCode: number;
+      outputs: OutputEntry[];
+      resultHash: string;
+      metrics: { wallMs: number };
+      logTail: string;
+    }
+  /** It outlived `timeoutSeconds` and was killed. */
+  | { kind: 'timeout'; metrics: { wallMs: number }; logTail: string }
+  /** `abort()` killed it. */
+  | { kind: 'aborted'; logTail: string }
+  /** It never ran (the program could not be spawned, its work dir not made), or its outputs could not be read. */
+  | { kind: 'error'; message: string };
+
+/** What the task has said so far; `revision` grows whenever any field changes, so callers send only news. */
+export interface TaskProgress {
+  revision: number;
+  percent?: number;
+  message?: string;
+  logTail: string;
+}
+
+/** A task's process, started: watch it, stop it, and clean up after it. */
+export interface ProcessTask {
+  /** `<dataDir>/work/<taskId>-<attempt>`, the process's cwd; `out/` in it is GPUAI_OUTPUT_DIR. */
+  readonly workDir: string;
+  /** Settles once the process and everything it spawned in its group are gone, and outputs are hashed. Never rejects. */
+  readonly outcome: Promise<TaskOutcome>;
+  progress(): TaskProgress;
+  /** Stops the task: SIGTERM to its process group, SIGKILL after the kill grace. */
+  abort(): void;
+  /** SIGKILL to the process group at once, for an agent that is exiting and cannot wait. */
+  kill(): void;
+  /** Removes the work dir. Call after the outcome is reported, whatever it was. */
+  dispose(): Promise<void>;
+}
+
+export interface ProcessRunnerOptions {
+  dataDir: string;
+  /** Time between SIGTERM and SIGKILL when a task is stopped (default 5 s). */
+  killGraceMs?: number;
+  /** Where PATH, HOME and LANG are taken from (default: the agent's own environment). */
+  baseEnv?: NodeJS.ProcessEnv;
+}
+
+/** Bytes of combined stdout and stderr kept for progress and result reports. */
+export const logTailBytes = 4096;
+
+/** Environment variables passed through from the agent; everything else a task sees comes from its assignment. */
+const inheritedVariables = ['PATH', 'HOME', 'LANG'] as const;
+
+/**
+ * Runs an assignment as a child process: argv is `assignment.command` exactly (no shell, unless
+ * the command is itself `sh -c ...`), in a fresh work dir, in its own process group so that the
+ * whole tree can be signalled. Stdout is hashed as the output `stdout` and scanned for
+ * `::progress` lines; every regular file left under `out/` is hashed too. When the main process
+ * exits, whatever it left running in its group is killed: the task is over.
+ *
+ * The work dir is removed (`dispose()`) once the outcome is reported, failed tasks included:
+ * keeping them would fill contributors' disks with data of jobs they do not own, and the log tail
+ * travels with the failure report.
+ */
+export async function startProcessTask(assignment: Assignment, options: ProcessRunnerOptions): Promise<ProcessTask> {
+  const workDir = join(options.dataDir, 'work', `${assignment.taskId}-${assignment.attempt}`);
+  const outputDir = join(workDir, 'out');
+  try {
+    // A directory left by a crashed earlier run of the same attempt must not leak into this one's outputs.
+    await rm(workDir, { recursive: true, force: true });
+    await mkdir(outputDir, { recursive: true });
+  } catch (error) {
+    const message = `could not prepare work dir ${workDir}: ${error instanceof Error ? error.message : String(error)}`;
+    return notStarted(workDir, message);
+  }
+  const env = taskEnvironment(assignment, outputDir, options.baseEnv ?? process.env);
+  return new ChildProcessTask(assignment, workDir, outputDir, env, options.killGraceMs ?? 5_000);
+}
+
+/** The environment of a task: a minimal base, the assignment's variables, then the agent's, which win. */
+function taskEnvironment(
+  assignment: Assignment,
+  outputDir: string,
+  baseEnv: NodeJS.ProcessEnv,
+): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const name of inheritedVariables) {
+    const value = baseEnv[name];
+    if (value !== undefined) env[name] = value;
+  }
+  // Set after the job's own variables so that a job cannot claim another task's identity or GPUs.
+  const devices = assignment.gpuIndices.join(',');
+  return {
+    ...env,
+    ...assignment.env,
+    GPUAI_JOB_ID: assignment.jobId,
+    GPUAI_TASK_ID: assignment.taskId,
+    GPUAI_TASK_INDEX: String(assignment.index),
+    GPUAI_TASK_COUNT: String(assignment.taskCount),
+    GPUAI_ATTEMPT: String(assignment.attempt),
+    GPUAI_OUTPUT_DIR: outputDir,
+    CUDA_VISIBLE_DEVICES: devices,
+    ROCR_VISIBLE_DEVICES: devices,
+  };
+}
+
+function notStarted(workDir: string, message: string): ProcessTask {
+  return {
+    workDir,
+    outcome: Promise.resolve({ kind: 'error', message }),
+    progress: () => ({ revision: 0, logTail: '' }),
+    abort: () => {},
+    kill: () => {},
+    dispose: () => rm(workDir, { recursive: true, force: true }),
+  };
+}
+
+class ChildProcessTask implements ProcessTask {
+  readonly outcome: Promise<TaskOutcome>;
+  private readonly child: ChildProcess;
+  private readonly stdout = new StreamDigest();
+  private readonly logTail = new LogTail(logTailBytes);
+  private readonly startedAt = Date.now();
+  private revision = 0;
+  private lastMark: ProgressMark | undefined;
+  private stopReason: 'timeout' | 'aborted' | undefined;
+  private exitCode: number | undefined;
+  private wallMs = 0;
+  private timeoutTimer: NodeJS.Timeout | undefined;
+  private killTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    assignment: Assignment,
+    readonly workDir: string,
+    private readonly outputDir: string,
+    env: Record<string, string>,
+    private readonly killGraceMs: number,
+  ) {
+    const [program, ...args] = assignment.command;
+    this.child = spawn(program ?? '', args, {
+      cwd: workDir,
+      env,
+      // A group of its own: signals reach the whole tree, and Ctrl-C at the agent's terminal does
+      // not reach the task, whose end the agent manages (grace period, then release).
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      windowsHide: true,
+    });
+    this.outcome = new Promise((resolve) => this.watch(resolve));
+    // setTimeout fires at once beyond 2^31-1 ms (24.8 days); the protocol allows at most 7 days anyway.
+    const timeoutMs = Math.min(assignment.timeoutSeconds * 1000, 2 ** 31 - 1);
+    this.timeoutTimer = setTimeout(() => this.stop('timeout'), timeoutMs);
+  }
+
+  progress(): TaskProgress {
+    return { revision: this.revision, ...this.lastMark, logTail: this.logTail.toString() };
+  }
+
+  abort(): void {
+    this.stop('aborted');
+  }
+
+  kill(): void {
+    this.stopReason ??= 'aborted';
+    this.signalGroup('SIGKILL');
+  }
+
+  dispose(): Promise<void> {
+    return rm(this.workDir, { recursive: true, force: true });
+  }
+
+  private watch(resolve: (outcome: TaskOutcome) => void): void {
+    const scanner = new ProgressLineScanner((mark) => this.onProgressMark(mark));
+    let spawned = false;
+    this.child.once('spawn', () => {
+      spawned = true;
+    });
+    this.child.once('error', (error) => {
+      if (spawned) return;
+      this.clearTimers();
+      resolve({ kind: 'error', message: `could not start ${this.child.spawnfile}: ${error.message}` });
+    });
+    this.child.stdout?.on('data', (chunk: Buffer) => {
+      this.stdout.update(chunk);
+      scanner.push(chunk);
+      this.onOutput(chunk);
+    });
+    this.child.stderr?.on('data', (chunk: Buffer) => this.onOutput(chunk));
+    this.child.once('exit', (code, signal) => {
+      this.wallMs = Date.now() - this.startedAt;
+      this.exitCode = code ?? 128 + (signal === null ? 0 : constants.signals[signal]);
+      // The main process is gone: whatever it left running in its group goes too, which also
+      // closes the pipes those leftovers held open.
+      this.signalGroup('SIGKILL');
+    });
+    this.child.once('close', () => {
+      if (!spawned) return;
+      this.clearTimers();
+      scanner.end();
+      void this.settle().then(resolve);
+    });
+  }
+
+  private async settle(): Promise<TaskOutcome> {
+    const logTail = this.logTail.toString();
+    const metrics = { wallMs: this.wallMs };
+    if (this.stopReason === 'timeout') return { kind: 'timeout', metrics, logTail };
+    if (this.stopReason === 'aborted') return { kind: 'aborted', logTail };
+    try {
+      const files = await digestOutputFiles(this.outputDir);
+      const outputs = [{ name: 'stdout', ...this.stdout.result() }, ...files].sort(byName);
+      return {
+        kind: 'exited',
+        exitCode: this.exitCode ?? 0,
+        outputs,
+        resultHash: resultHash(outputs),
+        metrics,
+        logTail,
+      };
+    } catch (error) {
+      // The task removed or locked its own output dir: nothing trustworthy to hash.
+      const message = `could not hash outputs: ${error instanceof Error ? error.message : String(error)}`;
+      return { kind: 'error', message };
+    }
+  }
+
+  private onOutput(chunk: Buffer): void {
+    this.logTail.append(chunk);
+    this.revision++;
+  }
+
+  private onProgressMark(mark: ProgressMark): void {
+    this.lastMark = mark;
+    this.revision++;
+  }
+
+  private stop(reason: 'timeout' | 'aborted'): void {
+    if (this.stopReason !== undefined || this.child.exitCode !== null || this.child.signalCode !== null) return;
+    this.stopReason = reason;
+    clearTimeout(this.timeoutTimer);
+    this.signalGroup('SIGTERM');
+    this.killTimer = setTimeout(() => this.signalGroup('SIGKILL'), this.killGraceMs);
+  }
+
+  private signalGroup(signal: NodeJS.Signals): void {
+    if (this.child.pid === undefined) return;
+    try {
+      // Windows has no process groups to signal: only the main process can be stopped there.
+      if (process.platform === 'win32') this.child.kill(signal);
+      else process.kill(-this.child.pid, signal);
+    } catch {
+      // ESRCH: the group is already gone.
+    }
+  }
+
+  private clearTimers(): void {
+    clearTimeout(this.timeoutTimer);
+    clearTimeout(this.killTimer);
+  }
+}

@@ -1,0 +1,262 @@
+import type { Assignment, FailureReport, ProgressReport } from '../protocol/index.js';
+import { sleep } from './backoff.js';
+import type { ControlPlaneClient, RetryPolicy } from './client.js';
+import {
+  AgentError,
+  InvalidRequestError,
+  LeaseLostError,
+  RequestAbortedError,
+  RequestRejectedError,
+  UnexpectedResponseError,
+} from './errors.js';
+import type { LogFields, Logger } from './log.js';
+import { type ProcessTask, startProcessTask, type TaskOutcome } from './runner/process-runner.js';
+
+/** What a task run needs from the agent around it. */
+export interface TaskRunContext {
+  client: ControlPlaneClient;
+  /** Runs a node call; when the control plane no longer knows the node, registers again and repeats it. */
+  asNode<T>(call: () => Promise<T>, signal: AbortSignal): Promise<T>;
+  logger: Logger;
+  dataDir: string;
+  killGraceMs: number;
+  progressIntervalMs: number;
+  /** Aborted when the agent stops trying to deliver reports (the end of a shutdown). */
+  reportSignal: AbortSignal;
+}
+
+/** Release reports are best effort: the node is going away and cannot wait out an outage. */
+const releaseRetry: RetryPolicy = { attempts: 3 };
+/** The report that starts a task gets a few tries; if they all fail the task runs anyway and progress catches up. */
+const startRetry: RetryPolicy = { attempts: 3 };
+
+/**
+ * One assignment on this node, from its first progress report to its final report: start the
+ * process, report progress while anything changed, then report the result or the failure. Stopped
+ * early either by the control plane (`drop`: killed, not reported, the lease is not ours any more)
+ * or by the node shutting down (`release`: killed, reported as released).
+ */
+export class TaskRun {
+  readonly taskId: string;
+  readonly attempt: number;
+  private process: ProcessTask | undefined;
+  private dropReason: string | undefined;
+  private releasing = false;
+  private readonly processDone = new AbortController();
+
+  constructor(
+    private readonly assignment: Assignment,
+    private readonly context: TaskRunContext,
+  ) {
+    this.taskId = assignment.taskId;
+    this.attempt = assignment.attempt;
+  }
+
+  /** Whether the control plane still considers this task leased to the node (heartbeats list it). */
+  get leased(): boolean {
+    return this.dropReason === undefined;
+  }
+
+  /** Whether the task's process is still running (the node must wait for it or release it). */
+  get processRunning(): boolean {
+    return this.process !== undefined && !this.processDone.signal.aborted;
+  }
+
+  /** Runs the task to its end and reports it. Never rejects: every failure ends up logged or reported. */
+  async run(): Promise<void> {
+    try {
+      await this.execute();
+    } catch (error) {
+      this.log('error', 'failed inside the agent', { error: describe(error) });
+    } finally {
+      await this.process?.dispose().catch(() => {});
+    }
+  }
+
+  /** The control plane took the task back (aborted, or lease lost): stop it and report nothing. */
+  drop(reason: string): void {
+    if (this.dropReason !== undefined) return;
+    this.dropReason = reason;
+    this.log('warn', `stopped: ${reason}`);
+    this.process?.abort();
+  }
+
+  /** The node is shutting down: stop the task and hand it back to the control plane. */
+  release(): void {
+    this.releasing = true;
+    this.process?.abort();
+  }
+
+  /** The agent exits now: kill the process tree without waiting. */
+  kill(): void {
+    this.process?.kill();
+  }
+
+  private async execute(): Promise<void> {
+    if (this.assignment.image !== undefined) {
+      await this.fail('error', `this node runs processes only; image ${this.assignment.image} cannot run here`);
+      return;
+    }
+    const started = !this.releasing && (await this.reportStart());
+    if (!this.leased) return;
+    if (this.releasing) {
+      await this.fail('released', 'the node is shutting down');
+      return;
+    }
+    this.process = await startProcessTask(this.assignment, {
+      dataDir: this.context.dataDir,
+      killGraceMs: this.context.killGraceMs,
+    });
+    // Stopped while the work dir was being prepared.
+    if (this.releasing || !this.leased) this.process.abort();
+    this.log('info', 'started', { command: this.assignment.command[0] });
+    const progress = this.reportProgressWhileRunning(started ? 0 : -1);
+    const outcome = await this.process.outcome;
+    this.processDone.abort();
+    await progress;
+    await this.reportOutcome(outcome);
+  }
+
+  /** The first progress report moves the task to running; answered 409 or 4xx, the task is not ours to run. */
+  private async reportStart(): Promise<boolean> {
+    try {
+      await this.sendProgress({ attempt: this.attempt }, startRetry);
+      return true;
+    } catch (error) {
+      this.onReportError(error, 'start report');
+      return false;
+    }
+  }
+
+  /**
+   * Every interval, sends what changed since the last delivered report (`delivered` is its
+   * revision). A task that stays silent still gets a report every third of its lease, since
+   * progress reports are what extend the lease.
+   */
+  private async reportProgressWhileRunning(delivered: number): Promise<void> {
+    let lastDelivered = delivered;
+    let lastSentAt = Date.now();
+    const keepLeaseMs = Math.max(this.context.progressIntervalMs, this.assignment.leaseMs / 3);
+    const signal = this.processDone.signal;
+    while (!signal.aborted && this.leased) {
+      await sleep(this.context.progressIntervalMs, signal);
+      const process = this.process;
+      if (signal.aborted || process === undefined) return;
+      const { revision, percent, message, logTail } = process.progress();
+      if (revision === lastDelivered && Date.now() - lastSentAt < keepLeaseMs) continue;
+      try {
+        lastSentAt = Date.now();
+        await this.sendProgress({
+          attempt: this.attempt,
+          ...(percent === undefined ? {} : { percent }),
+          ...(message === undefined ? {} : { message }),
+          logTail,
+        });
+        lastDelivered = revision;
+      } catch (error) {
+        this.onReportError(error, 'progress report');
+      }
+    }
+  }
+
+  private async reportOutcome(outcome: TaskOutcome): Promise<void> {
+    if (!this.leased) return;
+    switch (outcome.kind) {
+      case 'exited': {
+        const { exitCode, resultHash, outputs, metrics, logTail } = outcome;
+        this.log('info', 'finished', { exitCode, resultHash, outputs: outputs.length, wallMs: metrics.wallMs });
+        await this.deliver('result', () =>
+          this.context.client.reportResult(
+            this.taskId,
+            { attempt: this.attempt, exitCode, resultHash, outputs, metrics, logTail },
+            this.reportOptions('forever'),
+          ),
+        );
+        return;
+      }
+      case 'timeout':
+        await this.fail('timeout', `timed out after ${this.assignment.timeoutSeconds} s`, outcome.logTail);
+        return;
+      case 'error':
+        await this.fail('error', outcome.message);
+        return;
+      case 'aborted':
+        if (this.releasing) await this.fail('released', 'the node is shutting down', outcome.logTail);
+        return;
+    }
+  }
+
+  private async fail(reason: FailureReport['reason'], message: string, logTail?: string): Promise<void> {
+    this.log(reason === 'released' ? 'info' : 'warn', reason === 'released' ? 'released' : 'failed', {
+      reason,
+      message,
+    });
+    const report: FailureReport = {
+      attempt: this.attempt,
+      reason,
+      message: message.slice(0, 2048),
+      ...(logTail === undefined ? {} : { logTail }),
+    };
+    await this.deliver('failure', () =>
+      this.context.client.reportFailure(
+        this.taskId,
+        report,
+        this.reportOptions(reason === 'released' ? releaseRetry : 'forever'),
+      ),
+    );
+  }
+
+  /** Sends a final report; a result the protocol refuses (too many outputs, say) is turned into a failure. */
+  private async deliver(kind: 'result' | 'failure', send: () => Promise<unknown>): Promise<void> {
+    try {
+      await this.context.asNode(send, this.context.reportSignal);
+    } catch (error) {
+      if (kind === 'result' && error instanceof InvalidRequestError) {
+        await this.fail('error', `result cannot be reported: ${error.message}`);
+        return;
+      }
+      // The control plane took the report (2xx) even if its answer did not parse: nothing to repeat.
+      if (error instanceof UnexpectedResponseError) {
+        this.log('warn', `${kind} delivered, but the response was unexpected`, { error: error.message });
+        return;
+      }
+      this.onReportError(error, `${kind} report`);
+    }
+  }
+
+  private sendProgress(report: ProgressReport, retry: RetryPolicy = 'never'): Promise<unknown> {
+    return this.context.asNode(
+      () => this.context.client.reportProgress(this.taskId, report, this.reportOptions(retry)),
+      this.context.reportSignal,
+    );
+  }
+
+  private reportOptions(retry: RetryPolicy) {
+    return { retry, signal: this.context.reportSignal };
+  }
+
+  /**
+   * A report the control plane refused means the task is not ours any more: 409 lease_lost, or
+   * another 4xx (task_not_found after a store reset, task_not_assigned). Retryable failures were
+   * already logged by the client as an outage; progress simply tries again next interval.
+   */
+  private onReportError(error: unknown, what: string): void {
+    if (error instanceof LeaseLostError) {
+      this.drop('lease lost');
+    } else if (error instanceof RequestRejectedError) {
+      this.drop(`${what} refused: ${error.message}`);
+    } else if (error instanceof RequestAbortedError) {
+      this.log('warn', `${what} abandoned: the agent is stopping`);
+    } else if (!(error instanceof AgentError && error.retryable)) {
+      this.log('error', `${what} failed`, { error: describe(error) });
+    }
+  }
+
+  private log(level: 'info' | 'warn' | 'error', event: string, fields: LogFields = {}): void {
+    this.context.logger[level](`task ${this.taskId} attempt ${this.attempt} ${event}`, fields);
+  }
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

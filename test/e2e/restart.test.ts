@@ -1,0 +1,85 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import type { JobWithTasks } from '../../protocol/index.js';
+import {
+  Api,
+  freePort,
+  nodeIdOf,
+  type Proc,
+  startAgent,
+  startControlPlane,
+  tempDir,
+  waitFor,
+} from '../support/processes.js';
+
+/**
+ * The control plane is killed mid-run and started again on the same data dir: nothing accepted
+ * is lost, and the agents, which stay up through the outage, carry on with the same identities.
+ */
+
+const dirs = [tempDir('cp'), tempDir('agent0'), tempDir('agent1')];
+const [cpDir, ...agentDirs] = dirs as [ReturnType<typeof tempDir>, ...ReturnType<typeof tempDir>[]];
+const procs: Proc[] = [];
+
+afterAll(async () => {
+  await Promise.all(procs.map((p) => p.kill('SIGKILL')));
+  for (const d of dirs) d.remove();
+});
+
+describe('a restart of the control plane', () => {
+  it('loses no accepted job and the agents carry on', async () => {
+    const port = await freePort();
+    const api = new Api(`http://127.0.0.1:${port}`);
+    let controlPlane = startControlPlane(port, cpDir.path);
+    procs.push(controlPlane);
+    await waitFor('the control plane', () => api.healthy());
+    const agents = agentDirs.map((d, i) => startAgent(api.url, d.path, `agent-${i}`));
+    procs.push(...agents);
+
+    const submitted: JobWithTasks[] = [];
+    for (let i = 0; i < 20; i++) {
+      submitted.push(
+        await api.submit(
+          { name: `r-${i}`, command: ['sh', '-c', 'sleep 0.4; echo done'], tasks: 1 + (i % 2) },
+          `restart-${i}`,
+        ),
+      );
+    }
+    await waitFor('some tasks to finish', async () => {
+      const jobs = await Promise.all(submitted.map((j) => api.job(j.id)));
+      return jobs.flatMap((j) => j.tasks).filter((t) => t.state === 'verified').length >= 4 ? true : undefined;
+    });
+
+    await controlPlane.kill('SIGKILL');
+    await new Promise((r) => setTimeout(r, 1500)); // the agents run into connection errors meanwhile
+    controlPlane = startControlPlane(port, cpDir.path);
+    procs.push(controlPlane);
+    await waitFor('the restarted control plane', () => api.healthy());
+
+    // A retried submission after the restart is recognised by its idempotency key.
+    const replay = await api.submit(
+      { name: 'r-0', command: ['sh', '-c', 'sleep 0.4; echo done'], tasks: 1 },
+      'restart-0',
+    );
+    expect(replay.id).toBe(submitted[0]?.id);
+
+    const finished = await waitFor(
+      'every job to finish',
+      async () => {
+        const jobs = await Promise.all(submitted.map((j) => api.job(j.id)));
+        return jobs.every((j) => j.status === 'succeeded' || j.status === 'failed') ? jobs : undefined;
+      },
+      90_000,
+      300,
+    );
+    expect(finished.map((j) => j.status)).toEqual(submitted.map(() => 'succeeded'));
+    for (const task of finished.flatMap((j) => j.tasks)) {
+      expect(task.attempts.filter((a) => a.outcome === 'completed')).toHaveLength(1);
+    }
+    expect(await api.jobs()).toHaveLength(20);
+
+    // Same agents, same identities, no re-registration as new nodes.
+    expect(agents.every((a) => a.alive)).toBe(true);
+    const nodes = (await (await fetch(`${api.url}/v1/nodes`)).json()) as { nodes: { id: string }[] };
+    expect(nodes.nodes.map((n) => n.id).sort()).toEqual(agentDirs.map((d) => nodeIdOf(d.path)).sort());
+  }, 150_000);
+});
