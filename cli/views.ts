@@ -107,7 +107,13 @@ export function renderTasks(tasks: readonly TaskView[], style: Style, now: numbe
   const errors = tasks.flatMap((task) =>
     task.error === undefined ? [] : [`task ${task.index}: ${style.red(task.error.code)}: ${task.error.message}`],
   );
-  return [table, ...errors].join('\n');
+  // A queued task's progress message says why it waits (for example, no live node fits it).
+  const waiting = tasks.flatMap((task) =>
+    task.state === 'queued' && task.progress?.message
+      ? [`task ${task.index}: ${style.dim(task.progress.message)}`]
+      : [],
+  );
+  return [table, ...errors, ...waiting].join('\n');
 }
 
 /** One job in full: its spec in brief, its timeline and its task table. */
