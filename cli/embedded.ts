@@ -1,28 +1,13 @@
 /**
- * The contract of the embedded control plane (`embedded/main.ts`) as `gpuai start` uses it. The
- * module is loaded on demand so the other commands never pay for the server's dependencies.
+ * The embedded control plane (`embedded/main.ts`) as `gpuai start` uses it. The module is loaded
+ * on demand so the other commands never pay for the server's dependencies.
  */
+import type { EmbeddedOptions, startEmbedded } from '../embedded/main.js';
 
-/** What `startEmbedded` takes. */
-export interface EmbeddedOptions {
-  port: number;
-  host: string;
-  dataDir: string;
-  /** Also run an edge agent in-process, so jobs run without a separate machine. */
-  agent: boolean;
-  /** How many tasks the in-process agent runs at once. */
-  agentSlots: number;
-  log: (line: string) => void;
-}
-
+export type { EmbeddedOptions };
+export type StartEmbedded = typeof startEmbedded;
 /** A running embedded control plane. */
-export interface EmbeddedServer {
-  url: string;
-  stop(): Promise<void>;
-}
-
-/** Starts the control plane, resolving once it listens. */
-export type StartEmbedded = (options: EmbeddedOptions) => Promise<EmbeddedServer>;
+export type EmbeddedServer = Awaited<ReturnType<StartEmbedded>>;
 
 /** Imports the embedded control plane. */
 export async function loadEmbedded(): Promise<StartEmbedded> {
