@@ -33,9 +33,10 @@ export interface Queue {
   send(queue: string, body: string, options?: { delaySeconds?: number }): Promise<string>;
   receive(queue: string, options?: ReceiveOptions): Promise<QueueMessage[]>;
   /**
-   * Deletes a message. A stale handle (the message was redelivered or deleted since) never
-   * deletes it; adapters return false when they can tell, but SQS reports success for a stale
-   * delete, so callers must not rely on the result.
+   * Deletes a message. With a stale handle (the message was redelivered or deleted since) the
+   * message may or may not be deleted: SQS documents both and answers success either way, so
+   * callers must neither rely on the result nor use a stale handle on purpose. Adapters return
+   * false where they can tell the handle is stale.
    */
   delete(queue: string, receiptHandle: string): Promise<boolean>;
   /** Extends or ends (0) the invisibility of a received message. Returns false when the handle is known stale. */

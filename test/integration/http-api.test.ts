@@ -95,7 +95,13 @@ describe('jobs API', () => {
 
   it('answers a repeated result report (a lost response retried) with the task, applying it once', async () => {
     const { node, job, assignment } = await assignedTask();
-    const report = { attempt: assignment.attempt, exitCode: 0, resultHash: 'a'.repeat(64), outputs: [], metrics: { wallMs: 3 } };
+    const report = {
+      attempt: assignment.attempt,
+      exitCode: 0,
+      resultHash: 'a'.repeat(64),
+      outputs: [],
+      metrics: { wallMs: 3 },
+    };
     const path = `/v1/nodes/${node.id}/tasks/${assignment.taskId}/result`;
     const first = await node.call('POST', path, report);
     expect(first.status).toBe(200);
