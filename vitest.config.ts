@@ -1,11 +1,38 @@
 import { defineConfig } from 'vitest/config';
 
+/**
+ * What runs on AWS (adapters, Lambda handlers, the CDK app): the `lambda` project starts the AWS
+ * emulators (moto, local-kms) for it, and `npm test` runs it a second time under Node 22.
+ */
+const lambdaTests = [
+  'test/integration/aws-*.test.ts',
+  'test/cloud/**/*.test.ts',
+  'test/infra/**/*.test.ts',
+  'functions/handlers/**/*.test.ts',
+];
+
 export default defineConfig({
   test: {
-    include: ['**/*.test.ts'],
-    exclude: ['**/node_modules/**', '**/cdk.out/**', '**/.tools/**'],
     testTimeout: 30_000,
-    hookTimeout: 60_000,
+    hookTimeout: 120_000,
     pool: 'forks',
+    projects: [
+      {
+        extends: true,
+        test: {
+          name: 'core',
+          include: ['**/*.test.ts'],
+          exclude: ['**/node_modules/**', '**/cdk.out/**', '**/.tools/**', ...lambdaTests],
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'lambda',
+          include: lambdaTests,
+          globalSetup: ['test/emulators/global-setup.ts'],
+        },
+      },
+    ],
   },
 });

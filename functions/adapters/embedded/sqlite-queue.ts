@@ -1,23 +1,10 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { type Clock, systemClock } from '../../ports/clock.js';
-import {
-  type Queue,
-  type QueueDefinition,
-  type QueueMessage,
-  QueueNotFoundError,
-  type ReceiveOptions,
-} from '../../ports/queue.js';
+import type { Queue, QueueDefinition, QueueMessage, ReceiveOptions } from '../../ports/queue.js';
+import { QueueNotFoundError } from '../../ports/queue.js';
+import { receiveSettings, sendDelaySeconds, validateDefinitions, visibilityChangeSeconds } from '../queue-rules.js';
 import type { Database } from './sqlite.js';
-
-/** SQS's limits, enforced here too so that code written against this adapter also runs on SQS. */
-const limits = {
-  maxMessages: 10,
-  waitSeconds: 20,
-  visibilityTimeoutSeconds: 43_200,
-  delaySeconds: 900,
-  maxReceives: 1000,
-};
 
 /**
  * How often a long poll looks at the table again. Sends from this process wake it at once; this
@@ -84,7 +71,7 @@ export class SqliteQueue implements Queue {
   async send(queue: string, body: string, options: { delaySeconds?: number } = {}): Promise<string> {
     this.#requireOpen();
     this.#definition(queue);
-    const delaySeconds = bounded('delaySeconds', options.delaySeconds ?? 0, 0, limits.delaySeconds);
+    const delaySeconds = sendDelaySeconds(options.delaySeconds);
     const id = randomUUID();
     const now = this.#clock.now();
     this.#statements.insert.run({ id, queue, body, sentAt: now, visibleAt: now + delaySeconds * 1000 });
@@ -97,18 +84,11 @@ export class SqliteQueue implements Queue {
   async receive(queue: string, options: ReceiveOptions = {}): Promise<QueueMessage[]> {
     this.#requireOpen();
     const definition = this.#definition(queue);
-    const maxMessages = bounded('maxMessages', options.maxMessages ?? 1, 1, limits.maxMessages);
-    const visibilitySeconds = bounded(
-      'visibilityTimeoutSeconds',
-      options.visibilityTimeoutSeconds ?? definition.visibilityTimeoutSeconds,
-      0,
-      limits.visibilityTimeoutSeconds,
-    );
-    const waitSeconds = bounded('waitSeconds', options.waitSeconds ?? 0, 0, limits.waitSeconds);
+    const { maxMessages, visibilityTimeoutSeconds, waitSeconds } = receiveSettings(options, definition);
 
     const deadline = performance.now() + waitSeconds * 1000;
     for (;;) {
-      const messages = this.#take(definition, maxMessages, visibilitySeconds * 1000);
+      const messages = this.#take(definition, maxMessages, visibilityTimeoutSeconds * 1000);
       const remainingMs = deadline - performance.now();
       if (messages.length > 0 || remainingMs <= 0) {
         return messages;
@@ -129,7 +109,7 @@ export class SqliteQueue implements Queue {
   async changeVisibility(queue: string, receiptHandle: string, seconds: number): Promise<boolean> {
     this.#requireOpen();
     this.#definition(queue);
-    const timeout = bounded('visibility timeout', seconds, 0, limits.visibilityTimeoutSeconds);
+    const timeout = visibilityChangeSeconds(seconds);
     const visibleAt = this.#clock.now() + timeout * 1000;
     const changed = this.#statements.changeVisibility.run({ queue, receipt: receiptHandle, visibleAt }).changes === 1;
     if (changed && timeout === 0) {
@@ -233,39 +213,4 @@ function prepareStatements(db: Database) {
       )
       .pluck(),
   };
-}
-
-/**
- * Checks the definitions once, up front, so a misconfigured dead-letter queue fails at start-up
- * rather than when the first poison message needs it.
- */
-function validateDefinitions(definitions: readonly QueueDefinition[]): ReadonlyMap<string, QueueDefinition> {
-  const byName = new Map<string, QueueDefinition>();
-  for (const definition of definitions) {
-    if (definition.name === '' || byName.has(definition.name)) {
-      throw new Error(`queue name ${JSON.stringify(definition.name)} is empty or defined twice`);
-    }
-    byName.set(definition.name, definition);
-  }
-  for (const { name, visibilityTimeoutSeconds, maxReceives, deadLetterQueue } of definitions) {
-    bounded(`queue ${name} visibilityTimeoutSeconds`, visibilityTimeoutSeconds, 0, limits.visibilityTimeoutSeconds);
-    if ((maxReceives === undefined) !== (deadLetterQueue === undefined)) {
-      throw new Error(`queue ${name} must set maxReceives and deadLetterQueue together`);
-    }
-    if (maxReceives !== undefined) {
-      bounded(`queue ${name} maxReceives`, maxReceives, 1, limits.maxReceives);
-    }
-    if (deadLetterQueue !== undefined && (deadLetterQueue === name || !byName.has(deadLetterQueue))) {
-      throw new Error(`queue ${name} names dead-letter queue ${deadLetterQueue}, which is not another defined queue`);
-    }
-  }
-  return byName;
-}
-
-/** Returns `value` when it is an integer in [min, max]; throws naming the setting otherwise. */
-function bounded(setting: string, value: number, min: number, max: number): number {
-  if (!Number.isInteger(value) || value < min || value > max) {
-    throw new Error(`${setting} must be an integer from ${min} to ${max}, got ${value}`);
-  }
-  return value;
 }

@@ -1,22 +1,16 @@
 import { type Clock, systemClock } from '../../ports/clock.js';
+import type { IndexName, ItemKey, QueryOptions, QueryPage, Store, StoredItem, Write } from '../../ports/store.js';
+import { ConditionFailedError } from '../../ports/store.js';
 import {
-  ConditionFailedError,
-  type IndexKey,
-  type IndexName,
-  type ItemKey,
-  maxTransactionWrites,
-  type QueryOptions,
-  type QueryPage,
-  type Store,
-  type StoredItem,
-  type Write,
-} from '../../ports/store.js';
+  decodeCursor,
+  describeKey,
+  encodeCursor,
+  indexNames,
+  type PreparedWrite,
+  pageSize,
+  prepareWrites,
+} from '../store-rules.js';
 import type { Database } from './sqlite.js';
-
-/** Page size when a query names none. */
-const defaultQueryLimit = 100;
-/** Larger requested pages are cut to this size. */
-const maxQueryLimit = 1000;
 
 /** The columns holding each index's key; see the schema in sqlite.ts. */
 const indexColumns: Readonly<Record<IndexName, { pk: keyof ItemRow; sk: keyof ItemRow }>> = {
@@ -24,7 +18,6 @@ const indexColumns: Readonly<Record<IndexName, { pk: keyof ItemRow; sk: keyof It
   byDue: { pk: 'by_due_pk', sk: 'by_due_sk' },
   byOwner: { pk: 'by_owner_pk', sk: 'by_owner_sk' },
 };
-const indexNames = Object.keys(indexColumns) as IndexName[];
 
 /** Keeps only rows that have not expired; binds `@now`, in epoch seconds like `expires_at`. */
 const live = '(expires_at IS NULL OR expires_at > @now)';
@@ -42,11 +35,6 @@ interface ItemRow {
   by_owner_pk: string | null;
   by_owner_sk: string | null;
 }
-
-/** A validated write, with its data already serialised so the transaction itself cannot throw midway. */
-type PreparedWrite =
-  | { kind: 'put'; key: ItemKey; expectVersion: number; row: ItemRow }
-  | { kind: 'delete' | 'check'; key: ItemKey; expectVersion: number };
 
 /**
  * The {@link Store} port on SQLite. Every transaction runs under `BEGIN IMMEDIATE`, which takes the
@@ -94,7 +82,7 @@ export class SqliteStore implements Store {
       }
       for (const write of writes) {
         if (write.kind === 'put') {
-          upsert.run(write.row);
+          upsert.run(toRow(write));
         } else if (write.kind === 'delete') {
           remove.run({ pk: write.key.pk, sk: write.key.sk });
         }
@@ -194,88 +182,32 @@ export class SqliteStore implements Store {
   }
 }
 
-/**
- * Validates a transaction the way DynamoDB does before looking at any item: a bounded, non-empty
- * list of writes to distinct items. A mistake here is a bug in the caller, so it is a plain Error,
- * never a {@link ConditionFailedError}.
- */
-function prepareWrites(writes: readonly Write[]): PreparedWrite[] {
-  if (writes.length === 0) {
-    throw new Error('a transaction needs at least one write');
+/** The row that a put stores. */
+function toRow(write: Extract<PreparedWrite, { kind: 'put' }>): ItemRow {
+  const row: ItemRow = {
+    pk: write.key.pk,
+    sk: write.key.sk,
+    version: write.expectVersion + 1,
+    data: write.data,
+    expires_at: write.expiresAt ?? null,
+    by_pool_pk: null,
+    by_pool_sk: null,
+    by_due_pk: null,
+    by_due_sk: null,
+    by_owner_pk: null,
+    by_owner_sk: null,
+  };
+  for (const name of indexNames) {
+    const indexKey = write.indexes[name];
+    if (indexKey !== undefined) {
+      Object.assign(row, { [indexColumns[name].pk]: indexKey.pk, [indexColumns[name].sk]: indexKey.sk });
+    }
   }
-  if (writes.length > maxTransactionWrites) {
-    throw new Error(`a transaction takes at most ${maxTransactionWrites} writes, got ${writes.length}`);
-  }
-  const seen = new Map<string, number>();
-  return writes.map((write, index) => {
-    const where = `write ${index} (${write.kind} ${describeKey(write.key)})`;
-    requireKey(write.key, where);
-    const id = JSON.stringify([write.key.pk, write.key.sk]);
-    const earlier = seen.get(id);
-    if (earlier !== undefined) {
-      throw new Error(`${where} targets the same item as write ${earlier}`);
-    }
-    seen.set(id, index);
-    if (!Number.isSafeInteger(write.expectVersion) || write.expectVersion < 0) {
-      throw new Error(`${where} expects version ${write.expectVersion}, which is not a non-negative integer`);
-    }
-    if (write.kind !== 'put') {
-      return { kind: write.kind, key: write.key, expectVersion: write.expectVersion };
-    }
-    const data = JSON.stringify(write.data);
-    if (data === undefined) {
-      throw new Error(`${where} has data that is not JSON-serialisable`);
-    }
-    if (write.expiresAt !== undefined && !Number.isFinite(write.expiresAt)) {
-      throw new Error(`${where} expires at ${write.expiresAt}, which is not a finite number of seconds`);
-    }
-    const row: ItemRow = {
-      pk: write.key.pk,
-      sk: write.key.sk,
-      version: write.expectVersion + 1,
-      data,
-      expires_at: write.expiresAt ?? null,
-      by_pool_pk: null,
-      by_pool_sk: null,
-      by_due_pk: null,
-      by_due_sk: null,
-      by_owner_pk: null,
-      by_owner_sk: null,
-    };
-    for (const name of indexNames) {
-      const indexKey = write.indexes?.[name];
-      if (indexKey !== undefined) {
-        requireKey(indexKey, `${where} index ${name}`);
-        Object.assign(row, { [indexColumns[name].pk]: indexKey.pk, [indexColumns[name].sk]: indexKey.sk });
-      }
-    }
-    return { kind: 'put', key: write.key, expectVersion: write.expectVersion, row };
-  });
-}
-
-/** DynamoDB rejects empty strings as key attributes; so does this store, to keep the adapters alike. */
-function requireKey(key: ItemKey | IndexKey, where: string): void {
-  if (typeof key.pk !== 'string' || typeof key.sk !== 'string' || key.pk === '' || key.sk === '') {
-    throw new Error(`${where}: pk and sk must be non-empty strings`);
-  }
-}
-
-function describeKey(key: ItemKey): string {
-  return `${JSON.stringify(key.pk)}/${JSON.stringify(key.sk)}`;
-}
-
-function pageSize(limit: number | undefined): number {
-  if (limit === undefined) {
-    return defaultQueryLimit;
-  }
-  if (!Number.isSafeInteger(limit) || limit < 1) {
-    throw new Error(`query limit must be a positive integer, got ${limit}`);
-  }
-  return Math.min(limit, maxQueryLimit);
+  return row;
 }
 
 function toItem<T>(row: ItemRow): StoredItem<T> {
-  const indexes: Partial<Record<IndexName, IndexKey>> = {};
+  const indexes: StoredItem['indexes'] = {};
   for (const name of indexNames) {
     const pk = row[indexColumns[name].pk];
     const sk = row[indexColumns[name].sk];
@@ -320,22 +252,4 @@ function prefixUpperBound(prefix: string): string | undefined {
     }
   }
   return undefined;
-}
-
-/** A cursor is the sort position of a page's last item: opaque to callers, checked on the way back. */
-function encodeCursor(position: readonly string[]): string {
-  return Buffer.from(JSON.stringify(position)).toString('base64url');
-}
-
-function decodeCursor(cursor: string, length: number): string[] {
-  let position: unknown;
-  try {
-    position = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
-  } catch (cause) {
-    throw new Error(`malformed query cursor ${JSON.stringify(cursor)}`, { cause });
-  }
-  if (!Array.isArray(position) || position.length !== length || !position.every((v) => typeof v === 'string')) {
-    throw new Error(`query cursor ${JSON.stringify(cursor)} does not belong to a query of this shape`);
-  }
-  return position;
 }

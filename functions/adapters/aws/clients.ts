@@ -1,0 +1,58 @@
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { KMSClient } from '@aws-sdk/client-kms';
+import { SQSClient } from '@aws-sdk/client-sqs';
+
+/** The SDK clients the AWS adapters talk through. */
+export interface AwsClients {
+  dynamodb: DynamoDBClient;
+  sqs: SQSClient;
+  kms: KMSClient;
+}
+
+/** Long-term or session credentials; the shape every SDK client accepts. */
+export interface AwsCredentials {
+  accessKeyId: string;
+  secretAccessKey: string;
+  sessionToken?: string;
+}
+
+export interface AwsClientOptions {
+  region: string;
+  /**
+   * Service endpoints to use instead of AWS's own, such as local emulators. A service left out
+   * uses the region's public endpoint.
+   */
+  endpoints?: { dynamodb?: string; sqs?: string; kms?: string };
+  /**
+   * Fixed credentials, for emulators (see {@link emulatorCredentials}). Without them the SDK's
+   * default provider chain applies: the Lambda role in AWS, the profile or environment elsewhere.
+   */
+  credentials?: AwsCredentials;
+}
+
+/**
+ * Credentials that emulators accept: they check that requests are signed, not by whom. Never
+ * valid in AWS.
+ */
+export const emulatorCredentials: AwsCredentials = {
+  accessKeyId: 'testing',
+  secretAccessKey: 'testing',
+};
+
+/**
+ * Builds the DynamoDB, SQS and KMS clients from one set of options, so that a composition root
+ * and the tests configure them alike. SQS speaks the SDK's default JSON protocol, which moto serves
+ * too. Call `destroy()` on each client when done, to close its sockets.
+ */
+export function awsClients(options: AwsClientOptions): AwsClients {
+  const common = (endpoint: string | undefined) => ({
+    region: options.region,
+    ...(endpoint === undefined ? {} : { endpoint }),
+    ...(options.credentials === undefined ? {} : { credentials: options.credentials }),
+  });
+  return {
+    dynamodb: new DynamoDBClient(common(options.endpoints?.dynamodb)),
+    sqs: new SQSClient(common(options.endpoints?.sqs)),
+    kms: new KMSClient(common(options.endpoints?.kms)),
+  };
+}

@@ -1,0 +1,146 @@
+/**
+ * DynamoDB's rules for the `Store` port's arguments, and the cursor format of both adapters. Both store
+ * adapters check them before touching storage: the DynamoDB one so that a bad transaction fails
+ * before any call, the embedded one so that code written against it also runs on DynamoDB.
+ * Checking in one place keeps the two refusing the same mistakes with the same messages.
+ *
+ * A mistake caught here is a bug in the caller, so it is a plain Error, never a
+ * `ConditionFailedError`.
+ *
+ * @module
+ */
+import { type IndexKey, type IndexName, type ItemKey, maxTransactionWrites, type Write } from '../ports/store.js';
+
+/** Page size when a query names none. */
+const defaultQueryLimit = 100;
+/** Larger requested pages are cut to this size. */
+const maxQueryLimit = 1000;
+
+/** A record, so that the compiler insists on every index the port names. */
+const indexes: Readonly<Record<IndexName, true>> = { byPool: true, byDue: true, byOwner: true };
+
+/** Every index of the port, in the order a write's index keys are checked. */
+export const indexNames = Object.keys(indexes) as readonly IndexName[];
+
+/**
+ * A checked write. A put carries its data as JSON text, so that storing it cannot fail on the data
+ * midway through a transaction.
+ */
+export type PreparedWrite =
+  | {
+      kind: 'put';
+      key: ItemKey;
+      expectVersion: number;
+      data: string;
+      expiresAt: number | undefined;
+      indexes: Partial<Record<IndexName, IndexKey>>;
+    }
+  | { kind: 'delete' | 'check'; key: ItemKey; expectVersion: number };
+
+/**
+ * Checks a transaction the way DynamoDB does before looking at any item: a bounded, non-empty
+ * list of writes to distinct items, with keys DynamoDB accepts, versions that can hold, data that
+ * is JSON and expiry times that are numbers.
+ * @throws Error naming the first write at fault and what is wrong with it.
+ */
+export function prepareWrites(writes: readonly Write[]): PreparedWrite[] {
+  if (writes.length === 0) {
+    throw new Error('a transaction needs at least one write');
+  }
+  if (writes.length > maxTransactionWrites) {
+    throw new Error(`a transaction takes at most ${maxTransactionWrites} writes, got ${writes.length}`);
+  }
+  const seen = new Map<string, number>();
+  return writes.map((write, index) => {
+    const where = `write ${index} (${write.kind} ${describeKey(write.key)})`;
+    requireKey(write.key, where);
+    const id = JSON.stringify([write.key.pk, write.key.sk]);
+    const earlier = seen.get(id);
+    if (earlier !== undefined) {
+      throw new Error(`${where} targets the same item as write ${earlier}`);
+    }
+    seen.set(id, index);
+    if (!Number.isSafeInteger(write.expectVersion) || write.expectVersion < 0) {
+      throw new Error(`${where} expects version ${write.expectVersion}, which is not a non-negative integer`);
+    }
+    if (write.kind !== 'put') {
+      return { kind: write.kind, key: write.key, expectVersion: write.expectVersion };
+    }
+    const data = JSON.stringify(write.data);
+    if (data === undefined) {
+      throw new Error(`${where} has data that is not JSON-serialisable`);
+    }
+    if (write.expiresAt !== undefined && !Number.isFinite(write.expiresAt)) {
+      throw new Error(`${where} expires at ${write.expiresAt}, which is not a finite number of seconds`);
+    }
+    const indexKeys: Partial<Record<IndexName, IndexKey>> = {};
+    for (const name of indexNames) {
+      const indexKey = write.indexes?.[name];
+      if (indexKey !== undefined) {
+        requireKey(indexKey, `${where} index ${name}`);
+        indexKeys[name] = { pk: indexKey.pk, sk: indexKey.sk };
+      }
+    }
+    return {
+      kind: 'put',
+      key: write.key,
+      expectVersion: write.expectVersion,
+      data,
+      expiresAt: write.expiresAt,
+      indexes: indexKeys,
+    };
+  });
+}
+
+/**
+ * The page size of a query: `limit`, cut to the largest page a store returns, or the default
+ * page size when absent.
+ * @throws Error when `limit` is not a positive integer.
+ */
+export function pageSize(limit: number | undefined): number {
+  if (limit === undefined) {
+    return defaultQueryLimit;
+  }
+  if (!Number.isSafeInteger(limit) || limit < 1) {
+    throw new Error(`query limit must be a positive integer, got ${limit}`);
+  }
+  return Math.min(limit, maxQueryLimit);
+}
+
+/** An item's key as messages show it: both parts quoted, so an empty or odd key stays visible. */
+export function describeKey(key: ItemKey): string {
+  return `${JSON.stringify(key.pk)}/${JSON.stringify(key.sk)}`;
+}
+
+/**
+ * A cursor is the sort position of a page's last item, a list of key values, as base64url JSON:
+ * opaque to callers, checked on the way back by {@link decodeCursor}.
+ */
+export function encodeCursor(position: readonly string[]): string {
+  return Buffer.from(JSON.stringify(position)).toString('base64url');
+}
+
+/**
+ * The position in a cursor made by {@link encodeCursor}.
+ * @param length how many key values a cursor of this query holds.
+ * @throws Error when the cursor is malformed or holds another number of key values.
+ */
+export function decodeCursor(cursor: string, length: number): string[] {
+  let position: unknown;
+  try {
+    position = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+  } catch (cause) {
+    throw new Error(`malformed query cursor ${JSON.stringify(cursor)}`, { cause });
+  }
+  if (!Array.isArray(position) || position.length !== length || !position.every((v) => typeof v === 'string')) {
+    throw new Error(`query cursor ${JSON.stringify(cursor)} does not belong to a query of this shape`);
+  }
+  return position;
+}
+
+/** DynamoDB rejects empty strings as key attributes, of the table and of its indexes. */
+function requireKey(key: ItemKey | IndexKey, where: string): void {
+  if (typeof key.pk !== 'string' || typeof key.sk !== 'string' || key.pk === '' || key.sk === '') {
+    throw new Error(`${where}: pk and sk must be non-empty strings`);
+  }
+}

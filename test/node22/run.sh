@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The second lane: the tests of what runs on AWS Lambda (the AWS adapters, the handlers, the CDK
+# app) under Node 22, Lambda's runtime, while the machine's Node is 20. SQLite's native driver is
+# built for the machine's Node, so the embedded tests stay in the first lane.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+node22="$(bash "$root/test/node22/install.sh")"
+echo "node22 lane: $("$node22" --version)"
+cd "$root"
+exec "$node22" node_modules/vitest/vitest.mjs run --project lambda "$@"
