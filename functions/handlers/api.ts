@@ -1,0 +1,15 @@
+/**
+ * Lambda entry point of the HTTP API behind API Gateway (HTTP API, payload format 2.0): the same
+ * hono app that the embedded deployment serves.
+ *
+ * A long poll (`GET /v1/nodes/{id}/work?wait=20`) is held inside this function for up to 20 s,
+ * so the function's timeout exceeds that and stays under API Gateway's 30 s integration limit.
+ *
+ * @module
+ */
+import { handle } from 'hono/aws-lambda';
+import { createApp } from '../http/app.js';
+import { controlPlane } from './config.js';
+import { log } from './runtime.js';
+
+export const handler = handle(createApp({ cp: controlPlane(), log }));

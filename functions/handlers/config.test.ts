@@ -1,0 +1,100 @@
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { queueDefinitions } from '../workers/queues.js';
+import { ConfigError, readConfig } from './config.js';
+
+const queueUrls = Object.fromEntries(
+  queueDefinitions.map(({ name }) => [name, `https://sqs.eu-west-1.amazonaws.com/123456789012/gpuai-${name}`]),
+);
+
+const complete = {
+  AWS_REGION: 'eu-west-1',
+  TABLE_NAME: 'gpuai-table',
+  QUEUE_URLS: JSON.stringify(queueUrls),
+  KEY_ID: 'arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab',
+  LEASE_MS: '30000',
+  HEARTBEAT_MS: '5000',
+};
+
+describe('readConfig', () => {
+  it('maps a complete environment to the adapters and settings', () => {
+    expect(readConfig({ ...complete, RECHECK_MS: '2000', GPUAI_SQS_ENDPOINT: 'http://127.0.0.1:5000' })).toEqual({
+      region: 'eu-west-1',
+      tableName: 'gpuai-table',
+      queueUrls,
+      keyId: complete.KEY_ID,
+      settings: { leaseMs: 30_000, heartbeatIntervalMs: 5000, recheckMs: 2000 },
+      endpoints: { sqs: 'http://127.0.0.1:5000' },
+    });
+  });
+
+  it.each(['AWS_REGION', 'TABLE_NAME', 'QUEUE_URLS', 'KEY_ID', 'LEASE_MS', 'HEARTBEAT_MS'] as const)(
+    'fails naming %s when it is missing or empty',
+    (name) => {
+      const { [name]: _, ...missing } = complete;
+      expect(() => readConfig(missing)).toThrow(new ConfigError(`invalid Lambda environment: ${name} is not set`));
+      expect(() => readConfig({ ...complete, [name]: '' })).toThrow(`${name} is not set`);
+    },
+  );
+
+  it('names every bad value at once, down to the queue', () => {
+    const error = captureError(() =>
+      readConfig({
+        ...complete,
+        LEASE_MS: 'soon',
+        QUEUE_URLS: JSON.stringify({ ...queueUrls, schedule: 'not a url' }),
+        GPUAI_KMS_ENDPOINT: 'localhost',
+      }),
+    );
+    expect(error).toBeInstanceOf(ConfigError);
+    expect(error.message).toMatch(/LEASE_MS: /);
+    expect(error.message).toMatch(/QUEUE_URLS\.schedule: /);
+    expect(error.message).toMatch(/GPUAI_KMS_ENDPOINT: /);
+    expect(error.message).not.toMatch(/TABLE_NAME/);
+  });
+
+  it('refuses queue URLs that are not JSON', () => {
+    expect(() => readConfig({ ...complete, QUEUE_URLS: 'schedule=https://x' })).toThrow('QUEUE_URLS: is not JSON');
+  });
+
+  it('refuses a heartbeat that is not shorter than the lease', () => {
+    expect(() => readConfig({ ...complete, HEARTBEAT_MS: '30000' })).toThrow(/HEARTBEAT_MS: must be below LEASE_MS/);
+  });
+});
+
+describe('controlPlane', () => {
+  afterEach(() => {
+    vi.unstubAllEnvs();
+    vi.resetModules();
+  });
+
+  it('is built once from process.env on first use', async () => {
+    for (const [name, value] of Object.entries(complete)) vi.stubEnv(name, value);
+    const { controlPlane } = await import('./config.js');
+    const cp = controlPlane();
+    expect(cp.settings).toMatchObject({ leaseMs: 30_000, heartbeatIntervalMs: 5000, livenessMs: 15_000 });
+    expect(controlPlane()).toBe(cp);
+  });
+
+  it('fails fast on first use when the environment is incomplete', async () => {
+    for (const [name, value] of Object.entries(complete)) vi.stubEnv(name, value);
+    vi.stubEnv('KEY_ID', undefined);
+    const { controlPlane } = await import('./config.js');
+    expect(() => controlPlane()).toThrow('KEY_ID is not set');
+  });
+
+  it('refuses queue URLs that leave out a defined queue', async () => {
+    for (const [name, value] of Object.entries(complete)) vi.stubEnv(name, value);
+    vi.stubEnv('QUEUE_URLS', JSON.stringify({ schedule: queueUrls.schedule }));
+    const { controlPlane } = await import('./config.js');
+    expect(() => controlPlane()).toThrow(/has no URL/);
+  });
+});
+
+function captureError(fn: () => unknown): Error {
+  try {
+    fn();
+  } catch (error) {
+    if (error instanceof Error) return error;
+  }
+  throw new Error('expected an error');
+}

@@ -1,0 +1,154 @@
+/**
+ * The cloud deployment's composition root: reads the Lambda environment once, validates it, and
+ * wires the AWS adapters into a control plane once per cold start. Every handler takes its
+ * control plane from here; nothing else in `functions/` picks an adapter.
+ *
+ * @module
+ */
+import { z } from 'zod';
+import { awsClients } from '../adapters/aws/clients.js';
+import { DynamoDbStore } from '../adapters/aws/dynamodb-store.js';
+import { KmsKeys } from '../adapters/aws/kms-keys.js';
+import { SqsQueue } from '../adapters/aws/sqs-queue.js';
+import {
+  type ControlPlane,
+  type ControlPlaneSettings,
+  createControlPlane,
+  defaultSettings,
+  type Ports,
+} from '../control-plane.js';
+import { systemClock } from '../ports/clock.js';
+import { queueDefinitions } from '../workers/queues.js';
+import { PollingSignal } from './polling-signal.js';
+
+/** `QUEUE_URLS`: a JSON object from each queue's name (dead-letter queues included) to its URL. */
+const QueueUrls = z
+  .string()
+  .transform((text, ctx) => {
+    try {
+      return JSON.parse(text) as unknown;
+    } catch {
+      ctx.addIssue({ code: 'custom', message: 'is not JSON' });
+      return z.NEVER;
+    }
+  })
+  .pipe(z.record(z.string().min(1), z.url()));
+
+/**
+ * The variables the CDK stack sets on every function (AWS_REGION comes from Lambda itself).
+ * The endpoint overrides point the SDK clients at emulators in tests and are never set in AWS.
+ */
+const Env = z
+  .object({
+    AWS_REGION: z.string().min(1),
+    TABLE_NAME: z.string().min(1),
+    QUEUE_URLS: QueueUrls,
+    KEY_ID: z.string().min(1),
+    LEASE_MS: z.coerce.number().int().min(500),
+    HEARTBEAT_MS: z.coerce.number().int().min(100),
+    /** How often a waiting long poll re-reads its pools: in Lambda nothing else wakes it. */
+    RECHECK_MS: z.coerce.number().int().min(100).optional(),
+    GPUAI_DYNAMODB_ENDPOINT: z.url().optional(),
+    GPUAI_SQS_ENDPOINT: z.url().optional(),
+    GPUAI_KMS_ENDPOINT: z.url().optional(),
+  })
+  .refine((env) => env.HEARTBEAT_MS < env.LEASE_MS, {
+    path: ['HEARTBEAT_MS'],
+    message: 'must be below LEASE_MS, or leases run out between heartbeats',
+  });
+
+/** The validated Lambda environment. */
+export interface LambdaConfig {
+  region: string;
+  tableName: string;
+  queueUrls: Record<string, string>;
+  /** The symmetric KMS key that wraps each job's data key. */
+  keyId: string;
+  settings: Partial<ControlPlaneSettings>;
+  endpoints: { dynamodb?: string; sqs?: string; kms?: string };
+}
+
+/** The Lambda environment is missing a variable or holds a bad value; the message names each one. */
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/**
+ * Validates the Lambda environment. An empty variable counts as unset.
+ *
+ * @throws {@link ConfigError} naming every missing or invalid variable.
+ */
+export function readConfig(env: NodeJS.ProcessEnv = process.env): LambdaConfig {
+  const present = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== ''));
+  const parsed = Env.safeParse(present);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => {
+      const name = String(issue.path[0] ?? 'environment');
+      return present[name] === undefined ? `${name} is not set` : `${issue.path.join('.')}: ${issue.message}`;
+    });
+    throw new ConfigError(`invalid Lambda environment: ${problems.join('; ')}`);
+  }
+  const e = parsed.data;
+  const endpoint = (service: 'dynamodb' | 'sqs' | 'kms', url: string | undefined) =>
+    url === undefined ? {} : { [service]: url };
+  return {
+    region: e.AWS_REGION,
+    tableName: e.TABLE_NAME,
+    queueUrls: e.QUEUE_URLS,
+    keyId: e.KEY_ID,
+    settings: {
+      leaseMs: e.LEASE_MS,
+      heartbeatIntervalMs: e.HEARTBEAT_MS,
+      ...(e.RECHECK_MS === undefined ? {} : { recheckMs: e.RECHECK_MS }),
+    },
+    endpoints: {
+      ...endpoint('dynamodb', e.GPUAI_DYNAMODB_ENDPOINT),
+      ...endpoint('sqs', e.GPUAI_SQS_ENDPOINT),
+      ...endpoint('kms', e.GPUAI_KMS_ENDPOINT),
+    },
+  };
+}
+
+/** The ports and the control plane of one Lambda sandbox. */
+export interface CloudDeployment {
+  ports: Ports;
+  cp: ControlPlane;
+}
+
+/**
+ * Wires the AWS adapters over SDK clients that use the Lambda role's credentials (or, with the
+ * endpoint overrides, whatever the SDK's default chain finds, such as emulator credentials).
+ */
+export function createCloudDeployment(config: LambdaConfig): CloudDeployment {
+  const clients = awsClients({ region: config.region, endpoints: config.endpoints });
+  const ports: Ports = {
+    store: new DynamoDbStore(clients.dynamodb, config.tableName, systemClock),
+    queue: new SqsQueue(clients.sqs, config.queueUrls, queueDefinitions),
+    keys: new KmsKeys(clients.kms, config.keyId),
+    clock: systemClock,
+    signal: new PollingSignal(),
+  };
+  // A cold start counts as a restart, so the reaper's first tick in a new sandbox (after a deploy,
+  // say) leaves leases alone for one lease period: an expiry is delayed by at most that, and agents
+  // get the same grace through a deploy as through an embedded restart.
+  return { ports, cp: createControlPlane(ports, defaultSettings(systemClock.now(), config.settings)) };
+}
+
+let deployment: CloudDeployment | undefined;
+
+/**
+ * This sandbox's deployment, built from `process.env` on first use and kept for the sandbox's
+ * life, so SDK clients and their connections are reused across invocations. Tests set the
+ * environment before the first call (or before importing a handler, which calls it at load).
+ *
+ * @throws {@link ConfigError} when the environment is incomplete.
+ */
+export function cloudDeployment(): CloudDeployment {
+  deployment ??= createCloudDeployment(readConfig());
+  return deployment;
+}
+
+/** The control plane of {@link cloudDeployment}. */
+export function controlPlane(): ControlPlane {
+  return cloudDeployment().cp;
+}

@@ -1,0 +1,42 @@
+import { Logger } from '@aws-lambda-powertools/logger';
+import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
+import middy, { type MiddyfiedHandler } from '@middy/core';
+import type { Context } from 'aws-lambda';
+
+/**
+ * The handlers' one logger: JSON lines to CloudWatch, named by `POWERTOOLS_SERVICE_NAME` and
+ * filtered by `POWERTOOLS_LOG_LEVEL`, both set by the CDK stack.
+ */
+export const logger = new Logger();
+
+/**
+ * The `log` that the HTTP app and the domain expect (`{ level?, msg, ...fields }`), written
+ * through {@link logger}.
+ */
+export function log({ level, msg, ...fields }: Record<string, unknown>): void {
+  const message = typeof msg === 'string' ? msg : 'log';
+  switch (level) {
+    case 'error':
+      logger.error(message, fields);
+      return;
+    case 'warn':
+      logger.warn(message, fields);
+      return;
+    case 'debug':
+      logger.debug(message, fields);
+      return;
+    default:
+      logger.info(message, fields);
+  }
+}
+
+/**
+ * Wraps an event handler in middy with the Lambda context (request id, cold start, function) on
+ * every log line; keys appended during an invocation are dropped at its end so none leak into
+ * the next.
+ */
+export function withLogging<TEvent, TResult>(
+  handler: (event: TEvent, context: Context) => Promise<TResult>,
+): MiddyfiedHandler<TEvent, TResult> {
+  return middy<TEvent, TResult>(handler).use(injectLambdaContext(logger, { resetKeys: true }));
+}

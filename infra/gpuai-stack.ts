@@ -1,0 +1,81 @@
+import { CfnOutput, Stack, type StackProps } from 'aws-cdk-lib';
+import type { Construct } from 'constructs';
+import { queueDefinitions } from '../functions/workers/queues.js';
+import { Api } from './constructs/api.js';
+import { Data } from './constructs/data.js';
+import { Keys } from './constructs/keys.js';
+import { Observability } from './constructs/observability.js';
+import { pascalCase, Queues } from './constructs/queues.js';
+import { consumerTimeout, Workers } from './constructs/workers.js';
+
+/** What an operator chooses per deployment; infra/context.ts reads it from the CDK context. */
+export interface GpuaiSettings {
+  /**
+   * Keep the table, the keys and the logs when the stack is destroyed, and protect the table from
+   * deletion. Only a throwaway development stack turns this off.
+   */
+  retainData: boolean;
+  /** Lease length and heartbeat interval of the control plane, as in the embedded deployment. */
+  leaseMs: number;
+  heartbeatMs: number;
+  /** API Gateway's limits for the whole API, in requests per second. */
+  apiRateLimit: number;
+  apiBurstLimit: number;
+  /** Where alarms are emailed; none when absent (subscribe to the AlarmTopic output instead). */
+  alarmEmail?: string;
+}
+
+export interface GpuaiStackProps extends StackProps {
+  settings: GpuaiSettings;
+}
+
+/**
+ * The GPUAI control plane on AWS: one construct per concern, wired here. docs/deploy.md says how
+ * to deploy, configure and remove it.
+ *
+ * ```
+ *  agents, apps ──HTTPS──► HTTP API ──► Api fn ──┬──► DynamoDB table ◄──┬── Scheduler fn ◄── schedule queue
+ *                                                ├──► KMS data keys     ├── Verifier fn  ◄── verify queue
+ *                                                └──► schedule/verify   └── Reaper fn    ◄── every minute
+ * ```
+ */
+export class GpuaiStack extends Stack {
+  constructor(scope: Construct, id: string, props: GpuaiStackProps) {
+    super(scope, id, props);
+    const { settings } = props;
+    const retain = settings.retainData;
+
+    const data = new Data(this, 'Data', { retain });
+    const keys = new Keys(this, 'Keys', { retain });
+    const queues = new Queues(this, 'Queues', { consumerTimeout });
+    const workers = new Workers(this, 'Workers', {
+      data,
+      queues,
+      dataKeys: keys.dataKeys,
+      leaseMs: settings.leaseMs,
+      heartbeatMs: settings.heartbeatMs,
+      retainLogs: retain,
+    });
+    const api = new Api(this, 'Api', {
+      handler: workers.api,
+      throttle: { rateLimit: settings.apiRateLimit, burstLimit: settings.apiBurstLimit },
+      retainLogs: retain,
+    });
+    const deadLetterQueueNames = new Set(queueDefinitions.flatMap((q) => q.deadLetterQueue ?? []));
+    const observability = new Observability(this, 'Observability', {
+      deadLetterQueues: new Map([...deadLetterQueueNames].map((name) => [name, queues.queue(name)])),
+      functions: new Map(workers.all.map((fn) => [fn.node.id, fn])),
+      api: api.httpApi,
+      ...(settings.alarmEmail === undefined ? {} : { alarmEmail: settings.alarmEmail }),
+    });
+
+    new CfnOutput(this, 'ApiUrl', { value: api.url, description: 'Point agents and the CLI here (--api)' });
+    new CfnOutput(this, 'TableName', { value: data.table.tableName });
+    for (const [name, queue] of queues.byName) {
+      new CfnOutput(this, `${pascalCase(name)}QueueUrl`, { value: queue.queueUrl });
+    }
+    new CfnOutput(this, 'DataKeysArn', { value: keys.dataKeys.keyArn });
+    new CfnOutput(this, 'PayoutSignerKeyArn', { value: keys.payoutSigner.keyArn });
+    new CfnOutput(this, 'AlarmTopicArn', { value: observability.alarmTopic.topicArn });
+  }
+}

@@ -1,0 +1,67 @@
+import { randomBytes } from 'node:crypto';
+import { inject } from 'vitest';
+import { awsClients, emulatorCredentials } from '../../functions/adapters/aws/clients.js';
+import { createTable } from '../../functions/adapters/aws/dynamodb-store.js';
+import { createDataKeyKey } from '../../functions/adapters/aws/kms-keys.js';
+import { createQueues } from '../../functions/adapters/aws/sqs-queue.js';
+import { queueDefinitions } from '../../functions/workers/queues.js';
+import { Meter, startCountingProxy } from './harness.js';
+
+/**
+ * What `cdk deploy` would create, on the emulators: a table, the queues with their dead-letter
+ * queues and a KMS key, plus the Lambda environment pointing at them through request-counting
+ * proxies. Names are unique per call, so test files can share the emulators.
+ */
+export async function deployToEmulators(settings: { leaseMs: number; heartbeatMs: number; recheckMs: number }) {
+  const endpoints = inject('awsEndpoints');
+  const setup = awsClients({ region: 'us-east-1', endpoints, credentials: emulatorCredentials });
+  const suffix = randomBytes(4).toString('hex');
+  const tableName = `gpuai-${suffix}`;
+  await createTable(setup.dynamodb, tableName);
+  const named = queueDefinitions.map((d) => ({
+    ...d,
+    name: `${d.name}-${suffix}`,
+    ...(d.deadLetterQueue === undefined ? {} : { deadLetterQueue: `${d.deadLetterQueue}-${suffix}` }),
+  }));
+  const created = await createQueues(setup.sqs, named);
+  const queueUrls = Object.fromEntries(queueDefinitions.map((d) => [d.name, created[`${d.name}-${suffix}`] as string]));
+  const keyId = await createDataKeyKey(setup.kms);
+
+  const meter = new Meter();
+  const proxies = await Promise.all([
+    startCountingProxy(endpoints.dynamodb, meter),
+    startCountingProxy(endpoints.sqs, meter),
+    startCountingProxy(endpoints.kms, meter),
+  ]);
+  const [dynamodbProxy, sqsProxy, kmsProxy] = proxies;
+  Object.assign(process.env, {
+    AWS_REGION: 'us-east-1',
+    AWS_ACCESS_KEY_ID: emulatorCredentials.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: emulatorCredentials.secretAccessKey,
+    TABLE_NAME: tableName,
+    QUEUE_URLS: JSON.stringify(queueUrls),
+    KEY_ID: keyId,
+    LEASE_MS: String(settings.leaseMs),
+    HEARTBEAT_MS: String(settings.heartbeatMs),
+    RECHECK_MS: String(settings.recheckMs),
+    GPUAI_DYNAMODB_ENDPOINT: dynamodbProxy?.url,
+    GPUAI_SQS_ENDPOINT: sqsProxy?.url,
+    GPUAI_KMS_ENDPOINT: kmsProxy?.url,
+    POWERTOOLS_LOG_LEVEL: 'ERROR',
+  });
+  // The event source mappings poll SQS through the counting proxy too: those requests are billed.
+  const counted = awsClients({
+    region: 'us-east-1',
+    endpoints: { sqs: sqsProxy?.url ?? endpoints.sqs },
+    credentials: emulatorCredentials,
+  });
+  return {
+    meter,
+    queueUrls,
+    sqs: counted.sqs,
+    dynamodbOutage: (on: boolean) => dynamodbProxy?.outage(on),
+    close: async () => {
+      await Promise.all(proxies.map((p) => p.close()));
+    },
+  };
+}

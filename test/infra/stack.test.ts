@@ -1,0 +1,439 @@
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { App } from 'aws-cdk-lib';
+import { Match, Template } from 'aws-cdk-lib/assertions';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { tableDefinition, timeToLiveAttribute } from '../../functions/adapters/aws/dynamodb-store.js';
+import { queueNames } from '../../functions/domain/scheduling/messages.js';
+import { deadLetterQueueOf, queueDefinitions } from '../../functions/workers/queues.js';
+import { storeActions } from '../../infra/constructs/data.js';
+import { pascalCase } from '../../infra/constructs/queues.js';
+import { readContext } from '../../infra/context.js';
+import { GpuaiStack } from '../../infra/gpuai-stack.js';
+
+/** The CloudFormation that these tests read: only the parts they look at. */
+interface Resource {
+  Type: string;
+  Properties: Record<string, unknown>;
+  DeletionPolicy?: string;
+}
+interface Statement {
+  Effect: 'Allow' | 'Deny';
+  Action: string | string[];
+  Resource: unknown;
+  Principal?: unknown;
+}
+interface PolicyDocument {
+  Statement: Statement[];
+}
+
+/** cdk.json's context, so that these tests see the feature flags and defaults `cdk synth` sees. */
+const cdkContext = JSON.parse(readFileSync(new URL('../../cdk.json', import.meta.url), 'utf8')).context as Record<
+  string,
+  unknown
+>;
+
+/**
+ * Synthesises the app's stack as infra/app.ts does. `aws:cdk:bundling-stacks: []` is CDK's own
+ * switch to skip asset bundling: the template is the same, and the esbuild run, which the last
+ * describe block exercises once, would dominate every other synth.
+ */
+function synthesize(context: Record<string, unknown> = {}, options: { bundle?: boolean; outdir?: string } = {}) {
+  const app = new App({
+    context: { ...cdkContext, ...context, ...(options.bundle ? {} : { 'aws:cdk:bundling-stacks': [] }) },
+    ...(options.outdir === undefined ? {} : { outdir: options.outdir }),
+  });
+  const { stackName, settings } = readContext(app.node);
+  const stack = new GpuaiStack(app, stackName, { settings });
+  return { app, stack, template: Template.fromStack(stack) };
+}
+
+let template: Template;
+let resources: Record<string, Resource>;
+
+beforeAll(() => {
+  ({ template } = synthesize());
+  resources = template.toJSON().Resources as Record<string, Resource>;
+});
+
+function resource(id: string): Resource {
+  const found = resources[id];
+  if (found === undefined) throw new Error(`no resource ${id}`);
+  return found;
+}
+
+const ofType = (type: string): [string, Resource][] =>
+  Object.entries(resources).filter(([, resource]) => resource.Type === type);
+
+/** The logical id of a queue, found through its URL output (`{ Ref: id }`). */
+function queueId(name: string): string {
+  const output = template.toJSON().Outputs[`${pascalCase(name)}QueueUrl`] as { Value: { Ref: string } } | undefined;
+  if (output === undefined) throw new Error(`no URL output for queue ${name}`);
+  return output.Value.Ref;
+}
+
+/** The logical id of a function, by its construct id (Api, Scheduler, Verifier, Reaper). */
+function functionId(name: string): string {
+  const found = ofType('AWS::Lambda::Function').find(([id]) => id.startsWith(`Workers${name}`));
+  if (found === undefined) throw new Error(`no function ${name}`);
+  return found[0];
+}
+
+/** Every statement of the identity policies attached to a function's role. */
+function statementsOf(fn: string): Statement[] {
+  const role = (resource(fn).Properties.Role as { 'Fn::GetAtt': [string, string] })['Fn::GetAtt'][0];
+  return ofType('AWS::IAM::Policy')
+    .filter(([, policy]) => (policy.Properties.Roles as { Ref: string }[]).some((r) => r.Ref === role))
+    .flatMap(([, policy]) => (policy.Properties.PolicyDocument as PolicyDocument).Statement);
+}
+
+const actionsOf = (statement: Statement): string[] =>
+  Array.isArray(statement.Action) ? statement.Action : [statement.Action];
+
+/** The logical ids that a statement's resources name through Fn::GetAtt or Ref. */
+const resourceIdsOf = (statement: Statement): string[] =>
+  [...JSON.stringify(statement.Resource).matchAll(/"(?:Fn::GetAtt":\["|Ref":")([A-Za-z0-9]+)"/g)].map(
+    (m) => m[1] ?? '',
+  );
+
+/** The queues (by name) on which a function's policies allow `action`. */
+function queuesAllowed(fn: string, action: string): string[] {
+  const byId = new Map(queueDefinitions.map(({ name }) => [queueId(name), name]));
+  return statementsOf(fn)
+    .filter((statement) => statement.Effect === 'Allow' && actionsOf(statement).includes(action))
+    .flatMap(resourceIdsOf)
+    .flatMap((id) => byId.get(id) ?? [])
+    .sort();
+}
+
+describe('the table', () => {
+  const definition = tableDefinition('any');
+
+  it("mirrors the store adapter's table definition: keys, attributes, indexes, billing", () => {
+    const [[, table] = ['', undefined]] = ofType('AWS::DynamoDB::Table');
+    expect(table?.Properties).toMatchObject({
+      KeySchema: definition.KeySchema,
+      BillingMode: 'PAY_PER_REQUEST',
+    });
+    expect(table?.Properties.AttributeDefinitions).toEqual(
+      expect.arrayContaining(definition.AttributeDefinitions ?? []),
+    );
+    expect(table?.Properties.AttributeDefinitions).toHaveLength(definition.AttributeDefinitions?.length ?? 0);
+    expect(table?.Properties.GlobalSecondaryIndexes).toEqual(
+      expect.arrayContaining(
+        (definition.GlobalSecondaryIndexes ?? []).map(({ IndexName, KeySchema, Projection }) => ({
+          IndexName,
+          KeySchema,
+          Projection,
+        })),
+      ),
+    );
+    expect(table?.Properties.GlobalSecondaryIndexes).toHaveLength(3);
+  });
+
+  it('expires items on the adapter TTL attribute, keeps point-in-time recovery, and is encrypted with KMS', () => {
+    template.hasResourceProperties('AWS::DynamoDB::Table', {
+      TimeToLiveSpecification: { AttributeName: timeToLiveAttribute, Enabled: true },
+      PointInTimeRecoverySpecification: { PointInTimeRecoveryEnabled: true },
+      // Enabled without a key of our own: the AWS-managed key aws/dynamodb.
+      SSESpecification: { SSEEnabled: true },
+    });
+  });
+
+  it('is retained and protected from deletion by default, and disposable in a development stack', () => {
+    template.hasResource('AWS::DynamoDB::Table', {
+      DeletionPolicy: 'Retain',
+      Properties: Match.objectLike({ DeletionProtectionEnabled: true }),
+    });
+    const dev = synthesize({ 'gpuai:retainData': 'false' }).template;
+    dev.hasResource('AWS::DynamoDB::Table', {
+      DeletionPolicy: 'Delete',
+      Properties: Match.objectLike({ DeletionProtectionEnabled: false }),
+    });
+    dev.hasResource('AWS::KMS::Key', { DeletionPolicy: 'Delete' });
+  });
+});
+
+describe('the queues', () => {
+  it('are one per queue definition, each encrypted with SSE-SQS', () => {
+    expect(ofType('AWS::SQS::Queue')).toHaveLength(queueDefinitions.length);
+    for (const { name } of queueDefinitions) {
+      expect(resource(queueId(name)).Properties).toMatchObject({ SqsManagedSseEnabled: true });
+    }
+  });
+
+  it('send each work queue to its dead-letter queue after maxReceives', () => {
+    const workQueues = queueDefinitions.filter((q) => q.deadLetterQueue !== undefined);
+    expect(workQueues.map((q) => q.name).sort()).toEqual(Object.values(queueNames).sort());
+    for (const { name, deadLetterQueue = '', maxReceives } of workQueues) {
+      expect(resource(queueId(name)).Properties.RedrivePolicy).toEqual({
+        deadLetterTargetArn: { 'Fn::GetAtt': [queueId(deadLetterQueue), 'Arn'] },
+        maxReceiveCount: maxReceives,
+      });
+    }
+  });
+
+  it("hold a message invisible for at least six times its consumer's timeout", () => {
+    const mappings = ofType('AWS::Lambda::EventSourceMapping');
+    expect(mappings).toHaveLength(2);
+    for (const [, mapping] of mappings) {
+      const queue = (mapping.Properties.EventSourceArn as { 'Fn::GetAtt': [string] })['Fn::GetAtt'][0];
+      const fn = (mapping.Properties.FunctionName as { Ref: string }).Ref;
+      const visibility = resource(queue).Properties.VisibilityTimeout as number;
+      expect(visibility).toBeGreaterThanOrEqual(6 * (resource(fn).Properties.Timeout as number));
+      expect(mapping.Properties.FunctionResponseTypes).toEqual(['ReportBatchItemFailures']);
+    }
+  });
+
+  it('refuse requests without TLS', () => {
+    for (const { name } of queueDefinitions) {
+      template.hasResourceProperties('AWS::SQS::QueuePolicy', {
+        Queues: [{ Ref: queueId(name) }],
+        PolicyDocument: {
+          Statement: Match.arrayWith([
+            Match.objectLike({ Effect: 'Deny', Condition: { Bool: { 'aws:SecureTransport': 'false' } } }),
+          ]),
+        },
+      });
+    }
+  });
+});
+
+describe('the functions', () => {
+  it('run on Node.js 22 or newer, on arm64, with JSON logs and the Powertools service name', () => {
+    const functions = ofType('AWS::Lambda::Function');
+    expect(functions.map(([id]) => id.replace(/[0-9A-F]{8}$/, '')).sort()).toEqual([
+      'WorkersApi',
+      'WorkersReaper',
+      'WorkersScheduler',
+      'WorkersVerifier',
+    ]);
+    for (const [, fn] of functions) {
+      expect(Number(/^nodejs(\d+)\.x$/.exec(String(fn.Properties.Runtime))?.[1])).toBeGreaterThanOrEqual(22);
+      expect(fn.Properties.Architectures).toEqual(['arm64']);
+      expect(fn.Properties.LoggingConfig).toMatchObject({ LogFormat: 'JSON' });
+      const variables = (fn.Properties.Environment as { Variables: Record<string, unknown> }).Variables;
+      expect(Object.keys(variables)).toEqual(
+        expect.arrayContaining(['TABLE_NAME', 'QUEUE_URLS', 'KEY_ID', 'LEASE_MS', 'HEARTBEAT_MS']),
+      );
+      expect(variables).toMatchObject({ POWERTOOLS_SERVICE_NAME: 'gpuai', LEASE_MS: '30000', HEARTBEAT_MS: '5000' });
+    }
+  });
+
+  it('give the API function time for a 20 s long poll within the 30 s API Gateway limit', () => {
+    const timeout = resource(functionId('Api')).Properties.Timeout as number;
+    expect(timeout).toBeGreaterThan(20);
+    expect(timeout).toBeLessThan(30);
+  });
+
+  it('run the reaper once a minute, without retrying a failed tick', () => {
+    template.hasResourceProperties('AWS::Events::Rule', {
+      ScheduleExpression: 'rate(1 minute)',
+      Targets: [
+        Match.objectLike({
+          Arn: { 'Fn::GetAtt': [functionId('Reaper'), 'Arn'] },
+          RetryPolicy: Match.objectLike({ MaximumRetryAttempts: 0 }),
+        }),
+      ],
+    });
+  });
+});
+
+describe('the API', () => {
+  it('sends every route to the API function', () => {
+    template.hasResourceProperties('AWS::ApiGatewayV2::Route', { RouteKey: '$default' });
+    template.hasResourceProperties('AWS::ApiGatewayV2::Integration', {
+      IntegrationType: 'AWS_PROXY',
+      PayloadFormatVersion: '2.0',
+      IntegrationUri: { 'Fn::GetAtt': [functionId('Api'), 'Arn'] },
+    });
+  });
+
+  it('throttles its default stage and writes JSON access logs to a log group', () => {
+    const [[, stage] = ['', undefined]] = ofType('AWS::ApiGatewayV2::Stage');
+    expect(stage?.Properties).toMatchObject({
+      StageName: '$default',
+      AutoDeploy: true,
+      DefaultRouteSettings: { ThrottlingRateLimit: 100, ThrottlingBurstLimit: 200 },
+    });
+    const logs = stage?.Properties.AccessLogSettings as { DestinationArn: { 'Fn::GetAtt': [string] }; Format: string };
+    expect(resources[logs.DestinationArn['Fn::GetAtt'][0]]?.Type).toBe('AWS::Logs::LogGroup');
+    expect(JSON.parse(logs.Format)).toMatchObject({ requestId: '$context.requestId', status: '$context.status' });
+  });
+});
+
+describe('the keys', () => {
+  it('wrap data keys under a rotating symmetric key', () => {
+    template.hasResourceProperties('AWS::KMS::Key', {
+      EnableKeyRotation: true,
+      KeySpec: Match.absent(),
+      KeyUsage: Match.absent(),
+    });
+  });
+
+  it('include a secp256k1 signing key for payouts', () => {
+    template.hasResourceProperties('AWS::KMS::Key', { KeySpec: 'ECC_SECG_P256K1', KeyUsage: 'SIGN_VERIFY' });
+    template.hasOutput('PayoutSignerKeyArn', {});
+  });
+
+  it("delegate access to IAM in the account only: no role or service in the keys' own policies", () => {
+    for (const [, key] of ofType('AWS::KMS::Key')) {
+      for (const statement of (key.Properties.KeyPolicy as PolicyDocument).Statement) {
+        expect(JSON.stringify(statement.Principal)).toMatch(/:root"/);
+      }
+    }
+  });
+});
+
+describe('IAM', () => {
+  const allowed = () =>
+    ofType('AWS::IAM::Policy').flatMap(([, policy]) =>
+      (policy.Properties.PolicyDocument as PolicyDocument).Statement.filter((s) => s.Effect === 'Allow'),
+    );
+
+  it('allows no wildcard action', () => {
+    const actions = allowed().flatMap(actionsOf);
+    expect(actions.length).toBeGreaterThan(0);
+    expect(actions.filter((action) => action.includes('*'))).toEqual([]);
+    expect(ofType('AWS::IAM::Role').filter(([, role]) => role.Properties.Policies !== undefined)).toEqual([]);
+  });
+
+  it("grants every function the store adapter's table actions, and no others on DynamoDB", () => {
+    for (const name of ['Api', 'Scheduler', 'Verifier', 'Reaper']) {
+      const dynamodb = statementsOf(functionId(name))
+        .flatMap(actionsOf)
+        .filter((action) => action.startsWith('dynamodb:'));
+      expect(dynamodb.sort()).toEqual([...storeActions].sort());
+    }
+  });
+
+  it('lets only the API function use the data key, for GenerateDataKey and Decrypt, and nobody the signer', () => {
+    const kms = (name: string) =>
+      statementsOf(functionId(name)).filter((statement) => actionsOf(statement).some((a) => a.startsWith('kms:')));
+    const [dataKeys] = ofType('AWS::KMS::Key').find(([, key]) => key.Properties.EnableKeyRotation === true) ?? [];
+    expect(kms('Api').flatMap(actionsOf).sort()).toEqual(['kms:Decrypt', 'kms:GenerateDataKey']);
+    expect(kms('Api').flatMap(resourceIdsOf)).toEqual([dataKeys]);
+    for (const name of ['Scheduler', 'Verifier', 'Reaper']) expect(kms(name)).toEqual([]);
+  });
+
+  it('lets each function send to the queues its code sends to, and consume only its own queue', () => {
+    const { schedule, verify } = queueNames;
+    expect(queuesAllowed(functionId('Api'), 'sqs:SendMessage')).toEqual([schedule, verify]);
+    expect(queuesAllowed(functionId('Scheduler'), 'sqs:SendMessage')).toEqual([deadLetterQueueOf(schedule)]);
+    expect(queuesAllowed(functionId('Verifier'), 'sqs:SendMessage')).toEqual([schedule, deadLetterQueueOf(verify)]);
+    expect(queuesAllowed(functionId('Reaper'), 'sqs:SendMessage')).toEqual([schedule]);
+    expect(queuesAllowed(functionId('Scheduler'), 'sqs:ReceiveMessage')).toEqual([schedule]);
+    expect(queuesAllowed(functionId('Verifier'), 'sqs:ReceiveMessage')).toEqual([verify]);
+    for (const name of ['Api', 'Reaper']) expect(queuesAllowed(functionId(name), 'sqs:ReceiveMessage')).toEqual([]);
+  });
+});
+
+describe('the alarms', () => {
+  const alarms = () => ofType('AWS::CloudWatch::Alarm').map(([, alarm]) => alarm.Properties);
+
+  it('fire on any message in a dead-letter queue', () => {
+    const deadLetterQueues = queueDefinitions.flatMap((q) => q.deadLetterQueue ?? []);
+    expect(deadLetterQueues).toHaveLength(2);
+    for (const name of deadLetterQueues) {
+      expect(alarms()).toContainEqual(
+        expect.objectContaining({
+          Namespace: 'AWS/SQS',
+          MetricName: 'ApproximateNumberOfMessagesVisible',
+          Dimensions: [{ Name: 'QueueName', Value: { 'Fn::GetAtt': [queueId(name), 'QueueName'] } }],
+          Threshold: 0,
+          ComparisonOperator: 'GreaterThanThreshold',
+        }),
+      );
+    }
+  });
+
+  it("fire on every function's errors and throttles, and on the API's 5xx", () => {
+    for (const name of ['Api', 'Scheduler', 'Verifier', 'Reaper']) {
+      for (const metric of ['Errors', 'Throttles']) {
+        expect(alarms()).toContainEqual(
+          expect.objectContaining({
+            Namespace: 'AWS/Lambda',
+            MetricName: metric,
+            Dimensions: [{ Name: 'FunctionName', Value: { Ref: functionId(name) } }],
+          }),
+        );
+      }
+    }
+    expect(alarms()).toContainEqual(expect.objectContaining({ Namespace: 'AWS/ApiGateway', MetricName: '5xx' }));
+  });
+
+  it('notify the alarm topic', () => {
+    const [[topic] = ['']] = ofType('AWS::SNS::Topic');
+    for (const alarm of alarms()) expect(alarm.AlarmActions).toEqual([{ Ref: topic }]);
+  });
+});
+
+describe('the outputs', () => {
+  it('name the API URL, the table and every queue', () => {
+    const outputs = Object.keys(template.toJSON().Outputs as Record<string, unknown>);
+    expect(outputs).toEqual(
+      expect.arrayContaining([
+        'ApiUrl',
+        'TableName',
+        'ScheduleQueueUrl',
+        'ScheduleDlqQueueUrl',
+        'VerifyQueueUrl',
+        'VerifyDlqQueueUrl',
+      ]),
+    );
+  });
+});
+
+describe('the CDK context', () => {
+  it('is validated, naming the bad key', () => {
+    expect(() => synthesize({ 'gpuai:leaseMs': 'long' })).toThrow(/gpuai:leaseMs/);
+    expect(() => synthesize({ 'gpuai:heartbeatMs': 60_000 })).toThrow(/gpuai:heartbeatMs: must be below gpuai:leaseMs/);
+  });
+
+  it('subscribes the alarm email when one is given', () => {
+    synthesize({ 'gpuai:alarmEmail': 'ops@example.com' }).template.hasResourceProperties('AWS::SNS::Subscription', {
+      Protocol: 'email',
+      Endpoint: 'ops@example.com',
+    });
+  });
+});
+
+/**
+ * The one synth that bundles, as `npx cdk synth` does: esbuild turns each handler into an ES
+ * module, which must load in Node and export `handler` (a missing env variable or a CommonJS
+ * dependency that calls require() would fail here, not in Lambda).
+ */
+describe('cdk synth with esbuild bundling (slow: runs esbuild for each function)', () => {
+  const outdir = mkdtempSync(join(tmpdir(), 'gpuai-cdk-'));
+  afterAll(() => {
+    vi.unstubAllEnvs();
+    rmSync(outdir, { recursive: true, force: true });
+  });
+
+  it('bundles every handler into an ES module that loads and exports handler', async () => {
+    const { app, template: bundled } = synthesize({}, { bundle: true, outdir });
+    app.synth();
+    const environment = {
+      AWS_REGION: 'eu-west-1',
+      TABLE_NAME: 'table',
+      KEY_ID: 'key',
+      LEASE_MS: '30000',
+      HEARTBEAT_MS: '5000',
+      QUEUE_URLS: JSON.stringify(
+        Object.fromEntries(queueDefinitions.map(({ name }) => [name, `https://sqs.eu-west-1.amazonaws.com/1/${name}`])),
+      ),
+    };
+    for (const [name, value] of Object.entries(environment)) vi.stubEnv(name, value);
+    const functions = Object.values(bundled.findResources('AWS::Lambda::Function')) as Resource[];
+    const code = functions.map((fn) => (fn.Properties.Code as { S3Key: string }).S3Key.replace(/\.zip$/, ''));
+    expect(code).toHaveLength(4);
+    for (const hash of code) {
+      const bundle = join(outdir, `asset.${hash}`, 'index.mjs');
+      expect(existsSync(`${bundle}.map`)).toBe(true);
+      const module = (await import(pathToFileURL(bundle).href)) as { handler?: unknown };
+      expect(typeof module.handler).toBe('function');
+    }
+  });
+});
