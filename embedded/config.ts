@@ -1,13 +1,11 @@
 import { z } from 'zod';
 
 /**
- * The embedded deployment's environment, read and validated once. A bad value stops the start
- * with the variable's name in the message.
+ * The embedded deployment's timings and log format, read and validated once; a bad value stops
+ * the start with the variable's name in the message. (`PORT`, `GPUAI_HOST` and `GPUAI_DATA_DIR`
+ * are the defaults of `gpuai start`'s flags, read there.)
  */
 const Env = z.object({
-  PORT: z.coerce.number().int().min(0).max(65535).default(8787),
-  GPUAI_HOST: z.string().min(1).default('127.0.0.1'),
-  GPUAI_DATA_DIR: z.string().min(1).default('.gpuai'),
   GPUAI_LEASE_MS: z.coerce.number().int().min(500).default(30_000),
   GPUAI_HEARTBEAT_MS: z.coerce.number().int().min(100).default(5000),
   GPUAI_REAPER_INTERVAL_MS: z.coerce.number().int().min(50).default(1000),

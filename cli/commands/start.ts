@@ -9,7 +9,7 @@ import { examples } from './help.js';
 
 interface StartOptions {
   port?: string;
-  host: string;
+  host?: string;
   dataDir?: string;
   agent: boolean;
   agentSlots: string;
@@ -26,20 +26,21 @@ async function start(ctx: CommandContext, options: StartOptions): Promise<ExitCo
   const agentSlots = countFlag('--agent-slots', options.agentSlots);
   if (agentSlots < 1) throw new UsageError('--agent-slots must be at least 1');
   const dataDir = resolve(options.dataDir ?? (ctx.io.env.GPUAI_DATA_DIR || '.gpuai'));
+  const host = options.host ?? (ctx.io.env.GPUAI_HOST || '127.0.0.1');
 
   let server: EmbeddedServer;
   try {
     const startEmbedded = await ctx.io.loadEmbedded();
     server = await startEmbedded({
       port,
-      host: options.host,
+      host,
       dataDir,
       agent: options.agent,
       agentSlots,
       log: (line) => ctx.note(line),
     });
   } catch (error) {
-    throw new StartError(`could not start the control plane on ${options.host}:${port}: ${message(error)}`, {
+    throw new StartError(`could not start the control plane on ${host}:${port}: ${message(error)}`, {
       cause: error,
     });
   }
@@ -98,7 +99,7 @@ export function startCommand(app: App): Command {
         'Ctrl-C (or SIGTERM) stops it cleanly; a second Ctrl-C exits at once.',
     )
     .option('--port <port>', 'port to listen on (default: $PORT, else 8787)')
-    .option('--host <host>', 'address to listen on; 0.0.0.0 accepts other machines', '127.0.0.1')
+    .option('--host <host>', 'address to listen on; 0.0.0.0 accepts other machines (default: $GPUAI_HOST or 127.0.0.1)')
     .option('--data-dir <dir>', 'where state is kept (default: $GPUAI_DATA_DIR, else ./.gpuai)')
     .option('--no-agent', 'run only the control plane; tasks wait for external agents')
     .option('--agent-slots <n>', 'how many tasks the in-process agent runs at once', '2')
