@@ -1,19 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import {
-  closeSync,
-  existsSync,
-  fsyncSync,
-  linkSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  unlinkSync,
-  writeSync,
-} from 'node:fs';
-import { join } from 'node:path';
 import { canonicalJson } from '../../../protocol/canonical-json.js';
 import { openEnvelope, sealEnvelope } from '../../../protocol/envelope.js';
 import { type DataKey, type EncryptionContext, type Keys, KeyUnwrapError } from '../../ports/keys.js';
+import { readOrCreateKeyFile } from './key-file.js';
 
 /** Identifies keys wrapped by this adapter, and the version of its format. */
 const wrappedPrefix = 'local1.';
@@ -39,15 +28,7 @@ export class LocalKeys implements Keys {
    * there is none yet.
    */
   static open(dataDir: string): LocalKeys {
-    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-    const file = join(dataDir, 'master.key');
-    if (!existsSync(file)) {
-      createKeyFile(file);
-    }
-    const masterKey = readFileSync(file);
-    if (masterKey.length !== keyBytes) {
-      throw new Error(`master key file ${file} holds ${masterKey.length} bytes instead of ${keyBytes}`);
-    }
+    const { key: masterKey } = readOrCreateKeyFile(dataDir, 'master.key', keyBytes);
     return new LocalKeys(masterKey);
   }
 
@@ -82,30 +63,5 @@ export class LocalKeys implements Keys {
       throw new KeyUnwrapError(`wrapped key holds ${plaintext.length} bytes instead of ${keyBytes}`);
     }
     return plaintext;
-  }
-}
-
-/**
- * Writes a new key to a temporary file, syncs it, then links it into place: the link fails if
- * another process created the key meanwhile (its key then wins), and a crash never leaves a
- * partial key behind.
- */
-function createKeyFile(file: string): void {
-  const temporary = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-  const fd = openSync(temporary, 'wx', 0o600);
-  try {
-    writeSync(fd, randomBytes(keyBytes));
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  try {
-    linkSync(temporary, file);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') {
-      throw error;
-    }
-  } finally {
-    unlinkSync(temporary);
   }
 }
