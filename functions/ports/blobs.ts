@@ -34,7 +34,10 @@ export interface PresignOptions {
 }
 
 export interface PresignPutOptions extends PresignOptions {
-  /** When given, the upload must carry exactly this `Content-Type`, and the blob keeps it. */
+  /**
+   * When given, the upload must carry exactly this `Content-Type`. Otherwise the blob keeps
+   * whatever the upload sends (S3 stores `binary/octet-stream` when it sends none).
+   */
   contentType?: string;
 }
 

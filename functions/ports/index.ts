@@ -1,3 +1,4 @@
+export * from './blobs.js';
 export * from './clock.js';
 export * from './keys.js';
 export * from './queue.js';

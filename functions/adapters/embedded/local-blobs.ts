@@ -81,7 +81,9 @@ export class LocalBlobs implements Blobs {
 
   constructor(options: LocalBlobsOptions) {
     if (options.secret.length < minSecretBytes) {
-      throw new RangeError(`the blob signing secret needs at least ${minSecretBytes} bytes, not ${options.secret.length}`);
+      throw new RangeError(
+        `the blob signing secret needs at least ${minSecretBytes} bytes, not ${options.secret.length}`,
+      );
     }
     const baseUrl = new URL(options.baseUrl);
     if (baseUrl.search !== '' || baseUrl.hash !== '') {
@@ -156,7 +158,7 @@ export class LocalBlobs implements Blobs {
       return {
         contentType: header.contentType,
         size: size - bodyOffset,
-        body: Readable.toWeb(stream) as ReadableStream<Uint8Array>,
+        body: Readable.toWeb(stream),
       };
     } catch (error) {
       await file.close();
