@@ -64,14 +64,7 @@ beforeAll(async () => {
 
   api = new Api(gateway.url);
   agents = dirs.map((d, i) => startAgent(api.url, d.path, `cloud-${i}`));
-  await waitFor(
-    'three live nodes',
-    async () => {
-      const r = (await (await fetch(`${api.url}/v1/nodes`)).json()) as { nodes: { status: string }[] };
-      return r.nodes.filter((n) => n.status === 'live').length === 3 ? true : undefined;
-    },
-    60_000,
-  );
+  await waitFor('three live nodes', async () => ((await api.liveNodes()) === 3 ? true : undefined), 60_000);
 }, 120_000);
 
 afterAll(async () => {
@@ -101,15 +94,7 @@ describe('cloud deployment through the Lambda handlers', () => {
     const victimIndex = dirs.findIndex((d) => nodeIdOf(d.path) === victim);
     await agents[victimIndex]?.kill('SIGKILL');
 
-    const finished = await waitFor(
-      'every job to finish',
-      async () => {
-        const jobs = await Promise.all(submitted.map((j) => api.job(j.id)));
-        return jobs.every((j) => ['succeeded', 'failed', 'cancelled'].includes(j.status)) ? jobs : undefined;
-      },
-      120_000,
-      500,
-    );
+    const finished = await api.finished(submitted, 120_000);
     expect(finished.map((j) => j.status)).toEqual(submitted.map(() => 'succeeded'));
     for (const job of finished) {
       for (const task of job.tasks) {

@@ -36,14 +36,7 @@ beforeAll(async () => {
   controlPlane = startControlPlane(port, cpDir.path);
   await waitFor('the control plane', () => api.healthy(), 30_000);
   agents = agentDirs.map((d, i) => startAgent(api.url, d.path, `agent-${i}`));
-  await waitFor(
-    'three live nodes',
-    async () => {
-      const r = (await (await fetch(`${api.url}/v1/nodes`)).json()) as { nodes: { status: string }[] };
-      return r.nodes.filter((n) => n.status === 'live').length === 3 ? true : undefined;
-    },
-    30_000,
-  );
+  await waitFor('three live nodes', async () => ((await api.liveNodes()) === 3 ? true : undefined), 30_000);
 }, 90_000);
 
 afterAll(async () => {
@@ -75,15 +68,7 @@ describe('three agents, fifty jobs, one agent killed', () => {
     const killedAt = Date.now();
     await agents[victimIndex]?.kill('SIGKILL');
 
-    const finished = await waitFor(
-      'every job to finish',
-      async () => {
-        const jobs = await Promise.all(submitted.map((j) => api.job(j.id)));
-        return jobs.every((j) => ['succeeded', 'failed', 'cancelled'].includes(j.status)) ? jobs : undefined;
-      },
-      120_000,
-      500,
-    );
+    const finished = await api.finished(submitted, 120_000);
 
     expect(finished.map((j) => j.status)).toEqual(submitted.map(() => 'succeeded'));
     const taskCount = specs.reduce((n, s) => n + (s.tasks ?? 1), 0);

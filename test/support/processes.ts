@@ -147,6 +147,22 @@ export class Api {
     if (!r.ok) throw new Error(`job ${id}: ${r.status} ${await r.text()}`);
     return (await r.json()) as JobWithTasks;
   }
+  async liveNodes(): Promise<number> {
+    const r = (await (await fetch(`${this.url}/v1/nodes`)).json()) as { nodes: { status: string }[] };
+    return r.nodes.filter((n) => n.status === 'live').length;
+  }
+  /** Waits until every job has finished, whatever its outcome, and returns them. */
+  async finished(jobs: readonly { id: string }[], timeoutMs: number): Promise<JobWithTasks[]> {
+    return waitFor(
+      'every job to finish',
+      async () => {
+        const latest = await Promise.all(jobs.map((j) => this.job(j.id)));
+        return latest.every((j) => ['succeeded', 'failed', 'cancelled'].includes(j.status)) ? latest : undefined;
+      },
+      timeoutMs,
+      300,
+    );
+  }
   async jobs(): Promise<JobView[]> {
     const all: JobView[] = [];
     let cursor: string | undefined;
