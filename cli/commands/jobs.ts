@@ -111,6 +111,29 @@ async function tasks(ctx: CommandContext, jobId: string): Promise<ExitCode> {
   return ExitCode.ok;
 }
 
+/**
+ * The end of each task's output (the last 4 KiB the agent kept, stdout and stderr interleaved),
+ * from its result or, while it runs, its latest progress report.
+ */
+async function logs(ctx: CommandContext, jobId: string): Promise<ExitCode> {
+  const response = await ctx.api.listTasks(jobId);
+  if (ctx.json) {
+    const tails = response.body.tasks.map((t) => ({
+      taskId: t.id,
+      state: t.state,
+      logTail: t.result?.logTail ?? t.progress?.logTail ?? '',
+    }));
+    ctx.outJson(JSON.stringify({ tasks: tails }));
+    return ExitCode.ok;
+  }
+  for (const task of response.body.tasks) {
+    const tail = task.result?.logTail ?? task.progress?.logTail;
+    ctx.out(ctx.style.bold(`== task ${task.index} (${task.state}, attempt ${task.attempt})`));
+    ctx.out(tail === undefined || tail === '' ? ctx.style.dim('(no output yet)') : tail.replace(/\n$/, ''));
+  }
+  return ExitCode.ok;
+}
+
 async function cancel(ctx: CommandContext, jobId: string): Promise<ExitCode> {
   const response = await ctx.api.cancelJob(jobId);
   if (ctx.json) ctx.outJson(response.text);
@@ -244,6 +267,15 @@ export function jobsCommand(app: App): Command {
     .addHelpText('after', examples(['gpuai jobs tasks job_01JD7Z5C2Q9W8V6T4R2P0N8M6K']))
     .action(async (jobId: string, _options: object, command: Command) => {
       app.exitCode = await tasks(app.context(command), jobId);
+    });
+
+  jobs
+    .command('logs')
+    .description("print the end of each task's output (the agent keeps the last 4 KiB)")
+    .argument('<jobId>', 'the job id (job_...)')
+    .addHelpText('after', examples(['gpuai jobs logs job_01JD7Z5C2Q9W8V6T4R2P0N8M6K']))
+    .action(async (jobId: string, _options: object, command: Command) => {
+      app.exitCode = await logs(app.context(command), jobId);
     });
 
   jobs

@@ -43,6 +43,11 @@ describe('quickstart', () => {
       resultHash([{ name: 'stdout', sha256: sha256Hex('hello\n'), bytes: 6 }]),
     );
 
+    const logs = await runCli(['jobs', 'logs', job.id], env);
+    expect(logs.code).toBe(0);
+    expect(logs.stdout).toContain('== task 0 (verified, attempt 1)');
+    expect(logs.stdout).toContain('hello');
+
     // Ctrl-C (SIGINT to the terminal's process group) stops npm, the control plane and its local
     // agent: no process of the group is left behind.
     const group = start.child.pid as number;
