@@ -1,5 +1,6 @@
 export * from './canonical-json.js';
 export * from './common.js';
+export * from './dispatch.js';
 export * from './envelope.js';
 export * from './job.js';
 export * from './node.js';

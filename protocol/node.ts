@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { NodeId, Region, Timestamp } from './common.js';
+import { Dispatch } from './dispatch.js';
 
 export const GpuVendor = z.enum(['nvidia', 'amd', 'intel', 'apple', 'other']).meta({ id: 'GpuVendor' });
 export type GpuVendor = z.infer<typeof GpuVendor>;
@@ -86,6 +87,7 @@ export const RegisterNodeResponse = z
     node: NodeView,
     heartbeatIntervalMs: z.int(),
     leaseMs: z.int(),
+    dispatch: Dispatch.default({ mode: 'long-poll' }),
   })
   .meta({ id: 'RegisterNodeResponse' });
 export type RegisterNodeResponse = z.infer<typeof RegisterNodeResponse>;

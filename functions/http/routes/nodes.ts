@@ -166,6 +166,7 @@ export function nodeRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       node: view(node),
       heartbeatIntervalMs: cp.settings.heartbeatIntervalMs,
       leaseMs: cp.settings.leaseMs,
+      dispatch: { mode: 'long-poll' as const },
     };
     return c.json(response, created ? 201 : 200);
   });
