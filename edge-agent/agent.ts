@@ -1,14 +1,16 @@
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Assignment, HeartbeatResponse } from '../protocol/index.js';
+import type { Assignment, Dispatch, HeartbeatResponse } from '../protocol/index.js';
 import { type BackoffPolicy, defaultBackoff, sleep } from './backoff.js';
 import { ControlPlaneClient } from './client.js';
 import { AgentError, NodeNotRegisteredError, RequestAbortedError } from './errors.js';
 import { loadOrCreateIdentity, type NodeIdentity } from './identity.js';
 import { type Logger, silentLogger } from './log.js';
 import { type ProbeReport, probeInventory } from './probe/index.js';
+import { SqsLongPoll, type SqsPortFactory } from './sqs-work-source.js';
 import { TaskRun } from './task-run.js';
 import { agentVersion } from './version.js';
+import { HttpLongPoll, type WorkSource } from './work-source.js';
 
 /** Everything `Agent` needs; the CLI builds it from validated options (config.ts). */
 export interface AgentOptions {
@@ -33,6 +35,8 @@ export interface AgentOptions {
   progressIntervalMs?: number;
   /** SIGTERM to SIGKILL delay when a task is stopped (default 5 s). */
   killGraceMs?: number;
+  /** The SQS client behind `sqs` dispatch (default: the AWS SDK's); tests pass an in-memory one. */
+  sqs?: SqsPortFactory;
 }
 
 /** The shortest heartbeat interval honoured, whatever the control plane says: guards against a busy loop. */
@@ -67,6 +71,8 @@ export class Agent {
   private client: ControlPlaneClient | undefined;
   private inventory: ProbeReport['inventory'] | undefined;
   private registration: Promise<void> | undefined;
+  /** Where workers get assignments: picked by the registration response's `dispatch`, again on each re-registration. */
+  private workSource: { source: WorkSource; dispatch: string } | undefined;
   private shutdownCompletion: Promise<void> | undefined;
   private runCalled = false;
   private readonly stopped: Promise<void>;
@@ -114,6 +120,8 @@ export class Agent {
     if (!this.polling.signal.aborted) {
       this.heartbeat = this.heartbeatLoop(this.client);
       for (let slot = 0; slot < this.options.slots; slot++) this.workers.push(this.workerLoop(this.client));
+      // The workers are done (they return once polling stops) before the source is closed.
+      void Promise.all(this.workers).then(() => this.workSource?.source.close?.());
     }
     await this.stopped;
   }
@@ -191,12 +199,42 @@ export class Agent {
       { retry: 'forever', signal },
     );
     this.heartbeatIntervalMs = Math.max(minHeartbeatIntervalMs, response.heartbeatIntervalMs);
+    this.useDispatch(client, response.dispatch);
     this.logger.info(`registered as ${response.node.id}`, {
       name: response.node.name,
       gpus: inventory.gpus.length,
       region: inventory.region,
       heartbeatMs: response.heartbeatIntervalMs,
     });
+  }
+
+  /** Picks the work source `dispatch` names; keeps the current one (its credentials, its memory) when it is unchanged. */
+  private useDispatch(client: ControlPlaneClient, dispatch: Dispatch): void {
+    const key = JSON.stringify(dispatch);
+    if (this.workSource?.dispatch === key) return;
+    // A worker waiting on the old source gets undefined and asks the new one.
+    this.workSource?.source.close?.();
+    const asNode = <T>(call: () => Promise<T>, signal: AbortSignal) => this.asNode(call, signal);
+    const source: WorkSource =
+      dispatch.mode === 'sqs'
+        ? new SqsLongPoll({
+            client,
+            asNode,
+            dispatch,
+            waitSeconds: this.options.pollWaitSeconds,
+            logger: this.logger,
+            backoff: this.backoff,
+            claimSignal: this.reporting.signal,
+            ...(this.options.sqs === undefined ? {} : { sqs: this.options.sqs }),
+          })
+        : new HttpLongPoll({ client, waitSeconds: this.options.pollWaitSeconds, asNode });
+    this.workSource = { source, dispatch: key };
+    if (dispatch.mode === 'sqs') {
+      this.logger.info(`work dispatch: sqs, ${dispatch.queues.length} pool queue(s)`, {
+        region: dispatch.region,
+        pools: dispatch.queues.map((queue) => queue.pool).join(','),
+      });
+    }
   }
 
   /** Runs a node call; if the control plane has forgotten this node, registers again and repeats it (twice at most). */
@@ -217,10 +255,9 @@ export class Agent {
     while (!signal.aborted) {
       let assignment: Assignment | undefined;
       try {
-        assignment = await this.asNode(
-          () => client.pollWork(this.options.pollWaitSeconds, { retry: 'forever', signal }),
-          signal,
-        );
+        const source = this.workSource?.source;
+        if (source === undefined) throw new Error('no work source: the node is not registered');
+        assignment = await source.next(signal);
       } catch (error) {
         if (signal.aborted) break;
         // Not retryable (a 4xx, an unparseable assignment): pause so a persistent error cannot spin.

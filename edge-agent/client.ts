@@ -1,10 +1,12 @@
-import type { z } from 'zod';
+import { z } from 'zod';
 import {
   type Assignment,
+  ClaimRequest,
   FailureReport,
   HeartbeatRequest,
   HeartbeatResponse,
   LeaseResponse,
+  NodeCredentials,
   type NodeKeyPair,
   ProgressReport,
   RegisterNodeRequest,
@@ -57,6 +59,9 @@ interface RequestSpec<Response> {
 }
 
 const longPollMarginMs = 15_000;
+
+/** The body of requests that carry no fields (`{}`). */
+const EmptyBody = z.strictObject({});
 
 /**
  * The node side of the control plane API (docs/api.md). Every request is signed with the node
@@ -117,6 +122,39 @@ export class ControlPlaneClient {
       options,
     );
     return work?.assignment;
+  }
+
+  /**
+   * `POST /v1/nodes/{id}/claims` (sqs dispatch): binds the task a work hint named to this node and
+   * returns its assignment. Refusals come back as ClaimRefusedError (409 `does_not_fit`,
+   * `task_not_available`) or a RequestRejectedError with status 404 (no such task).
+   */
+  async claim(taskId: string, queueUrl: string, receiptHandle: string, options: CallOptions = {}): Promise<Assignment> {
+    const work = await this.call(
+      {
+        method: 'POST',
+        path: `${this.nodePath}/claims`,
+        body: { schema: ClaimRequest, value: { taskId, queueUrl, receiptHandle } },
+        response: WorkResponse,
+        timeoutMs: this.requestTimeoutMs,
+      },
+      options,
+    );
+    return work.assignment;
+  }
+
+  /** `POST /v1/nodes/{id}/credentials` (sqs dispatch): temporary AWS credentials to receive from this node's pool queues. */
+  credentials(options: CallOptions = {}): Promise<NodeCredentials> {
+    return this.call(
+      {
+        method: 'POST',
+        path: `${this.nodePath}/credentials`,
+        body: { schema: EmptyBody, value: {} },
+        response: NodeCredentials,
+        timeoutMs: this.requestTimeoutMs,
+      },
+      options,
+    );
   }
 
   /** `POST .../tasks/{taskId}/progress`: the first one moves the task to running; each one extends the lease. */

@@ -86,6 +86,18 @@ export class LeaseLostError extends RequestRejectedError {
 }
 
 /**
+ * 409 `does_not_fit` or `task_not_available` on a claim (sqs dispatch): the control plane refused to
+ * bind the hinted task to this node. `code` says why: the task does not fit this node, or it is no
+ * longer queued (claimed by another node, cancelled: the hint was stale).
+ */
+export class ClaimRefusedError extends RequestRejectedError {
+  override name = 'ClaimRefusedError';
+}
+
+/** The 409 codes a claim is refused with. */
+export const claimRefusalCodes: ReadonlySet<string> = new Set(['does_not_fit', 'task_not_available']);
+
+/**
  * 401, or 404 `node_not_found`: the control plane does not know this node (its store was reset,
  * or the node was removed). The agent registers again and repeats the request.
  */
@@ -104,6 +116,7 @@ export function errorFromResponse(status: number, bodyText: string, headers: Hea
     return error;
   }
   if (status === 409 && code === 'lease_lost') return new LeaseLostError(status, code, message, requestId);
+  if (status === 409 && claimRefusalCodes.has(code)) return new ClaimRefusedError(status, code, message, requestId);
   if (status === 401 || (status === 404 && code === 'node_not_found')) {
     return new NodeNotRegisteredError(status, code, message, requestId);
   }

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { serve } from '@hono/node-server';
 import { LocalKeys } from '../functions/adapters/embedded/local-keys.js';
 import { MemorySignal } from '../functions/adapters/embedded/memory-signal.js';
+import { noCredentials, SignalWorkHints } from '../functions/adapters/embedded/signal-work-hints.js';
 import { openDatabase } from '../functions/adapters/embedded/sqlite.js';
 import { SqliteQueue } from '../functions/adapters/embedded/sqlite-queue.js';
 import { SqliteStore } from '../functions/adapters/embedded/sqlite-store.js';
@@ -42,8 +43,9 @@ export async function startControlPlane(options: ControlPlaneServerOptions): Pro
   const keys = LocalKeys.open(options.dataDir);
   const signal = new MemorySignal();
   const cp = createControlPlane(
-    { store, queue, keys, clock: systemClock, signal },
-    defaultSettings(systemClock.now(), options.settings),
+    { store, queue, keys, clock: systemClock, signal, hints: new SignalWorkHints(), credentials: noCredentials },
+    // Long polls are woken by the signal; hints carry nothing here, so there is nothing to re-drive.
+    defaultSettings(systemClock.now(), { hintRedriveMs: Number.POSITIVE_INFINITY, ...options.settings }),
   );
   const app = createApp({ cp, log });
 

@@ -9,9 +9,11 @@ import { Verifier } from './domain/scheduling/verifier.js';
 import { RequestAuthenticator } from './domain/security/request-auth.js';
 import type { Clock } from './ports/clock.js';
 import type { Keys } from './ports/keys.js';
+import type { CredentialIssuer } from './ports/node-credentials.js';
 import type { Queue } from './ports/queue.js';
 import type { Signal } from './ports/signal.js';
 import type { Store } from './ports/store.js';
+import type { WorkHints } from './ports/work-hints.js';
 
 export interface Ports {
   store: Store;
@@ -19,6 +21,10 @@ export interface Ports {
   keys: Keys;
   clock: Clock;
   signal: Signal;
+  /** How nodes learn of work: the Signal's long polls (embedded) or pool queues (cloud). */
+  hints: WorkHints;
+  /** Credentials for nodes' own queue access; none in the embedded deployment. */
+  credentials: CredentialIssuer;
 }
 
 /** Timings of the control plane; every deployment reads them from its own config. */
@@ -32,6 +38,11 @@ export interface ControlPlaneSettings {
   scanLimit: number;
   unroutedAfterMs: number;
   reaperBatch: number;
+  /**
+   * A task queued in a pool for longer than this since its last hint is hinted again (a hint may be
+   * lost). `Infinity` turns re-driving off, where hints carry nothing (the embedded deployment).
+   */
+  hintRedriveMs: number;
   bootedAt: number;
 }
 
@@ -45,6 +56,7 @@ export function defaultSettings(now: number, overrides: Partial<ControlPlaneSett
     scanLimit: 25,
     unroutedAfterMs: 2000,
     reaperBatch: 100,
+    hintRedriveMs: 120_000,
     bootedAt: now,
     ...overrides,
   };
@@ -62,15 +74,21 @@ export interface ControlPlane {
   scheduler: Scheduler;
   verifier: Verifier;
   reaper: Reaper;
+  /** How nodes learn of work (the registration's `dispatch`) and where claimed hints are acknowledged. */
+  hints: WorkHints;
+  /** Node credentials for the `sqs` dispatch mode. */
+  credentials: CredentialIssuer;
 }
 
 export function createControlPlane(ports: Ports, settings: ControlPlaneSettings): ControlPlane {
-  const { store, queue, keys, clock, signal } = ports;
+  const { store, queue, keys, clock, signal, hints } = ports;
   const nodes = new NodeRegistry(store, clock, { livenessMs: settings.livenessMs });
-  const router = new Router(store, nodes, signal, clock);
+  const router = new Router(store, nodes, signal, hints, clock);
   const verifier = new Verifier(store, queue, nodes, clock);
   return {
     settings,
+    hints,
+    credentials: ports.credentials,
     jobs: new JobService(store, queue, keys, clock),
     nodes,
     auth: new RequestAuthenticator(store, nodes, clock),
@@ -79,11 +97,12 @@ export function createControlPlane(ports: Ports, settings: ControlPlaneSettings)
     router,
     scheduler: new Scheduler(store, router),
     verifier,
-    reaper: new Reaper(store, queue, nodes, router, verifier, clock, {
+    reaper: new Reaper(store, queue, nodes, router, verifier, hints, clock, {
       leaseMs: settings.leaseMs,
       bootedAt: settings.bootedAt,
       unroutedAfterMs: settings.unroutedAfterMs,
       batch: settings.reaperBatch,
+      hintRedriveMs: settings.hintRedriveMs,
     }),
   };
 }

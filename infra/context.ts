@@ -1,5 +1,6 @@
 import type { Node } from 'constructs';
 import { z } from 'zod';
+import { dispatchModes } from './constructs/dispatch.js';
 import type { GpuaiSettings } from './gpuai-stack.js';
 
 /**
@@ -22,6 +23,7 @@ const Context = z
     'gpuai:apiRateLimit': count.default(100),
     'gpuai:apiBurstLimit': count.default(200),
     'gpuai:alarmEmail': z.email().optional(),
+    'gpuai:dispatch': z.enum(dispatchModes).default('sqs'),
   })
   .refine((c) => c['gpuai:heartbeatMs'] < c['gpuai:leaseMs'], {
     path: ['gpuai:heartbeatMs'],
@@ -52,6 +54,7 @@ export function readContext(node: Node): AppContext {
       heartbeatMs: c['gpuai:heartbeatMs'],
       apiRateLimit: c['gpuai:apiRateLimit'],
       apiBurstLimit: c['gpuai:apiBurstLimit'],
+      dispatch: c['gpuai:dispatch'],
       ...(c['gpuai:alarmEmail'] === undefined ? {} : { alarmEmail: c['gpuai:alarmEmail'] }),
     },
   };

@@ -3,6 +3,7 @@ import type { Construct } from 'constructs';
 import { queueDefinitions } from '../functions/workers/queues.js';
 import { Api } from './constructs/api.js';
 import { Data } from './constructs/data.js';
+import { Dispatch, type DispatchMode } from './constructs/dispatch.js';
 import { Keys } from './constructs/keys.js';
 import { Observability } from './constructs/observability.js';
 import { pascalCase, Queues } from './constructs/queues.js';
@@ -23,6 +24,8 @@ export interface GpuaiSettings {
   apiBurstLimit: number;
   /** Where alarms are emailed; none when absent (subscribe to the AlarmTopic output instead). */
   alarmEmail?: string;
+  /** How agents learn of work: their pools' SQS queues (`sqs`) or the API function's long poll. */
+  dispatch: DispatchMode;
 }
 
 export interface GpuaiStackProps extends StackProps {
@@ -37,6 +40,8 @@ export interface GpuaiStackProps extends StackProps {
  *  agents, apps ──HTTPS──► HTTP API ──► Api fn ──┬──► DynamoDB table ◄──┬── Scheduler fn ◄── schedule queue
  *                                                ├──► KMS data keys     ├── Verifier fn  ◄── verify queue
  *                                                └──► schedule/verify   └── Reaper fn    ◄── every minute
+ *
+ *  agents ──SQS long poll (NodeWorkReader session)──► pool queues ◄── hints: Api, Scheduler, Reaper fns
  * ```
  */
 export class GpuaiStack extends Stack {
@@ -55,6 +60,12 @@ export class GpuaiStack extends Stack {
       leaseMs: settings.leaseMs,
       heartbeatMs: settings.heartbeatMs,
       retainLogs: retain,
+    });
+    const dispatch = new Dispatch(this, 'Dispatch', {
+      mode: settings.dispatch,
+      api: workers.api,
+      publishers: [workers.scheduler, workers.reaper],
+      functions: workers.all,
     });
     const api = new Api(this, 'Api', {
       handler: workers.api,
@@ -77,5 +88,11 @@ export class GpuaiStack extends Stack {
     new CfnOutput(this, 'DataKeysArn', { value: keys.dataKeys.keyArn });
     new CfnOutput(this, 'PayoutSignerKeyArn', { value: keys.payoutSigner.keyArn });
     new CfnOutput(this, 'AlarmTopicArn', { value: observability.alarmTopic.topicArn });
+    if (dispatch.poolQueuePrefix !== undefined) {
+      new CfnOutput(this, 'PoolQueuePrefix', {
+        value: dispatch.poolQueuePrefix,
+        description: 'The pool queues, created at run time, are named <prefix>-pool-...',
+      });
+    }
   }
 }

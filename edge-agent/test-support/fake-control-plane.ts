@@ -3,10 +3,13 @@ import type { AddressInfo } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
 import {
   type Assignment,
+  ClaimRequest,
   canonicalRequest,
+  type Dispatch,
   FailureReport,
   HeartbeatRequest,
   type HeartbeatResponse,
+  type NodeCredentials,
   type NodeView,
   nodeIdFromPublicKey,
   ProgressReport,
@@ -47,9 +50,22 @@ export class FakeControlPlane {
   override: Override | undefined;
   /** Requests whose signature did not verify; tests expect none. */
   badSignatures = 0;
+  /** Sent in registration responses when set (sqs dispatch); left out otherwise, which means long-poll. */
+  dispatch: Dispatch | undefined;
+  /** Claims received (sqs dispatch), in order. */
+  readonly claims: ClaimRequest[] = [];
+  /** Claims of these task ids are refused with 409 does_not_fit. */
+  readonly doesNotFit = new Set<string>();
+  /** Called after a claim succeeded (where the real control plane deletes the hint). */
+  onClaimed: ((claim: ClaimRequest) => void | Promise<void>) | undefined;
+  /** Life of the credentials handed out (sqs dispatch). */
+  credentialLifetimeMs = 3_600_000;
+  /** Credentials handed out, in order. */
+  readonly issuedCredentials: NodeCredentials[] = [];
 
   private readonly nodes = new Map<string, string>();
   private readonly queue: Assignment[] = [];
+  private readonly claimable = new Map<string, Assignment>();
   private readonly pollWaiters = new Set<() => void>();
   private server: Server | undefined;
 
@@ -69,6 +85,11 @@ export class FakeControlPlane {
   enqueue(assignment: Assignment): void {
     this.queue.push(assignment);
     for (const wake of this.pollWaiters) wake();
+  }
+
+  /** Makes an assignment claimable by its task id (sqs dispatch); claims of other ids get 409 task_not_available. */
+  offer(assignment: Assignment): void {
+    this.claimable.set(assignment.taskId, assignment);
   }
 
   /** Forgets every registered node, like a control plane whose store was reset. */
@@ -170,10 +191,12 @@ export class FakeControlPlane {
         node: nodeView(id, registration),
         heartbeatIntervalMs: this.heartbeatIntervalMs,
         leaseMs: 60_000,
+        ...(this.dispatch === undefined ? {} : { dispatch: this.dispatch }),
       });
       return;
     }
-    const match = /^\/v1\/nodes\/([^/]+)\/(heartbeat|work|tasks\/([^/]+)\/(progress|result|fail))$/.exec(path);
+    const match =
+      /^\/v1\/nodes\/([^/]+)\/(heartbeat|work|claims|credentials|tasks\/([^/]+)\/(progress|result|fail))$/.exec(path);
     const [, , endpoint, taskId, report] = match ?? [];
     if (endpoint === 'heartbeat' && method === 'POST') {
       this.heartbeats.push(HeartbeatRequest.parse(body));
@@ -182,6 +205,18 @@ export class FakeControlPlane {
       send(response, 200, { abort, heartbeatIntervalMs: this.heartbeatIntervalMs });
     } else if (endpoint === 'work' && method === 'GET') {
       await this.poll(Number(url.searchParams.get('wait') ?? '0'), response);
+    } else if (endpoint === 'claims' && method === 'POST') {
+      await this.claim(ClaimRequest.parse(body), response);
+    } else if (endpoint === 'credentials' && method === 'POST') {
+      const n = this.issuedCredentials.length + 1;
+      const credentials: NodeCredentials = {
+        accessKeyId: `ASIAFAKE${n}`,
+        secretAccessKey: `secret-${n}`,
+        sessionToken: `token-${n}`,
+        expiresAt: new Date(Date.now() + this.credentialLifetimeMs).toISOString(),
+      };
+      this.issuedCredentials.push(credentials);
+      send(response, 200, credentials);
     } else if (taskId !== undefined && report !== undefined && method === 'POST') {
       this.report(decodeURIComponent(taskId), report, body, response);
     } else {
@@ -205,6 +240,22 @@ export class FakeControlPlane {
     const assignment = this.server === undefined ? undefined : this.queue.shift();
     if (assignment === undefined) send(response, 204);
     else send(response, 200, { assignment });
+  }
+
+  private async claim(claim: ClaimRequest, response: ServerResponse): Promise<void> {
+    this.claims.push(claim);
+    if (this.doesNotFit.has(claim.taskId)) {
+      send(response, 409, { error: { code: 'does_not_fit', message: 'the task does not fit this node' } });
+      return;
+    }
+    const assignment = this.claimable.get(claim.taskId);
+    if (assignment === undefined) {
+      send(response, 409, { error: { code: 'task_not_available', message: 'the task is not queued' } });
+      return;
+    }
+    this.claimable.delete(claim.taskId);
+    await this.onClaimed?.(claim);
+    send(response, 200, { assignment });
   }
 
   private report(taskId: string, kind: string, body: unknown, response: ServerResponse): void {

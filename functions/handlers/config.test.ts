@@ -24,7 +24,20 @@ describe('readConfig', () => {
       keyId: complete.KEY_ID,
       settings: { leaseMs: 30_000, heartbeatIntervalMs: 5000, recheckMs: 2000 },
       endpoints: { sqs: 'http://127.0.0.1:5000' },
+      dispatch: { mode: 'long-poll' },
     });
+  });
+
+  it('reads the sqs dispatch mode, whose prefix and node role are required', () => {
+    const sqs = { ...complete, DISPATCH_MODE: 'sqs' };
+    expect(() => readConfig(sqs)).toThrow(/POOL_QUEUE_PREFIX is not set; NODE_ROLE_ARN is not set/);
+    const roleArn = 'arn:aws:iam::123456789012:role/gpuai-node-work-reader';
+    expect(readConfig({ ...sqs, POOL_QUEUE_PREFIX: 'gpuai', NODE_ROLE_ARN: roleArn }).dispatch).toEqual({
+      mode: 'sqs',
+      poolQueuePrefix: 'gpuai',
+      nodeRoleArn: roleArn,
+    });
+    expect(() => readConfig({ ...complete, DISPATCH_MODE: 'websocket' })).toThrow(/DISPATCH_MODE: /);
   });
 
   it.each(['AWS_REGION', 'TABLE_NAME', 'QUEUE_URLS', 'KEY_ID', 'LEASE_MS', 'HEARTBEAT_MS'] as const)(

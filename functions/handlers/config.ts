@@ -10,6 +10,9 @@ import { awsClients } from '../adapters/aws/clients.js';
 import { DynamoDbStore } from '../adapters/aws/dynamodb-store.js';
 import { KmsKeys } from '../adapters/aws/kms-keys.js';
 import { SqsQueue } from '../adapters/aws/sqs-queue.js';
+import { SqsWorkHints } from '../adapters/aws/sqs-work-hints.js';
+import { StsCredentialIssuer } from '../adapters/aws/sts-credentials.js';
+import { noCredentials, SignalWorkHints } from '../adapters/embedded/signal-work-hints.js';
 import {
   type ControlPlane,
   type ControlPlaneSettings,
@@ -51,10 +54,28 @@ const Env = z
     GPUAI_DYNAMODB_ENDPOINT: z.url().optional(),
     GPUAI_SQS_ENDPOINT: z.url().optional(),
     GPUAI_KMS_ENDPOINT: z.url().optional(),
+    GPUAI_STS_ENDPOINT: z.url().optional(),
+    /** How nodes learn of work: the API's long poll, or their pools' SQS queues (docs/cost-model.md). */
+    DISPATCH_MODE: z.enum(['long-poll', 'sqs']).default('long-poll'),
+    /** Starts every pool queue's name; required in `sqs` mode. */
+    POOL_QUEUE_PREFIX: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]{1,64}$/)
+      .optional(),
+    /** The role whose session, narrowed to a node's pool queues, becomes that node's credentials; required in `sqs` mode. */
+    NODE_ROLE_ARN: z.string().startsWith('arn:').optional(),
   })
   .refine((env) => env.HEARTBEAT_MS < env.LEASE_MS, {
     path: ['HEARTBEAT_MS'],
     message: 'must be below LEASE_MS, or leases run out between heartbeats',
+  })
+  .refine((env) => env.DISPATCH_MODE !== 'sqs' || env.POOL_QUEUE_PREFIX !== undefined, {
+    path: ['POOL_QUEUE_PREFIX'],
+    message: 'is required when DISPATCH_MODE is sqs',
+  })
+  .refine((env) => env.DISPATCH_MODE !== 'sqs' || env.NODE_ROLE_ARN !== undefined, {
+    path: ['NODE_ROLE_ARN'],
+    message: 'is required when DISPATCH_MODE is sqs',
   });
 
 /** The validated Lambda environment. */
@@ -65,7 +86,9 @@ export interface LambdaConfig {
   /** The symmetric KMS key that wraps each job's data key. */
   keyId: string;
   settings: Partial<ControlPlaneSettings>;
-  endpoints: { dynamodb?: string; sqs?: string; kms?: string };
+  endpoints: { dynamodb?: string; sqs?: string; kms?: string; sts?: string };
+  /** How nodes learn of work; `sqs` names the pool queues' prefix and the nodes' role. */
+  dispatch: { mode: 'long-poll' } | { mode: 'sqs'; poolQueuePrefix: string; nodeRoleArn: string };
 }
 
 /** The Lambda environment is missing a variable or holds a bad value; the message names each one. */
@@ -89,7 +112,7 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): LambdaConfig {
     throw new ConfigError(`invalid Lambda environment: ${problems.join('; ')}`);
   }
   const e = parsed.data;
-  const endpoint = (service: 'dynamodb' | 'sqs' | 'kms', url: string | undefined) =>
+  const endpoint = (service: 'dynamodb' | 'sqs' | 'kms' | 'sts', url: string | undefined) =>
     url === undefined ? {} : { [service]: url };
   return {
     region: e.AWS_REGION,
@@ -105,7 +128,12 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): LambdaConfig {
       ...endpoint('dynamodb', e.GPUAI_DYNAMODB_ENDPOINT),
       ...endpoint('sqs', e.GPUAI_SQS_ENDPOINT),
       ...endpoint('kms', e.GPUAI_KMS_ENDPOINT),
+      ...endpoint('sts', e.GPUAI_STS_ENDPOINT),
     },
+    dispatch:
+      e.DISPATCH_MODE === 'sqs' && e.POOL_QUEUE_PREFIX !== undefined && e.NODE_ROLE_ARN !== undefined
+        ? { mode: 'sqs', poolQueuePrefix: e.POOL_QUEUE_PREFIX, nodeRoleArn: e.NODE_ROLE_ARN }
+        : { mode: 'long-poll' },
   };
 }
 
@@ -127,11 +155,28 @@ export function createCloudDeployment(config: LambdaConfig): CloudDeployment {
     keys: new KmsKeys(clients.kms, config.keyId),
     clock: systemClock,
     signal: new PollingSignal(),
+    ...dispatchPorts(config, clients),
   };
   // A cold start counts as a restart, so the reaper's first tick in a new sandbox (after a deploy,
   // say) leaves leases alone for one lease period: an expiry is delayed by at most that, and agents
   // get the same grace through a deploy as through an embedded restart.
   return { ports, cp: createControlPlane(ports, defaultSettings(systemClock.now(), config.settings)) };
+}
+
+/** The work hints and node credentials of the configured dispatch mode. */
+function dispatchPorts(
+  config: LambdaConfig,
+  clients: ReturnType<typeof awsClients>,
+): Pick<Ports, 'hints' | 'credentials'> {
+  if (config.dispatch.mode === 'long-poll') return { hints: new SignalWorkHints(), credentials: noCredentials };
+  return {
+    hints: new SqsWorkHints(clients.sqs, {
+      prefix: config.dispatch.poolQueuePrefix,
+      region: config.region,
+      ...(config.endpoints.sqs === undefined ? {} : { endpoint: config.endpoints.sqs }),
+    }),
+    credentials: new StsCredentialIssuer(clients.sts, config.dispatch.nodeRoleArn),
+  };
 }
 
 let deployment: CloudDeployment | undefined;

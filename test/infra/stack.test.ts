@@ -9,6 +9,13 @@ import { tableDefinition, timeToLiveAttribute } from '../../functions/adapters/a
 import { queueNames } from '../../functions/domain/scheduling/messages.js';
 import { deadLetterQueueOf, queueDefinitions } from '../../functions/workers/queues.js';
 import { storeActions } from '../../infra/constructs/data.js';
+import {
+  apiQueueActions,
+  maxPoolQueuePrefixLength,
+  nodeQueueActions,
+  poolQueuePrefix,
+  publisherQueueActions,
+} from '../../infra/constructs/dispatch.js';
 import { pascalCase } from '../../infra/constructs/queues.js';
 import { readContext } from '../../infra/context.js';
 import { GpuaiStack } from '../../infra/gpuai-stack.js';
@@ -330,6 +337,185 @@ describe('IAM', () => {
   });
 });
 
+/** `arn:<partition>:sqs:<region>:<account>:<prefix>-pool-*` as the template writes it. */
+const poolQueueArns = (prefix: string) => ({
+  'Fn::Join': [
+    '',
+    [
+      'arn:',
+      { Ref: 'AWS::Partition' },
+      ':sqs:',
+      { Ref: 'AWS::Region' },
+      ':',
+      { Ref: 'AWS::AccountId' },
+      `:${prefix}-pool-*`,
+    ],
+  ],
+});
+
+/** Every Allow statement of every identity policy in a template, with the roles it is attached to. */
+function allowStatements(resources: Record<string, Resource>): { roles: string[]; statement: Statement }[] {
+  return Object.values(resources)
+    .filter((resource) => resource.Type === 'AWS::IAM::Policy')
+    .flatMap((policy) =>
+      (policy.Properties.PolicyDocument as PolicyDocument).Statement.filter((s) => s.Effect === 'Allow').map(
+        (statement) => ({ roles: (policy.Properties.Roles as { Ref: string }[]).map((r) => r.Ref), statement }),
+      ),
+    );
+}
+
+const variablesOf = (fn: Resource) => (fn.Properties.Environment as { Variables: Record<string, unknown> }).Variables;
+
+describe('dispatch over SQS (the default)', () => {
+  const nodeRole = () => {
+    const [found, ...others] = ofType('AWS::IAM::Role').filter(([id]) => id.startsWith('DispatchNodeWorkReader'));
+    if (found === undefined || others.length > 0) throw new Error('expected one NodeWorkReader role');
+    return found;
+  };
+  const roleOf = (fn: string) => (resource(fn).Properties.Role as { 'Fn::GetAtt': [string, string] })['Fn::GetAtt'][0];
+  /** The statements of the identity policies attached to a role. */
+  const statementsOfRole = (role: string) =>
+    allowStatements(resources)
+      .filter(({ roles }) => roles.includes(role))
+      .map(({ statement }) => statement);
+  /** The statements of a function's policies on the pool queues. */
+  const poolStatements = (fn: string) =>
+    statementsOf(functionId(fn)).filter((s) => JSON.stringify(s.Resource).includes('-pool-*'));
+
+  it('names the pool queues after the stack: lower case, at most 40 characters, distinct for long names', () => {
+    expect(poolQueuePrefix('Gpuai')).toBe('gpuai');
+    expect(poolQueuePrefix('GpuaiDev-2')).toBe('gpuaidev-2');
+    const long = `Gpuai${'x'.repeat(60)}`;
+    const [a, b] = [poolQueuePrefix(`${long}A`), poolQueuePrefix(`${long}B`)];
+    for (const prefix of [a, b]) {
+      expect(prefix.length).toBeLessThanOrEqual(maxPoolQueuePrefixLength);
+      expect(prefix).toMatch(/^[a-z0-9-]+$/);
+    }
+    expect(a).not.toBe(b);
+    // The longest pool name that still fits SQS's 80 characters after the longest prefix.
+    expect(`${a}-pool-${'p'.repeat(25)}-0123abcd`.length).toBeLessThanOrEqual(80);
+  });
+
+  it("has a NodeWorkReader role that only the API function's role may assume, for sessions of at most an hour", () => {
+    const [, role] = nodeRole();
+    expect(role.Properties.MaxSessionDuration).toBe(3600);
+    expect((role.Properties.AssumeRolePolicyDocument as PolicyDocument).Statement).toEqual([
+      {
+        Effect: 'Allow',
+        Action: 'sts:AssumeRole',
+        Principal: { AWS: { 'Fn::GetAtt': [roleOf(functionId('Api')), 'Arn'] } },
+      },
+    ]);
+    expect(role.Properties.Policies).toBeUndefined();
+    expect(role.Properties.ManagedPolicyArns).toBeUndefined();
+  });
+
+  it('lets NodeWorkReader sessions receive, change visibility and read attributes, on the pool queues only', () => {
+    const [id] = nodeRole();
+    const statements = statementsOfRole(id);
+    expect(statements.flatMap(actionsOf).sort()).toEqual(
+      ['sqs:ChangeMessageVisibility', 'sqs:GetQueueAttributes', 'sqs:ReceiveMessage'].sort(),
+    );
+    expect([...nodeQueueActions].sort()).toEqual(statements.flatMap(actionsOf).sort());
+    for (const statement of statements) expect(statement.Resource).toEqual(poolQueueArns('gpuai'));
+  });
+
+  it('lets only the API function assume NodeWorkReader, and nothing else', () => {
+    const [id] = nodeRole();
+    const assumers = allowStatements(resources).filter(({ statement }) =>
+      actionsOf(statement).includes('sts:AssumeRole'),
+    );
+    expect(assumers).toEqual([
+      {
+        roles: [roleOf(functionId('Api'))],
+        statement: expect.objectContaining({ Action: 'sts:AssumeRole', Resource: { 'Fn::GetAtt': [id, 'Arn'] } }),
+      },
+    ]);
+  });
+
+  it('grants the API create, look up, send, delete and attributes on the pool queues; the scheduler and reaper all but delete', () => {
+    const poolActions = (fn: string) => poolStatements(fn).flatMap(actionsOf).sort();
+    expect(poolActions('Api')).toEqual(
+      ['sqs:CreateQueue', 'sqs:DeleteMessage', 'sqs:GetQueueAttributes', 'sqs:GetQueueUrl', 'sqs:SendMessage'].sort(),
+    );
+    expect(poolActions('Api')).toEqual([...apiQueueActions].sort());
+    for (const name of ['Scheduler', 'Reaper']) {
+      expect(poolActions(name)).toEqual(
+        ['sqs:CreateQueue', 'sqs:GetQueueAttributes', 'sqs:GetQueueUrl', 'sqs:SendMessage'].sort(),
+      );
+      expect(poolActions(name)).toEqual([...publisherQueueActions].sort());
+    }
+    expect(poolActions('Verifier')).toEqual([]);
+  });
+
+  it('limits every grant on run-time queues to the pool prefix, with no wildcard action', () => {
+    const onPools = allowStatements(resources).filter(({ statement }) =>
+      JSON.stringify(statement.Resource).includes('-pool-'),
+    );
+    // NodeWorkReader, Api, Scheduler, Reaper.
+    expect(new Set(onPools.flatMap(({ roles }) => roles)).size).toBe(4);
+    for (const { statement } of onPools) {
+      expect(statement.Resource).toEqual(poolQueueArns('gpuai'));
+      expect(actionsOf(statement).every((action) => action.startsWith('sqs:') && !action.includes('*'))).toBe(true);
+    }
+    // Creating a queue is allowed on the pool prefix alone.
+    const creates = allowStatements(resources).filter(({ statement }) =>
+      actionsOf(statement).includes('sqs:CreateQueue'),
+    );
+    expect(creates.length).toBeGreaterThan(0);
+    for (const { statement } of creates) expect(statement.Resource).toEqual(poolQueueArns('gpuai'));
+  });
+
+  it('tells every function the mode, the pool-queue prefix and the role to hand nodes', () => {
+    const [id] = nodeRole();
+    for (const [, fn] of ofType('AWS::Lambda::Function')) {
+      expect(variablesOf(fn)).toMatchObject({
+        DISPATCH_MODE: 'sqs',
+        POOL_QUEUE_PREFIX: 'gpuai',
+        NODE_ROLE_ARN: { 'Fn::GetAtt': [id, 'Arn'] },
+      });
+    }
+    template.hasOutput('PoolQueuePrefix', { Value: 'gpuai' });
+  });
+
+  it("derives the prefix from the stack's name", () => {
+    const dev = synthesize({ 'gpuai:stackName': 'GpuaiDev' }).template;
+    const devResources = dev.toJSON().Resources as Record<string, Resource>;
+    for (const fn of Object.values(devResources).filter((r) => r.Type === 'AWS::Lambda::Function')) {
+      expect(variablesOf(fn)).toMatchObject({ POOL_QUEUE_PREFIX: 'gpuaidev' });
+    }
+    const onPools = allowStatements(devResources).filter(({ statement }) =>
+      JSON.stringify(statement.Resource).includes('-pool-'),
+    );
+    expect(onPools.length).toBeGreaterThan(0);
+    for (const { statement } of onPools) expect(statement.Resource).toEqual(poolQueueArns('gpuaidev'));
+  });
+});
+
+describe('dispatch by long poll (gpuai:dispatch=long-poll)', () => {
+  const longPoll = () => synthesize({ 'gpuai:dispatch': 'long-poll' }).template;
+
+  it('creates no role, grant or output for pool queues, and tells every function DISPATCH_MODE=long-poll', () => {
+    const lp = longPoll();
+    const lpResources = lp.toJSON().Resources as Record<string, Resource>;
+    const roles = Object.keys(lpResources).filter((id) => lpResources[id]?.Type === 'AWS::IAM::Role');
+    expect(roles.filter((id) => id.startsWith('Dispatch'))).toEqual([]);
+    expect(roles).toHaveLength(4);
+    expect(JSON.stringify(lpResources)).not.toContain('-pool-');
+    const actions = allowStatements(lpResources).flatMap(({ statement }) => actionsOf(statement));
+    expect(actions).not.toContain('sts:AssumeRole');
+    expect(actions).not.toContain('sqs:CreateQueue');
+    const functions = Object.values(lpResources).filter((r) => r.Type === 'AWS::Lambda::Function');
+    expect(functions).toHaveLength(4);
+    for (const fn of functions) {
+      expect(variablesOf(fn)).toMatchObject({ DISPATCH_MODE: 'long-poll' });
+      expect(Object.keys(variablesOf(fn))).not.toEqual(expect.arrayContaining(['POOL_QUEUE_PREFIX']));
+      expect(Object.keys(variablesOf(fn))).not.toEqual(expect.arrayContaining(['NODE_ROLE_ARN']));
+    }
+    expect(Object.keys(lp.toJSON().Outputs as Record<string, unknown>)).not.toContain('PoolQueuePrefix');
+  });
+});
+
 describe('the alarms', () => {
   const alarms = () => ofType('AWS::CloudWatch::Alarm').map(([, alarm]) => alarm.Properties);
 
@@ -390,6 +576,7 @@ describe('the CDK context', () => {
   it('is validated, naming the bad key', () => {
     expect(() => synthesize({ 'gpuai:leaseMs': 'long' })).toThrow(/gpuai:leaseMs/);
     expect(() => synthesize({ 'gpuai:heartbeatMs': 60_000 })).toThrow(/gpuai:heartbeatMs: must be below gpuai:leaseMs/);
+    expect(() => synthesize({ 'gpuai:dispatch': 'websocket' })).toThrow(/gpuai:dispatch/);
   });
 
   it('subscribes the alarm email when one is given', () => {
@@ -421,6 +608,9 @@ describe('cdk synth with esbuild bundling (slow: runs esbuild for each function)
       KEY_ID: 'key',
       LEASE_MS: '30000',
       HEARTBEAT_MS: '5000',
+      DISPATCH_MODE: 'sqs',
+      POOL_QUEUE_PREFIX: 'gpuai',
+      NODE_ROLE_ARN: 'arn:aws:iam::1:role/node-work-reader',
       QUEUE_URLS: JSON.stringify(
         Object.fromEntries(queueDefinitions.map(({ name }) => [name, `https://sqs.eu-west-1.amazonaws.com/1/${name}`])),
       ),

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { LocalKeys } from '../../functions/adapters/embedded/local-keys.js';
 import { MemorySignal } from '../../functions/adapters/embedded/memory-signal.js';
+import { noCredentials, SignalWorkHints } from '../../functions/adapters/embedded/signal-work-hints.js';
 import { createControlPlane, defaultSettings } from '../../functions/control-plane.js';
 import { unplaceableMessage } from '../../functions/domain/scheduling/router.js';
 import type { JobSpecInput, NodeInventory } from '../../protocol/index.js';
@@ -149,7 +150,15 @@ describe('deadlines and leases', () => {
     expect(await h.cp.dispatcher.poll(node.id, 0)).toBeDefined();
     clock.advance(9_000);
     // The control plane restarts over the same state: the lease would run out in 1 s.
-    const ports = { store: h.store, queue: h.queue, keys: LocalKeys.inMemory(), clock, signal: new MemorySignal() };
+    const ports = {
+      store: h.store,
+      queue: h.queue,
+      keys: LocalKeys.inMemory(),
+      clock,
+      signal: new MemorySignal(),
+      hints: new SignalWorkHints(),
+      credentials: noCredentials,
+    };
     const restarted = createControlPlane(ports, defaultSettings(clock.now(), { leaseMs: 10_000, livenessMs: 1e12 }));
     clock.advance(2_000);
     expect((await restarted.reaper.tick()).leasesExpired).toBe(0); // still within the grace period

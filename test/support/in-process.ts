@@ -1,5 +1,6 @@
 import { LocalKeys } from '../../functions/adapters/embedded/local-keys.js';
 import { MemorySignal } from '../../functions/adapters/embedded/memory-signal.js';
+import { noCredentials, SignalWorkHints } from '../../functions/adapters/embedded/signal-work-hints.js';
 import { openDatabase } from '../../functions/adapters/embedded/sqlite.js';
 import { SqliteQueue } from '../../functions/adapters/embedded/sqlite-queue.js';
 import { SqliteStore } from '../../functions/adapters/embedded/sqlite-store.js';
@@ -11,6 +12,8 @@ import {
 } from '../../functions/control-plane.js';
 import { createApp } from '../../functions/http/app.js';
 import type { Clock } from '../../functions/ports/clock.js';
+import type { CredentialIssuer } from '../../functions/ports/node-credentials.js';
+import type { WorkHints } from '../../functions/ports/work-hints.js';
 import { queueDefinitions } from '../../functions/workers/queues.js';
 import {
   generateNodeKeyPair,
@@ -33,12 +36,28 @@ export class ManualClock implements Clock {
 }
 
 /** The control plane wired over in-memory SQLite, its HTTP app called in-process. */
-export function inProcessControlPlane(options: { clock?: Clock; settings?: Partial<ControlPlaneSettings> } = {}) {
+export function inProcessControlPlane(
+  options: {
+    clock?: Clock;
+    settings?: Partial<ControlPlaneSettings>;
+    /** Default: the embedded deployment's (long polls, no credentials). */
+    hints?: WorkHints;
+    credentials?: CredentialIssuer;
+  } = {},
+) {
   const clock = options.clock ?? { now: () => Date.now() };
   const db = openDatabase(':memory:');
   const store = new SqliteStore(db, clock);
   const queue = new SqliteQueue(db, queueDefinitions, clock);
-  const ports = { store, queue, keys: LocalKeys.inMemory(), clock, signal: new MemorySignal() };
+  const ports = {
+    store,
+    queue,
+    keys: LocalKeys.inMemory(),
+    clock,
+    signal: new MemorySignal(),
+    hints: options.hints ?? new SignalWorkHints(),
+    credentials: options.credentials ?? noCredentials,
+  };
   const cp: ControlPlane = createControlPlane(
     ports,
     defaultSettings(clock.now(), { bootedAt: 0, ...options.settings }),

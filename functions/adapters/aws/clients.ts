@@ -1,12 +1,14 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { KMSClient } from '@aws-sdk/client-kms';
 import { SQSClient } from '@aws-sdk/client-sqs';
+import { STSClient } from '@aws-sdk/client-sts';
 
 /** The SDK clients the AWS adapters talk through. */
 export interface AwsClients {
   dynamodb: DynamoDBClient;
   sqs: SQSClient;
   kms: KMSClient;
+  sts: STSClient;
 }
 
 /** Long-term or session credentials; the shape every SDK client accepts. */
@@ -22,7 +24,7 @@ export interface AwsClientOptions {
    * Service endpoints to use instead of AWS's own, such as local emulators. A service left out
    * uses the region's public endpoint.
    */
-  endpoints?: { dynamodb?: string; sqs?: string; kms?: string };
+  endpoints?: { dynamodb?: string; sqs?: string; kms?: string; sts?: string };
   /**
    * Fixed credentials, for emulators (see {@link emulatorCredentials}). Without them the SDK's
    * default provider chain applies: the Lambda role in AWS, the profile or environment elsewhere.
@@ -40,7 +42,7 @@ export const emulatorCredentials: AwsCredentials = {
 };
 
 /**
- * Builds the DynamoDB, SQS and KMS clients from one set of options, so that a composition root
+ * Builds the DynamoDB, SQS, KMS and STS clients from one set of options, so that a composition root
  * and the tests configure them alike. SQS speaks the SDK's default JSON protocol, which moto serves
  * too. Call `destroy()` on each client when done, to close its sockets.
  */
@@ -54,5 +56,6 @@ export function awsClients(options: AwsClientOptions): AwsClients {
     dynamodb: new DynamoDBClient(common(options.endpoints?.dynamodb)),
     sqs: new SQSClient(common(options.endpoints?.sqs)),
     kms: new KMSClient(common(options.endpoints?.kms)),
+    sts: new STSClient(common(options.endpoints?.sts)),
   };
 }

@@ -1,8 +1,9 @@
-import type { Assignment } from '../../../protocol/index.js';
+import { type Assignment, parseTaskId } from '../../../protocol/index.js';
 import type { Clock } from '../../ports/clock.js';
 import type { Keys } from '../../ports/keys.js';
 import type { Signal } from '../../ports/signal.js';
 import { ConditionFailedError, type Store, type StoredItem } from '../../ports/store.js';
+import { ConflictError, NotFoundError } from '../errors.js';
 import { isoTime } from '../records.js';
 import { fitOnNode } from '../resource/fit.js';
 import type { NodeRecord } from '../resource/node-record.js';
@@ -10,7 +11,7 @@ import type { NodeRegistry } from '../resource/node-registry.js';
 import { openJobEnv } from '../security/job-secrets.js';
 import { type JobRecord, jobKey } from './job-record.js';
 import { claim, type LeaseSettings } from './task-machine.js';
-import { poolPk, putTask, type TaskRecord } from './task-record.js';
+import { poolPk, putTask, type TaskRecord, taskKey } from './task-record.js';
 
 export interface DispatchSettings extends LeaseSettings {
   /** How often a waiting poll re-reads its pools even without a wake-up signal. */
@@ -48,6 +49,38 @@ export class Dispatcher {
     }
   }
 
+  /**
+   * Claims one named task, as a node that learned of it from a work hint: the same conditional
+   * write as {@link Dispatcher.poll} binds it, or the claim is refused and nothing changes.
+   *
+   * @throws {@link NotFoundError} `task_not_found` when no such task exists.
+   * @throws {@link ConflictError} `task_not_available` when the task is not queued in one of the
+   *   node's pools (taken by another node, not routed there, finished, past its deadline), or
+   *   `does_not_fit` when the node cannot run it.
+   */
+  async claim(nodeId: string, taskId: string): Promise<Assignment> {
+    const node = await this.registry.touch(nodeId);
+    const { jobId, index } = parseTaskId(taskId);
+    const item =
+      Number.isInteger(index) && index >= 0 ? await this.store.get<TaskRecord>(taskKey(jobId, index)) : undefined;
+    if (item === undefined || item.data.id !== taskId) {
+      throw new NotFoundError('task_not_found', `task ${taskId} does not exist`);
+    }
+    const task = item.data;
+    if (task.state !== 'queued' || task.pool === undefined || !node.pools.includes(task.pool)) {
+      throw notAvailable(
+        taskId,
+        task.state === 'queued' ? "it is not queued in one of this node's pools" : `it is ${task.state}`,
+      );
+    }
+    const outcome = await this.tryClaimTask(node, item);
+    if (outcome === 'does_not_fit') {
+      throw new ConflictError('does_not_fit', `node ${nodeId} does not fit the requirements of task ${taskId}`);
+    }
+    if (outcome === undefined) throw notAvailable(taskId, 'another node claimed it first, or it is past its deadline');
+    return outcome;
+  }
+
   private async tryClaim(node: NodeRecord): Promise<Assignment | undefined> {
     for (const pool of node.pools) {
       const page = await this.store.query<TaskRecord>({
@@ -57,18 +90,22 @@ export class Dispatcher {
       });
       for (const item of page.items) {
         const assignment = await this.tryClaimTask(node, item);
-        if (assignment !== undefined) return assignment;
+        if (assignment !== undefined && assignment !== 'does_not_fit') return assignment;
       }
     }
     return undefined;
   }
 
-  private async tryClaimTask(node: NodeRecord, item: StoredItem<TaskRecord>): Promise<Assignment | undefined> {
+  /** Binds the task to the node; undefined when it was not available after all. */
+  private async tryClaimTask(
+    node: NodeRecord,
+    item: StoredItem<TaskRecord>,
+  ): Promise<Assignment | 'does_not_fit' | undefined> {
     const now = this.clock.now();
     const task = item.data;
     if (task.deadline !== undefined && task.deadline <= now) return undefined; // the reaper fails it
     const gpuIndices = fitOnNode(task.requirements, node.inventory);
-    if (gpuIndices === undefined) return undefined;
+    if (gpuIndices === undefined) return 'does_not_fit';
     const job = await this.store.get<JobRecord>(jobKey(task.jobId));
     if (job === undefined) return undefined;
     const uuids = gpuIndices.map((i) => node.inventory.gpus.find((g) => g.index === i)?.uuid ?? String(i));
@@ -97,3 +134,6 @@ export class Dispatcher {
     };
   }
 }
+
+const notAvailable = (taskId: string, why: string) =>
+  new ConflictError('task_not_available', `task ${taskId} cannot be claimed: ${why}`, { taskId });

@@ -1,7 +1,8 @@
 import type { Clock } from '../../ports/clock.js';
 import type { Queue } from '../../ports/queue.js';
 import { ConditionFailedError, type Store, type StoredItem, type Write } from '../../ports/store.js';
-import { sortableTime, updateWithRetry } from '../records.js';
+import type { WorkHints } from '../../ports/work-hints.js';
+import { isoTime, sortableTime, updateWithRetry } from '../records.js';
 import { isLive } from '../resource/node-record.js';
 import type { NodeRegistry } from '../resource/node-registry.js';
 import { deadlineDuePk, type JobRecord, jobPk, putJob } from './job-record.js';
@@ -19,6 +20,8 @@ export interface ReaperSettings {
   unroutedAfterMs: number;
   /** Items handled per kind and tick. */
   batch: number;
+  /** Queued tasks whose last hint is older than this are hinted again; `Infinity` turns it off. */
+  hintRedriveMs: number;
 }
 
 export interface ReapReport {
@@ -26,6 +29,8 @@ export interface ReapReport {
   verified: number;
   routed: number;
   deadlinesEnforced: number;
+  /** Work hints published again for tasks that stayed queued in a pool. */
+  hintsRedriven: number;
 }
 
 /**
@@ -43,6 +48,7 @@ export class Reaper {
     private readonly registry: NodeRegistry,
     private readonly router: Router,
     private readonly verifier: Verifier,
+    private readonly hints: WorkHints,
     private readonly clock: Clock,
     private readonly settings: ReaperSettings,
   ) {}
@@ -53,6 +59,7 @@ export class Reaper {
       verified: await this.verifyOverdue(),
       deadlinesEnforced: await this.enforceDeadlines(),
       routed: (await this.rerouteDeadPools()) + (await this.routeUnrouted()),
+      hintsRedriven: await this.redriveHints(),
     };
   }
 
@@ -140,6 +147,59 @@ export class Reaper {
   private async routeUnrouted(): Promise<number> {
     const before = this.clock.now() - this.settings.unroutedAfterMs;
     return this.router.route(await this.router.unrouted(before, this.settings.batch));
+  }
+
+  /**
+   * Hints are best effort: a task queued in a live pool whose last hint (or queuing) is older than
+   * `hintRedriveMs` is hinted again. The byPool index yields the oldest first; `hintedAt` is a
+   * versioned write before the publish, so two reapers do not both hint, and a task is hinted at
+   * most once per period. A publish that fails waits for the next period.
+   */
+  private async redriveHints(): Promise<number> {
+    const { hintRedriveMs, batch } = this.settings;
+    if (!Number.isFinite(hintRedriveMs)) return 0;
+    const now = this.clock.now();
+    const pools = new Set<string>();
+    for (const node of (await this.registry.list(1000)).nodes) {
+      if (!isLive(node, now, this.registry.settings.livenessMs)) continue;
+      for (const pool of node.pools) pools.add(pool);
+    }
+    let hinted = 0;
+    for (const pool of pools) {
+      let cursor: string | undefined;
+      // A few pages at most: tasks hinted recently stay at the front of the index.
+      for (let page = 0; page < 10 && hinted < batch; page++) {
+        const result = await this.store.query<TaskRecord>({
+          index: 'byPool',
+          pk: poolPk(pool),
+          skBefore: sortableTime(now - hintRedriveMs),
+          limit: batch,
+          ...(cursor === undefined ? {} : { cursor }),
+        });
+        for (const item of result.items) {
+          if (hinted >= batch) break;
+          const task = item.data;
+          if (task.state !== 'queued' || task.pool !== pool) continue;
+          if (now - Math.max(task.hintedAt ?? 0, task.queuedAt) <= hintRedriveMs) continue;
+          const next: TaskRecord = { ...task, hintedAt: now };
+          try {
+            await this.store.transact([putTask(next, item.version)]);
+          } catch (error) {
+            if (error instanceof ConditionFailedError) continue; // claimed or moved meanwhile
+            throw error;
+          }
+          try {
+            await this.hints.publish({ taskId: task.id, pool, queuedAt: isoTime(task.queuedAt) });
+            hinted++;
+          } catch {
+            // best effort: the next period tries again
+          }
+        }
+        cursor = result.cursor;
+        if (cursor === undefined) break;
+      }
+    }
+    return hinted;
   }
 
   /** Tasks waiting in a pool whose nodes all went away are routed afresh. */

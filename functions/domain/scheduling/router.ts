@@ -1,7 +1,8 @@
 import type { Clock } from '../../ports/clock.js';
 import type { Signal } from '../../ports/signal.js';
 import { ConditionFailedError, type Store, type StoredItem } from '../../ports/store.js';
-import { sortableTime } from '../records.js';
+import type { WorkHints } from '../../ports/work-hints.js';
+import { isoTime, sortableTime } from '../records.js';
 import { fitOnNode } from '../resource/fit.js';
 import type { NodeRecord } from '../resource/node-record.js';
 import type { NodeRegistry } from '../resource/node-registry.js';
@@ -25,6 +26,7 @@ export class Router {
     private readonly store: Store,
     private readonly registry: NodeRegistry,
     private readonly signal: Signal,
+    private readonly hints: WorkHints,
     private readonly clock: Clock,
   ) {}
 
@@ -59,9 +61,25 @@ export class Router {
     }
     if (pool !== undefined) {
       this.signal.notify(pool);
+      await this.hint(next);
       return true;
     }
     return false;
+  }
+
+  /**
+   * Publishes the work hint of a task queued in its pool. The routing is committed already, and a
+   * hint is best effort: a failed publish is not an error, because the reaper re-publishes the hints
+   * of tasks that stay queued (see `hintRedriveMs`).
+   */
+  async hint(task: TaskRecord): Promise<boolean> {
+    if (task.pool === undefined) return false;
+    try {
+      await this.hints.publish({ taskId: task.id, pool: task.pool, queuedAt: isoTime(task.queuedAt) });
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   private async choosePool(task: TaskRecord): Promise<string | undefined> {

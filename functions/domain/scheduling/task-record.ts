@@ -37,6 +37,8 @@ export interface TaskRecord {
   error?: { code: string; message: string };
   attempts: Attempt[];
   queuedAt: number;
+  /** When the reaper last re-published this queued task's work hint (see `hintRedriveMs`). */
+  hintedAt?: number;
   updatedAt: number;
 }
 

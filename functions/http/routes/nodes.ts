@@ -2,10 +2,13 @@ import { createRoute, type OpenAPIHono } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { z } from 'zod';
 import {
+  ClaimRequest,
+  Dispatch,
   FailureReport,
   HeartbeatRequest,
   HeartbeatResponse,
   LeaseResponse,
+  NodeCredentials,
   NodeId,
   NodeList,
   NodeView,
@@ -19,6 +22,7 @@ import {
   WorkQuery,
   WorkResponse,
 } from '../../../protocol/index.js';
+import { ConflictError } from '../../domain/errors.js';
 import { isoTime } from '../../domain/records.js';
 import { toNodeView } from '../../domain/resource/node-record.js';
 import { RequestAuthenticator } from '../../domain/security/request-auth.js';
@@ -85,6 +89,35 @@ const pollWork = createRoute({
     200: json(WorkResponse, 'A task is bound to this node (late binding)'),
     204: { description: 'No task fitted this node before `wait` ran out' },
     ...errorResponses(400, 401, 403, 404),
+  },
+});
+
+const claimTask = createRoute({
+  method: 'post',
+  path: '/v1/nodes/{nodeId}/claims',
+  tags: ['agent'],
+  summary: 'Claim a task named by a work hint (sqs dispatch); binds it as the long poll would',
+  security: signed,
+  request: {
+    params: NodeParams,
+    body: { required: true, content: { 'application/json': { schema: ClaimRequest } } },
+  },
+  responses: {
+    200: json(WorkResponse, 'The task is bound to this node; the hint, if named, is deleted'),
+    ...errorResponses(400, 401, 403, 404, 409, 413),
+  },
+});
+
+const issueCredentials = createRoute({
+  method: 'post',
+  path: '/v1/nodes/{nodeId}/credentials',
+  tags: ['agent'],
+  summary: "Temporary credentials that allow only receiving from this node's pool queues (sqs dispatch)",
+  security: signed,
+  request: { params: NodeParams },
+  responses: {
+    200: json(NodeCredentials, 'Credentials, valid until `expiresAt`'),
+    ...errorResponses(401, 403, 404, 409),
   },
 });
 
@@ -166,7 +199,7 @@ export function nodeRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       node: view(node),
       heartbeatIntervalMs: cp.settings.heartbeatIntervalMs,
       leaseMs: cp.settings.leaseMs,
-      dispatch: { mode: 'long-poll' as const },
+      dispatch: Dispatch.parse(await cp.hints.dispatchFor(node.pools)),
     };
     return c.json(response, created ? 201 : 200);
   });
@@ -182,6 +215,33 @@ export function nodeRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       c.req.raw.signal,
     );
     return assignment === undefined ? c.body(null, 204) : c.json({ assignment }, 200);
+  });
+
+  app.openapi(claimTask, async (c) => {
+    const { nodeId } = c.req.valid('param');
+    const { taskId, queueUrl, receiptHandle } = c.req.valid('json');
+    const assignment = await cp.dispatcher.claim(nodeId, taskId);
+    if (queueUrl !== undefined && receiptHandle !== undefined) {
+      // The claim holds already; a hint left behind is only a duplicate, refused at its claim.
+      await cp.hints.acknowledge(queueUrl, receiptHandle).catch(() => undefined);
+    }
+    return c.json({ assignment }, 200);
+  });
+
+  app.openapi(issueCredentials, async (c) => {
+    const node = await cp.nodes.get(c.req.valid('param').nodeId);
+    const dispatch = await cp.hints.dispatchFor(node.pools);
+    const issued =
+      dispatch.mode === 'sqs'
+        ? await cp.credentials.issue(
+            node.id,
+            dispatch.queues.map((q) => q.url),
+          )
+        : undefined;
+    if (issued === undefined) {
+      throw new ConflictError('not_supported', 'this deployment dispatches over long polls and issues no credentials');
+    }
+    return c.json(issued, 200);
   });
 
   app.openapi(reportProgress, async (c) => {
