@@ -12,7 +12,13 @@ import { Meter, startCountingProxy } from './harness.js';
  * queues and a KMS key, plus the Lambda environment pointing at them through request-counting
  * proxies. Names are unique per call, so test files can share the emulators.
  */
-export async function deployToEmulators(settings: { leaseMs: number; heartbeatMs: number; recheckMs: number }) {
+export async function deployToEmulators(settings: {
+  leaseMs: number;
+  heartbeatMs: number;
+  recheckMs: number;
+  /** `sqs`: agents long-poll pool queues with STS credentials and claim through the API. */
+  dispatch?: 'long-poll' | 'sqs';
+}) {
   const endpoints = inject('awsEndpoints');
   const setup = awsClients({ region: 'us-east-1', endpoints, credentials: emulatorCredentials });
   const suffix = randomBytes(4).toString('hex');
@@ -48,6 +54,15 @@ export async function deployToEmulators(settings: { leaseMs: number; heartbeatMs
     GPUAI_SQS_ENDPOINT: sqsProxy?.url,
     GPUAI_KMS_ENDPOINT: kmsProxy?.url,
     POWERTOOLS_LOG_LEVEL: 'ERROR',
+    DISPATCH_MODE: settings.dispatch ?? 'long-poll',
+    ...(settings.dispatch === 'sqs'
+      ? {
+          POOL_QUEUE_PREFIX: `gpuai-${suffix}`,
+          NODE_ROLE_ARN: 'arn:aws:iam::123456789012:role/NodeWorkReader',
+          // moto serves STS on the same port as SQS; through the proxy, its calls are counted too.
+          GPUAI_STS_ENDPOINT: sqsProxy?.url,
+        }
+      : {}),
   });
   // The event source mappings poll SQS through the counting proxy too: those requests are billed.
   const counted = awsClients({
