@@ -5,13 +5,17 @@
  *
  * @module
  */
+
+import { MetricUnit } from '@aws-lambda-powertools/metrics';
 import type { ScheduledEvent } from 'aws-lambda';
 import { controlPlane } from './config.js';
-import { logger, withLogging } from './runtime.js';
+import { instrumented, logger, metrics } from './runtime.js';
 
 const cp = controlPlane();
 
-export const handler = withLogging(async (_event: ScheduledEvent) => {
+export const handler = instrumented(async (_event: ScheduledEvent) => {
   const report = await cp.reaper.tick();
   logger.info('reaper tick', { ...report });
+  // What the reaper had to re-drive: lost leases and deadlines are worth an alarm when they climb.
+  for (const [name, count] of Object.entries(report)) metrics.addMetric(`reaper.${name}`, MetricUnit.Count, count);
 });

@@ -1,5 +1,7 @@
 import { Logger } from '@aws-lambda-powertools/logger';
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
+import { Metrics } from '@aws-lambda-powertools/metrics';
+import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
 import middy, { type MiddyfiedHandler } from '@middy/core';
 import type { Context } from 'aws-lambda';
 
@@ -8,6 +10,13 @@ import type { Context } from 'aws-lambda';
  * filtered by `POWERTOOLS_LOG_LEVEL`, both set by the CDK stack.
  */
 export const logger = new Logger();
+
+/**
+ * The handlers' metrics, written as CloudWatch embedded metric format (EMF) lines at the end of
+ * each invocation: no API calls, no extra permissions. The namespace comes from
+ * `POWERTOOLS_METRICS_NAMESPACE` (set by the CDK stack), `GPUAI` otherwise.
+ */
+export const metrics = new Metrics({ namespace: process.env.POWERTOOLS_METRICS_NAMESPACE ?? 'GPUAI' });
 
 /**
  * The `log` that the HTTP app and the domain expect (`{ level?, msg, ...fields }`), written
@@ -32,11 +41,13 @@ export function log({ level, msg, ...fields }: Record<string, unknown>): void {
 
 /**
  * Wraps an event handler in middy with the Lambda context (request id, cold start, function) on
- * every log line; keys appended during an invocation are dropped at its end so none leak into
- * the next.
+ * every log line, and the metrics it added flushed at its end (with a cold-start metric); keys
+ * appended during an invocation are dropped at its end so none leak into the next.
  */
-export function withLogging<TEvent, TResult>(
+export function instrumented<TEvent, TResult>(
   handler: (event: TEvent, context: Context) => Promise<TResult>,
 ): MiddyfiedHandler<TEvent, TResult> {
-  return middy<TEvent, TResult>(handler).use(injectLambdaContext(logger, { resetKeys: true }));
+  return middy<TEvent, TResult>(handler)
+    .use(injectLambdaContext(logger, { resetKeys: true }))
+    .use(logMetrics(metrics, { captureColdStartMetric: true }));
 }

@@ -70,3 +70,37 @@ describe('sqsConsumer', () => {
     expect(send).toHaveBeenCalledTimes(2);
   });
 });
+
+describe('sqsConsumer metrics', () => {
+  it('writes the handled, failed and dead-lettered counts as embedded metric format, per queue', async () => {
+    const lines: string[] = [];
+    const spy = vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
+      lines.push(String(chunk));
+      return true;
+    });
+    try {
+      schedule.mockImplementation(async ({ jobId: id }) => {
+        if (id === jobId(2)) throw new ContentionError('busy');
+        return 1;
+      });
+      await invoke(
+        record('a', JSON.stringify({ jobId: jobId(1) })),
+        record('b', JSON.stringify({ jobId: jobId(2) })),
+        record('c', 'not json'),
+      );
+    } finally {
+      spy.mockRestore();
+    }
+    const emf = lines
+      .flatMap((l) => l.split('\n'))
+      .filter((l) => l.includes('"_aws"'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .find((m) => 'messages.handled' in m);
+    expect(emf).toMatchObject({
+      queue: 'schedule',
+      'messages.handled': 2,
+      'messages.failed': 1,
+      'messages.deadLettered': 1,
+    });
+  });
+});

@@ -1,10 +1,11 @@
+import { MetricUnit } from '@aws-lambda-powertools/metrics';
 import sqsPartialBatchFailure from '@middy/sqs-partial-batch-failure';
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import { DomainError } from '../domain/errors.js';
 import { handleMessage } from '../workers/messages.js';
 import { deadLetterQueueOf } from '../workers/queues.js';
 import { cloudDeployment } from './config.js';
-import { logger, withLogging } from './runtime.js';
+import { instrumented, logger, metrics } from './runtime.js';
 
 /** What Lambda calls for a batch of SQS records, and the partial failures it reads back. */
 export type SqsBatchHandler = (event: SQSEvent, context: Context) => Promise<SQSBatchResponse>;
@@ -29,10 +30,20 @@ export function sqsConsumer(queue: string): SqsBatchHandler {
       if (!(error instanceof DomainError) || error.retryable) throw error;
       logger.warn('message cannot be handled; dead-lettered', { queue, messageId: record.messageId, error });
       await ports.queue.send(deadLetterQueueOf(queue), record.body);
+      metrics.addMetric('messages.deadLettered', MetricUnit.Count, 1);
     }
   };
 
-  const handler = withLogging(async (event: SQSEvent) => Promise.allSettled(event.Records.map(consume))).use(
+  const consumeAll = async (event: SQSEvent) => {
+    metrics.addDimension('queue', queue);
+    const settled = await Promise.allSettled(event.Records.map(consume));
+    const failed = settled.filter((s) => s.status === 'rejected').length;
+    metrics.addMetric('messages.handled', MetricUnit.Count, settled.length - failed);
+    metrics.addMetric('messages.failed', MetricUnit.Count, failed);
+    return settled;
+  };
+
+  const handler = instrumented(consumeAll).use(
     sqsPartialBatchFailure({
       logger: (reason: unknown, record: SQSRecord) =>
         logger.warn('message failed; SQS will redeliver it', { queue, messageId: record.messageId, error: reason }),

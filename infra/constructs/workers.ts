@@ -69,6 +69,7 @@ export class Workers extends Construct {
       LEASE_MS: String(props.leaseMs),
       HEARTBEAT_MS: String(props.heartbeatMs),
       POWERTOOLS_SERVICE_NAME: serviceName,
+      POWERTOOLS_METRICS_NAMESPACE: 'GPUAI',
       POWERTOOLS_LOG_LEVEL: 'INFO',
       NODE_OPTIONS: '--enable-source-maps',
     };
