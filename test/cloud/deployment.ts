@@ -1,10 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { inject } from 'vitest';
-import { awsClients, emulatorCredentials } from '../../functions/adapters/aws/clients.js';
+import { awsClients } from '../../functions/adapters/aws/clients.js';
 import { createTable } from '../../functions/adapters/aws/dynamodb-store.js';
 import { createDataKeyKey } from '../../functions/adapters/aws/kms-keys.js';
 import { createQueues } from '../../functions/adapters/aws/sqs-queue.js';
 import { queueDefinitions } from '../../functions/workers/queues.js';
+import { emulatorCredentials } from '../emulators/emulators.js';
 import { Meter, startCountingProxy } from './harness.js';
 
 /**

@@ -399,3 +399,9 @@ const localKmsRules: ProxyRules = {
     };
   },
 };
+
+/**
+ * Credentials that the emulators accept: they check that requests are signed, not by whom. Never
+ * valid in AWS.
+ */
+export const emulatorCredentials = { accessKeyId: 'testing', secretAccessKey: 'testing' } as const;

@@ -9,7 +9,7 @@ import {
 import { DecryptCommand, InvalidCiphertextException } from '@aws-sdk/client-kms';
 import { DeleteQueueCommand, GetQueueAttributesCommand } from '@aws-sdk/client-sqs';
 import { afterAll, describe, expect, inject, it, vi } from 'vitest';
-import { type AwsClients, awsClients, emulatorCredentials } from '../../functions/adapters/aws/clients.js';
+import { type AwsClients, awsClients } from '../../functions/adapters/aws/clients.js';
 import {
   createTable,
   DynamoDbStore,
@@ -27,6 +27,7 @@ import { deadLetterQueueOf, queueDefinitions } from '../../functions/workers/que
 import { keysContract } from '../contract/keys-contract.js';
 import { queueContract } from '../contract/queue-contract.js';
 import { ManualClock, storeContract } from '../contract/store-contract.js';
+import { emulatorCredentials } from '../emulators/emulators.js';
 
 const endpoints = inject('awsEndpoints');
 if (endpoints === undefined) {

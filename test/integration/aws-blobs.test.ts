@@ -10,11 +10,11 @@ import {
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
 import { afterAll, describe, expect, inject, it } from 'vitest';
-import { emulatorCredentials } from '../../functions/adapters/aws/clients.js';
 import { createBucket, S3Blobs } from '../../functions/adapters/aws/s3-blobs.js';
 import { systemClock } from '../../functions/ports/clock.js';
 import { blobsContract } from '../contract/blobs-contract.js';
 import { ManualClock } from '../contract/store-contract.js';
+import { emulatorCredentials } from '../emulators/emulators.js';
 
 const endpoints = inject('awsEndpoints');
 if (endpoints === undefined) {

@@ -9,11 +9,11 @@ import {
 } from '@aws-sdk/client-kms';
 import { N } from 'ethers';
 import { afterAll, describe, expect, inject, it } from 'vitest';
-import { emulatorCredentials } from '../../functions/adapters/aws/clients.js';
 import { parseDerSignature } from '../../functions/adapters/aws/der-signature.js';
 import { createSigningKey, KmsEvmSigner } from '../../functions/adapters/aws/kms-evm-signer.js';
 import { SignerError } from '../../functions/ports/signer.js';
 import { signerContract } from '../contract/signer-contract.js';
+import { emulatorCredentials } from '../emulators/emulators.js';
 
 const endpoints = inject('awsEndpoints');
 if (endpoints === undefined) {

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { DeleteQueueCommand, GetQueueAttributesCommand, ReceiveMessageCommand } from '@aws-sdk/client-sqs';
 import { type AssumeRoleCommandInput, STSClient } from '@aws-sdk/client-sts';
 import { afterAll, describe, expect, inject, it } from 'vitest';
-import { awsClients, emulatorCredentials } from '../../functions/adapters/aws/clients.js';
+import { awsClients } from '../../functions/adapters/aws/clients.js';
 import { poolQueueName, SqsWorkHints } from '../../functions/adapters/aws/sqs-work-hints.js';
 import {
   nodeQueueActions,
@@ -11,6 +11,7 @@ import {
   StsCredentialIssuer,
 } from '../../functions/adapters/aws/sts-credentials.js';
 import { NodeCredentials, WorkHint } from '../../protocol/index.js';
+import { emulatorCredentials } from '../emulators/emulators.js';
 
 const endpoints = inject('awsEndpoints');
 if (endpoints === undefined) {

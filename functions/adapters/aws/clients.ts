@@ -26,20 +26,11 @@ export interface AwsClientOptions {
    */
   endpoints?: { dynamodb?: string; sqs?: string; kms?: string; sts?: string };
   /**
-   * Fixed credentials, for emulators (see {@link emulatorCredentials}). Without them the SDK's
+   * Fixed credentials, such as the emulators' in tests. Without them the SDK's
    * default provider chain applies: the Lambda role in AWS, the profile or environment elsewhere.
    */
   credentials?: AwsCredentials;
 }
-
-/**
- * Credentials that emulators accept: they check that requests are signed, not by whom. Never
- * valid in AWS.
- */
-export const emulatorCredentials: AwsCredentials = {
-  accessKeyId: 'testing',
-  secretAccessKey: 'testing',
-};
 
 /**
  * Builds the DynamoDB, SQS, KMS and STS clients from one set of options, so that a composition root
