@@ -1,72 +1,43 @@
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { nodeIdFromPublicKey, resultHash, sha256Hex } from '../protocol/index.js';
-import { Agent, type AgentOptions } from './agent.js';
-import type { Logger } from './log.js';
-import { FakeControlPlane } from './test-support/fake-control-plane.js';
-import { testAssignment, testJobId, testProbe } from './test-support/fixtures.js';
+import type { Agent, AgentOptions } from './agent.js';
+import { AgentHarness } from './test-support/agent-harness.js';
+import type { FakeControlPlane } from './test-support/fake-control-plane.js';
+import { testAssignment, testJobId } from './test-support/fixtures.js';
 import { waitForExit } from './test-support/processes.js';
 
 let fake: FakeControlPlane;
 let dataDir: string;
-let logLines: string[];
-const agents: { agent: Agent; running: Promise<void> }[] = [];
+let _logLines: string[];
+let harness: AgentHarness;
 
 beforeEach(async () => {
-  fake = await FakeControlPlane.start();
-  dataDir = await mkdtemp(join(tmpdir(), 'gpuai-agent-'));
-  logLines = [];
+  harness = await AgentHarness.start('gpuai-agent-');
+  fake = harness.fake;
+  dataDir = harness.dataDir;
+  _logLines = harness.logLines;
 });
 
 afterEach(async () => {
-  for (const { agent, running } of agents.splice(0)) {
-    agent.killNow();
-    await agent.shutdown();
-    await running;
-  }
-  await fake.stop();
-  await rm(dataDir, { recursive: true, force: true });
+  await harness.stop();
 });
 
-const capture: Logger = {
-  info: (message) => logLines.push(`info ${message}`),
-  warn: (message) => logLines.push(`warn ${message}`),
-  error: (message) => logLines.push(`error ${message}`),
-};
-
 function startAgent(overrides: Partial<AgentOptions> = {}): { agent: Agent; running: Promise<void> } {
-  const agent = new Agent({
-    api: fake.url,
-    dataDir,
-    name: 'test-node',
-    region: 'local',
-    slots: 1,
-    pollWaitSeconds: 1,
-    graceSeconds: 5,
-    logger: capture,
-    probe: testProbe,
-    backoff: { initialMs: 20, maxMs: 100 },
-    progressIntervalMs: 50,
-    killGraceMs: 200,
-    ...overrides,
-  });
-  const started = { agent, running: agent.run() };
-  agents.push(started);
-  return started;
+  return harness.startAgent({ name: 'test-node', ...overrides });
 }
 
 /** Stops the agent the way SIGTERM does and waits for it to finish. */
 async function stopAgent(started: { agent: Agent; running: Promise<void> }): Promise<void> {
   await started.agent.shutdown();
   await started.running;
-  agents.splice(agents.indexOf(started), 1);
+  harness.forget(started);
 }
 
-const logged = (fragment: string) => logLines.some((line) => line.includes(fragment));
+const logged = (fragment: string) => harness.logged(fragment);
 
 describe('Agent', () => {
   it('registers, runs an assignment and reports its result with the hash and attempt', async () => {
@@ -248,8 +219,9 @@ describe('Agent', () => {
       request.path === '/v1/nodes'
         ? { status: 400, body: { error: { code: 'validation_failed', message: 'no' } } }
         : undefined;
-    const { running } = startAgent();
+    const started = startAgent();
+    const { running } = started;
     await expect(running).rejects.toThrow('400 validation_failed: no');
-    agents.pop();
+    harness.forget(started);
   });
 });

@@ -1,15 +1,12 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { generateNodeKeyPair, loadNodeKeyPair, nodeIdFromPublicKey, sha256Hex } from '../protocol/index.js';
-import { Agent, type AgentOptions } from './agent.js';
+import type { Agent, AgentOptions } from './agent.js';
 import { ControlPlaneClient } from './client.js';
 import { CredentialCache } from './credentials.js';
 import { ClaimRefusedError, RequestRejectedError } from './errors.js';
-import type { Logger } from './log.js';
-import { FakeControlPlane } from './test-support/fake-control-plane.js';
+import { AgentHarness } from './test-support/agent-harness.js';
+import type { FakeControlPlane } from './test-support/fake-control-plane.js';
 import { testAssignment, testJobId, testProbe } from './test-support/fixtures.js';
 import { MemorySqs } from './test-support/memory-sqs.js';
 
@@ -18,12 +15,15 @@ const queueB = 'https://sqs.eu-west-1.amazonaws.com/123456789012/gpuai-pool-b';
 
 let fake: FakeControlPlane;
 let sqs: MemorySqs;
-let dataDir: string;
-let logLines: string[];
-const agents: { agent: Agent; running: Promise<void> }[] = [];
+let _dataDir: string;
+let _logLines: string[];
+let harness: AgentHarness;
 
 beforeEach(async () => {
-  fake = await FakeControlPlane.start();
+  harness = await AgentHarness.start('gpuai-agent-sqs-');
+  fake = harness.fake;
+  _dataDir = harness.dataDir;
+  _logLines = harness.logLines;
   fake.dispatch = {
     mode: 'sqs',
     region: 'eu-west-1',
@@ -33,47 +33,16 @@ beforeEach(async () => {
     ],
   };
   sqs = new MemorySqs();
-  dataDir = await mkdtemp(join(tmpdir(), 'gpuai-agent-sqs-'));
-  logLines = [];
 });
 
 afterEach(async () => {
-  for (const { agent, running } of agents.splice(0)) {
-    agent.killNow();
-    await agent.shutdown();
-    await running;
-  }
-  await fake.stop();
-  await rm(dataDir, { recursive: true, force: true });
+  await harness.stop();
 });
 
-const capture: Logger = {
-  info: (message) => logLines.push(`info ${message}`),
-  warn: (message) => logLines.push(`warn ${message}`),
-  error: (message) => logLines.push(`error ${message}`),
-};
-const logged = (fragment: string) => logLines.some((line) => line.includes(fragment));
+const logged = (fragment: string) => harness.logged(fragment);
 
 function startAgent(overrides: Partial<AgentOptions> = {}): { agent: Agent; running: Promise<void> } {
-  const agent = new Agent({
-    api: fake.url,
-    dataDir,
-    name: 'sqs-node',
-    region: 'local',
-    slots: 1,
-    pollWaitSeconds: 1,
-    graceSeconds: 5,
-    logger: capture,
-    probe: testProbe,
-    backoff: { initialMs: 20, maxMs: 100 },
-    progressIntervalMs: 50,
-    killGraceMs: 200,
-    sqs: sqs.port,
-    ...overrides,
-  });
-  const started = { agent, running: agent.run() };
-  agents.push(started);
-  return started;
+  return harness.startAgent({ name: 'sqs-node', sqs: sqs.port, ...overrides });
 }
 
 const hint = (taskId: string, pool = 'eu-west-1/a') => ({ taskId, pool, queuedAt: new Date().toISOString() });
@@ -164,7 +133,7 @@ describe('Agent with sqs dispatch', () => {
     const stoppingAt = Date.now();
     await started.agent.shutdown();
     await started.running;
-    agents.pop();
+    harness.forget(started);
     expect(Date.now() - stoppingAt).toBeLessThan(1_000);
     expect(sqs.destroyed).toBe(sqs.configs.length);
   });

@@ -1,7 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import {
   CreateQueueCommand,
   DeleteMessageCommand,
@@ -12,10 +9,10 @@ import {
   SQSClient,
 } from '@aws-sdk/client-sqs';
 import { afterAll, afterEach, beforeEach, describe, expect, inject, it } from 'vitest';
-import { Agent, type AgentOptions } from '../../edge-agent/agent.js';
-import type { Logger } from '../../edge-agent/log.js';
-import { FakeControlPlane } from '../../edge-agent/test-support/fake-control-plane.js';
-import { testAssignment, testJobId, testProbe } from '../../edge-agent/test-support/fixtures.js';
+import type { Agent, AgentOptions } from '../../edge-agent/agent.js';
+import { AgentHarness } from '../../edge-agent/test-support/agent-harness.js';
+import type { FakeControlPlane } from '../../edge-agent/test-support/fake-control-plane.js';
+import { testAssignment, testJobId } from '../../edge-agent/test-support/fixtures.js';
 import { sha256Hex } from '../../protocol/index.js';
 
 /**
@@ -36,17 +33,11 @@ const admin = new SQSClient({
 const createdQueues: string[] = [];
 
 let fake: FakeControlPlane;
-let dataDir: string;
+let _dataDir: string;
 let queueA: string;
 let queueB: string;
 let logLines: string[];
-const agents: { agent: Agent; running: Promise<void> }[] = [];
-
-const capture: Logger = {
-  info: (message) => logLines.push(`info ${message}`),
-  warn: (message) => logLines.push(`warn ${message}`),
-  error: (message) => logLines.push(`error ${message}`),
-};
+let harness: AgentHarness;
 
 async function createQueue(): Promise<string> {
   const output = await admin.send(new CreateQueueCommand({ QueueName: `gpuai-agent-${randomUUID()}` }));
@@ -57,7 +48,10 @@ async function createQueue(): Promise<string> {
 
 beforeEach(async () => {
   [queueA, queueB] = await Promise.all([createQueue(), createQueue()]);
-  fake = await FakeControlPlane.start();
+  harness = await AgentHarness.start('gpuai-agent-sqs-');
+  fake = harness.fake;
+  _dataDir = harness.dataDir;
+  logLines = harness.logLines;
   fake.dispatch = {
     mode: 'sqs',
     region,
@@ -73,18 +67,10 @@ beforeEach(async () => {
       await admin.send(new DeleteMessageCommand({ QueueUrl: queueUrl, ReceiptHandle: receiptHandle }));
     }
   };
-  dataDir = await mkdtemp(join(tmpdir(), 'gpuai-agent-sqs-'));
-  logLines = [];
 });
 
 afterEach(async () => {
-  for (const { agent, running } of agents.splice(0)) {
-    agent.killNow();
-    await agent.shutdown();
-    await running;
-  }
-  await fake.stop();
-  await rm(dataDir, { recursive: true, force: true });
+  await harness.stop();
 });
 
 afterAll(async () => {
@@ -93,24 +79,7 @@ afterAll(async () => {
 });
 
 function startAgent(overrides: Partial<AgentOptions> = {}): { agent: Agent; running: Promise<void> } {
-  const agent = new Agent({
-    api: fake.url,
-    dataDir,
-    name: 'sqs-node',
-    region: 'local',
-    slots: 1,
-    pollWaitSeconds: 1,
-    graceSeconds: 5,
-    logger: capture,
-    probe: testProbe,
-    backoff: { initialMs: 20, maxMs: 100 },
-    progressIntervalMs: 50,
-    killGraceMs: 200,
-    ...overrides,
-  });
-  const started = { agent, running: agent.run() };
-  agents.push(started);
-  return started;
+  return harness.startAgent({ name: 'sqs-node', ...overrides });
 }
 
 async function sendHint(queueUrl: string, taskId: string): Promise<void> {
@@ -199,7 +168,7 @@ describe('edge agent with sqs dispatch (moto)', () => {
     const stoppingAt = Date.now();
     await started.agent.shutdown();
     await started.running;
-    agents.pop();
+    harness.forget(started);
     expect(Date.now() - stoppingAt).toBeLessThan(2_000);
   });
 });
