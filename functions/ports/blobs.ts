@@ -114,3 +114,6 @@ export function assertContentType(contentType: string): void {
     throw new RangeError(`content type ${JSON.stringify(contentType)} is not 1 to 255 printable ASCII characters`);
   }
 }
+
+/** What a blob put without a content type is served as, by every adapter (S3's own default differs). */
+export const defaultBlobContentType = 'application/octet-stream';

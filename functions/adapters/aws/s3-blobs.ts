@@ -14,15 +14,13 @@ import {
   assertContentType,
   assertPresignExpiry,
   type Blobs,
+  defaultBlobContentType,
   type PresignedRequest,
   type PresignOptions,
   type PresignPutOptions,
   type PutOptions,
 } from '../../ports/blobs.js';
 import { type Clock, systemClock } from '../../ports/clock.js';
-
-/** The same default as the local adapter's, rather than S3's own `binary/octet-stream`. */
-const defaultContentType = 'application/octet-stream';
 
 /**
  * The {@link Blobs} port on one S3 bucket, with SigV4 presigned URLs. A presigned upload with a
@@ -51,7 +49,7 @@ export class S3Blobs implements Blobs {
 
   async put(key: string, body: Uint8Array, options: PutOptions = {}): Promise<void> {
     assertBlobKey(key);
-    const contentType = options.contentType ?? defaultContentType;
+    const contentType = options.contentType ?? defaultBlobContentType;
     assertContentType(contentType);
     await this.#client.send(
       new PutObjectCommand({

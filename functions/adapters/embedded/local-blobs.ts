@@ -11,6 +11,7 @@ import {
   assertPresignExpiry,
   BlobKeyError,
   type Blobs,
+  defaultBlobContentType,
   type PresignedRequest,
   type PresignOptions,
   type PresignPutOptions,
@@ -18,8 +19,6 @@ import {
 } from '../../ports/blobs.js';
 import type { Clock } from '../../ports/clock.js';
 
-/** What a blob put without a content type is served as (S3 answers its own default). */
-const defaultContentType = 'application/octet-stream';
 /** HMAC-SHA256 keys shorter than its output weaken it. */
 const minSecretBytes = 32;
 /** A header line holds a key (at most 1,024 bytes) and a content type (255, at most doubled by escaping). */
@@ -97,7 +96,7 @@ export class LocalBlobs implements Blobs {
 
   async put(key: string, body: Uint8Array, options: PutOptions = {}): Promise<void> {
     assertBlobKey(key);
-    const contentType = options.contentType ?? defaultContentType;
+    const contentType = options.contentType ?? defaultBlobContentType;
     assertContentType(contentType);
     await this.#write(key, contentType, (file) => file.writeFile(body));
   }
@@ -112,7 +111,7 @@ export class LocalBlobs implements Blobs {
     options: PutOptions & { maxBytes: number },
   ): Promise<void> {
     assertBlobKey(key);
-    const contentType = options.contentType ?? defaultContentType;
+    const contentType = options.contentType ?? defaultBlobContentType;
     assertContentType(contentType);
     await this.#write(key, contentType, async (file) => {
       let size = 0;
