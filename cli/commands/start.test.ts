@@ -39,6 +39,24 @@ function harness(stopDelayMs = 0) {
 }
 
 describe('start', () => {
+  it('takes PORT, GPUAI_HOST and GPUAI_DATA_DIR as the defaults of its flags, and flags over them', async () => {
+    const env = { PORT: '9999', GPUAI_HOST: '0.0.0.0', GPUAI_DATA_DIR: '/tmp/gpuai-env-data' };
+    for (const [args, expected] of [
+      [['start'], { port: 9999, host: '0.0.0.0', dataDir: '/tmp/gpuai-env-data' }],
+      [
+        ['start', '--host', '127.0.0.2', '--port', '8000'],
+        { port: 8000, host: '127.0.0.2', dataDir: '/tmp/gpuai-env-data' },
+      ],
+    ] as const) {
+      const h = harness();
+      const running = runGpuai([...args], { io: h.io, env });
+      await h.ready;
+      expect(h.started[0]).toMatchObject(expected);
+      h.signal('SIGINT');
+      expect((await running).code).toBe(0);
+    }
+  });
+
   it('starts the embedded control plane with the defaults, prints the next steps, stops on SIGINT', async () => {
     const h = harness();
     const running = runGpuai(['start'], { io: h.io, env: { GPUAI_DATA_DIR: '/tmp/gpuai-test-data' } });
