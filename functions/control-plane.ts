@@ -6,6 +6,7 @@ import { Router } from './domain/scheduling/router.js';
 import { Scheduler } from './domain/scheduling/scheduler.js';
 import { TaskReports } from './domain/scheduling/task-reports.js';
 import { Verifier } from './domain/scheduling/verifier.js';
+import { defaultRateLimits, type RateLimitSettings, RateLimiter } from './domain/security/rate-limit.js';
 import { RequestAuthenticator } from './domain/security/request-auth.js';
 import type { Clock } from './ports/clock.js';
 import type { Keys } from './ports/keys.js';
@@ -44,6 +45,8 @@ export interface ControlPlaneSettings {
    */
   hintRedriveMs: number;
   bootedAt: number;
+  /** Requests per window per source address, API key, node and for registrations (functions/domain/security/rate-limit.ts). */
+  rateLimits: RateLimitSettings;
 }
 
 export function defaultSettings(now: number, overrides: Partial<ControlPlaneSettings> = {}): ControlPlaneSettings {
@@ -58,6 +61,7 @@ export function defaultSettings(now: number, overrides: Partial<ControlPlaneSett
     reaperBatch: 100,
     hintRedriveMs: 120_000,
     bootedAt: now,
+    rateLimits: defaultRateLimits,
     ...overrides,
   };
 }
@@ -78,6 +82,8 @@ export interface ControlPlane {
   hints: WorkHints;
   /** Node credentials for the `sqs` dispatch mode. */
   credentials: CredentialIssuer;
+  /** Rate-limit counters in the store, shared by every instance of the deployment. */
+  limits: RateLimiter;
 }
 
 export function createControlPlane(ports: Ports, settings: ControlPlaneSettings): ControlPlane {
@@ -89,6 +95,7 @@ export function createControlPlane(ports: Ports, settings: ControlPlaneSettings)
     settings,
     hints,
     credentials: ports.credentials,
+    limits: new RateLimiter(store, clock, settings.rateLimits),
     jobs: new JobService(store, queue, keys, clock),
     nodes,
     auth: new RequestAuthenticator(store, nodes, clock),

@@ -3,7 +3,15 @@
  * layer maps it to a status in one place); `code` is the stable, documented machine code;
  * `retryable` tells queue consumers whether a redelivery could succeed.
  */
-export type ErrorKind = 'invalid' | 'unauthenticated' | 'forbidden' | 'not_found' | 'conflict' | 'unavailable';
+export type ErrorKind =
+  | 'invalid'
+  | 'unauthenticated'
+  | 'forbidden'
+  | 'not_found'
+  | 'conflict'
+  | 'too_large'
+  | 'rate_limited'
+  | 'unavailable';
 
 export class DomainError extends Error {
   override name = 'DomainError';
@@ -60,5 +68,29 @@ export class ContentionError extends DomainError {
   override name = 'ContentionError';
   constructor(message: string, options?: ErrorOptions) {
     super('unavailable', 'contention', message, undefined, { ...options, retryable: true });
+  }
+}
+
+/**
+ * The caller went over a rate limit or a quota; nothing was written. `retryAfterSeconds` becomes
+ * the response's `Retry-After` (the time until the window that refused the request ends).
+ */
+export class RateLimitedError extends DomainError {
+  override name = 'RateLimitedError';
+  constructor(
+    code: string,
+    message: string,
+    readonly retryAfterSeconds: number,
+    details?: unknown,
+  ) {
+    super('rate_limited', code, message, details, { retryable: true });
+  }
+}
+
+/** A request, or one of its values, is larger than the control plane accepts. */
+export class TooLargeError extends DomainError {
+  override name = 'TooLargeError';
+  constructor(code: string, message: string, details?: unknown) {
+    super('too_large', code, message, details);
   }
 }

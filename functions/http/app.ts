@@ -5,6 +5,7 @@ import { requestId } from 'hono/request-id';
 import { limits } from '../../protocol/index.js';
 import type { AppDeps, AppEnv } from './context.js';
 import { errorResponder, validationHook } from './errors.js';
+import { rateLimits } from './limits.js';
 import { jobRoutes } from './routes/jobs.js';
 import { nodeRoutes } from './routes/nodes.js';
 
@@ -23,6 +24,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
     c.set('owner', defaultOwner);
     await next();
   });
+  app.use(rateLimits(deps));
   app.use(
     bodyLimit({
       maxSize: limits.maxBodyBytes,

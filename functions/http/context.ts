@@ -1,4 +1,5 @@
 import type { ControlPlane } from '../control-plane.js';
+import type { SourceAddress } from './limits.js';
 
 /** Values each request carries through the app. */
 export interface AppEnv {
@@ -12,4 +13,6 @@ export interface AppEnv {
 export interface AppDeps {
   cp: ControlPlane;
   log: (entry: Record<string, unknown>) => void;
+  /** The request's source address as the transport saw it, for per-address rate limits (functions/http/limits.ts). */
+  sourceAddress?: SourceAddress;
 }

@@ -2,7 +2,7 @@ import type { Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import type { ErrorBody } from '../../protocol/index.js';
-import { DomainError, type ErrorKind, InvalidRequestError } from '../domain/errors.js';
+import { DomainError, type ErrorKind, InvalidRequestError, RateLimitedError } from '../domain/errors.js';
 
 const statusOfKind: Record<ErrorKind, ContentfulStatusCode> = {
   invalid: 400,
@@ -10,6 +10,8 @@ const statusOfKind: Record<ErrorKind, ContentfulStatusCode> = {
   forbidden: 403,
   not_found: 404,
   conflict: 409,
+  too_large: 413,
+  rate_limited: 429,
   unavailable: 503,
 };
 
@@ -40,6 +42,7 @@ export function errorResponder(log: Logger) {
       );
     if (error instanceof DomainError) {
       const status = statusOfKind[error.kind];
+      if (error instanceof RateLimitedError) c.header('Retry-After', String(Math.max(1, Math.ceil(error.retryAfterSeconds))));
       if (status < 500) return body(status, error.code, error.message, error.details);
       log({ level: 'warn', msg: 'unavailable', code: error.code, error: error.message, requestId });
       if (error.retryable) c.header('Retry-After', '1');

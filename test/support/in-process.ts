@@ -66,9 +66,14 @@ export function inProcessControlPlane(
   const app = createApp({ cp, log: (e) => logs.push(e) });
   const request = async (path: string, init: RequestInit = {}): Promise<Response> =>
     app.request(`http://gpuai.test${path}`, init);
-  /** Every stored item but nonces (replay protection, not domain state), for "nothing changed" assertions. */
+  /**
+   * Every stored item but nonces and rate-limit counters (replay protection and abuse limits, not
+   * domain state), for "nothing changed" assertions.
+   */
   const snapshot = () =>
-    db.prepare("SELECT pk, sk, version, data FROM items WHERE pk NOT LIKE 'NONCE#%' ORDER BY pk, sk").all();
+    db
+      .prepare("SELECT pk, sk, version, data FROM items WHERE pk NOT LIKE 'NONCE#%' AND pk NOT LIKE 'RATE#%' ORDER BY pk, sk")
+      .all();
   return { cp, app, store, queue, clock, logs, request, snapshot, close: () => queue.close() };
 }
 

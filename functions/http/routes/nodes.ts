@@ -179,6 +179,8 @@ export function nodeRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
     if (c.req.path.split('/').length <= 4) return next();
     const nodeId = await authenticate(c, deps);
     RequestAuthenticator.assertSameNode(nodeId, c.req.param('nodeId') ?? '');
+    // Counted once the signature verified: an unsigned caller cannot spend another node's budget.
+    await cp.limits.consume('node', nodeId);
     await next();
   });
 
