@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { fitOnNode } from '../../functions/domain/resource/fit.js';
+import { fitOnNode, gpuMatches } from '../../functions/domain/resource/fit.js';
 import { LeaseLostError } from '../../functions/domain/scheduling/errors.js';
 import { queueNames } from '../../functions/domain/scheduling/messages.js';
 import { leaseDuePk, poolPk, type TaskRecord, unroutedPool } from '../../functions/domain/scheduling/task-record.js';
@@ -126,10 +126,16 @@ const commands = [
       if (nodeId === undefined) return;
       const a = await w.cp.dispatcher.poll(nodeId, 0);
       if (a === undefined) return;
-      // Invariant: a node never receives a task it does not fit.
+      // Invariant: a node never receives a task it does not fit, on GPUs that match the task
+      // (checkInvariants: and that no other task the node holds uses).
       const node = await w.cp.nodes.get(nodeId);
       const task = (await allTasks(w)).find((t) => t.id === a.taskId) as TaskRecord;
-      expect(fitOnNode(task.requirements, node.inventory)).toEqual(a.gpuIndices);
+      expect(fitOnNode(task.requirements, node.inventory)).toBeDefined();
+      expect(a.gpuIndices).toHaveLength(task.requirements.gpus.count);
+      for (const i of a.gpuIndices) {
+        const gpu = node.inventory.gpus.find((g) => g.index === i);
+        expect(gpu !== undefined && gpuMatches(task.requirements.gpus, gpu)).toBe(true);
+      }
       nodeOfAssignment.set(a, nodeId);
       w.held.push(a);
     }),
@@ -230,6 +236,14 @@ async function checkInvariants(w: World, before: TaskRecord[]): Promise<void> {
     leased.add(item.data.id);
   }
   expect(tasks).toHaveLength(w.submitted); // no accepted task is lost
+  const gpusInUse = new Set<string>(); // no two tasks a node holds share a GPU
+  for (const t of tasks) {
+    if (t.state !== 'assigned' && t.state !== 'running') continue;
+    for (const i of t.gpuIndices ?? []) {
+      expect(gpusInUse.has(`${t.nodeId}#${i}`)).toBe(false);
+      gpusInUse.add(`${t.nodeId}#${i}`);
+    }
+  }
   for (const t of tasks) {
     expect(t.attempts).toHaveLength(t.attempt);
     const open = t.attempts.filter((a) => a.outcome === undefined).length;

@@ -1,4 +1,11 @@
-import type { GpuDevice, GpuRequirement, NodeInventory } from '../../../protocol/index.js';
+import {
+  type AttestationLevel,
+  type GpuDevice,
+  type GpuRequirement,
+  meetsAttestation,
+  type NodeInventory,
+} from '../../../protocol/index.js';
+import { type AttestationRecord, effectiveAttestationLevel } from '../security/attestation/record.js';
 
 /** What a task demands of a node: copied onto each task so placement never needs the job. */
 export interface TaskRequirements {
@@ -8,21 +15,59 @@ export interface TaskRequirements {
   regions?: string[];
   /** A container image needs a container runtime; a bare command needs the process runtime. */
   needsContainer: boolean;
+  /** The job's `minAttestation`: nodes whose unexpired attestation is below it never get the task. */
+  minAttestation?: AttestationLevel;
+}
+
+/** Whether the node's attestation, as it stands at `now` (expired counts as `none`), meets the task's minimum. */
+export function attestationFits(req: TaskRequirements, attestation: AttestationRecord | undefined, now: number): boolean {
+  if (req.minAttestation === undefined || req.minAttestation === 'none') return true;
+  return meetsAttestation(effectiveAttestationLevel(attestation, now), req.minAttestation);
+}
+
+/**
+ * What one task holds on its node while its attempt is leased there. The node record keeps a list
+ * of these (`held`), so that dispatch counts what the node already runs before it binds more.
+ */
+export interface HeldTask {
+  taskId: string;
+  attempt: number;
+  gpuIndices: number[];
+  cpuCores: number;
+  memoryMiB: number;
+}
+
+/**
+ * The cores and memory a task takes of its node while it runs. A task that asks for neither GPUs
+ * nor cores still takes one core, so a node runs at most as many CPU tasks as it has cores.
+ */
+export function demandOf(req: TaskRequirements): { cpuCores: number; memoryMiB: number } {
+  return { cpuCores: req.cpuCores ?? (req.gpus.count > 0 ? 0 : 1), memoryMiB: req.memoryMiB ?? 0 };
 }
 
 /**
  * Late-binding fit check: the GPU indices a task would use on this node, or undefined when the node
- * does not fit. Devices are picked in index order among those that satisfy every constraint.
+ * does not fit. Devices are picked in index order among those that satisfy every constraint and
+ * that no task in `held` uses; the cores and memory of `held` are taken off the node's too.
+ * Without `held`, the answer is whether the node could ever run the task.
  */
-export function fitOnNode(req: TaskRequirements, inventory: NodeInventory): number[] | undefined {
+export function fitOnNode(
+  req: TaskRequirements,
+  inventory: NodeInventory,
+  held: readonly HeldTask[] = [],
+): number[] | undefined {
   if (req.regions && !req.regions.includes(inventory.region)) return undefined;
   const runtimeOk = req.needsContainer
     ? inventory.runtimes.some((r) => r !== 'process')
     : inventory.runtimes.includes('process');
   if (!runtimeOk) return undefined;
-  if (req.cpuCores !== undefined && inventory.cpu.cores < req.cpuCores) return undefined;
-  if (req.memoryMiB !== undefined && inventory.memoryMiB < req.memoryMiB) return undefined;
-  const matching = inventory.gpus.filter((gpu) => gpuMatches(req.gpus, gpu));
+  const demand = demandOf(req);
+  const usedGpus = new Set(held.flatMap((h) => h.gpuIndices));
+  const usedCores = held.reduce((sum, h) => sum + h.cpuCores, 0);
+  const usedMemory = held.reduce((sum, h) => sum + h.memoryMiB, 0);
+  if (inventory.cpu.cores - usedCores < demand.cpuCores) return undefined;
+  if (inventory.memoryMiB - usedMemory < demand.memoryMiB) return undefined;
+  const matching = inventory.gpus.filter((gpu) => !usedGpus.has(gpu.index) && gpuMatches(req.gpus, gpu));
   if (matching.length < req.gpus.count) return undefined;
   return matching.slice(0, req.gpus.count).map((gpu) => gpu.index);
 }

@@ -1,6 +1,7 @@
 import type { NodeInventory, NodeView, RegisterNodeRequest } from '../../../protocol/index.js';
 import type { ItemKey, Write } from '../../ports/store.js';
 import { isoTime, sortableTime } from '../records.js';
+import type { HeldTask } from './fit.js';
 import { poolsOf } from './pools.js';
 
 export interface NodeStats {
@@ -20,6 +21,12 @@ export interface NodeRecord {
   registeredAt: number;
   lastSeenAt: number;
   stats: NodeStats;
+  /**
+   * The tasks the node holds under a lease, with the GPUs, cores and memory each takes. Written
+   * with every claim in the claim's transaction; entries whose task moved on (finished, expired,
+   * given to another attempt) are dropped lazily by the next claim that needs the room.
+   */
+  held?: HeldTask[];
 }
 
 export const nodeKey = (id: string): ItemKey => ({ pk: `NODE#${id}`, sk: 'NODE' });

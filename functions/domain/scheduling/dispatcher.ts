@@ -5,13 +5,27 @@ import type { Signal } from '../../ports/signal.js';
 import { ConditionFailedError, type Store, type StoredItem } from '../../ports/store.js';
 import { ConflictError, NotFoundError } from '../errors.js';
 import { isoTime } from '../records.js';
-import { fitOnNode } from '../resource/fit.js';
-import type { NodeRecord } from '../resource/node-record.js';
+import { demandOf, fitOnNode, type HeldTask, type TaskRequirements } from '../resource/fit.js';
+import { type NodeRecord, nodeKey, putNode } from '../resource/node-record.js';
 import type { NodeRegistry } from '../resource/node-registry.js';
 import { openJobEnv } from '../security/job-secrets.js';
 import { type JobRecord, jobKey } from './job-record.js';
 import { claim, type LeaseSettings } from './task-machine.js';
 import { poolPk, putTask, type TaskRecord, taskKey } from './task-record.js';
+
+/** Rounds a claim retries when only the node item moved (a heartbeat's touch, a racing poll's claim). */
+const claimRounds = 8;
+
+/**
+ * A node's item as one poll round read it, and the tasks it holds: read lazily, pruned at most
+ * once per round, read again when a claim finds that the item moved.
+ */
+interface Holding {
+  node: NodeRecord;
+  version: number;
+  held: HeldTask[];
+  pruned: boolean;
+}
 
 export interface DispatchSettings extends LeaseSettings {
   /** How often a waiting poll re-reads its pools even without a wake-up signal. */
@@ -24,6 +38,11 @@ export interface DispatchSettings extends LeaseSettings {
  * Late binding: a task is bound to a node only when that node asks for work and fits the task.
  * The claim is a conditional write on the version the poll read, so of two nodes racing for one
  * task exactly one wins; the loser moves on to the next candidate.
+ *
+ * A node holds no more than it has: the node item lists the tasks it holds (`held`, with their
+ * GPUs, cores and memory), the fit check takes those off the node's inventory, and the claim
+ * writes the task and the node item in one transaction, each conditional on the version read. Two
+ * polls of one node therefore never hand out the same GPU, and never more GPUs than it has.
  */
 export class Dispatcher {
   constructor(
@@ -73,15 +92,24 @@ export class Dispatcher {
         task.state === 'queued' ? "it is not queued in one of this node's pools" : `it is ${task.state}`,
       );
     }
-    const outcome = await this.tryClaimTask(node, item);
+    const outcome = await this.tryClaimTask(await this.readHolding(nodeId), item);
     if (outcome === 'does_not_fit') {
       throw new ConflictError('does_not_fit', `node ${nodeId} does not fit the requirements of task ${taskId}`);
+    }
+    if (outcome === 'busy') {
+      // The same code as a misfit: the agent hands the hint back so that another node may take it.
+      throw new ConflictError(
+        'does_not_fit',
+        `node ${nodeId} has no room for task ${taskId} beside the tasks it holds`,
+        { reason: 'busy' },
+      );
     }
     if (outcome === undefined) throw notAvailable(taskId, 'another node claimed it first, or it is past its deadline');
     return outcome;
   }
 
   private async tryClaim(node: NodeRecord): Promise<Assignment | undefined> {
+    let holding: Holding | undefined;
     for (const pool of node.pools) {
       const page = await this.store.query<TaskRecord>({
         index: 'byPool',
@@ -89,34 +117,88 @@ export class Dispatcher {
         limit: this.settings.scanLimit,
       });
       for (const item of page.items) {
-        const assignment = await this.tryClaimTask(node, item);
-        if (assignment !== undefined && assignment !== 'does_not_fit') return assignment;
+        if (fitOnNode(item.data.requirements, node.inventory) === undefined) continue;
+        holding ??= await this.readHolding(node.id);
+        const assignment = await this.tryClaimTask(holding, item);
+        if (typeof assignment === 'object') return assignment;
       }
     }
     return undefined;
   }
 
-  /** Binds the task to the node; undefined when it was not available after all. */
+  private async readHolding(nodeId: string): Promise<Holding> {
+    const item = await this.store.get<NodeRecord>(nodeKey(nodeId));
+    if (item === undefined) throw new NotFoundError('node_not_found', `no node ${nodeId}`);
+    return { node: item.data, version: item.version, held: item.data.held ?? [], pruned: false };
+  }
+
+  /**
+   * The GPU indices the task would get beside what the node holds. When it does not fit, the
+   * held list is pruned first (once per round): one read per held task, and a node holds at most
+   * as many tasks as it has GPUs and cores, so the cost is bounded and no index is scanned.
+   */
+  private async roomFor(holding: Holding, req: TaskRequirements): Promise<number[] | undefined> {
+    const fit = fitOnNode(req, holding.node.inventory, holding.held);
+    if (fit !== undefined || holding.pruned || holding.held.length === 0) return fit;
+    const stillHeld = await Promise.all(
+      holding.held.map(async (h) => {
+        const { jobId, index } = parseTaskId(h.taskId);
+        const t = (await this.store.get<TaskRecord>(taskKey(jobId, index)))?.data;
+        // Finished, expired or requeued, or taken by another attempt: the node no longer holds it.
+        return (
+          t !== undefined &&
+          (t.state === 'assigned' || t.state === 'running') &&
+          t.nodeId === holding.node.id &&
+          t.attempt === h.attempt
+        );
+      }),
+    );
+    holding.held = holding.held.filter((_, i) => stillHeld[i]);
+    holding.pruned = true;
+    return fitOnNode(req, holding.node.inventory, holding.held);
+  }
+
+  /**
+   * Binds the task to the node; undefined when it was not available after all, `busy` when the
+   * node could run it but not beside what it holds now.
+   */
   private async tryClaimTask(
-    node: NodeRecord,
+    holding: Holding,
     item: StoredItem<TaskRecord>,
-  ): Promise<Assignment | 'does_not_fit' | undefined> {
+  ): Promise<Assignment | 'does_not_fit' | 'busy' | undefined> {
     const now = this.clock.now();
     const task = item.data;
     if (task.deadline !== undefined && task.deadline <= now) return undefined; // the reaper fails it
-    const gpuIndices = fitOnNode(task.requirements, node.inventory);
-    if (gpuIndices === undefined) return 'does_not_fit';
+    if (fitOnNode(task.requirements, holding.node.inventory) === undefined) return 'does_not_fit';
     const job = await this.store.get<JobRecord>(jobKey(task.jobId));
     if (job === undefined) return undefined;
-    const uuids = gpuIndices.map((i) => node.inventory.gpus.find((g) => g.index === i)?.uuid ?? String(i));
     const env = await openJobEnv(this.keys, job.data.id, job.data);
-    const claimed = claim(task, node.id, gpuIndices, uuids, now, this.settings.leaseMs);
-    try {
-      await this.store.transact([putTask(claimed, item.version)]);
-    } catch (error) {
-      if (error instanceof ConditionFailedError) return undefined;
-      throw error;
+    let bound: { claimed: TaskRecord; gpuIndices: number[] } | undefined;
+    for (let round = 0; round < claimRounds && bound === undefined; round++) {
+      const gpuIndices = await this.roomFor(holding, task.requirements);
+      if (gpuIndices === undefined) return 'busy';
+      const inventory = holding.node.inventory;
+      const uuids = gpuIndices.map((i) => inventory.gpus.find((g) => g.index === i)?.uuid ?? String(i));
+      const claimed = claim(task, holding.node.id, gpuIndices, uuids, now, this.settings.leaseMs);
+      const entry: HeldTask = {
+        taskId: claimed.id,
+        attempt: claimed.attempt,
+        gpuIndices,
+        ...demandOf(task.requirements),
+      };
+      const node: NodeRecord = { ...holding.node, held: [...holding.held, entry] };
+      try {
+        await this.store.transact([putTask(claimed, item.version), putNode(node, holding.version)]);
+        Object.assign(holding, { node, version: holding.version + 1, held: node.held });
+        bound = { claimed, gpuIndices };
+      } catch (error) {
+        if (!(error instanceof ConditionFailedError)) throw error;
+        if (error.failed.includes(1)) Object.assign(holding, await this.readHolding(holding.node.id));
+        if (error.failed.includes(0)) return undefined; // another node took the task first
+      }
     }
+    if (bound === undefined) return undefined;
+    const { claimed, gpuIndices } = bound;
     const spec = job.data.spec;
     return {
       taskId: claimed.id,
