@@ -6,6 +6,7 @@ import { Router } from './domain/scheduling/router.js';
 import { Scheduler } from './domain/scheduling/scheduler.js';
 import { TaskReports } from './domain/scheduling/task-reports.js';
 import { Verifier } from './domain/scheduling/verifier.js';
+import { ApiKeys } from './domain/security/api-keys.js';
 import { defaultRateLimits, type RateLimitSettings, RateLimiter } from './domain/security/rate-limit.js';
 import { RequestAuthenticator } from './domain/security/request-auth.js';
 import type { Clock } from './ports/clock.js';
@@ -84,6 +85,8 @@ export interface ControlPlane {
   credentials: CredentialIssuer;
   /** Rate-limit counters in the store, shared by every instance of the deployment. */
   limits: RateLimiter;
+  /** API keys of the application routes: tenants and scopes (functions/domain/security/api-keys.ts). */
+  apiKeys: ApiKeys;
 }
 
 export function createControlPlane(ports: Ports, settings: ControlPlaneSettings): ControlPlane {
@@ -96,6 +99,7 @@ export function createControlPlane(ports: Ports, settings: ControlPlaneSettings)
     hints,
     credentials: ports.credentials,
     limits: new RateLimiter(store, clock, settings.rateLimits),
+    apiKeys: new ApiKeys(store, clock),
     jobs: new JobService(store, queue, keys, clock),
     nodes,
     auth: new RequestAuthenticator(store, nodes, clock),

@@ -3,14 +3,13 @@ import { bodyLimit } from 'hono/body-limit';
 import { HTTPException } from 'hono/http-exception';
 import { requestId } from 'hono/request-id';
 import { limits } from '../../protocol/index.js';
+import { apiKeySchemeName, authentication } from './auth.js';
 import type { AppDeps, AppEnv } from './context.js';
 import { errorResponder, validationHook } from './errors.js';
 import { rateLimits } from './limits.js';
 import { jobRoutes } from './routes/jobs.js';
+import { keyRoutes } from './routes/keys.js';
 import { nodeRoutes } from './routes/nodes.js';
-
-/** The owner of application requests until API keys arrive (see docs/api.md). */
-export const defaultOwner = 'default';
 
 /**
  * The control plane's HTTP API: one hono app, served by node's HTTP server in the embedded
@@ -20,10 +19,8 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   const app = new OpenAPIHono<AppEnv>({ defaultHook: validationHook });
 
   app.use(requestId());
-  app.use(async (c, next) => {
-    c.set('owner', defaultOwner);
-    await next();
-  });
+  // Application routes authenticate through `authorized(scope)` (functions/http/auth.ts).
+  app.use(authentication({ apiKeys: deps.cp.apiKeys, ...(deps.oidc === undefined ? {} : { oidc: deps.oidc }) }));
   app.use(rateLimits(deps));
   app.use(
     bodyLimit({
@@ -37,7 +34,16 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
   nodeRoutes(app, deps);
   jobRoutes(app, deps);
+  keyRoutes(app, deps);
 
+  app.openAPIRegistry.registerComponent('securitySchemes', apiKeySchemeName, {
+    type: 'http',
+    scheme: 'bearer',
+    bearerFormat: 'gpk_<keyId>_<secret>',
+    description:
+      'An API key (`gpuai keys create`) or, in the cloud, an OIDC access token accepted by the API Gateway ' +
+      'JWT authorizer; see docs/api.md, "Authentication".',
+  });
   app.openAPIRegistry.registerComponent('securitySchemes', 'nodeSignature', {
     type: 'apiKey',
     in: 'header',

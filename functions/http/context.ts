@@ -1,18 +1,27 @@
+import type { Context } from 'hono';
 import type { ControlPlane } from '../control-plane.js';
+import type { Principal } from '../domain/security/api-keys.js';
+import type { OidcOptions } from './auth.js';
 import type { SourceAddress } from './limits.js';
 
 /** Values each request carries through the app. */
 export interface AppEnv {
   Variables: {
     requestId: string;
-    /** The application on whose behalf the request acts (API keys arrive with a later issue). */
+    /** The tenant on whose behalf an application request acts: `principal.tenant` (set by requireScope). */
     owner: string;
+    /** Who called an application route: tenant, API key id, scopes (set by requireScope, functions/http/auth.ts). */
+    principal: Principal;
+    /** Authenticates the request's caller; set by the app's `authentication` middleware. */
+    authenticate: (c: Context<AppEnv>) => Promise<Principal>;
   };
 }
 
 export interface AppDeps {
   cp: ControlPlane;
   log: (entry: Record<string, unknown>) => void;
+  /** Only the API Lambda sets it: principals from API Gateway's JWT authorizer claims (functions/http/auth.ts). */
+  oidc?: OidcOptions;
   /** The request's source address as the transport saw it, for per-address rate limits (functions/http/limits.ts). */
   sourceAddress?: SourceAddress;
 }

@@ -13,7 +13,7 @@ afterEach(async () => {
 });
 
 const submit = (body: unknown, headers: Record<string, string> = {}) =>
-  h.request('/v1/jobs', {
+  h.api('/v1/jobs', {
     method: 'POST',
     headers: { 'content-type': 'application/json', ...headers },
     body: typeof body === 'string' ? body : JSON.stringify(body),
@@ -70,7 +70,7 @@ describe('jobs API', () => {
       'idempotency_key_reused',
     );
     expect(h.snapshot()).toEqual(before);
-    const list = (await (await h.request('/v1/jobs')).json()) as { jobs: unknown[] };
+    const list = (await (await h.api('/v1/jobs')).json()) as { jobs: unknown[] };
     expect(list.jobs).toHaveLength(1);
   });
 
@@ -82,7 +82,7 @@ describe('jobs API', () => {
     let cursor: string | undefined;
     do {
       const page = (await (
-        await h.request(`/v1/jobs?limit=3${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`)
+        await h.api(`/v1/jobs?limit=3${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`)
       ).json()) as {
         jobs: { id: string }[];
         cursor?: string;
@@ -111,18 +111,18 @@ describe('jobs API', () => {
     expect(((await again.json()) as { state: string }).state).toBe('reported');
     expect(h.snapshot()).toEqual(before);
     expect(await h.queue.depth('verify')).toBe(1); // one verification, not two
-    const view = (await (await h.request(`/v1/jobs/${job.id}`)).json()) as JobWithTasks;
+    const view = (await (await h.api(`/v1/jobs/${job.id}`)).json()) as JobWithTasks;
     expect(view.tasks[0]?.attempts).toHaveLength(1);
   });
 
   it('cancels unfinished tasks and refuses to cancel twice', async () => {
     const { node, job, assignment } = await assignedTask();
-    const cancelled = await h.request(`/v1/jobs/${job.id}/cancel`, { method: 'POST' });
+    const cancelled = await h.api(`/v1/jobs/${job.id}/cancel`, { method: 'POST' });
     expect(cancelled.status).toBe(200);
     const view = (await cancelled.json()) as JobWithTasks;
     expect(view.status).toBe('cancelled');
     expect(view.tasks[0]?.state).toBe('cancelled');
-    await expectError(await h.request(`/v1/jobs/${job.id}/cancel`, { method: 'POST' }), 409, 'job_finished');
+    await expectError(await h.api(`/v1/jobs/${job.id}/cancel`, { method: 'POST' }), 409, 'job_finished');
     // The node learns at its next heartbeat, and its late result is refused.
     const beat = await node.call('POST', `/v1/nodes/${node.id}/heartbeat`, {
       tasks: [{ taskId: assignment.taskId, attempt: assignment.attempt }],
@@ -166,17 +166,17 @@ describe('bad input is a 4xx in one shape and changes nothing', () => {
       413,
       'body_too_large',
     ],
-    ['unknown job id', () => h.request('/v1/jobs/job_01JD7Z5C2Q9W8V6T4R2P0N8M6K'), 404, 'job_not_found'],
-    ['malformed job id', () => h.request('/v1/jobs/not-a-job'), 400, 'validation_failed'],
+    ['unknown job id', () => h.api('/v1/jobs/job_01JD7Z5C2Q9W8V6T4R2P0N8M6K'), 404, 'job_not_found'],
+    ['malformed job id', () => h.api('/v1/jobs/not-a-job'), 400, 'validation_failed'],
     [
       'unknown job cancel',
-      () => h.request('/v1/jobs/job_01JD7Z5C2Q9W8V6T4R2P0N8M6K/cancel', { method: 'POST' }),
+      () => h.api('/v1/jobs/job_01JD7Z5C2Q9W8V6T4R2P0N8M6K/cancel', { method: 'POST' }),
       404,
       'job_not_found',
     ],
-    ['unknown node', () => h.request('/v1/nodes/node_aaaaaaaaaaaaaaaaaaaaaaaaaa'), 404, 'node_not_found'],
-    ['bad list limit', () => h.request('/v1/jobs?limit=0'), 400, 'validation_failed'],
-    ['unknown route', () => h.request('/v1/nope'), 404, 'route_not_found'],
+    ['unknown node', () => h.api('/v1/nodes/node_aaaaaaaaaaaaaaaaaaaaaaaaaa'), 404, 'node_not_found'],
+    ['bad list limit', () => h.api('/v1/jobs?limit=0'), 400, 'validation_failed'],
+    ['unknown route', () => h.api('/v1/nope'), 404, 'route_not_found'],
   ];
   it.each(cases)('%s', async (_name, send, status, code) => {
     await submit({ command: ['true'] }); // some state to keep
@@ -196,7 +196,7 @@ describe('node requests', () => {
     const body = (await again.json()) as { node: { id: string; pools: string[] } };
     expect(body.node.id).toBe(node.id);
     expect(body.node.pools).toEqual(['eu-west/cpu']);
-    const nodes = (await (await h.request('/v1/nodes')).json()) as { nodes: unknown[] };
+    const nodes = (await (await h.api('/v1/nodes')).json()) as { nodes: unknown[] };
     expect(nodes.nodes).toHaveLength(1);
   });
 

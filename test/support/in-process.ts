@@ -21,6 +21,7 @@ import {
   type NodeInventory,
   type NodeKeyPair,
   nodeIdFromPublicKey,
+  type Scope,
   signRequest,
 } from '../../protocol/index.js';
 
@@ -64,8 +65,33 @@ export function inProcessControlPlane(
   );
   const logs: Record<string, unknown>[] = [];
   const app = createApp({ cp, log: (e) => logs.push(e) });
+  /** A request exactly as given: no API key unless `init` carries one (node routes, auth tests). */
   const request = async (path: string, init: RequestInit = {}): Promise<Response> =>
     app.request(`http://gpuai.test${path}`, init);
+  // The admin key of tenant `default`, as the embedded deployment makes on first start. Its write
+  // is known at once and lands before any request below runs (`api` waits for it).
+  const admin = cp.apiKeys.mint({ tenant: 'default', scopes: ['admin', 'submit', 'read'], name: 'test admin' });
+  const adminKey = admin.created.key;
+  const ready = store.transact([admin.write]);
+  /**
+   * An application request with an API key (default: {@link adminKey}) in `Authorization: Bearer`,
+   * unless `init` already has an Authorization header.
+   */
+  const api = async (path: string, init: RequestInit = {}, key: string = adminKey): Promise<Response> => {
+    await ready;
+    const headers = new Headers(init.headers);
+    if (!headers.has('authorization')) headers.set('authorization', `Bearer ${key}`);
+    return request(path, { ...init, headers });
+  };
+  /** A stored API key of `tenant` with `scopes` (default submit and read); returns the whole key. */
+  const createKey = async (
+    tenant: string,
+    scopes: readonly Scope[] = ['submit', 'read'],
+    options: { expiresAt?: number } = {},
+  ): Promise<string> => {
+    await ready;
+    return (await cp.apiKeys.create({ tenant, scopes, ...options })).key;
+  };
   /**
    * Every stored item but nonces and rate-limit counters (replay protection and abuse limits, not
    * domain state), for "nothing changed" assertions.
@@ -74,7 +100,21 @@ export function inProcessControlPlane(
     db
       .prepare("SELECT pk, sk, version, data FROM items WHERE pk NOT LIKE 'NONCE#%' AND pk NOT LIKE 'RATE#%' ORDER BY pk, sk")
       .all();
-  return { cp, app, store, queue, clock, logs, request, snapshot, close: () => queue.close() };
+  return {
+    cp,
+    app,
+    store,
+    queue,
+    clock,
+    logs,
+    request,
+    adminKey,
+    api,
+    createKey,
+    ready,
+    snapshot,
+    close: () => queue.close(),
+  };
 }
 
 export const cpuInventory = (overrides: Partial<NodeInventory> = {}): NodeInventory => ({

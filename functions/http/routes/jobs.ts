@@ -1,6 +1,7 @@
 import { createRoute, type OpenAPIHono } from '@hono/zod-openapi';
 import { z } from 'zod';
 import { JobId, JobList, JobSpec, JobStatus, JobWithTasks, PageQuery, TaskList } from '../../../protocol/index.js';
+import { authorized } from '../auth.js';
 import type { AppDeps, AppEnv } from '../context.js';
 import { errorResponses, json } from './responses.js';
 
@@ -17,6 +18,7 @@ const submitJob = createRoute({
   method: 'post',
   path: '/v1/jobs',
   tags: ['jobs'],
+  ...authorized('submit'),
   summary: 'Submit a job',
   request: {
     headers: IdempotencyHeader,
@@ -25,7 +27,7 @@ const submitJob = createRoute({
   responses: {
     201: json(JobWithTasks, 'The job was accepted'),
     200: json(JobWithTasks, 'Replay of an earlier submission with the same Idempotency-Key'),
-    ...errorResponses(400, 409, 413),
+    ...errorResponses(400, 401, 403, 409, 413),
   },
 });
 
@@ -33,37 +35,41 @@ const listJobs = createRoute({
   method: 'get',
   path: '/v1/jobs',
   tags: ['jobs'],
+  ...authorized('read'),
   summary: 'List jobs, newest first',
   request: { query: PageQuery.extend({ status: JobStatus.optional() }) },
-  responses: { 200: json(JobList, 'A page of jobs'), ...errorResponses(400) },
+  responses: { 200: json(JobList, 'A page of jobs'), ...errorResponses(400, 401, 403) },
 });
 
 const getJob = createRoute({
   method: 'get',
   path: '/v1/jobs/{jobId}',
   tags: ['jobs'],
+  ...authorized('read'),
   summary: 'Get a job and its tasks',
   request: { params: JobParams },
-  responses: { 200: json(JobWithTasks, 'The job'), ...errorResponses(400, 404) },
+  responses: { 200: json(JobWithTasks, 'The job'), ...errorResponses(400, 401, 403, 404) },
 });
 
 const listTasks = createRoute({
   method: 'get',
   path: '/v1/jobs/{jobId}/tasks',
   tags: ['jobs'],
+  ...authorized('read'),
   summary: "List a job's tasks",
   request: { params: JobParams },
-  responses: { 200: json(TaskList, 'The tasks, by index'), ...errorResponses(400, 404) },
+  responses: { 200: json(TaskList, 'The tasks, by index'), ...errorResponses(400, 401, 403, 404) },
 });
 
 const cancelJob = createRoute({
   method: 'post',
   path: '/v1/jobs/{jobId}/cancel',
   tags: ['jobs'],
+  ...authorized('submit'),
   summary: 'Cancel a job',
   description: 'Unfinished tasks are cancelled; nodes running them stop at their next heartbeat.',
   request: { params: JobParams },
-  responses: { 200: json(JobWithTasks, 'The cancelled job'), ...errorResponses(400, 404, 409) },
+  responses: { 200: json(JobWithTasks, 'The cancelled job'), ...errorResponses(400, 401, 403, 404, 409) },
 });
 
 export function jobRoutes(app: OpenAPIHono<AppEnv>, { cp }: AppDeps): void {

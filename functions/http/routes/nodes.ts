@@ -26,6 +26,7 @@ import { ConflictError } from '../../domain/errors.js';
 import { isoTime } from '../../domain/records.js';
 import { toNodeView } from '../../domain/resource/node-record.js';
 import { RequestAuthenticator } from '../../domain/security/request-auth.js';
+import { authorized } from '../auth.js';
 import type { AppDeps, AppEnv } from '../context.js';
 import { errorResponses, json } from './responses.js';
 
@@ -37,18 +38,20 @@ const listNodes = createRoute({
   method: 'get',
   path: '/v1/nodes',
   tags: ['nodes'],
+  ...authorized('read'),
   summary: 'List registered nodes',
   request: { query: PageQuery },
-  responses: { 200: json(NodeList, 'A page of nodes, oldest registration first'), ...errorResponses(400) },
+  responses: { 200: json(NodeList, 'A page of nodes, oldest registration first'), ...errorResponses(400, 401, 403) },
 });
 
 const getNode = createRoute({
   method: 'get',
   path: '/v1/nodes/{nodeId}',
   tags: ['nodes'],
+  ...authorized('read'),
   summary: 'Get a node',
   request: { params: NodeParams },
-  responses: { 200: json(NodeView, 'The node'), ...errorResponses(400, 404) },
+  responses: { 200: json(NodeView, 'The node'), ...errorResponses(400, 401, 403, 404) },
 });
 
 const registerNode = createRoute({

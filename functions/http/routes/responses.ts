@@ -25,8 +25,8 @@ const retryAfterHeader = {
 
 const errorDescriptions = {
   400: 'Invalid request: unknown fields, wrong types, values out of range',
-  401: 'Missing, invalid or replayed node signature',
-  403: 'The resource belongs to another node',
+  401: 'Missing or invalid credentials: an API key (missing, invalid, expired, revoked) or a node signature',
+  403: "The API key lacks the route's scope, or the resource belongs to another node",
   404: 'No such resource',
   409: 'Conflict with the current state',
   413: 'Body larger than 256 KiB',
