@@ -8,6 +8,8 @@ import { TaskReports } from './domain/scheduling/task-reports.js';
 import { Verifier } from './domain/scheduling/verifier.js';
 import { ApiKeys } from './domain/security/api-keys.js';
 import { defaultRateLimits, type RateLimitSettings, RateLimiter } from './domain/security/rate-limit.js';
+import { AttestationService } from './domain/security/attestation/attestation-service.js';
+import { type AttestationSettings, defaultAttestationSettings } from './domain/security/attestation/settings.js';
 import { RequestAuthenticator } from './domain/security/request-auth.js';
 import type { Clock } from './ports/clock.js';
 import type { Keys } from './ports/keys.js';
@@ -46,6 +48,8 @@ export interface ControlPlaneSettings {
    */
   hintRedriveMs: number;
   bootedAt: number;
+  /** Re-attestation interval, challenge lifetime and each evidence verifier's policy (security/attestation). */
+  attestation: AttestationSettings;
   /** Requests per window per source address, API key, node and for registrations (functions/domain/security/rate-limit.ts). */
   rateLimits: RateLimitSettings;
 }
@@ -62,6 +66,7 @@ export function defaultSettings(now: number, overrides: Partial<ControlPlaneSett
     reaperBatch: 100,
     hintRedriveMs: 120_000,
     bootedAt: now,
+    attestation: defaultAttestationSettings,
     rateLimits: defaultRateLimits,
     ...overrides,
   };
@@ -83,6 +88,8 @@ export interface ControlPlane {
   hints: WorkHints;
   /** Node credentials for the `sqs` dispatch mode. */
   credentials: CredentialIssuer;
+  /** Attestation challenges and evidence verification; the level lands on the node record. */
+  attestation: AttestationService;
   /** Rate-limit counters in the store, shared by every instance of the deployment. */
   limits: RateLimiter;
   /** API keys of the application routes: tenants and scopes (functions/domain/security/api-keys.ts). */
@@ -98,6 +105,7 @@ export function createControlPlane(ports: Ports, settings: ControlPlaneSettings)
     settings,
     hints,
     credentials: ports.credentials,
+    attestation: new AttestationService(store, clock, settings.attestation),
     limits: new RateLimiter(store, clock, settings.rateLimits),
     apiKeys: new ApiKeys(store, clock),
     jobs: new JobService(store, queue, keys, clock),

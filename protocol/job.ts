@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { AttestationLevel } from './attestation.js';
 import { JobId, NodeId, Region, Sha256Hex, TaskId, Timestamp } from './common.js';
 import { GpuVendor } from './node.js';
 
@@ -86,6 +87,9 @@ export const JobSpec = z
     maxPricePerGpuHour: Decimal.optional().meta({ description: 'Price cap in GPUAI tokens per GPU-hour.' }),
     deadline: Timestamp.optional().meta({ description: 'Tasks not finished by then are failed and refunded.' }),
     regions: z.array(Region).min(1).max(16).optional(),
+    minAttestation: AttestationLevel.optional().meta({
+      description: 'Only nodes whose unexpired attestation is at least this level receive the tasks.',
+    }),
   })
   .meta({ id: 'JobSpec' });
 export type JobSpecInput = z.input<typeof JobSpec>;

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { NodeAttestation } from './attestation.js';
 import { NodeId, Region, Timestamp } from './common.js';
 import { Dispatch } from './dispatch.js';
 
@@ -71,6 +72,9 @@ export const NodeView = z
     inventory: NodeInventory,
     pools: z.array(z.string()),
     status: NodeStatus,
+    attestation: NodeAttestation.optional().meta({
+      description: 'The attestation level this node has proved and until when; `none` once expired.',
+    }),
     registeredAt: Timestamp,
     lastSeenAt: Timestamp,
     stats: z.object({

@@ -7,6 +7,7 @@ import { apiKeySchemeName, authentication } from './auth.js';
 import type { AppDeps, AppEnv } from './context.js';
 import { errorResponder, validationHook } from './errors.js';
 import { rateLimits } from './limits.js';
+import { attestationRoutes } from './routes/attestation.js';
 import { jobRoutes } from './routes/jobs.js';
 import { keyRoutes } from './routes/keys.js';
 import { nodeRoutes } from './routes/nodes.js';
@@ -33,6 +34,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
 
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
   nodeRoutes(app, deps);
+  attestationRoutes(app, deps);
   jobRoutes(app, deps);
   keyRoutes(app, deps);
 

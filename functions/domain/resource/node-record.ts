@@ -1,6 +1,11 @@
 import type { NodeInventory, NodeView, RegisterNodeRequest } from '../../../protocol/index.js';
 import type { ItemKey, Write } from '../../ports/store.js';
 import { isoTime, sortableTime } from '../records.js';
+import {
+  type AttestationRecord,
+  type PinnedAttestationKey,
+  toNodeAttestationView,
+} from '../security/attestation/record.js';
 import type { HeldTask } from './fit.js';
 import { poolsOf } from './pools.js';
 
@@ -21,6 +26,10 @@ export interface NodeRecord {
   registeredAt: number;
   lastSeenAt: number;
   stats: NodeStats;
+  /** What the node last proved by remote attestation (security/attestation); absent: never attested. */
+  attestation?: AttestationRecord;
+  /** The TPM attestation key its first accepted quote pinned (trust on first use). */
+  attestationKey?: PinnedAttestationKey;
   /**
    * The tasks the node holds under a lease, with the GPUs, cores and memory each takes. Written
    * with every claim in the claim's transaction; entries whose task moved on (finished, expired,
@@ -69,6 +78,7 @@ export function toNodeView(node: NodeRecord, now: number, livenessMs: number): N
     inventory: node.inventory,
     pools: node.pools,
     status: isLive(node, now, livenessMs) ? 'live' : 'unavailable',
+    attestation: toNodeAttestationView(node.attestation, now),
     registeredAt: isoTime(node.registeredAt),
     lastSeenAt: isoTime(node.lastSeenAt),
     stats: node.stats,

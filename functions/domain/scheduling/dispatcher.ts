@@ -5,7 +5,7 @@ import type { Signal } from '../../ports/signal.js';
 import { ConditionFailedError, type Store, type StoredItem } from '../../ports/store.js';
 import { ConflictError, NotFoundError } from '../errors.js';
 import { isoTime } from '../records.js';
-import { demandOf, fitOnNode, type HeldTask, type TaskRequirements } from '../resource/fit.js';
+import { attestationFits, demandOf, fitOnNode, type HeldTask, type TaskRequirements } from '../resource/fit.js';
 import { type NodeRecord, nodeKey, putNode } from '../resource/node-record.js';
 import type { NodeRegistry } from '../resource/node-registry.js';
 import { openJobEnv } from '../security/job-secrets.js';
@@ -170,6 +170,8 @@ export class Dispatcher {
     const task = item.data;
     if (task.deadline !== undefined && task.deadline <= now) return undefined; // the reaper fails it
     if (fitOnNode(task.requirements, holding.node.inventory) === undefined) return 'does_not_fit';
+    // Attestation is read from the record the claim writes against, so a level that lapses is seen.
+    if (!attestationFits(task.requirements, holding.node.attestation, now)) return 'does_not_fit';
     const job = await this.store.get<JobRecord>(jobKey(task.jobId));
     if (job === undefined) return undefined;
     const env = await openJobEnv(this.keys, job.data.id, job.data);

@@ -83,6 +83,7 @@ export class JobService {
       ...(spec.resources.memoryMiB === undefined ? {} : { memoryMiB: spec.resources.memoryMiB }),
       ...(spec.regions === undefined ? {} : { regions: spec.regions }),
       needsContainer: spec.image !== undefined,
+      ...(spec.minAttestation === undefined ? {} : { minAttestation: spec.minAttestation }),
     };
     const tasks = Array.from({ length: spec.tasks }, (_, index) =>
       newTaskRecord(id, index, spec.tasks, spec.retries + 1, requirements, spec.timeoutSeconds, deadline, now),
