@@ -34,6 +34,37 @@ export function createStyle(enabled: boolean): Style {
   };
 }
 
+// C0 controls, DEL, C1 controls (0x9b is a one-byte CSI on some terminals) and the bidirectional
+// overrides and isolates, which reorder what a terminal shows.
+// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are exactly what this pattern finds.
+const controlPattern = /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g;
+
+/**
+ * `text` with every control character written out as a visible escape (`\x1b`, `\u202e`), so that
+ * text from the API (job names, error messages, log tails written by a node) cannot move the
+ * cursor, recolour, retitle or clear the user's terminal. Characters in `keep` (newline and tab
+ * for multi-line text) pass through.
+ *
+ * @example escapeControl('a\u001b[2Jb') // 'a\\x1b[2Jb'
+ */
+export function escapeControl(text: string, keep = ''): string {
+  return text.replace(controlPattern, (ch) => {
+    if (keep.includes(ch)) return ch;
+    const code = ch.charCodeAt(0);
+    return code <= 0xff ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`;
+  });
+}
+
+/** A copy of `value` (an API object) with {@link escapeControl} applied to every string in it. */
+export function escapeControlDeep<T>(value: T): T {
+  if (typeof value === 'string') return escapeControl(value) as T;
+  if (Array.isArray(value)) return value.map((item) => escapeControlDeep(item)) as T;
+  if (value !== null && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [escapeControl(k), escapeControlDeep(v)])) as T;
+  }
+  return value;
+}
+
 // Matches the SGR sequences createStyle emits; widths are measured without them.
 // biome-ignore lint/suspicious/noControlCharactersInRegex: ESC is exactly what this pattern finds.
 const ansiPattern = /\u001b\[[0-9;]*m/g;

@@ -10,7 +10,7 @@ import { nodesCommand } from './commands/nodes.js';
 import { startCommand } from './commands/start.js';
 import { App, defaultApiUrl } from './context.js';
 import { CliError, ExitCode } from './errors.js';
-import { createStyle } from './format.js';
+import { createStyle, escapeControl } from './format.js';
 import type { CliIo } from './io.js';
 
 const rootHelp = `
@@ -89,7 +89,10 @@ function reportError(error: unknown, io: CliIo, json: boolean): number {
     if (json) io.stderr.write(`${JSON.stringify(error.toErrorBody())}\n`);
     else
       io.stderr.write(
-        [`${style.red('error:')} ${error.message}`, ...error.detailLines()].map((l) => `${l}\n`).join(''),
+        // An API error's message and details come from the server: escape what a terminal would obey.
+        [`${style.red('error:')} ${escapeControl(error.message)}`, ...error.detailLines().map((l) => escapeControl(l))]
+          .map((l) => `${l}\n`)
+          .join(''),
       );
     return error.exitCode;
   }

@@ -1,10 +1,13 @@
 /**
  * Human renderings of the API's objects: jobs, tasks, nodes. Everything is a pure function of the
- * object, the style and the clock.
+ * object, the style and the clock. Every string from the API has its control characters escaped
+ * before it is laid out (cli/format.ts `escapeControl`): names and messages are written by other
+ * people (a node's operator, another client of the API) and must not reach the terminal raw.
  */
 import type { JobSpec, JobStatus, JobView, JobWithTasks, TaskCounts, TaskState, TaskView } from '../protocol/job.js';
 import type { NodeView } from '../protocol/node.js';
 import {
+  escapeControlDeep,
   formatDetails,
   formatDuration,
   formatMiB,
@@ -81,7 +84,8 @@ function taskDuration(task: TaskView, now: number): string {
 }
 
 /** The task table: index, state, attempt of max, node, exit code, short result hash, duration. */
-export function renderTasks(tasks: readonly TaskView[], style: Style, now: number): string {
+export function renderTasks(fromApi: readonly TaskView[], style: Style, now: number): string {
+  const tasks = escapeControlDeep(fromApi);
   const table = formatTable(
     [
       { header: 'TASK', align: 'right' },
@@ -117,7 +121,8 @@ export function renderTasks(tasks: readonly TaskView[], style: Style, now: numbe
 }
 
 /** One job in full: its spec in brief, its timeline and its task table. */
-export function renderJob(job: JobWithTasks, style: Style, now: number): string {
+export function renderJob(fromApi: JobWithTasks, style: Style, now: number): string {
+  const job = escapeControlDeep(fromApi);
   const spec = job.spec;
   const at = (time: string): string => `${formatRelativeTime(time, now)} (${time})`;
   const pairs: [string, string][] = [
@@ -147,7 +152,8 @@ export function renderJob(job: JobWithTasks, style: Style, now: number): string 
 }
 
 /** The job list: id, name, status, task progress, GPUs, age. */
-export function renderJobList(jobs: readonly JobView[], style: Style, now: number): string {
+export function renderJobList(fromApi: readonly JobView[], style: Style, now: number): string {
+  const jobs = escapeControlDeep(fromApi);
   return formatTable(
     [
       { header: 'ID' },
@@ -170,7 +176,8 @@ export function renderJobList(jobs: readonly JobView[], style: Style, now: numbe
 }
 
 /** The node list: id, name, status, region, GPUs, tasks done, last seen. */
-export function renderNodeList(nodes: readonly NodeView[], style: Style, now: number): string {
+export function renderNodeList(fromApi: readonly NodeView[], style: Style, now: number): string {
+  const nodes = escapeControlDeep(fromApi);
   return formatTable(
     [
       { header: 'ID' },
@@ -195,7 +202,8 @@ export function renderNodeList(nodes: readonly NodeView[], style: Style, now: nu
 }
 
 /** One node in full: identity, machine, record, and a table of its GPUs. */
-export function renderNode(node: NodeView, style: Style, now: number): string {
+export function renderNode(fromApi: NodeView, style: Style, now: number): string {
+  const node = escapeControlDeep(fromApi);
   const inv = node.inventory;
   const details = formatDetails(
     [

@@ -22,7 +22,7 @@ export const GpuRequirement = z
       .max(16)
       .optional()
       .meta({ description: 'Accepted models, matched case-insensitively as substrings of the device model.' }),
-    minVramMiB: z.int().min(0).optional(),
+    minVramMiB: z.int().min(0).max(16_777_216).optional(),
     minComputeCapability: z
       .string()
       .regex(/^\d{1,2}\.\d{1,2}$/)
@@ -35,7 +35,7 @@ export const Resources = z
   .strictObject({
     gpus: GpuRequirement.default({ count: 0 }),
     cpuCores: z.int().min(1).max(1024).optional(),
-    memoryMiB: z.int().min(1).optional(),
+    memoryMiB: z.int().min(1).max(1_073_741_824).optional(),
   })
   .meta({ id: 'Resources' });
 
@@ -51,20 +51,36 @@ export const VerificationPolicy = z
 export type VerificationPolicy = z.infer<typeof VerificationPolicy>;
 
 const EnvName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/);
+
+/**
+ * Text shown to people (job names): no control characters (C0, DEL, C1), which would carry
+ * terminal escape sequences into `gpuai jobs list`, and no bidirectional overrides, which reorder
+ * what a terminal shows.
+ */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what this pattern refuses.
+export const displayText = /^[^\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]*$/;
+/**
+ * An argument or environment value: no NUL, which no process can receive (execve ends the string
+ * there), so the agent would fail the task only after a full lease.
+ */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: NUL is what this pattern refuses.
+export const noNul = /^[^\u0000]*$/;
+const Arg = z.string().max(16_384).regex(noNul, 'must not contain NUL characters');
 const Decimal = z.string().regex(/^\d{1,18}(\.\d{1,18})?$/);
 
 export const JobSpec = z
   .strictObject({
-    name: z.string().min(1).max(128).optional(),
+    name: z.string().min(1).max(128).regex(displayText, 'must not contain control characters').optional(),
     image: z
       .string()
       .min(1)
       .max(512)
+      .regex(displayText, 'must not contain control characters')
       .optional()
       .meta({ description: 'Container image; without one the command runs as a process on nodes that allow it.' }),
-    command: z.array(z.string().max(16_384)).min(1).max(256),
+    command: z.array(Arg).min(1).max(256),
     env: z
-      .record(EnvName, z.string().max(16_384))
+      .record(EnvName, Arg)
       .refine((env) => Object.keys(env).length <= limits.maxEnvEntries, {
         message: `at most ${limits.maxEnvEntries} variables`,
       })

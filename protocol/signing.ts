@@ -23,6 +23,13 @@ export const signatureHeaders = {
   signature: 'x-gpuai-signature',
 } as const;
 
+/**
+ * The date header is epoch milliseconds in plain decimal digits, exactly as {@link signRequest}
+ * writes it: `1795847021833.0`, `+1795847021833` or `1.795847021833e12` name the same number but
+ * are other header values carrying the same signature, so they are refused.
+ */
+export const signedDatePattern = /^[0-9]{1,15}$/;
+
 /** How far a request's date may be from the server's clock. */
 export const maxClockSkewMs = 5 * 60 * 1000;
 

@@ -4,7 +4,7 @@ import { Command } from 'commander';
 import { JobStatus } from '../../protocol/job.js';
 import type { App, CommandContext } from '../context.js';
 import { ExitCode, UsageError, WaitTimeoutError } from '../errors.js';
-import { formatDuration } from '../format.js';
+import { escapeControl, formatDuration } from '../format.js';
 import { followCursors, parseLimit } from '../paging.js';
 import { buildSpec, durationFlag, type SpecFlags } from '../spec-flags.js';
 import { renderJob, renderJobList, renderTasks, summarizeCounts } from '../views.js';
@@ -129,7 +129,12 @@ async function logs(ctx: CommandContext, jobId: string): Promise<ExitCode> {
   for (const task of response.body.tasks) {
     const tail = task.result?.logTail ?? task.progress?.logTail;
     ctx.out(ctx.style.bold(`== task ${task.index} (${task.state}, attempt ${task.attempt})`));
-    ctx.out(tail === undefined || tail === '' ? ctx.style.dim('(no output yet)') : tail.replace(/\n$/, ''));
+    // A node writes the tail: its escape sequences are shown, not obeyed; lines and tabs stay.
+    ctx.out(
+      tail === undefined || tail === ''
+        ? ctx.style.dim('(no output yet)')
+        : escapeControl(tail.replace(/\n$/, ''), '\n\t'),
+    );
   }
   return ExitCode.ok;
 }

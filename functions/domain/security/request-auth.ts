@@ -3,6 +3,7 @@ import {
   maxClockSkewMs,
   nodeIdFromPublicKey,
   signatureHeaders,
+  signedDatePattern,
   verifySignature,
 } from '../../../protocol/index.js';
 import type { Clock } from '../../ports/clock.js';
@@ -44,6 +45,12 @@ export class RequestAuthenticator {
       );
     }
     if (!/^[A-Za-z0-9_-]{16,64}$/.test(nonce)) throw new UnauthenticatedError('unauthenticated', 'malformed nonce');
+    if (!signedDatePattern.test(date)) {
+      throw new UnauthenticatedError(
+        'unauthenticated',
+        `${signatureHeaders.date} must be epoch milliseconds in decimal digits, got ${JSON.stringify(date.slice(0, 32))}`,
+      );
+    }
     const dateMs = Number(date);
     const now = this.clock.now();
     if (!Number.isSafeInteger(dateMs) || Math.abs(now - dateMs) > maxClockSkewMs) {
