@@ -1,4 +1,6 @@
+import { JoinTokens } from './domain/resource/join-tokens.js';
 import { NodeRegistry } from './domain/resource/node-registry.js';
+import { defaultRegions, type RegionPolicy } from './domain/resource/pools.js';
 import { Dispatcher } from './domain/scheduling/dispatcher.js';
 import { JobService } from './domain/scheduling/job-service.js';
 import { Reaper } from './domain/scheduling/reaper.js';
@@ -11,6 +13,7 @@ import { defaultRateLimits, type RateLimitSettings, RateLimiter } from './domain
 import { AttestationService } from './domain/security/attestation/attestation-service.js';
 import { type AttestationSettings, defaultAttestationSettings } from './domain/security/attestation/settings.js';
 import { RequestAuthenticator } from './domain/security/request-auth.js';
+import type { Enrollment } from '../protocol/index.js';
 import type { Clock } from './ports/clock.js';
 import type { Keys } from './ports/keys.js';
 import type { CredentialIssuer } from './ports/node-credentials.js';
@@ -48,6 +51,12 @@ export interface ControlPlaneSettings {
    */
   hintRedriveMs: number;
   bootedAt: number;
+  /** `token` (default): a new node needs a join token; `open`: anyone may register (development only). */
+  enrollment: Enrollment;
+  /** A node unseen for this long is removed and must enroll again (default 7 days). */
+  nodeExpiryMs: number;
+  /** The regions nodes may report: a list (default: functions/domain/resource/pools.ts `defaultRegions`) or `*`. */
+  regions: RegionPolicy;
   /** Re-attestation interval, challenge lifetime and each evidence verifier's policy (security/attestation). */
   attestation: AttestationSettings;
   /** Requests per window per source address, API key, node and for registrations (functions/domain/security/rate-limit.ts). */
@@ -66,6 +75,9 @@ export function defaultSettings(now: number, overrides: Partial<ControlPlaneSett
     reaperBatch: 100,
     hintRedriveMs: 120_000,
     bootedAt: now,
+    enrollment: 'token',
+    nodeExpiryMs: 7 * 24 * 3600_000,
+    regions: defaultRegions,
     attestation: defaultAttestationSettings,
     rateLimits: defaultRateLimits,
     ...overrides,
@@ -88,6 +100,8 @@ export interface ControlPlane {
   hints: WorkHints;
   /** Node credentials for the `sqs` dispatch mode. */
   credentials: CredentialIssuer;
+  /** Join tokens, under which nodes enroll. */
+  joinTokens: JoinTokens;
   /** Attestation challenges and evidence verification; the level lands on the node record. */
   attestation: AttestationService;
   /** Rate-limit counters in the store, shared by every instance of the deployment. */
@@ -98,13 +112,25 @@ export interface ControlPlane {
 
 export function createControlPlane(ports: Ports, settings: ControlPlaneSettings): ControlPlane {
   const { store, queue, keys, clock, signal, hints } = ports;
-  const nodes = new NodeRegistry(store, clock, { livenessMs: settings.livenessMs });
+  const joinTokens = new JoinTokens(store, clock);
+  const nodes = new NodeRegistry(
+    store,
+    clock,
+    {
+      livenessMs: settings.livenessMs,
+      enrollment: settings.enrollment,
+      nodeExpiryMs: settings.nodeExpiryMs,
+      regions: settings.regions,
+    },
+    joinTokens,
+  );
   const router = new Router(store, nodes, signal, hints, clock);
   const verifier = new Verifier(store, queue, nodes, clock);
   return {
     settings,
     hints,
     credentials: ports.credentials,
+    joinTokens,
     attestation: new AttestationService(store, clock, settings.attestation),
     limits: new RateLimiter(store, clock, settings.rateLimits),
     apiKeys: new ApiKeys(store, clock),

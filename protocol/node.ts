@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { NodeAttestation } from './attestation.js';
 import { NodeId, Region, Timestamp } from './common.js';
 import { Dispatch } from './dispatch.js';
+import { JoinTokenSecret, OperatorName } from './enrollment.js';
 
 export const GpuVendor = z.enum(['nvidia', 'amd', 'intel', 'apple', 'other']).meta({ id: 'GpuVendor' });
 export type GpuVendor = z.infer<typeof GpuVendor>;
@@ -57,6 +58,8 @@ export const RegisterNodeRequest = z
     name: z.string().min(1).max(64).optional(),
     agentVersion: z.string().min(1).max(32),
     inventory: NodeInventory,
+    /** Required for a node's first registration unless the deployment's enrollment is open. */
+    joinToken: JoinTokenSecret.optional(),
   })
   .meta({ id: 'RegisterNodeRequest' });
 export type RegisterNodeRequest = z.infer<typeof RegisterNodeRequest>;
@@ -71,6 +74,7 @@ export const NodeView = z
     agentVersion: z.string(),
     inventory: NodeInventory,
     pools: z.array(z.string()),
+    operator: OperatorName.meta({ description: "The operator whose join token enrolled the node; 'anonymous' under open enrollment." }),
     status: NodeStatus,
     attestation: NodeAttestation.optional().meta({
       description: 'The attestation level this node has proved and until when; `none` once expired.',

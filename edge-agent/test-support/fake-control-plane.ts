@@ -300,6 +300,7 @@ function nodeView(id: string, registration: RegisterNodeRequest): NodeView {
     agentVersion: registration.agentVersion,
     inventory: registration.inventory,
     pools: [],
+    operator: 'anonymous',
     status: 'live',
     registeredAt: now,
     lastSeenAt: now,

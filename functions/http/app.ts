@@ -9,6 +9,7 @@ import { errorResponder, validationHook } from './errors.js';
 import { rateLimits } from './limits.js';
 import { attestationRoutes } from './routes/attestation.js';
 import { jobRoutes } from './routes/jobs.js';
+import { joinTokenRoutes } from './routes/join-tokens.js';
 import { keyRoutes } from './routes/keys.js';
 import { nodeRoutes } from './routes/nodes.js';
 
@@ -37,6 +38,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   attestationRoutes(app, deps);
   jobRoutes(app, deps);
   keyRoutes(app, deps);
+  joinTokenRoutes(app, deps);
 
   app.openAPIRegistry.registerComponent('securitySchemes', apiKeySchemeName, {
     type: 'http',

@@ -18,6 +18,7 @@ import { queueDefinitions } from '../../functions/workers/queues.js';
 import {
   generateNodeKeyPair,
   loadNodeKeyPair,
+  type Enrollment,
   type NodeInventory,
   type NodeKeyPair,
   nodeIdFromPublicKey,
@@ -44,6 +45,11 @@ export function inProcessControlPlane(
     /** Default: the embedded deployment's (long polls, no credentials). */
     hints?: WorkHints;
     credentials?: CredentialIssuer;
+    /**
+     * How nodes join. Default `open`, explicitly, so that tests not about enrollment register nodes
+     * freely; enrollment tests pass `token` (the deployments' default).
+     */
+    enrollment?: Enrollment;
   } = {},
 ) {
   const clock = options.clock ?? { now: () => Date.now() };
@@ -61,7 +67,7 @@ export function inProcessControlPlane(
   };
   const cp: ControlPlane = createControlPlane(
     ports,
-    defaultSettings(clock.now(), { bootedAt: 0, ...options.settings }),
+    defaultSettings(clock.now(), { bootedAt: 0, enrollment: options.enrollment ?? 'open', ...options.settings }),
   );
   const logs: Record<string, unknown>[] = [];
   const app = createApp({ cp, log: (e) => logs.push(e) });
@@ -150,8 +156,13 @@ export class TestNode {
     return this.request(path, { method, headers, ...(body === undefined ? {} : { body: text }) });
   }
 
-  register(inventory: NodeInventory = cpuInventory()) {
-    return this.call('POST', '/v1/nodes', { publicKey: this.key.publicKey, agentVersion: '0.1.0', inventory });
+  register(inventory: NodeInventory = cpuInventory(), joinToken?: string) {
+    return this.call('POST', '/v1/nodes', {
+      publicKey: this.key.publicKey,
+      agentVersion: '0.1.0',
+      inventory,
+      ...(joinToken === undefined ? {} : { joinToken }),
+    });
   }
 
   poll(wait = 0) {

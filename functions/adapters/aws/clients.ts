@@ -45,7 +45,9 @@ export function awsClients(options: AwsClientOptions): AwsClients {
   });
   return {
     dynamodb: new DynamoDBClient(common(options.endpoints?.dynamodb)),
-    sqs: new SQSClient(common(options.endpoints?.sqs)),
+    // A queue URL never chooses the host: some come from nodes (claims), and the SDK would otherwise
+    // send a request signed with our credentials to whatever host a URL names.
+    sqs: new SQSClient({ ...common(options.endpoints?.sqs), useQueueUrlAsEndpoint: false }),
     kms: new KMSClient(common(options.endpoints?.kms)),
     sts: new STSClient(common(options.endpoints?.sts)),
   };

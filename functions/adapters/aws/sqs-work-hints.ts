@@ -44,15 +44,6 @@ export function poolQueueName(prefix: string, pool: string): string {
   return `${head}${sanitised}-${hash}`;
 }
 
-/** The queue name at the end of an SQS queue URL (`…/<account>/<name>`). */
-function queueNameOf(url: string): string | undefined {
-  try {
-    return new URL(url).pathname.split('/').filter(Boolean).at(-1);
-  } catch {
-    return undefined;
-  }
-}
-
 /**
  * The {@link WorkHints} port on Amazon SQS: one standard queue per pool, created on first use
  * (CreateQueue is idempotent for equal attributes), whose URLs are cached for the sandbox's life.
@@ -103,9 +94,14 @@ export class SqsWorkHints implements WorkHints {
     }
   }
 
+  /**
+   * Deletes a hint, but only from a pool queue this adapter made or looked up (the URL SQS gave it,
+   * character for character): the URL comes from a node, and a name that merely looks like a pool
+   * queue's could sit on any host. The client must also be built with `useQueueUrlAsEndpoint: false`
+   * (functions/adapters/aws/clients.ts), so that no URL ever picks the host a request goes to.
+   */
   async acknowledge(queueUrl: string, receiptHandle: string): Promise<void> {
-    // Only pool queues: a node must not make the control plane delete from any other queue.
-    if (!queueNameOf(queueUrl)?.startsWith(`${this.#options.prefix}-pool-`)) return;
+    if (!(await this.#isPoolQueue(queueUrl))) return;
     try {
       await this.#client.send(new DeleteMessageCommand({ QueueUrl: queueUrl, ReceiptHandle: receiptHandle }));
     } catch (error) {
@@ -113,6 +109,11 @@ export class SqsWorkHints implements WorkHints {
       if (error instanceof Error && /ReceiptHandle|InvalidParameterValue/i.test(error.name)) return;
       throw error;
     }
+  }
+
+  async #isPoolQueue(queueUrl: string): Promise<boolean> {
+    const known = await Promise.all([...this.#urls.values()].map((url) => url.catch(() => undefined)));
+    return known.includes(queueUrl);
   }
 
   /** The URL of `pool`'s queue, created on first use. */

@@ -26,6 +26,15 @@ export interface NodeRecord {
   registeredAt: number;
   lastSeenAt: number;
   stats: NodeStats;
+  /** The operator whose join token enrolled the node ('anonymous' under open enrollment without one). */
+  operator: string;
+  /** The join token the node enrolled with, and that token's pool scope, which binds re-registrations too. */
+  enrollment?: { tokenId: string; pools?: string[] };
+  /**
+   * Epoch ms after which the store drops the node (its item's TTL): a node unseen this long is
+   * dead, and must enroll again. Every write keeps it; registration and touches push it forward.
+   */
+  expiresAt?: number;
   /** What the node last proved by remote attestation (security/attestation); absent: never attested. */
   attestation?: AttestationRecord;
   /** The TPM attestation key its first accepted quote pinned (trust on first use). */
@@ -41,7 +50,12 @@ export interface NodeRecord {
 export const nodeKey = (id: string): ItemKey => ({ pk: `NODE#${id}`, sk: 'NODE' });
 export const nodeListPk = 'NODES';
 
-export function newNodeRecord(id: string, req: RegisterNodeRequest, now: number): NodeRecord {
+export function newNodeRecord(
+  id: string,
+  req: RegisterNodeRequest,
+  now: number,
+  enrolled: Pick<NodeRecord, 'operator' | 'enrollment' | 'expiresAt'>,
+): NodeRecord {
   return {
     id,
     name: req.name ?? id,
@@ -52,6 +66,7 @@ export function newNodeRecord(id: string, req: RegisterNodeRequest, now: number)
     registeredAt: now,
     lastSeenAt: now,
     stats: { tasksCompleted: 0, tasksFailed: 0, leasesLost: 0 },
+    ...enrolled,
   };
 }
 
@@ -61,6 +76,7 @@ export function putNode(node: NodeRecord, expectVersion: number): Write {
     key: nodeKey(node.id),
     data: node,
     indexes: { byOwner: { pk: nodeListPk, sk: `${sortableTime(node.registeredAt)}#${node.id}` } },
+    ...(node.expiresAt === undefined ? {} : { expiresAt: Math.ceil(node.expiresAt / 1000) }),
     expectVersion,
   };
 }
@@ -77,6 +93,7 @@ export function toNodeView(node: NodeRecord, now: number, livenessMs: number): N
     agentVersion: node.agentVersion,
     inventory: node.inventory,
     pools: node.pools,
+    operator: node.operator ?? 'anonymous',
     status: isLive(node, now, livenessMs) ? 'live' : 'unavailable',
     attestation: toNodeAttestationView(node.attestation, now),
     registeredAt: isoTime(node.registeredAt),

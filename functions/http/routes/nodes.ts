@@ -25,6 +25,7 @@ import {
 import { ConflictError } from '../../domain/errors.js';
 import { isoTime } from '../../domain/records.js';
 import { toNodeView } from '../../domain/resource/node-record.js';
+import { ownPoolQueue } from '../../domain/resource/pool-queues.js';
 import { RequestAuthenticator } from '../../domain/security/request-auth.js';
 import { authorized } from '../auth.js';
 import type { AppDeps, AppEnv } from '../context.js';
@@ -64,7 +65,7 @@ const registerNode = createRoute({
   responses: {
     201: json(RegisterNodeResponse, 'Registered'),
     200: json(RegisterNodeResponse, 'Already registered: inventory updated'),
-    ...errorResponses(400, 401, 413),
+    ...errorResponses(400, 401, 403, 413),
   },
 });
 
@@ -225,10 +226,13 @@ export function nodeRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
   app.openapi(claimTask, async (c) => {
     const { nodeId } = c.req.valid('param');
     const { taskId, queueUrl, receiptHandle } = c.req.valid('json');
+    // Checked before the claim: a claim naming a foreign queue changes nothing.
+    const ownQueue =
+      queueUrl === undefined ? undefined : await ownPoolQueue(cp.hints, (await cp.nodes.get(nodeId)).pools, queueUrl);
     const assignment = await cp.dispatcher.claim(nodeId, taskId);
-    if (queueUrl !== undefined && receiptHandle !== undefined) {
+    if (ownQueue !== undefined && receiptHandle !== undefined) {
       // The claim holds already; a hint left behind is only a duplicate, refused at its claim.
-      await cp.hints.acknowledge(queueUrl, receiptHandle).catch(() => undefined);
+      await cp.hints.acknowledge(ownQueue, receiptHandle).catch(() => undefined);
     }
     return c.json({ assignment }, 200);
   });
