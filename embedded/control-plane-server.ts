@@ -13,6 +13,7 @@ import { queueNames } from '../functions/domain/scheduling/messages.js';
 import { createApp } from '../functions/http/app.js';
 import { systemClock } from '../functions/ports/clock.js';
 import { queueDefinitions } from '../functions/workers/queues.js';
+import { ensureAdminKey } from './admin-key.js';
 import type { Log } from './log.js';
 import { startQueueWorkers } from './queue-workers.js';
 
@@ -47,6 +48,8 @@ export async function startControlPlane(options: ControlPlaneServerOptions): Pro
     // Long polls are woken by the signal; hints carry nothing here, so there is nothing to re-drive.
     defaultSettings(systemClock.now(), { hintRedriveMs: Number.POSITIVE_INFINITY, ...options.settings }),
   );
+  // The CLI on this machine finds this key by default, so the quickstart needs no setup.
+  await ensureAdminKey(cp.apiKeys, options.dataDir, log);
   const app = createApp({ cp, log });
 
   const stopWorkers = startQueueWorkers(cp, queue, Object.values(queueNames), log);
