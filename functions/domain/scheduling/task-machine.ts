@@ -20,10 +20,32 @@ import { isTerminal, type TaskRecord } from './task-record.js';
  *
  * A lease's timeline: claim grants `leaseMs`; every progress report and heartbeat extends it to
  * now + leaseMs; if neither arrives before it runs out, the reaper calls {@link expireLease}.
+ * No extension reaches past the attempt's timeout plus a grace, so an attempt that outruns
+ * `timeoutSeconds` ends even while its node keeps heartbeating:
+ *
+ *   claim        heartbeats extend the lease          timeoutAt         timeoutAt + grace
+ *     │──lease──►──lease──►──lease──►  ...  ──lease──►    │ heartbeats: abort │ reaper: "timed out after N s"
+ *     ▼                                                   ▼                   ▼
+ *     ├───────────────────── timeoutSeconds ──────────────┼───── grace ───────┤
  */
 
 export interface LeaseSettings {
   leaseMs: number;
+}
+
+/**
+ * How long past its timeout an attempt keeps its lease: time for the node to stop the run (its
+ * kill grace) and report how it ended, which is then accepted as usual.
+ */
+export const timeoutGraceMs = 60_000;
+
+/** The attempt has outrun its `timeoutSeconds`: its node must stop it. */
+export const timedOut = (task: TaskRecord, now: number): boolean =>
+  task.timeoutAt !== undefined && now >= task.timeoutAt;
+
+/** A lease from now, never past the attempt's timeout and grace. */
+function leaseUntil(task: TaskRecord, now: number, leaseMs: number): number {
+  return Math.min(now + leaseMs, (task.timeoutAt ?? Number.POSITIVE_INFINITY) + timeoutGraceMs);
 }
 
 export function claim(
@@ -37,13 +59,15 @@ export function claim(
   if (task.state !== 'queued') throw new Error(`cannot claim task ${task.id} in state ${task.state}`);
   const number = task.attempt + 1;
   const { progress: _dropped, ...rest } = task;
+  const timeoutAt = now + task.timeoutSeconds * 1000;
   return {
     ...rest,
     state: 'assigned',
     attempt: number,
     nodeId,
     gpuIndices,
-    leaseExpiresAt: now + leaseMs,
+    timeoutAt,
+    leaseExpiresAt: Math.min(now + leaseMs, timeoutAt + timeoutGraceMs),
     attempts: [
       ...task.attempts,
       { number, nodeId, assignedAt: isoTime(now), ...(gpuUuids.length > 0 ? { gpus: gpuUuids } : {}) },
@@ -70,7 +94,7 @@ export function recordProgress(task: TaskRecord, report: ProgressReport, now: nu
   return {
     ...task,
     state: 'running',
-    leaseExpiresAt: now + leaseMs,
+    leaseExpiresAt: leaseUntil(task, now, leaseMs),
     progress: {
       ...(report.percent === undefined ? {} : { percent: report.percent }),
       ...(report.message === undefined ? {} : { message: report.message }),
@@ -82,7 +106,7 @@ export function recordProgress(task: TaskRecord, report: ProgressReport, now: nu
 }
 
 export function extendLease(task: TaskRecord, now: number, leaseMs: number): TaskRecord {
-  return { ...task, leaseExpiresAt: now + leaseMs, updatedAt: now };
+  return { ...task, leaseExpiresAt: leaseUntil(task, now, leaseMs), updatedAt: now };
 }
 
 /** A finished run: exit code 0 waits for verification; any other code is a failed attempt. */
@@ -98,7 +122,7 @@ export function recordResult(task: TaskRecord, report: ResultReport, now: number
   if (report.exitCode !== 0) {
     return endAttempt({ ...task, result }, now, 'failed', `exit code ${report.exitCode}`, true);
   }
-  const { leaseExpiresAt: _lease, ...rest } = task;
+  const { leaseExpiresAt: _lease, timeoutAt: _timeout, ...rest } = task;
   return {
     ...rest,
     state: 'reported',
@@ -118,8 +142,12 @@ export function recordFailure(
   return endAttempt(task, now, 'failed', `${reason}: ${message}`, true);
 }
 
+/** The lease ran out: the node went silent, or the attempt outran its timeout (and grace). */
 export function expireLease(task: TaskRecord, now: number): TaskRecord {
-  return endAttempt(task, now, 'lease-expired', `no heartbeat from ${task.nodeId ?? 'its node'}`, true);
+  const detail = timedOut(task, now)
+    ? `timed out after ${task.timeoutSeconds} s`
+    : `no heartbeat from ${task.nodeId ?? 'its node'}`;
+  return endAttempt(task, now, 'lease-expired', detail, true);
 }
 
 export function markVerified(task: TaskRecord, now: number): TaskRecord {
@@ -145,7 +173,7 @@ export function stop(
   message: string,
 ): TaskRecord {
   if (isTerminal(task.state)) return task;
-  const { leaseExpiresAt: _lease, ...rest } = task;
+  const { leaseExpiresAt: _lease, timeoutAt: _timeout, ...rest } = task;
   return {
     ...rest,
     state,
@@ -175,7 +203,15 @@ function endAttempt(
 
 function requeueOrFail(task: TaskRecord, now: number, detail: string, countsAgainstBudget: boolean): TaskRecord {
   const failedAttempts = task.failedAttempts + (countsAgainstBudget ? 1 : 0);
-  const { leaseExpiresAt: _lease, nodeId: _node, gpuIndices: _gpus, pool: _pool, progress: _progress, ...rest } = task;
+  const {
+    leaseExpiresAt: _lease,
+    timeoutAt: _timeout,
+    nodeId: _node,
+    gpuIndices: _gpus,
+    pool: _pool,
+    progress: _progress,
+    ...rest
+  } = task;
   if (failedAttempts >= task.maxAttempts) {
     return {
       ...rest,

@@ -32,6 +32,8 @@ export interface TaskRecord {
   nodeId?: string;
   gpuIndices?: number[];
   leaseExpiresAt?: number;
+  /** When the current attempt outruns `timeoutSeconds` (its claim + the timeout): no lease reaches past it and a grace. */
+  timeoutAt?: number;
   progress?: { percent?: number; message?: string; logTail?: string; updatedAt: number };
   result?: TaskResult;
   error?: { code: string; message: string };

@@ -23,6 +23,7 @@ import {
   recordFailure,
   recordProgress,
   recordResult,
+  timedOut,
 } from './task-machine.js';
 import { putTask, type TaskRecord, taskKey, toTaskView } from './task-record.js';
 
@@ -91,14 +92,20 @@ export class TaskReports {
 
   /**
    * Records that the node is alive and extends the leases of the tasks it still holds. Tasks it
-   * no longer holds come back in `abort`, so the node stops work nobody will accept.
+   * no longer holds come back in `abort`, so the node stops work nobody will accept; so do tasks
+   * that outran their timeout, whose lease runs out at the end of the grace whatever the node says.
    */
   async heartbeat(nodeId: string, request: HeartbeatRequest): Promise<HeartbeatResponse> {
     await this.registry.touch(nodeId);
     const abort: HeartbeatResponse['abort'] = [];
     for (const { taskId, attempt } of request.tasks) {
       try {
-        await this.transition(nodeId, taskId, attempt, (t, now) => extendLease(t, now, this.settings.leaseMs));
+        const task = await this.transition(nodeId, taskId, attempt, (t, now) =>
+          extendLease(t, now, this.settings.leaseMs),
+        );
+        if (timedOut(task, this.clock.now())) {
+          abort.push({ taskId, attempt, reason: `timed out after ${task.timeoutSeconds} s` });
+        }
       } catch (error) {
         if (!(error instanceof LeaseLostError) && !(error instanceof NotFoundError)) throw error;
         abort.push({ taskId, attempt, reason: error.message });
