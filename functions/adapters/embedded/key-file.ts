@@ -1,25 +1,20 @@
 import { randomBytes } from 'node:crypto';
-import {
-  closeSync,
-  existsSync,
-  fsyncSync,
-  linkSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  unlinkSync,
-  writeSync,
-} from 'node:fs';
+import { closeSync, existsSync, fsyncSync, linkSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import { assertPrivateKeyFile, ensurePrivateDir } from './private-files.js';
 
 /**
  * Reads the key `<dataDir>/<name>`, first creating the directory (0700) and a fresh random key of
- * `bytes` bytes (0600) when there is none. Throws when the file holds another number of bytes.
+ * `bytes` bytes (0600) when there is none. An existing directory is narrowed to 0700.
+ *
+ * @throws {@link ExposedKeyFileError} when the key file is readable or writable by group or others.
+ * @throws Error when the file holds another number of bytes.
  */
 export function readOrCreateKeyFile(dataDir: string, name: string, bytes: number): { file: string; key: Buffer } {
-  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  ensurePrivateDir(dataDir);
   const file = join(dataDir, name);
   if (!existsSync(file)) createKeyFile(file, bytes);
+  assertPrivateKeyFile(file);
   const key = readFileSync(file);
   if (key.length !== bytes) throw new Error(`key file ${file} holds ${key.length} bytes instead of ${bytes}`);
   return { file, key };

@@ -1,6 +1,6 @@
-import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
+import { ensurePrivateDir, ensurePrivateFile } from './private-files.js';
 
 /** A better-sqlite3 connection, as used by the embedded adapters. */
 export type Database = BetterSqlite3.Database;
@@ -48,7 +48,8 @@ const schema = `
 
 /**
  * Opens (creating if needed) the SQLite database at `file`, or an in-memory one for `':memory:'`,
- * and brings its schema up to {@link schemaVersion}.
+ * and brings its schema up to {@link schemaVersion}. The file, its WAL and the directory are
+ * private to the user (0600, 0700), whatever mode they had.
  *
  * WAL lets readers proceed while one writer commits; `synchronous = NORMAL` is durable across
  * process crashes in WAL mode (only an OS crash can lose the last commits); the busy timeout makes
@@ -56,8 +57,10 @@ const schema = `
  */
 export function openDatabase(file: string): Database {
   if (file !== ':memory:') {
-    // The data directory also holds the master key: keep it private to the user.
-    mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+    // The data directory also holds the master key, and the database every job and node: keep both
+    // private to the user, even where the directory or the file existed before with a wider mode.
+    ensurePrivateDir(dirname(file));
+    ensurePrivateFile(file, [`${file}-wal`, `${file}-shm`]);
   }
   const db = new BetterSqlite3(file);
   try {
