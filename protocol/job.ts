@@ -101,7 +101,10 @@ export const JobSpec = z
     timeoutSeconds: z.int().min(1).max(limits.maxTimeoutSeconds).default(3600),
     verification: VerificationPolicy.default({ mode: 'none' }),
     maxPricePerGpuHour: Decimal.optional().meta({ description: 'Price cap in GPUAI tokens per GPU-hour.' }),
-    deadline: Timestamp.optional().meta({ description: 'Tasks not finished by then are failed and refunded.' }),
+    deadline: Timestamp.optional().meta({
+      description: 'Tasks not finished by then are failed and refunded. Must lie in the future at submission.',
+      example: '2099-12-31T23:59:59Z',
+    }),
     regions: z.array(Region).min(1).max(16).optional(),
     minAttestation: AttestationLevel.optional().meta({
       description: 'Only nodes whose unexpired attestation is at least this level receive the tasks.',

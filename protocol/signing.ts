@@ -26,9 +26,10 @@ export const signatureHeaders = {
 /**
  * The date header is epoch milliseconds in plain decimal digits, exactly as {@link signRequest}
  * writes it: `1795847021833.0`, `+1795847021833` or `1.795847021833e12` name the same number but
- * are other header values carrying the same signature, so they are refused.
+ * are other header values carrying the same signature, so they are refused; so is a leading zero
+ * (`01795847021833`), for the same reason.
  */
-export const signedDatePattern = /^[0-9]{1,15}$/;
+export const signedDatePattern = /^(0|[1-9][0-9]{0,14})$/;
 
 /** How far a request's date may be from the server's clock. */
 export const maxClockSkewMs = 5 * 60 * 1000;

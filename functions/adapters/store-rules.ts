@@ -9,6 +9,7 @@
  *
  * @module
  */
+import { InvalidRequestError } from '../domain/errors.js';
 import { type IndexKey, type IndexName, type ItemKey, maxTransactionWrites, type Write } from '../ports/store.js';
 
 /** Page size when a query names none. */
@@ -121,21 +122,29 @@ export function encodeCursor(position: readonly string[]): string {
 }
 
 /**
- * The position in a cursor made by {@link encodeCursor}.
+ * The position in a cursor made by {@link encodeCursor}. A cursor comes back from the client, so a
+ * bad one is the client's mistake, not a bug in the caller: unlike the other rules here, it is an
+ * {@link InvalidRequestError} (`invalid_cursor`, 400), never a 500.
  * @param length how many key values a cursor of this query holds.
- * @throws Error when the cursor is malformed or holds another number of key values.
+ * @throws InvalidRequestError when the cursor is malformed or holds another number of key values.
  */
 export function decodeCursor(cursor: string, length: number): string[] {
   let position: unknown;
   try {
     position = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
-  } catch (cause) {
-    throw new Error(`malformed query cursor ${JSON.stringify(cursor)}`, { cause });
+  } catch {
+    throw invalidCursor(cursor, 'is malformed');
   }
   if (!Array.isArray(position) || position.length !== length || !position.every((v) => typeof v === 'string')) {
-    throw new Error(`query cursor ${JSON.stringify(cursor)} does not belong to a query of this shape`);
+    throw invalidCursor(cursor, 'does not belong to a query of this shape');
   }
   return position;
+}
+
+/** The error for a cursor this query cannot resume from; the cursor is shown cut short, never echoed whole. */
+export function invalidCursor(cursor: string, why: string): InvalidRequestError {
+  const shown = cursor.length > 40 ? `${cursor.slice(0, 40)}...` : cursor;
+  return new InvalidRequestError('invalid_cursor', `query cursor ${JSON.stringify(shown)} ${why}`);
 }
 
 /** DynamoDB rejects empty strings as key attributes, of the table and of its indexes. */

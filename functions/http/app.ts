@@ -7,6 +7,7 @@ import { apiKeySchemeName, authentication } from './auth.js';
 import type { AppDeps, AppEnv } from './context.js';
 import { errorResponder, validationHook } from './errors.js';
 import { rateLimits } from './limits.js';
+import { notFoundOrNotAllowed, withAppWideRules } from './openapi.js';
 import { attestationRoutes } from './routes/attestation.js';
 import { jobRoutes } from './routes/jobs.js';
 import { joinTokenRoutes } from './routes/join-tokens.js';
@@ -54,18 +55,24 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
     name: 'x-gpuai-signature',
     description: 'Ed25519 signature of the request; see docs/api.md and protocol/signing.ts.',
   });
-  app.doc31('/openapi.json', {
-    openapi: '3.1.0',
-    info: {
-      title: 'GPUAI control plane',
-      version: '1',
-      description: 'Submit GPU jobs; run edge agents that register, poll for work and report results.',
-    },
+  // The document, with what the app enforces for every route written in (functions/http/openapi.ts).
+  let document: object | undefined;
+  app.get('/openapi.json', (c) => {
+    document ??= withAppWideRules(
+      app.getOpenAPI31Document({
+        openapi: '3.1.0',
+        info: {
+          title: 'GPUAI control plane',
+          version: '1',
+          description: 'Submit GPU jobs; run edge agents that register, poll for work and report results.',
+        },
+      }),
+      { description: `Body larger than ${limits.maxBodyBytes / 1024} KiB` },
+    );
+    return c.json(document);
   });
 
-  app.notFound((c) =>
-    c.json({ error: { code: 'route_not_found', message: `no route ${c.req.method} ${c.req.path}` } }, 404),
-  );
+  app.notFound(notFoundOrNotAllowed(() => app.routes));
   app.onError(errorResponder(deps.log));
   return app;
 }

@@ -85,7 +85,15 @@ import { ContentionError } from '../../domain/errors.js';
 import { type Clock, systemClock } from '../../ports/clock.js';
 import type { IndexName, ItemKey, QueryOptions, QueryPage, Store, StoredItem, Write } from '../../ports/store.js';
 import { ConditionFailedError } from '../../ports/store.js';
-import { decodeCursor, encodeCursor, indexNames, type PreparedWrite, pageSize, prepareWrites } from '../store-rules.js';
+import {
+  decodeCursor,
+  encodeCursor,
+  indexNames,
+  invalidCursor,
+  type PreparedWrite,
+  pageSize,
+  prepareWrites,
+} from '../store-rules.js';
 
 /** The names of the table's own attributes; the CDK app declares the same table from these. */
 export const itemAttributes = {
@@ -525,7 +533,7 @@ function startKeyOf(
   const position = decodeCursor(cursor, names.length);
   const key = Object.fromEntries(names.map((name, i): [string, AttributeValue] => [name, { S: String(position[i]) }]));
   if (key[partitionName]?.S !== partition) {
-    throw new Error(`query cursor ${JSON.stringify(cursor)} belongs to another partition`);
+    throw invalidCursor(cursor, 'belongs to another partition');
   }
   return key;
 }
