@@ -61,8 +61,12 @@ export const MeasurementEvidence = z
   .strictObject({
     type: z.literal('agent-measurement'),
     agentVersion: z.string().min(1).max(32),
-    bundleSha256: Sha256Hex.meta({ description: 'sha-256 over "<path>\\0<sha-256 hex>\\n" of each bundle file, sorted.' }),
-    configSha256: Sha256Hex.meta({ description: 'sha-256 of the canonical JSON of the effective agent configuration.' }),
+    bundleSha256: Sha256Hex.meta({
+      description: 'sha-256 over "<path>\\0<sha-256 hex>\\n" of each bundle file, sorted.',
+    }),
+    configSha256: Sha256Hex.meta({
+      description: 'sha-256 of the canonical JSON of the effective agent configuration.',
+    }),
     files: z.int().min(1).max(100_000),
   })
   .meta({ id: 'MeasurementEvidence' });
@@ -79,7 +83,9 @@ export const TpmQuoteEvidence = z
       .min(1)
       .max(4096)
       .regex(/^-----BEGIN PUBLIC KEY-----[A-Za-z0-9+/=\s]+-----END PUBLIC KEY-----\s*$/)
-      .meta({ description: 'The attestation key, SPKI PEM (`tpm2_createak -f pem`). Pinned to the node on first use.' }),
+      .meta({
+        description: 'The attestation key, SPKI PEM (`tpm2_createak -f pem`). Pinned to the node on first use.',
+      }),
     message: Base64(4096).meta({ description: 'The marshalled TPMS_ATTEST (the `-m` file), base64.' }),
     signature: Base64(4096).meta({ description: 'The TPMT_SIGNATURE (the `-s` file), base64.' }),
     pcrBank: z.literal('sha256'),

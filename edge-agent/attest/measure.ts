@@ -10,7 +10,8 @@ export const defaultBundleRoots = [agentRoot, resolve(agentRoot, '..', 'protocol
 
 /** Files that are not part of what runs: tests and their helpers. */
 const excluded = (path: string) =>
-  /\.test\.[cm]?[jt]s$/.test(path) || path.split(sep).some((part) => part === 'test-support' || part === 'node_modules');
+  /\.test\.[cm]?[jt]s$/.test(path) ||
+  path.split(sep).some((part) => part === 'test-support' || part === 'node_modules');
 
 export interface BundleDigest {
   sha256: string;
@@ -29,7 +30,9 @@ export async function digestBundle(roots: readonly string[] = defaultBundleRoots
   for (const root of roots) await collect(root, files);
   const lines = await Promise.all(
     files.map(async (file) => {
-      const digest = createHash('sha256').update(await readFile(file)).digest('hex');
+      const digest = createHash('sha256')
+        .update(await readFile(file))
+        .digest('hex');
       return `${relative(base, file).split(sep).join('/')}\0${digest}\n`;
     }),
   );
@@ -49,7 +52,8 @@ async function collect(dir: string, into: string[]): Promise<void> {
 }
 
 /** sha-256 of the canonical JSON of the effective configuration (no secrets belong in it). */
-export const digestConfig = (config: unknown): string => createHash('sha256').update(canonicalJson(config)).digest('hex');
+export const digestConfig = (config: unknown): string =>
+  createHash('sha256').update(canonicalJson(config)).digest('hex');
 
 /** The `agent-measurement` evidence for this agent and `config`. */
 export async function measureAgent(config: unknown, roots?: readonly string[]): Promise<MeasurementEvidence> {

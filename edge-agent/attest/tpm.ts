@@ -154,7 +154,10 @@ export class TpmQuoter {
         },
         (error, _stdout, stderr) => {
           if (error === null) return resolve();
-          const detail = (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'not installed (tpm2-tools)' : stderr.trim() || error.message;
+          const detail =
+            (error as NodeJS.ErrnoException).code === 'ENOENT'
+              ? 'not installed (tpm2-tools)'
+              : stderr.trim() || error.message;
           reject(new TpmError(`${file} failed: ${detail.split('\n').slice(0, 3).join(' ')}`));
         },
       );

@@ -125,7 +125,11 @@ export class AttestationService {
       const pinned = current.data.attestationKey;
       // A concurrent first quote may have pinned another key since this one was verified.
       if (tpm !== undefined && pinned !== undefined && pinned.spki !== tpm.akSpki) {
-        throw new AttestationRefusedError('ak_mismatch', 'another attestation key was pinned to this node meanwhile', 'tpm-quote');
+        throw new AttestationRefusedError(
+          'ak_mismatch',
+          'another attestation key was pinned to this node meanwhile',
+          'tpm-quote',
+        );
       }
       const updated: NodeRecord = {
         ...current.data,

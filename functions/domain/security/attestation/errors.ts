@@ -12,6 +12,11 @@ export class AttestationRefusedError extends DomainError {
     message: string,
     readonly evidence?: string,
   ) {
-    super(code === 'ak_mismatch' ? 'conflict' : 'invalid', code, message, evidence === undefined ? undefined : { evidence });
+    super(
+      code === 'ak_mismatch' ? 'conflict' : 'invalid',
+      code,
+      message,
+      evidence === undefined ? undefined : { evidence },
+    );
   }
 }

@@ -1,4 +1,4 @@
-import { constants, createPublicKey, type JsonWebKey as CryptoJwk, type KeyObject, verify } from 'node:crypto';
+import { type JsonWebKey as CryptoJwk, constants, createPublicKey, type KeyObject, verify } from 'node:crypto';
 import { AttestationRefusedError } from './errors.js';
 import type { JsonWebKey, NvidiaTokenSettings } from './settings.js';
 
@@ -38,7 +38,12 @@ const refuse = (code: string, message: string) => new AttestationRefusedError(co
  *
  * The per-GPU detached tokens (`submods`) are not checked: the overall result claim covers them.
  */
-export function verifyNvidiaToken(token: string, nonce: string, settings: NvidiaTokenSettings, nowMs: number): NvidiaTokenVerdict {
+export function verifyNvidiaToken(
+  token: string,
+  nonce: string,
+  settings: NvidiaTokenSettings,
+  nowMs: number,
+): NvidiaTokenVerdict {
   const parts = token.split('.');
   if (parts.length !== 3) throw refuse('token_malformed', 'the token is not a compact JWS of three parts');
   const [headerPart = '', payloadPart = '', signaturePart = ''] = parts;
@@ -53,14 +58,16 @@ export function verifyNvidiaToken(token: string, nonce: string, settings: Nvidia
   if (!settings.algorithms.includes(algName) || algorithm === undefined) {
     throw refuse('token_alg_refused', `alg ${algName} is not one of the accepted ${settings.algorithms.join(', ')}`);
   }
-  if (header.crit !== undefined) throw refuse('token_malformed', 'the token has critical header parameters this verifier does not know');
+  if (header.crit !== undefined)
+    throw refuse('token_malformed', 'the token has critical header parameters this verifier does not know');
   if (settings.jwks === undefined || settings.jwks.keys.length === 0) {
     throw refuse('token_no_keys', 'this control plane has no NVIDIA attestation key set configured');
   }
   const kid = header.kid;
   if (typeof kid !== 'string') throw refuse('token_unknown_kid', 'the token names no key (kid)');
   const jwk = settings.jwks.keys.find((k) => k.kid === kid);
-  if (jwk === undefined) throw refuse('token_unknown_kid', `kid ${JSON.stringify(kid)} is not in the configured key set`);
+  if (jwk === undefined)
+    throw refuse('token_unknown_kid', `kid ${JSON.stringify(kid)} is not in the configured key set`);
   const key = keyFor(jwk, algName, algorithm);
 
   const signature = Buffer.from(signaturePart, 'base64url');
@@ -73,7 +80,9 @@ export function verifyNvidiaToken(token: string, nonce: string, settings: Nvidia
         : verify(
             algorithm.hash,
             signingInput,
-            algorithm.pss ? { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_DIGEST } : key,
+            algorithm.pss
+              ? { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_DIGEST }
+              : key,
             signature,
           );
   } catch {
@@ -99,7 +108,10 @@ export function verifyNvidiaToken(token: string, nonce: string, settings: Nvidia
     throw refuse('token_nonce_mismatch', `the token's ${nvidiaNonceClaim} is not this challenge's nonce`);
   }
   if (claims[nvidiaResultClaim] !== true) {
-    throw refuse('token_result_failed', `the token's ${nvidiaResultClaim} is not true: the GPU evidence did not pass appraisal`);
+    throw refuse(
+      'token_result_failed',
+      `the token's ${nvidiaResultClaim} is not true: the GPU evidence did not pass appraisal`,
+    );
   }
   return { level: 'gpu', claims };
 }
@@ -119,7 +131,10 @@ function keyFor(jwk: JsonWebKey, algName: string, algorithm: { kty: string; crv?
     throw refuse('token_key_mismatch', `key ${jwk.kid} (${jwk.kty} ${jwk.crv ?? ''}) cannot verify ${algName}`);
   }
   if ((jwk.alg !== undefined && jwk.alg !== algName) || (jwk.use !== undefined && jwk.use !== 'sig')) {
-    throw refuse('token_key_mismatch', `key ${jwk.kid} is declared for ${jwk.alg ?? jwk.use}, not ${algName} signatures`);
+    throw refuse(
+      'token_key_mismatch',
+      `key ${jwk.kid} is declared for ${jwk.alg ?? jwk.use}, not ${algName} signatures`,
+    );
   }
   try {
     const { kty, crv, x, y, n, e } = jwk;

@@ -39,5 +39,7 @@ export function effectiveAttestationLevel(attestation: AttestationRecord | undef
 /** The node view's part: the effective level and, while it holds, its expiry. */
 export function toNodeAttestationView(attestation: AttestationRecord | undefined, now: number): NodeAttestation {
   const level = effectiveAttestationLevel(attestation, now);
-  return level === 'none' || attestation === undefined ? { level } : { level, expiresAt: isoTime(attestation.expiresAt) };
+  return level === 'none' || attestation === undefined
+    ? { level }
+    : { level, expiresAt: isoTime(attestation.expiresAt) };
 }

@@ -8,7 +8,15 @@ const tpmGenerated = 0xff544347;
 /** TPM_ST_ATTEST_QUOTE. */
 const attestQuote = 0x8018;
 /** TPM_ALG_* identifiers (TPM 2.0 Library, Part 2, table 9). */
-const alg = { sha1: 0x0004, sha256: 0x000b, sha384: 0x000c, sha512: 0x000d, rsassa: 0x0014, rsapss: 0x0016, ecdsa: 0x0018 };
+const alg = {
+  sha1: 0x0004,
+  sha256: 0x000b,
+  sha384: 0x000c,
+  sha512: 0x000d,
+  rsassa: 0x0014,
+  rsapss: 0x0016,
+  ecdsa: 0x0018,
+};
 const hashNames: Record<number, string> = {
   [alg.sha1]: 'sha1',
   [alg.sha256]: 'sha256',
@@ -95,10 +103,18 @@ const malformed = (what: string, why: string) =>
 export function parseQuote(message: Buffer): ParsedQuote {
   const r = new Reader(message, 'TPMS_ATTEST');
   if (r.u32() !== tpmGenerated) {
-    throw new AttestationRefusedError('tpm_not_generated', 'the quote does not start with TPM_GENERATED_VALUE (ff544347)', 'tpm-quote');
+    throw new AttestationRefusedError(
+      'tpm_not_generated',
+      'the quote does not start with TPM_GENERATED_VALUE (ff544347)',
+      'tpm-quote',
+    );
   }
   if (r.u16() !== attestQuote) {
-    throw new AttestationRefusedError('tpm_not_a_quote', 'the attestation structure is not a quote (type 8018)', 'tpm-quote');
+    throw new AttestationRefusedError(
+      'tpm_not_a_quote',
+      'the attestation structure is not a quote (type 8018)',
+      'tpm-quote',
+    );
   }
   const qualifiedSigner = r.sized(2 + 64);
   const extraData = r.sized(64);
@@ -156,14 +172,22 @@ export function parseAttestationKey(pem: string): KeyObject {
   try {
     key = createPublicKey({ key: pem, format: 'pem' });
   } catch {
-    throw new AttestationRefusedError('tpm_bad_key', 'the attestation key is not a readable SPKI public key', 'tpm-quote');
+    throw new AttestationRefusedError(
+      'tpm_bad_key',
+      'the attestation key is not a readable SPKI public key',
+      'tpm-quote',
+    );
   }
   const details = key.asymmetricKeyDetails ?? {};
   const ok =
     (key.asymmetricKeyType === 'rsa' && (details.modulusLength ?? 0) >= 2048) ||
     (key.asymmetricKeyType === 'ec' && ['prime256v1', 'secp384r1'].includes(details.namedCurve ?? ''));
   if (!ok) {
-    throw new AttestationRefusedError('tpm_bad_key', 'the attestation key must be RSA >= 2048 bits or EC P-256/P-384', 'tpm-quote');
+    throw new AttestationRefusedError(
+      'tpm_bad_key',
+      'the attestation key must be RSA >= 2048 bits or EC P-256/P-384',
+      'tpm-quote',
+    );
   }
   return key;
 }
@@ -238,17 +262,29 @@ export function verifyTpmQuote(
   const message = Buffer.from(evidence.message, 'base64');
   const signature = parseSignature(Buffer.from(evidence.signature, 'base64'));
   if (!verifyQuoteSignature(message, signature, key)) {
-    throw new AttestationRefusedError('tpm_bad_signature', 'the quote signature does not verify with the attestation key', 'tpm-quote');
+    throw new AttestationRefusedError(
+      'tpm_bad_signature',
+      'the quote signature does not verify with the attestation key',
+      'tpm-quote',
+    );
   }
   const quote = parseQuote(message);
   const expected = Buffer.from(nonce, 'hex');
   if (quote.extraData.length !== expected.length || !timingSafeEqual(quote.extraData, expected)) {
-    throw new AttestationRefusedError('tpm_nonce_mismatch', "the quote's qualifying data is not this challenge's nonce", 'tpm-quote');
+    throw new AttestationRefusedError(
+      'tpm_nonce_mismatch',
+      "the quote's qualifying data is not this challenge's nonce",
+      'tpm-quote',
+    );
   }
   const banks = quote.selections.filter((s) => s.pcrs.length > 0);
   const bank = banks[0];
   if (banks.length !== 1 || bank === undefined || bank.hash !== alg.sha256) {
-    throw new AttestationRefusedError('tpm_pcr_selection', 'the quote must select PCRs of the sha256 bank only', 'tpm-quote');
+    throw new AttestationRefusedError(
+      'tpm_pcr_selection',
+      'the quote must select PCRs of the sha256 bank only',
+      'tpm-quote',
+    );
   }
   const given = [...evidence.pcrs].sort((a, b) => a.index - b.index);
   const givenIndices = given.map((p) => p.index);
@@ -261,7 +297,11 @@ export function verifyTpmQuote(
   }
   const missing = settings.requiredPcrs.filter((i) => !bank.pcrs.includes(i));
   if (missing.length > 0) {
-    throw new AttestationRefusedError('tpm_pcr_selection', `the quote must cover PCRs ${missing.join(',')}`, 'tpm-quote');
+    throw new AttestationRefusedError(
+      'tpm_pcr_selection',
+      `the quote must cover PCRs ${missing.join(',')}`,
+      'tpm-quote',
+    );
   }
   const digest = createHash('sha256');
   for (const pcr of given) digest.update(Buffer.from(pcr.value, 'hex'));
@@ -282,7 +322,11 @@ export function verifyTpmQuote(
       );
     }
     if (pcrs[index] === undefined) {
-      throw new AttestationRefusedError('tpm_pcr_selection', `the quote must cover PCR ${index}, which has a reference value`, 'tpm-quote');
+      throw new AttestationRefusedError(
+        'tpm_pcr_selection',
+        `the quote must cover PCR ${index}, which has a reference value`,
+        'tpm-quote',
+      );
     }
   }
   return { level: 'tpm', akSpki, pcrs };
