@@ -57,9 +57,7 @@ describe('node request signing', () => {
     // '"exitCode":0' -> '"exitCode":1': one bit (0x30 -> 0x31), still valid JSON, still a valid report.
     const tampered = request.body.replace('"exitCode":0', '"exitCode":1');
     expect(Buffer.from(tampered).compare(Buffer.from(request.body))).not.toBe(0);
-    await unchanged(h, async () =>
-      expectRefused(await send({ ...request, body: tampered }), 401, 'bad_signature'),
-    );
+    await unchanged(h, async () => expectRefused(await send({ ...request, body: tampered }), 401, 'bad_signature'));
     expect(await taskState(assignment.taskId)).toBe('assigned');
     // The untampered request still goes through: the refusal was the tampering.
     expect((await send(request)).status).toBe(200);
@@ -190,7 +188,10 @@ describe('node request signing', () => {
     for (const [path, body] of [
       [resultPath(x.id, assignment.taskId), report],
       [`/v1/nodes/${x.id}/tasks/${assignment.taskId}/progress`, { attempt: assignment.attempt }],
-      [`/v1/nodes/${x.id}/tasks/${assignment.taskId}/fail`, { attempt: assignment.attempt, reason: 'error', message: 'x' }],
+      [
+        `/v1/nodes/${x.id}/tasks/${assignment.taskId}/fail`,
+        { attempt: assignment.attempt, reason: 'error', message: 'x' },
+      ],
     ] as const) {
       await unchanged(h, async () => expectRefused(await x.call('POST', path, body), 403, 'task_not_assigned'));
     }
@@ -206,10 +207,22 @@ describe('node request signing', () => {
     expect(await taskState(assignment.taskId)).toBe('assigned');
   });
 
-  it("refuses a registration signed with another key than the one it registers (401)", async () => {
+  it('refuses a registration signed with another key than the one it registers (401)', async () => {
     const a = new TestNode(h.request);
     const b = new TestNode(h.request);
-    const body = { publicKey: b.key.publicKey, agentVersion: '0.1.0', inventory: { gpus: [], cpu: { model: 'c', cores: 1 }, memoryMiB: 1024, os: 'linux', arch: 'x64', runtimes: ['process'], region: 'local' } };
+    const body = {
+      publicKey: b.key.publicKey,
+      agentVersion: '0.1.0',
+      inventory: {
+        gpus: [],
+        cpu: { model: 'c', cores: 1 },
+        memoryMiB: 1024,
+        os: 'linux',
+        arch: 'x64',
+        runtimes: ['process'],
+        region: 'local',
+      },
+    };
     // A signs, claiming to be A, registering B's key; then claiming to be B.
     await unchanged(h, async () => expectRefused(await a.call('POST', '/v1/nodes', body), 401));
     await unchanged(h, async () => expectRefused(await a.call('POST', '/v1/nodes', body, b.id), 401));

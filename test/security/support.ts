@@ -1,6 +1,6 @@
 import { expect } from 'vitest';
 import type { JobWithTasks } from '../../protocol/index.js';
-import { inProcessControlPlane, TestNode } from '../support/in-process.js';
+import { type inProcessControlPlane, TestNode } from '../support/in-process.js';
 
 /**
  * Shared by the security suite: every case asserts the answer (status, the one error shape, no

@@ -84,7 +84,11 @@ describe('API keys', () => {
     const keyId = key.split('_')[1] ?? '';
     expect((await h.api(`/v1/keys/${keyId}`, { method: 'DELETE' })).status).toBe(200);
     await unchanged(h, async () => {
-      await expectRefused(await h.api('/v1/jobs', jsonInit('POST', { command: ['true'] }), key), 401, 'api_key_revoked');
+      await expectRefused(
+        await h.api('/v1/jobs', jsonInit('POST', { command: ['true'] }), key),
+        401,
+        'api_key_revoked',
+      );
       await expectRefused(await h.api(`/v1/jobs/${job.id}/cancel`, { method: 'POST' }, key), 401, 'api_key_revoked');
       await expectRefused(await h.api('/v1/jobs', {}, key), 401, 'api_key_revoked');
     });
@@ -95,7 +99,11 @@ describe('API keys', () => {
     const job = await submitJob(h, { command: ['true'] }, key);
     clock.advance(60_001);
     await unchanged(h, async () => {
-      await expectRefused(await h.api('/v1/jobs', jsonInit('POST', { command: ['true'] }), key), 401, 'api_key_expired');
+      await expectRefused(
+        await h.api('/v1/jobs', jsonInit('POST', { command: ['true'] }), key),
+        401,
+        'api_key_expired',
+      );
       await expectRefused(await h.api(`/v1/jobs/${job.id}/cancel`, { method: 'POST' }, key), 401, 'api_key_expired');
     });
   });
@@ -109,7 +117,11 @@ describe('API keys', () => {
     for (const tampered of [flipChar(key, idAt, 0), flipChar(key, secretAt, 0), flipChar(key, secretAt - 10, 1)]) {
       expect(tampered).not.toBe(key);
       await unchanged(h, async () =>
-        expectRefused(await h.api('/v1/jobs', jsonInit('POST', { command: ['true'] }), tampered), 401, 'invalid_api_key'),
+        expectRefused(
+          await h.api('/v1/jobs', jsonInit('POST', { command: ['true'] }), tampered),
+          401,
+          'invalid_api_key',
+        ),
       );
     }
   });
@@ -147,14 +159,26 @@ describe('API keys', () => {
     const submitter = await h.createKey('tenant-a', ['submit']);
     const job = await submitJob(h, { command: ['true'] }, submitter);
     await unchanged(h, async () => {
-      await expectRefused(await h.api('/v1/jobs', jsonInit('POST', { command: ['true'] }), reader), 403, 'insufficient_scope');
-      await expectRefused(await h.api(`/v1/jobs/${job.id}/cancel`, { method: 'POST' }, reader), 403, 'insufficient_scope');
+      await expectRefused(
+        await h.api('/v1/jobs', jsonInit('POST', { command: ['true'] }), reader),
+        403,
+        'insufficient_scope',
+      );
+      await expectRefused(
+        await h.api(`/v1/jobs/${job.id}/cancel`, { method: 'POST' }, reader),
+        403,
+        'insufficient_scope',
+      );
       await expectRefused(
         await h.api('/v1/keys', jsonInit('POST', { tenant: 'tenant-a', scopes: ['admin'] }), submitter),
         403,
         'insufficient_scope',
       );
-      await expectRefused(await h.api('/v1/keys', jsonInit('POST', { scopes: ['read'] }), reader), 403, 'insufficient_scope');
+      await expectRefused(
+        await h.api('/v1/keys', jsonInit('POST', { scopes: ['read'] }), reader),
+        403,
+        'insufficient_scope',
+      );
     });
   });
 
