@@ -8,6 +8,14 @@ import type { GpuaiSettings } from './gpuai-stack.js';
  */
 const flag = z.union([z.boolean(), z.enum(['true', 'false']).transform((text) => text === 'true')]);
 const count = z.coerce.number().int().positive();
+/** A list from cdk.json (an array) or from `-c key=a,b` (comma-separated). */
+const list = z.union([
+  z.array(z.string().trim().min(1)).min(1),
+  z
+    .string()
+    .transform((text) => text.split(',').map((item) => item.trim()))
+    .pipe(z.array(z.string().min(1)).min(1)),
+]);
 
 /** The context keys of this app, with their defaults (also written out in cdk.json). */
 const Context = z
@@ -24,11 +32,31 @@ const Context = z
     'gpuai:apiBurstLimit': count.default(200),
     'gpuai:alarmEmail': z.email().optional(),
     'gpuai:dispatch': z.enum(dispatchModes).default('sqs'),
+    // Concurrency reserved for the API function; the account must keep 100 unreserved besides.
+    'gpuai:apiConcurrency': count.max(10_000).default(100),
+    // An OIDC issuer whose tokens API Gateway verifies on the application routes (docs/deploy.md).
+    'gpuai:oidcIssuer': z.url({ protocol: /^https$/, hostname: z.regexes.domain }).optional(),
+    'gpuai:oidcAudience': list.optional(),
+    'gpuai:oidcTenantClaim': z
+      .string()
+      .regex(/^[A-Za-z0-9_:./-]{1,128}$/)
+      .optional(),
   })
   .refine((c) => c['gpuai:heartbeatMs'] < c['gpuai:leaseMs'], {
     path: ['gpuai:heartbeatMs'],
     message: 'must be below gpuai:leaseMs',
+  })
+  .refine((c) => (c['gpuai:oidcIssuer'] === undefined) === (c['gpuai:oidcAudience'] === undefined), {
+    path: ['gpuai:oidcAudience'],
+    message: 'gpuai:oidcIssuer and gpuai:oidcAudience go together: set both or neither',
+  })
+  .refine((c) => c['gpuai:oidcTenantClaim'] === undefined || c['gpuai:oidcIssuer'] !== undefined, {
+    path: ['gpuai:oidcTenantClaim'],
+    message: 'needs gpuai:oidcIssuer',
   });
+
+/** The claim that names the tenant when `gpuai:oidcTenantClaim` is not given (as in functions/http/auth.ts). */
+export const defaultOidcTenantClaim = 'sub';
 
 /** What the app deploys: the stack's name and its settings. */
 export interface AppContext {
@@ -55,7 +83,17 @@ export function readContext(node: Node): AppContext {
       apiRateLimit: c['gpuai:apiRateLimit'],
       apiBurstLimit: c['gpuai:apiBurstLimit'],
       dispatch: c['gpuai:dispatch'],
+      apiConcurrency: c['gpuai:apiConcurrency'],
       ...(c['gpuai:alarmEmail'] === undefined ? {} : { alarmEmail: c['gpuai:alarmEmail'] }),
+      ...(c['gpuai:oidcIssuer'] === undefined || c['gpuai:oidcAudience'] === undefined
+        ? {}
+        : {
+            oidc: {
+              issuer: c['gpuai:oidcIssuer'],
+              audience: c['gpuai:oidcAudience'],
+              tenantClaim: c['gpuai:oidcTenantClaim'] ?? defaultOidcTenantClaim,
+            },
+          }),
     },
   };
 }

@@ -26,6 +26,17 @@ export interface GpuaiSettings {
   alarmEmail?: string;
   /** How agents learn of work: their pools' SQS queues (`sqs`) or the API function's long poll. */
   dispatch: DispatchMode;
+  /**
+   * Concurrency reserved for the API function: its ceiling, and what other functions of the account
+   * cannot take from it. In the `long-poll` dispatch mode each waiting agent holds one for up to 20 s.
+   */
+  apiConcurrency: number;
+  /**
+   * An OIDC issuer whose tokens API Gateway verifies on the application routes, the audiences it
+   * accepts, and the claim that names the tenant (given to the API function as
+   * `GPUAI_OIDC_TENANT_CLAIM`). Without it, API keys alone authenticate application requests.
+   */
+  oidc?: { issuer: string; audience: readonly string[]; tenantClaim: string };
 }
 
 export interface GpuaiStackProps extends StackProps {
@@ -50,8 +61,8 @@ export class GpuaiStack extends Stack {
     const { settings } = props;
     const retain = settings.retainData;
 
-    const data = new Data(this, 'Data', { retain });
     const keys = new Keys(this, 'Keys', { retain });
+    const data = new Data(this, 'Data', { retain, key: keys.table });
     const queues = new Queues(this, 'Queues', { consumerTimeout });
     const workers = new Workers(this, 'Workers', {
       data,
@@ -60,6 +71,11 @@ export class GpuaiStack extends Stack {
       leaseMs: settings.leaseMs,
       heartbeatMs: settings.heartbeatMs,
       retainLogs: retain,
+      logsKey: keys.logs,
+      apiConcurrency: settings.apiConcurrency,
+      ...(settings.oidc === undefined
+        ? {}
+        : { apiEnvironment: { GPUAI_OIDC_TENANT_CLAIM: settings.oidc.tenantClaim } }),
     });
     const dispatch = new Dispatch(this, 'Dispatch', {
       mode: settings.dispatch,
@@ -71,12 +87,17 @@ export class GpuaiStack extends Stack {
       handler: workers.api,
       throttle: { rateLimit: settings.apiRateLimit, burstLimit: settings.apiBurstLimit },
       retainLogs: retain,
+      logsKey: keys.logs,
+      ...(settings.oidc === undefined
+        ? {}
+        : { oidc: { issuer: settings.oidc.issuer, audience: settings.oidc.audience } }),
     });
     const deadLetterQueueNames = new Set(queueDefinitions.flatMap((q) => q.deadLetterQueue ?? []));
     const observability = new Observability(this, 'Observability', {
       deadLetterQueues: new Map([...deadLetterQueueNames].map((name) => [name, queues.queue(name)])),
       functions: new Map(workers.all.map((fn) => [fn.node.id, fn])),
       api: api.httpApi,
+      topicKey: keys.alarms,
       ...(settings.alarmEmail === undefined ? {} : { alarmEmail: settings.alarmEmail }),
     });
 

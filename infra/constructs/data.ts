@@ -1,5 +1,5 @@
 import type { AttributeDefinition, KeySchemaElement } from '@aws-sdk/client-dynamodb';
-import { RemovalPolicy } from 'aws-cdk-lib';
+import { RemovalPolicy, Stack } from 'aws-cdk-lib';
 import {
   type Attribute,
   AttributeType,
@@ -8,7 +8,8 @@ import {
   Table,
   TableEncryption,
 } from 'aws-cdk-lib/aws-dynamodb';
-import type { IGrantable } from 'aws-cdk-lib/aws-iam';
+import { type IGrantable, PolicyStatement } from 'aws-cdk-lib/aws-iam';
+import type { IKey } from 'aws-cdk-lib/aws-kms';
 import { Construct } from 'constructs';
 import { tableDefinition, timeToLiveAttribute } from '../../functions/adapters/aws/dynamodb-store.js';
 
@@ -25,26 +26,45 @@ export const storeActions = [
   'dynamodb:ConditionCheckItem',
 ] as const;
 
+/**
+ * What DynamoDB does with the table's key on behalf of a caller that reads or writes items (the
+ * actions AWS lists for a customer managed table key, with the wildcards spelt out). Granted only
+ * through DynamoDB (`kms:ViaService`): the functions cannot call KMS with the key themselves.
+ */
+export const tableKeyActions = [
+  'kms:Decrypt',
+  'kms:DescribeKey',
+  'kms:Encrypt',
+  'kms:GenerateDataKey',
+  'kms:GenerateDataKeyWithoutPlaintext',
+  'kms:ReEncryptFrom',
+  'kms:ReEncryptTo',
+] as const;
+
 export interface DataProps {
   /**
    * Keep the table (and refuse to delete it) when the stack or the resource goes away: the table
    * is the control plane's truth. Off for throwaway development stacks only.
    */
   retain: boolean;
+  /** The customer managed key that encrypts the table at rest. */
+  key: IKey;
 }
 
 /**
  * The control plane's one DynamoDB table, declared from the store adapter's own
  * {@link tableDefinition}, so the deployed key schema and indexes cannot drift from what the
  * adapter queries. On-demand capacity (an idle table costs storage only), point-in-time recovery,
- * time to live on the adapter's expiry attribute, and encryption under the AWS-managed key, which
- * needs no key grant in the functions' policies.
+ * time to live on the adapter's expiry attribute, and encryption under a customer managed key of the
+ * stack's own (infra/constructs/keys.ts), which the functions may use through DynamoDB alone.
  */
 export class Data extends Construct {
   readonly table: Table;
+  readonly key: IKey;
 
   constructor(scope: Construct, id: string, props: DataProps) {
     super(scope, id);
+    this.key = props.key;
     // CloudFormation names the table, so several stacks fit in one account and region.
     const definition = tableDefinition('unused');
     if (definition.BillingMode !== BillingMode.PAY_PER_REQUEST) {
@@ -57,7 +77,8 @@ export class Data extends Construct {
       ...keyOf(definition.KeySchema ?? [], attributes),
       billingMode: BillingMode.PAY_PER_REQUEST,
       pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
-      encryption: TableEncryption.AWS_MANAGED,
+      encryption: TableEncryption.CUSTOMER_MANAGED,
+      encryptionKey: props.key,
       timeToLiveAttribute,
       removalPolicy: props.retain ? RemovalPolicy.RETAIN : RemovalPolicy.DESTROY,
       deletionProtection: props.retain,
@@ -76,9 +97,19 @@ export class Data extends Construct {
     }
   }
 
-  /** Lets `grantee` use the table, and its indexes, the way the store adapter does and no other. */
+  /**
+   * Lets `grantee` use the table, and its indexes, the way the store adapter does and no other,
+   * and lets DynamoDB use the table's key for it.
+   */
   grantStore(grantee: IGrantable): void {
     this.table.grant(grantee, ...storeActions);
+    grantee.grantPrincipal.addToPrincipalPolicy(
+      new PolicyStatement({
+        actions: [...tableKeyActions],
+        resources: [this.key.keyArn],
+        conditions: { StringEquals: { 'kms:ViaService': `dynamodb.${Stack.of(this).region}.amazonaws.com` } },
+      }),
+    );
   }
 }
 

@@ -2,6 +2,7 @@ import { Duration } from 'aws-cdk-lib';
 import type { HttpApi } from 'aws-cdk-lib/aws-apigatewayv2';
 import { Alarm, ComparisonOperator, type IMetric, TreatMissingData } from 'aws-cdk-lib/aws-cloudwatch';
 import { SnsAction } from 'aws-cdk-lib/aws-cloudwatch-actions';
+import type { IKey } from 'aws-cdk-lib/aws-kms';
 import type { IFunction } from 'aws-cdk-lib/aws-lambda';
 import { Topic } from 'aws-cdk-lib/aws-sns';
 import { EmailSubscription } from 'aws-cdk-lib/aws-sns-subscriptions';
@@ -17,6 +18,12 @@ export interface ObservabilityProps {
   api: HttpApi;
   /** Subscribed to the alarm topic when given; confirm the subscription from the first email. */
   alarmEmail?: string;
+  /**
+   * Encrypts the alarm topic. Its key policy must let CloudWatch (`cloudwatch.amazonaws.com`)
+   * use it, as infra/constructs/keys.ts does: alarms cannot publish to a topic under the AWS
+   * managed SNS key.
+   */
+  topicKey: IKey;
 }
 
 /**
@@ -32,7 +39,10 @@ export class Observability extends Construct {
   constructor(scope: Construct, id: string, props: ObservabilityProps) {
     super(scope, id);
     // SNS's default access policy stays: it is what lets CloudWatch alarms of this account publish.
-    this.alarmTopic = new Topic(this, 'AlarmTopic', { displayName: 'GPUAI alarms' });
+    this.alarmTopic = new Topic(this, 'AlarmTopic', {
+      displayName: 'GPUAI alarms',
+      masterKey: props.topicKey,
+    });
     if (props.alarmEmail !== undefined) {
       this.alarmTopic.addSubscription(new EmailSubscription(props.alarmEmail));
     }

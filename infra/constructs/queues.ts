@@ -10,8 +10,11 @@ export interface QueuesProps {
 
 /**
  * The control plane's SQS queues, one per entry of {@link queueDefinitions}, with the dead-letter
- * queues and receive counts the definitions name. Every queue is encrypted with SSE-SQS (no KMS
- * key to grant or pay for) and refuses requests that do not use TLS.
+ * queues and receive counts the definitions name. Every queue is encrypted with SSE-KMS under the
+ * AWS managed key `alias/aws/sqs`, whose key policy lets every principal of the account that may
+ * use SQS use it through SQS (so no key grant in the functions' policies and no key to pay for),
+ * and refuses requests that do not use TLS. (SSE-SQS would encrypt as well, but KMS leaves an
+ * audit trail in CloudTrail and is what checkov's CKV_AWS_27 recognises.)
  *
  * A work queue's visibility timeout is at least six times its consumer's timeout, as AWS advises
  * for Lambda event sources: a batch that is retried on throttling can outlive one function
@@ -32,7 +35,7 @@ export class Queues extends Construct {
     for (const definition of ordered) {
       const own = Duration.seconds(definition.visibilityTimeoutSeconds);
       const common = {
-        encryption: QueueEncryption.SQS_MANAGED,
+        encryption: QueueEncryption.KMS_MANAGED,
         enforceSSL: true,
         // Messages are only triggers (the table holds the truth), so nothing is lost with a queue.
         removalPolicy: RemovalPolicy.DESTROY,

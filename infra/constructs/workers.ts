@@ -10,6 +10,7 @@ import { LogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
 import { queueNames } from '../../functions/domain/scheduling/messages.js';
 import { deadLetterQueueOf } from '../../functions/workers/queues.js';
+import { type CheckovSkip, skipCheckov } from './checkov.js';
 import type { Data } from './data.js';
 import type { Queues } from './queues.js';
 
@@ -21,6 +22,28 @@ export const consumerTimeout = Duration.seconds(30);
  * integration limit, so a stuck request ends in the function's own logs rather than as a bare 503.
  */
 const apiTimeout = Duration.seconds(28);
+
+/**
+ * The concurrency reserved for each worker. The queue consumers' event sources poll with at most
+ * as many concurrent batches (SQS `maxConcurrency`), so SQS never hands a batch to a function that
+ * has no room for it: a throttled batch would go back to the queue and count as a receive towards
+ * the dead-letter queue. The reaper runs one tick at a time: two reapers would only race each other.
+ */
+export const workerConcurrency = { scheduler: 5, verifier: 5, reaper: 1 } as const;
+
+/** checkov findings that hold for every function, with the reason they do not apply. */
+const functionCheckovSkips: CheckovSkip[] = [
+  {
+    id: 'CKV_AWS_117',
+    comment:
+      'the functions reach only AWS APIs (DynamoDB, SQS, KMS, STS, CloudWatch) over TLS with IAM credentials and serve no network port; a VPC would add NAT or five interface endpoints to pay for without narrowing what they can reach',
+  },
+  {
+    id: 'CKV_AWS_173',
+    comment:
+      'the environment holds no secret, only resource names, ARNs, URLs and timings; Lambda encrypts it at rest with its own key, and a customer managed key would protect nothing more',
+  },
+];
 
 /** The service name in every structured log line (Powertools' `service` field). */
 const serviceName = 'gpuai';
@@ -34,6 +57,12 @@ export interface WorkersProps {
   leaseMs: number;
   heartbeatMs: number;
   retainLogs: boolean;
+  /** Encrypts every function's log group; its key policy lets CloudWatch Logs use it. */
+  logsKey: IKey;
+  /** The concurrency reserved for the API function (CDK context `gpuai:apiConcurrency`). */
+  apiConcurrency: number;
+  /** Extra environment of the API function alone (the OIDC tenant claim). */
+  apiEnvironment?: Readonly<Record<string, string>>;
 }
 
 const repositoryRoot = fileURLToPath(new URL('../../', import.meta.url));
@@ -73,18 +102,27 @@ export class Workers extends Construct {
       POWERTOOLS_LOG_LEVEL: 'INFO',
       NODE_OPTIONS: '--enable-source-maps',
     };
-    const handler = (name: string, file: string, timeout: Duration) =>
-      new NodejsFunction(this, name, {
+    const handler = (
+      name: string,
+      file: string,
+      timeout: Duration,
+      reservedConcurrentExecutions: number,
+      deadLetterReason: string,
+      extraEnvironment: Readonly<Record<string, string>> = {},
+    ) => {
+      const fn = new NodejsFunction(this, name, {
         entry: `${handlersDir}${file}`,
         handler: 'handler',
         runtime: Runtime.NODEJS_22_X,
         architecture: Architecture.ARM_64,
         memorySize: 512,
         timeout,
-        environment,
+        reservedConcurrentExecutions,
+        environment: { ...environment, ...extraEnvironment },
         loggingFormat: LoggingFormat.JSON,
         logGroup: new LogGroup(this, `${name}Logs`, {
           retention: RetentionDays.ONE_MONTH,
+          encryptionKey: props.logsKey,
           removalPolicy: props.retainLogs ? RemovalPolicy.RETAIN : RemovalPolicy.DESTROY,
         }),
         projectRoot: repositoryRoot,
@@ -101,12 +139,42 @@ export class Workers extends Construct {
           banner: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);",
         },
       });
+      skipCheckov(fn, { id: 'CKV_AWS_116', comment: deadLetterReason }, ...functionCheckovSkips);
+      return fn;
+    };
 
-    this.api = handler('Api', 'api.ts', apiTimeout);
-    this.scheduler = handler('Scheduler', 'scheduler.ts', consumerTimeout);
-    this.verifier = handler('Verifier', 'verifier.ts', consumerTimeout);
+    this.api = handler(
+      'Api',
+      'api.ts',
+      apiTimeout,
+      props.apiConcurrency,
+      'API Gateway invokes this function synchronously and answers its failures as 5xx (alarmed); a Lambda dead-letter queue only ever receives failed asynchronous invocations, so it would stay empty',
+      props.apiEnvironment,
+    );
+    const consumerDeadLetters =
+      'invoked synchronously by an SQS event source mapping: a message that keeps failing goes to its queue redrive dead-letter queue (schedule-dlq, verify-dlq, alarmed), which a Lambda dead-letter queue would not see';
+    this.scheduler = handler(
+      'Scheduler',
+      'scheduler.ts',
+      consumerTimeout,
+      workerConcurrency.scheduler,
+      consumerDeadLetters,
+    );
+    this.verifier = handler(
+      'Verifier',
+      'verifier.ts',
+      consumerTimeout,
+      workerConcurrency.verifier,
+      consumerDeadLetters,
+    );
     // Under the one-minute schedule, so ticks do not pile up when one is slow.
-    this.reaper = handler('Reaper', 'reaper.ts', Duration.seconds(50));
+    this.reaper = handler(
+      'Reaper',
+      'reaper.ts',
+      Duration.seconds(50),
+      workerConcurrency.reaper,
+      'the EventBridge schedule event carries no data: a failed tick is not retried on purpose, the next tick a minute later re-reads the same state from the table, and failures raise the Errors alarm; a dead-letter queue would collect empty schedule events',
+    );
 
     for (const fn of this.all) {
       props.data.grantStore(fn);
@@ -128,8 +196,20 @@ export class Workers extends Construct {
     queues.queue(deadLetterQueueOf(queueNames.verify)).grantSendMessages(this.verifier);
 
     // The event sources grant the consumers receive, delete and change-visibility on their queue.
-    this.scheduler.addEventSource(new SqsEventSource(schedule, { batchSize: 10, reportBatchItemFailures: true }));
-    this.verifier.addEventSource(new SqsEventSource(verify, { batchSize: 10, reportBatchItemFailures: true }));
+    this.scheduler.addEventSource(
+      new SqsEventSource(schedule, {
+        batchSize: 10,
+        reportBatchItemFailures: true,
+        maxConcurrency: workerConcurrency.scheduler,
+      }),
+    );
+    this.verifier.addEventSource(
+      new SqsEventSource(verify, {
+        batchSize: 10,
+        reportBatchItemFailures: true,
+        maxConcurrency: workerConcurrency.verifier,
+      }),
+    );
 
     new Rule(this, 'ReaperSchedule', {
       description: 'Runs the GPUAI reaper once a minute',

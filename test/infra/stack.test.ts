@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -8,7 +8,8 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { tableDefinition, timeToLiveAttribute } from '../../functions/adapters/aws/dynamodb-store.js';
 import { queueNames } from '../../functions/domain/scheduling/messages.js';
 import { deadLetterQueueOf, queueDefinitions } from '../../functions/workers/queues.js';
-import { storeActions } from '../../infra/constructs/data.js';
+import { applicationRoutes } from '../../infra/constructs/api.js';
+import { storeActions, tableKeyActions } from '../../infra/constructs/data.js';
 import {
   apiQueueActions,
   maxPoolQueuePrefixLength,
@@ -16,7 +17,9 @@ import {
   poolQueuePrefix,
   publisherQueueActions,
 } from '../../infra/constructs/dispatch.js';
+import { alarmsKeyServiceActions, logsKeyServiceActions } from '../../infra/constructs/keys.js';
 import { pascalCase } from '../../infra/constructs/queues.js';
+import { workerConcurrency } from '../../infra/constructs/workers.js';
 import { readContext } from '../../infra/context.js';
 import { GpuaiStack } from '../../infra/gpuai-stack.js';
 
@@ -31,6 +34,7 @@ interface Statement {
   Action: string | string[];
   Resource: unknown;
   Principal?: unknown;
+  Condition?: unknown;
 }
 interface PolicyDocument {
   Statement: Statement[];
@@ -79,6 +83,14 @@ function queueId(name: string): string {
   const output = template.toJSON().Outputs[`${pascalCase(name)}QueueUrl`] as { Value: { Ref: string } } | undefined;
   if (output === undefined) throw new Error(`no URL output for queue ${name}`);
   return output.Value.Ref;
+}
+
+/** The logical id of a KMS key, found through its alias `alias/Gpuai/<name>`. */
+function keyId(name: string): string {
+  const alias = ofType('AWS::KMS::Alias').find(([, a]) => a.Properties.AliasName === `alias/Gpuai/${name}`);
+  const target = alias?.[1].Properties.TargetKeyId as { 'Fn::GetAtt': [string, string] } | undefined;
+  if (target === undefined) throw new Error(`no key with alias ${name}`);
+  return target['Fn::GetAtt'][0];
 }
 
 /** The logical id of a function, by its construct id (Api, Scheduler, Verifier, Reaper). */
@@ -140,13 +152,13 @@ describe('the table', () => {
     expect(table?.Properties.GlobalSecondaryIndexes).toHaveLength(3);
   });
 
-  it('expires items on the adapter TTL attribute, keeps point-in-time recovery, and is encrypted with KMS', () => {
+  it('expires items on the adapter TTL attribute, keeps point-in-time recovery, and is encrypted with its own key', () => {
     template.hasResourceProperties('AWS::DynamoDB::Table', {
       TimeToLiveSpecification: { AttributeName: timeToLiveAttribute, Enabled: true },
       PointInTimeRecoverySpecification: { PointInTimeRecoveryEnabled: true },
-      // Enabled without a key of our own: the AWS-managed key aws/dynamodb.
-      SSESpecification: { SSEEnabled: true },
+      SSESpecification: { SSEEnabled: true, SSEType: 'KMS', KMSMasterKeyId: { 'Fn::GetAtt': [keyId('table'), 'Arn'] } },
     });
+    expect(resource(keyId('table')).Properties).toMatchObject({ EnableKeyRotation: true });
   });
 
   it('is retained and protected from deletion by default, and disposable in a development stack', () => {
@@ -164,10 +176,11 @@ describe('the table', () => {
 });
 
 describe('the queues', () => {
-  it('are one per queue definition, each encrypted with SSE-SQS', () => {
+  it("are one per queue definition, each encrypted with SSE-KMS under SQS's AWS managed key", () => {
     expect(ofType('AWS::SQS::Queue')).toHaveLength(queueDefinitions.length);
     for (const { name } of queueDefinitions) {
-      expect(resource(queueId(name)).Properties).toMatchObject({ SqsManagedSseEnabled: true });
+      expect(resource(queueId(name)).Properties).toMatchObject({ KmsMasterKeyId: 'alias/aws/sqs' });
+      expect(resource(queueId(name)).Properties.SqsManagedSseEnabled).toBeUndefined();
     }
   });
 
@@ -229,6 +242,36 @@ describe('the functions', () => {
     }
   });
 
+  it('reserve concurrency for each function; the queue consumers poll with no more batches than that', () => {
+    const reserved = (name: string) => resource(functionId(name)).Properties.ReservedConcurrentExecutions;
+    expect(reserved('Api')).toBe(100);
+    expect(reserved('Scheduler')).toBe(workerConcurrency.scheduler);
+    expect(reserved('Verifier')).toBe(workerConcurrency.verifier);
+    expect(reserved('Reaper')).toBe(1);
+    const mappings = ofType('AWS::Lambda::EventSourceMapping');
+    expect(mappings).toHaveLength(2);
+    for (const [, mapping] of mappings) {
+      const fn = (mapping.Properties.FunctionName as { Ref: string }).Ref;
+      const { MaximumConcurrency } = mapping.Properties.ScalingConfig as { MaximumConcurrency: number };
+      expect(MaximumConcurrency).toBeLessThanOrEqual(resource(fn).Properties.ReservedConcurrentExecutions as number);
+    }
+    expect(
+      synthesize({ 'gpuai:apiConcurrency': '20' }).template.toJSON().Resources[functionId('Api')].Properties,
+    ).toMatchObject({ ReservedConcurrentExecutions: 20 });
+  });
+
+  it('log to log groups encrypted with the logs key, as the API access logs do', () => {
+    const groups = ofType('AWS::Logs::LogGroup');
+    expect(groups).toHaveLength(5);
+    for (const [, group] of groups) {
+      expect(group.Properties.KmsKeyId).toEqual({ 'Fn::GetAtt': [keyId('logs'), 'Arn'] });
+    }
+    for (const [, fn] of ofType('AWS::Lambda::Function')) {
+      const group = (fn.Properties.LoggingConfig as { LogGroup: { Ref: string } }).LogGroup.Ref;
+      expect(resource(group).Type).toBe('AWS::Logs::LogGroup');
+    }
+  });
+
   it('give the API function time for a 20 s long poll within the 30 s API Gateway limit', () => {
     const timeout = resource(functionId('Api')).Properties.Timeout as number;
     expect(timeout).toBeGreaterThan(20);
@@ -271,6 +314,164 @@ describe('the API', () => {
   });
 });
 
+/**
+ * The requests of each kind the app serves, for the route tests below: application routes (API
+ * keys, or the OIDC authorizer when an issuer is set) and the rest (node routes signed with
+ * Ed25519, the OpenAPI document, the health check). Path parameters are filled in.
+ */
+const applicationRequests = [
+  'GET /v1/jobs',
+  'POST /v1/jobs',
+  'GET /v1/jobs/j1',
+  'GET /v1/jobs/j1/tasks',
+  'POST /v1/jobs/j1/cancel',
+  'GET /v1/keys',
+  'POST /v1/keys',
+  'DELETE /v1/keys/k1',
+  'POST /v1/keys/k1/revoke',
+  'GET /v1/join-tokens',
+  'POST /v1/join-tokens',
+  'DELETE /v1/join-tokens/t1',
+  'GET /v1/nodes',
+  'GET /v1/nodes/n1',
+];
+const unauthorizedRequests = [
+  'POST /v1/nodes',
+  'POST /v1/nodes/n1/heartbeat',
+  'GET /v1/nodes/n1/work',
+  'POST /v1/nodes/n1/claims',
+  'POST /v1/nodes/n1/credentials',
+  'POST /v1/nodes/n1/tasks/t1/progress',
+  'POST /v1/nodes/n1/tasks/t1/result',
+  'POST /v1/nodes/n1/tasks/t1/fail',
+  'POST /v1/nodes/n1/attestation/challenge',
+  'POST /v1/nodes/n1/attestation',
+  'GET /openapi.json',
+  'GET /healthz',
+];
+
+/**
+ * The route API Gateway (HTTP API) selects for a request, as it documents: a full match of method
+ * and path (path variables match one segment), before a greedy `{proxy+}` match, a specific method
+ * before `ANY`, and `$default` when nothing matches.
+ */
+function selectRoute(request: string, routeKeys: readonly string[]): string {
+  const [method = '', path = ''] = request.split(' ');
+  const segments = path.split('/');
+  let best: { key: string; score: number } = { key: '$default', score: 0 };
+  for (const key of routeKeys) {
+    if (key === '$default') continue;
+    const [routeMethod = '', routePath = ''] = key.split(' ');
+    if (routeMethod !== 'ANY' && routeMethod !== method) continue;
+    const parts = routePath.split('/');
+    const greedy = parts.at(-1)?.endsWith('+}') ?? false;
+    const fixed = greedy ? parts.slice(0, -1) : parts;
+    if (greedy ? segments.length <= fixed.length : segments.length !== fixed.length) continue;
+    if (!fixed.every((part, i) => part.startsWith('{') || part === segments[i])) continue;
+    const score = (greedy ? 10 : 20) + (routeMethod === 'ANY' ? 0 : 1);
+    if (score > best.score) best = { key, score };
+  }
+  return best.key;
+}
+
+describe('the routes that the app serves', () => {
+  it('are each listed above as an application route or not, so a new route cannot miss the authorizer', () => {
+    const dir = new URL('../../functions/http/routes/', import.meta.url);
+    const served = readdirSync(dir)
+      .filter((file) => file.endsWith('.ts') && !file.endsWith('.test.ts'))
+      .flatMap((file) => [...readFileSync(new URL(file, dir), 'utf8').matchAll(/method: '(\w+)',\s*path: '([^']+)'/g)])
+      .map(([, method = '', path = '']) => `${method.toUpperCase()} ${path}`);
+    expect(served.length).toBeGreaterThan(10);
+    const known = [...applicationRequests, ...unauthorizedRequests];
+    const fill = (path: string) => path.replace(/\{(\w+)\}/g, (_, name: string) => `${name[0]}1`);
+    for (const route of served) {
+      const [method = '', path = ''] = route.split(' ');
+      const request = `${method} ${fill(path)}`;
+      const isKnown = known.includes(request);
+      expect(isKnown, `${route} is not classified in test/infra/stack.test.ts`).toBe(true);
+    }
+  });
+});
+
+describe('the API without an OIDC issuer (the default)', () => {
+  it('has the $default route alone, without an authorizer, and no OIDC setting in any function', () => {
+    const routes = ofType('AWS::ApiGatewayV2::Route');
+    expect(routes).toHaveLength(1);
+    expect(routes[0]?.[1].Properties.AuthorizationType ?? 'NONE').toBe('NONE');
+    expect(ofType('AWS::ApiGatewayV2::Authorizer')).toEqual([]);
+    for (const [, fn] of ofType('AWS::Lambda::Function')) {
+      expect(Object.keys(variablesOf(fn))).not.toContain('GPUAI_OIDC_TENANT_CLAIM');
+    }
+  });
+});
+
+describe('the API with an OIDC issuer (gpuai:oidcIssuer, gpuai:oidcAudience)', () => {
+  const issuer = 'https://login.example.com/realms/gpuai';
+  const oidc = (extra: Record<string, unknown> = {}) => {
+    const synthesized = synthesize({
+      'gpuai:oidcIssuer': issuer,
+      'gpuai:oidcAudience': 'gpuai-api,gpuai-cli',
+      ...extra,
+    });
+    return synthesized.template.toJSON().Resources as Record<string, Resource>;
+  };
+  let withOidc: Record<string, Resource>;
+  beforeAll(() => {
+    withOidc = oidc({ 'gpuai:oidcTenantClaim': 'tenant' });
+  });
+  const of = (type: string) => Object.entries(withOidc).filter(([, r]) => r.Type === type);
+
+  it('verifies tokens of that issuer and those audiences from the Authorization header', () => {
+    const authorizers = of('AWS::ApiGatewayV2::Authorizer');
+    expect(authorizers).toHaveLength(1);
+    expect(authorizers[0]?.[1].Properties).toMatchObject({
+      AuthorizerType: 'JWT',
+      IdentitySource: ['$request.header.Authorization'],
+      JwtConfiguration: { Issuer: issuer, Audience: ['gpuai-api', 'gpuai-cli'] },
+    });
+  });
+
+  it('puts every application route behind it, and the node routes, /openapi.json and /healthz on $default without it', () => {
+    const [[authorizer] = ['']] = of('AWS::ApiGatewayV2::Authorizer');
+    const routes = of('AWS::ApiGatewayV2::Route').map(([, r]) => r.Properties);
+    const byKey = new Map(routes.map((r) => [r.RouteKey as string, r]));
+    expect(byKey.size).toBe(routes.length);
+    const defaultRoute = byKey.get('$default');
+    expect(defaultRoute?.AuthorizationType ?? 'NONE').toBe('NONE');
+    const declared = applicationRoutes.flatMap(({ path, methods }) => methods.map((m) => `${m} ${path}`));
+    expect([...byKey.keys()].sort()).toEqual(['$default', ...declared].sort());
+    for (const key of declared) {
+      expect(byKey.get(key)).toMatchObject({
+        AuthorizationType: 'JWT',
+        AuthorizerId: { Ref: authorizer },
+        // The same integration, so the same function, as $default.
+        Target: defaultRoute?.Target,
+      });
+    }
+    for (const request of applicationRequests) {
+      const selected = selectRoute(request, [...byKey.keys()]);
+      expect(selected, `${request} goes to ${selected}`).not.toBe('$default');
+      expect(byKey.get(selected)?.AuthorizationType).toBe('JWT');
+    }
+    for (const request of unauthorizedRequests) {
+      expect(selectRoute(request, [...byKey.keys()]), request).toBe('$default');
+    }
+  });
+
+  it('tells the API function the tenant claim (sub unless gpuai:oidcTenantClaim names another), and no other function', () => {
+    const fns = of('AWS::Lambda::Function');
+    expect(fns).toHaveLength(4);
+    for (const [id, fn] of fns) {
+      if (id.startsWith('WorkersApi')) expect(variablesOf(fn)).toMatchObject({ GPUAI_OIDC_TENANT_CLAIM: 'tenant' });
+      else expect(Object.keys(variablesOf(fn))).not.toContain('GPUAI_OIDC_TENANT_CLAIM');
+    }
+    const byDefault = Object.entries(oidc()).find(
+      ([id, r]) => r.Type === 'AWS::Lambda::Function' && id.startsWith('WorkersApi'),
+    );
+    expect(byDefault && variablesOf(byDefault[1])).toMatchObject({ GPUAI_OIDC_TENANT_CLAIM: 'sub' });
+  });
+});
+
 describe('the keys', () => {
   it('wrap data keys under a rotating symmetric key', () => {
     template.hasResourceProperties('AWS::KMS::Key', {
@@ -285,12 +486,66 @@ describe('the keys', () => {
     template.hasOutput('PayoutSignerKeyArn', {});
   });
 
-  it("delegate access to IAM in the account only: no role or service in the keys' own policies", () => {
-    for (const [, key] of ofType('AWS::KMS::Key')) {
-      for (const statement of (key.Properties.KeyPolicy as PolicyDocument).Statement) {
+  it('are all customer managed, and every symmetric one rotates', () => {
+    expect(ofType('AWS::KMS::Key')).toHaveLength(5);
+    for (const name of ['data-keys', 'table', 'logs', 'alarms']) {
+      expect(resource(keyId(name)).Properties).toMatchObject({ EnableKeyRotation: true });
+    }
+  });
+
+  it("delegate access to IAM in the account only: no role or service in the data, signer and table keys' policies", () => {
+    for (const name of ['data-keys', 'payout-signer', 'table']) {
+      for (const statement of (resource(keyId(name)).Properties.KeyPolicy as PolicyDocument).Statement) {
         expect(JSON.stringify(statement.Principal)).toMatch(/:root"/);
       }
     }
+  });
+
+  it("let CloudWatch Logs of the stack's region use the logs key, for this account's log groups only", () => {
+    const statements = (resource(keyId('logs')).Properties.KeyPolicy as PolicyDocument).Statement;
+    const others = statements.filter((s) => !JSON.stringify(s.Principal).includes(':root"'));
+    expect(others).toEqual([
+      {
+        Sid: 'CloudWatchLogsOfThisAccount',
+        Effect: 'Allow',
+        Principal: { Service: { 'Fn::Join': ['', ['logs.', { Ref: 'AWS::Region' }, '.amazonaws.com']] } },
+        Action: [...logsKeyServiceActions].sort(),
+        Resource: '*',
+        Condition: {
+          ArnLike: {
+            'kms:EncryptionContext:aws:logs:arn': {
+              'Fn::Join': [
+                '',
+                [
+                  'arn:',
+                  { Ref: 'AWS::Partition' },
+                  ':logs:',
+                  { Ref: 'AWS::Region' },
+                  ':',
+                  { Ref: 'AWS::AccountId' },
+                  ':log-group:*',
+                ],
+              ],
+            },
+          },
+        },
+      },
+    ]);
+  });
+
+  it('let CloudWatch alarms publish to the topic encrypted under the alarms key, and no one else but IAM', () => {
+    const statements = (resource(keyId('alarms')).Properties.KeyPolicy as PolicyDocument).Statement;
+    const others = statements.filter((s) => !JSON.stringify(s.Principal).includes(':root"'));
+    expect(others).toEqual([
+      expect.objectContaining({
+        Effect: 'Allow',
+        Principal: { Service: 'cloudwatch.amazonaws.com' },
+        Action: [...alarmsKeyServiceActions].sort(),
+      }),
+    ]);
+    template.hasResourceProperties('AWS::SNS::Topic', {
+      KmsMasterKeyId: { 'Fn::GetAtt': [keyId('alarms'), 'Arn'] },
+    });
   });
 });
 
@@ -319,10 +574,34 @@ describe('IAM', () => {
   it('lets only the API function use the data key, for GenerateDataKey and Decrypt, and nobody the signer', () => {
     const kms = (name: string) =>
       statementsOf(functionId(name)).filter((statement) => actionsOf(statement).some((a) => a.startsWith('kms:')));
-    const [dataKeys] = ofType('AWS::KMS::Key').find(([, key]) => key.Properties.EnableKeyRotation === true) ?? [];
-    expect(kms('Api').flatMap(actionsOf).sort()).toEqual(['kms:Decrypt', 'kms:GenerateDataKey']);
-    expect(kms('Api').flatMap(resourceIdsOf)).toEqual([dataKeys]);
-    for (const name of ['Scheduler', 'Verifier', 'Reaper']) expect(kms(name)).toEqual([]);
+    const onKey = (name: string, key: string) => kms(name).filter((s) => resourceIdsOf(s).includes(keyId(key)));
+    expect(onKey('Api', 'data-keys').flatMap(actionsOf).sort()).toEqual(['kms:Decrypt', 'kms:GenerateDataKey']);
+    for (const name of ['Api', 'Scheduler', 'Verifier', 'Reaper']) {
+      if (name !== 'Api') expect(onKey(name, 'data-keys')).toEqual([]);
+      expect(onKey(name, 'payout-signer')).toEqual([]);
+      // Every KMS grant names one key: the data key (API) or the table key.
+      for (const statement of kms(name)) {
+        expect(resourceIdsOf(statement)).toHaveLength(1);
+        expect([keyId('data-keys'), keyId('table')]).toContain(resourceIdsOf(statement)[0]);
+      }
+    }
+  });
+
+  it('lets every function use the table key through DynamoDB alone', () => {
+    for (const name of ['Api', 'Scheduler', 'Verifier', 'Reaper']) {
+      const onTableKey = statementsOf(functionId(name)).filter((s) => resourceIdsOf(s).includes(keyId('table')));
+      expect(onTableKey).toEqual([
+        expect.objectContaining({
+          Effect: 'Allow',
+          Action: [...tableKeyActions],
+          Condition: {
+            StringEquals: {
+              'kms:ViaService': { 'Fn::Join': ['', ['dynamodb.', { Ref: 'AWS::Region' }, '.amazonaws.com']] },
+            },
+          },
+        }),
+      ]);
+    }
   });
 
   it('lets each function send to the queues its code sends to, and consume only its own queue', () => {
@@ -577,6 +856,23 @@ describe('the CDK context', () => {
     expect(() => synthesize({ 'gpuai:leaseMs': 'long' })).toThrow(/gpuai:leaseMs/);
     expect(() => synthesize({ 'gpuai:heartbeatMs': 60_000 })).toThrow(/gpuai:heartbeatMs: must be below gpuai:leaseMs/);
     expect(() => synthesize({ 'gpuai:dispatch': 'websocket' })).toThrow(/gpuai:dispatch/);
+    expect(() => synthesize({ 'gpuai:apiConcurrency': 0 })).toThrow(/gpuai:apiConcurrency/);
+  });
+
+  it('takes an OIDC issuer over https only, with an audience, and a tenant claim only with an issuer', () => {
+    const issuer = 'https://login.example.com/realms/gpuai';
+    expect(() => synthesize({ 'gpuai:oidcIssuer': issuer })).toThrow(/gpuai:oidcAudience: .*set both or neither/);
+    expect(() => synthesize({ 'gpuai:oidcAudience': 'gpuai' })).toThrow(/gpuai:oidcAudience/);
+    expect(() => synthesize({ 'gpuai:oidcIssuer': 'http://login.example.com', 'gpuai:oidcAudience': 'a' })).toThrow(
+      /gpuai:oidcIssuer/,
+    );
+    expect(() => synthesize({ 'gpuai:oidcIssuer': issuer, 'gpuai:oidcAudience': ' , ' })).toThrow(/gpuai:oidcAudience/);
+    expect(() => synthesize({ 'gpuai:oidcTenantClaim': 'tenant' })).toThrow(
+      /gpuai:oidcTenantClaim: needs gpuai:oidcIssuer/,
+    );
+    // cdk.json gives a list as an array.
+    const fromJson = synthesize({ 'gpuai:oidcIssuer': issuer, 'gpuai:oidcAudience': ['a', 'b'] }).template;
+    fromJson.hasResourceProperties('AWS::ApiGatewayV2::Authorizer', { JwtConfiguration: { Audience: ['a', 'b'] } });
   });
 
   it('subscribes the alarm email when one is given', () => {
@@ -625,5 +921,6 @@ describe('cdk synth with esbuild bundling (slow: runs esbuild for each function)
       const module = (await import(pathToFileURL(bundle).href)) as { handler?: unknown };
       expect(typeof module.handler).toBe('function');
     }
-  });
+    // esbuild bundles four functions: seconds alone, a minute or more on a loaded machine.
+  }, 180_000);
 });
