@@ -57,7 +57,7 @@ export function summarizeCounts(counts: TaskCounts): string {
 }
 
 /** The GPU request in words: `8x H100|A100, nvidia, ≥ 40 GiB`; `none` for CPU jobs. */
-export function describeGpuRequest(spec: JobSpec): string {
+export function describeGpuRequest(spec: Pick<JobSpec, 'resources'>): string {
   const gpus = spec.resources.gpus;
   if (gpus.count === 0) return 'none';
   const parts = [`${gpus.count}x ${gpus.models?.join('|') ?? 'any'}`];
@@ -68,7 +68,7 @@ export function describeGpuRequest(spec: JobSpec): string {
 }
 
 /** The GPU request for a table cell: `-`, `2`, or `8x H100|A100`. */
-function gpusBrief(spec: JobSpec): string {
+function gpusBrief(spec: Pick<JobSpec, 'resources'>): string {
   const { count, models } = spec.resources.gpus;
   if (count === 0) return '-';
   return models === undefined ? String(count) : `${count}x ${models.join('|')}`;
@@ -142,7 +142,8 @@ export function renderJob(fromApi: JobWithTasks, style: Style, now: number): str
   if (spec.regions !== undefined) pairs.push(['regions', spec.regions.join(', ')]);
   if (spec.maxPricePerGpuHour !== undefined) pairs.push(['max price', `${spec.maxPricePerGpuHour} per GPU-hour`]);
   if (spec.deadline !== undefined) pairs.push(['deadline', at(spec.deadline)]);
-  if (spec.verification.mode === 'expected-hash') pairs.push(['verify', `result hash = ${spec.verification.sha256}`]);
+  // The API never shows the expected value (nodes must not learn it), only that there is one.
+  if (spec.verification.mode === 'expected-hash') pairs.push(['verify', 'result hash = the expected hash (not shown)']);
   pairs.push(['created', at(job.createdAt)]);
   if (job.finishedAt !== undefined) {
     const took = formatDuration(Date.parse(job.finishedAt) - Date.parse(job.createdAt));

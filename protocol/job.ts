@@ -50,6 +50,21 @@ export const VerificationPolicy = z
   .meta({ id: 'VerificationPolicy' });
 export type VerificationPolicy = z.infer<typeof VerificationPolicy>;
 
+/**
+ * The verification policy as views show it: an `expected-hash` job's value is the verifier's
+ * secret (a node that saw it would just echo it), so no view carries it, not even the owner's.
+ */
+export const VerificationView = z
+  .discriminatedUnion('mode', [
+    z.object({ mode: z.literal('none') }),
+    z.object({ mode: z.literal('expected-hash') }).meta({ description: 'The expected value is never shown.' }),
+  ])
+  .meta({ id: 'VerificationView' });
+export type VerificationView = z.infer<typeof VerificationView>;
+
+/** What a view shows of a verification policy. */
+export const verificationView = (policy: VerificationPolicy): VerificationView => ({ mode: policy.mode });
+
 const EnvName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/);
 
 /**
@@ -207,11 +222,15 @@ export const TaskCounts = z
   .meta({ id: 'TaskCounts' });
 export type TaskCounts = Record<TaskState, number>;
 
+/** The accepted spec as views show it: env values sealed, the verification secret left out. */
+export const JobSpecView = JobSpec.extend({ verification: VerificationView }).meta({ id: 'JobSpecView' });
+export type JobSpecView = z.infer<typeof JobSpecView>;
+
 export const JobView = z
   .object({
     id: JobId,
     status: JobStatus,
-    spec: JobSpec,
+    spec: JobSpecView,
     taskCounts: TaskCounts,
     createdAt: Timestamp,
     updatedAt: Timestamp,

@@ -8,12 +8,14 @@ import type { AddressInfo } from 'node:net';
 import {
   type JobSpec,
   JobSpec as JobSpecSchema,
+  type JobSpecView,
   type JobStatus,
   type JobWithTasks,
   type TaskCounts,
   type TaskState,
   type TaskView,
   terminalJobStatuses,
+  verificationView,
 } from '../../protocol/job.js';
 import type { NodeView } from '../../protocol/node.js';
 
@@ -53,7 +55,7 @@ export const fakeNodeId = (n: number): string =>
 
 const resultHash = 'ab'.repeat(32);
 
-function task(jobId: string, index: number, spec: JobSpec, status: JobStatus): TaskView {
+function task(jobId: string, index: number, spec: JobSpecView, status: JobStatus): TaskView {
   const maxAttempts = spec.retries + 1;
   const base = {
     id: `${jobId}.${index}`,
@@ -177,7 +179,7 @@ export async function startFakeControlPlane(): Promise<FakeControlPlane> {
       {
         id,
         status,
-        spec: full,
+        spec: { ...full, verification: verificationView(full.verification) }, // as the API shows it
         taskCounts: { queued: 0, assigned: 0, running: 0, reported: 0, verified: 0, failed: 0, cancelled: 0 },
         tasks: Array.from({ length: full.tasks }, (_, index) => task(id, index, full, 'queued')),
         createdAt: iso(epoch + counter * 1000),

@@ -15,8 +15,11 @@ import { cpuInventory, inProcessControlPlane, ManualClock } from '../support/in-
  * at the end every accepted task must reach a terminal state.
  */
 
-const goodHash = resultHash([{ name: 'stdout', sha256: sha256Hex('ok\n'), bytes: 3 }]);
-const badHash = '0'.repeat(64);
+const goodOutputs = [{ name: 'stdout', sha256: sha256Hex('ok\n'), bytes: 3 }];
+const goodHash = resultHash(goodOutputs);
+// A lazy node's result: consistent with its own outputs (the control plane recomputes the hash), but wrong.
+const badOutputs = [{ name: 'stdout', sha256: sha256Hex('lazy\n'), bytes: 5 }];
+const badHash = resultHash(badOutputs);
 const leaseMs = 10_000;
 
 const inventories: NodeInventory[] = [
@@ -159,7 +162,7 @@ const commands = [
           attempt: a.attempt,
           exitCode,
           resultHash: good ? goodHash : badHash,
-          outputs: [],
+          outputs: good ? goodOutputs : badOutputs,
           metrics: { wallMs: 1 },
         }),
       ),
@@ -278,7 +281,7 @@ async function settle(w: World): Promise<void> {
           attempt: a.attempt,
           exitCode: 0,
           resultHash: goodHash,
-          outputs: [],
+          outputs: goodOutputs,
           metrics: { wallMs: 1 },
         });
       }

@@ -1,4 +1,4 @@
-import { ConflictError, ForbiddenError } from '../errors.js';
+import { ConflictError, ForbiddenError, InvalidRequestError } from '../errors.js';
 
 /**
  * The report names a lease the node no longer holds: the lease expired and the task moved on,
@@ -19,5 +19,20 @@ export class TaskNotAssignedError extends ForbiddenError {
   override name = 'TaskNotAssignedError';
   constructor(taskId: string, nodeId: string) {
     super('task_not_assigned', `task ${taskId} was never assigned to node ${nodeId}`);
+  }
+}
+
+/**
+ * The result's hash is not the one its outputs give (protocol/result-hash.ts): the control plane
+ * recomputes it, so a node cannot report one result and claim the hash of another.
+ */
+export class ResultHashMismatchError extends InvalidRequestError {
+  override name = 'ResultHashMismatchError';
+  constructor(taskId: string, reported: string, computed: string) {
+    super(
+      'result_hash_mismatch',
+      `the result hash ${reported} of task ${taskId} is not the hash of its reported outputs (${computed})`,
+      { taskId, reported, computed },
+    );
   }
 }

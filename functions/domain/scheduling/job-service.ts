@@ -5,6 +5,7 @@ import {
   type JobWithTasks,
   sha256Hex,
   terminalJobStatuses,
+  verificationView,
 } from '../../../protocol/index.js';
 import type { Clock } from '../../ports/clock.js';
 import type { Keys } from '../../ports/keys.js';
@@ -224,7 +225,7 @@ export class JobService {
     return {
       id: job.id,
       status: jobStatus(job, tasks),
-      spec: job.spec,
+      spec: { ...job.spec, verification: verificationView(job.spec.verification) },
       taskCounts: countTasks(tasks),
       createdAt: isoTime(job.createdAt),
       updatedAt: isoTime(updatedAt),

@@ -1,6 +1,7 @@
 import type { AttemptOutcome, ProgressReport, ResultReport, TaskResult } from '../../../protocol/index.js';
+import { resultHash } from '../../../protocol/index.js';
 import { isoTime } from '../records.js';
-import { LeaseLostError, TaskNotAssignedError } from './errors.js';
+import { LeaseLostError, ResultHashMismatchError, TaskNotAssignedError } from './errors.js';
 import { isTerminal, type TaskRecord } from './task-record.js';
 
 /**
@@ -109,8 +110,13 @@ export function extendLease(task: TaskRecord, now: number, leaseMs: number): Tas
   return { ...task, leaseExpiresAt: leaseUntil(task, now, leaseMs), updatedAt: now };
 }
 
-/** A finished run: exit code 0 waits for verification; any other code is a failed attempt. */
+/**
+ * A finished run: exit code 0 waits for verification; any other code is a failed attempt. The
+ * reported hash must be the one its outputs give, recomputed here, or nothing is recorded.
+ */
 export function recordResult(task: TaskRecord, report: ResultReport, now: number): TaskRecord {
+  const computed = resultHash(report.outputs);
+  if (computed !== report.resultHash) throw new ResultHashMismatchError(task.id, report.resultHash, computed);
   const result: TaskResult = {
     exitCode: report.exitCode,
     resultHash: report.resultHash,

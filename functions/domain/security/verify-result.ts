@@ -12,8 +12,9 @@ export function verifyResult(policy: VerificationPolicy, result: TaskResult): Ve
     case 'none':
       return { accepted: true };
     case 'expected-hash':
+      // The reason lands in the attempt's detail, which nodes and views see: it never names the value.
       return result.resultHash === policy.sha256
         ? { accepted: true }
-        : { accepted: false, reason: `result hash ${result.resultHash} differs from the expected ${policy.sha256}` };
+        : { accepted: false, reason: `result hash ${result.resultHash} differs from the expected hash` };
   }
 }
