@@ -5,6 +5,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { z } from 'zod';
+import { ApiKeyList, ApiKeyView, type CreateApiKeyInput, CreatedApiKey } from '../protocol/api-keys.js';
 import { ErrorBody } from '../protocol/common.js';
 import { JobList, type JobSpecInput, type JobStatus, JobWithTasks, TaskList } from '../protocol/job.js';
 import { NodeList, NodeView } from '../protocol/node.js';
@@ -22,6 +23,8 @@ export interface ApiClientOptions {
   fetch?: typeof fetch;
   /** Per request; a control plane that does not answer in time counts as unreachable. */
   timeoutMs?: number;
+  /** Sent as `Authorization: Bearer <apiKey>` on every request. */
+  apiKey?: string;
 }
 
 /** Cursor pagination, as in `PageQuery`. */
@@ -34,16 +37,17 @@ export interface PageParams {
 const submitRetryDelaysMs = [250, 1000] as const;
 
 interface RequestOptions {
-  method?: 'GET' | 'POST';
+  method?: 'GET' | 'POST' | 'DELETE';
   query?: Record<string, string | number | undefined>;
   body?: unknown;
   headers?: Record<string, string>;
 }
 
-/** Typed access to `/v1/jobs` and `/v1/nodes`; every method throws ApiError or UnreachableError. */
+/** Typed access to `/v1/jobs`, `/v1/nodes` and `/v1/keys`; every method throws ApiError or UnreachableError. */
 export class ApiClient {
   private readonly fetch: typeof fetch;
   private readonly timeoutMs: number;
+  private readonly apiKey: string | undefined;
 
   /** @param baseUrl the control plane root, e.g. `http://127.0.0.1:8787` (a path prefix is kept). */
   constructor(
@@ -52,6 +56,7 @@ export class ApiClient {
   ) {
     this.fetch = options.fetch ?? globalThis.fetch;
     this.timeoutMs = options.timeoutMs ?? 30_000;
+    this.apiKey = options.apiKey;
   }
 
   /**
@@ -104,6 +109,21 @@ export class ApiClient {
     return this.request(NodeView, `/v1/nodes/${encodeURIComponent(nodeId)}`);
   }
 
+  /** POST /v1/keys (admin). The response holds the only copy of the secret. */
+  createKey(request: CreateApiKeyInput): Promise<ApiResponse<CreatedApiKey>> {
+    return this.request(CreatedApiKey, '/v1/keys', { method: 'POST', body: request });
+  }
+
+  /** GET /v1/keys (admin): every tenant's keys, or one tenant's. */
+  listKeys(params: PageParams & { tenant?: string } = {}): Promise<ApiResponse<ApiKeyList>> {
+    return this.request(ApiKeyList, '/v1/keys', { query: { ...params } });
+  }
+
+  /** DELETE /v1/keys/{keyId} (admin). */
+  revokeKey(keyId: string): Promise<ApiResponse<ApiKeyView>> {
+    return this.request(ApiKeyView, `/v1/keys/${encodeURIComponent(keyId)}`, { method: 'DELETE' });
+  }
+
   private async request<S extends z.ZodType>(
     schema: S,
     path: string,
@@ -116,7 +136,11 @@ export class ApiClient {
     }
     const init: RequestInit = {
       method,
-      headers: { accept: 'application/json', ...options.headers },
+      headers: {
+        accept: 'application/json',
+        ...(this.apiKey === undefined ? {} : { authorization: `Bearer ${this.apiKey}` }),
+        ...options.headers,
+      },
       signal: AbortSignal.timeout(this.timeoutMs),
     };
     if (options.body !== undefined) {

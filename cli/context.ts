@@ -1,9 +1,10 @@
 /**
- * What every command action gets: the global flags resolved (`--api`, `--json`), an API client,
+ * What every command action gets: the global flags resolved (`--api`, `--api-key`, `--json`), an API client,
  * colours decided once, and output helpers that keep stdout for results and stderr for the rest.
  */
 import type { Command } from 'commander';
 import { ApiClient } from './api-client.js';
+import { resolveApiKey } from './credentials.js';
 import { ExitCode, UsageError } from './errors.js';
 import { createStyle, type Style } from './format.js';
 import type { CliIo } from './io.js';
@@ -14,6 +15,7 @@ export const defaultApiUrl = 'http://127.0.0.1:8787';
 /** The global flags, defined once on the program and accepted before or after the subcommand. */
 export interface GlobalFlags {
   api?: string;
+  apiKey?: string;
   json?: boolean;
 }
 
@@ -23,6 +25,7 @@ export class CommandContext {
   readonly json: boolean;
   readonly style: Style;
   private readonly apiFlag: string | undefined;
+  private readonly apiKeyFlag: string | undefined;
   private client: ApiClient | undefined;
 
   constructor(
@@ -31,6 +34,7 @@ export class CommandContext {
   ) {
     this.json = flags.json === true;
     this.apiFlag = flags.api;
+    this.apiKeyFlag = flags.apiKey;
     this.style = createStyle(io.stdout.isTTY === true && !io.env.NO_COLOR);
   }
 
@@ -50,9 +54,21 @@ export class CommandContext {
     return raw.replace(/\/+$/, '');
   }
 
-  /** The API client, created on first use so `start` never needs a valid `--api`. */
+  /**
+   * The API client, created on first use so `start` never needs a valid `--api` or a key. The key
+   * comes from `--api-key`, `$GPUAI_API_KEY`, the credentials file or the local admin key
+   * (cli/credentials.ts); without one, requests go out unauthenticated and the server says why.
+   */
   get api(): ApiClient {
-    this.client ??= new ApiClient(this.apiUrl, { fetch: this.io.fetch });
+    if (this.client === undefined) {
+      const url = this.apiUrl;
+      const resolved = resolveApiKey(this.apiKeyFlag, this.io.env, url);
+      if (resolved.warning !== undefined) this.note(`${this.style.yellow('warning:')} ${resolved.warning}`);
+      this.client = new ApiClient(url, {
+        fetch: this.io.fetch,
+        ...(resolved.key === undefined ? {} : { apiKey: resolved.key }),
+      });
+    }
     return this.client;
   }
 

@@ -6,6 +6,7 @@
 import { Command, CommanderError } from 'commander';
 import packageJson from '../package.json' with { type: 'json' };
 import { jobsCommand } from './commands/jobs.js';
+import { keysCommand } from './commands/keys.js';
 import { nodesCommand } from './commands/nodes.js';
 import { startCommand } from './commands/start.js';
 import { App, defaultApiUrl } from './context.js';
@@ -20,9 +21,12 @@ Examples:
   $ gpuai jobs submit --gpus H100:8 -- python train.py --lr 3e-4
   $ gpuai jobs wait job_01JD7Z5C2Q9W8V6T4R2P0N8M6K
   $ gpuai nodes list
+  $ gpuai keys create --tenant acme --scopes submit,read --expires 30d
 
 Environment:
   GPUAI_API       default for --api
+  GPUAI_API_KEY   default for --api-key; else ~/.config/gpuai/credentials (see gpuai keys --help),
+                  else the local admin key that gpuai start writes to $GPUAI_DATA_DIR/admin-key
   GPUAI_DATA_DIR  default for start --data-dir
   PORT            default for start --port
   NO_COLOR        set to turn colours off (they are only used on terminals)
@@ -51,10 +55,12 @@ export function createProgram(app: App, json: boolean): Command {
     .description('GPUAI: run GPU jobs on a decentralized network of edge nodes, and follow them.')
     .version(packageJson.version)
     .option('--api <url>', `control plane URL (default: $GPUAI_API, else ${defaultApiUrl})`)
+    .option('--api-key <key>', 'API key (default: $GPUAI_API_KEY, the credentials file, or the local admin key)')
     .option('--json', "machine output: the API's JSON on stdout, errors as the API's error JSON on stderr")
     .addHelpText('after', rootHelp)
     .addCommand(jobsCommand(app))
     .addCommand(nodesCommand(app))
+    .addCommand(keysCommand(app))
     .addCommand(startCommand(app));
 
   // Subcommands built with `new Command` inherit no settings, so every level is configured here.

@@ -52,7 +52,11 @@ export const CreateApiKeyRequest = z
   .strictObject({
     tenant: TenantId.optional().meta({ description: "The key's tenant; default: the caller's tenant." }),
     scopes: z.array(Scope).min(1).max(3).default(['submit', 'read']),
-    name: z.string().min(1).max(100).optional().meta({ description: 'A label to recognise the key by.' }),
+    name: z
+      .string()
+      .regex(/^\P{Cc}{1,100}$/u)
+      .optional()
+      .meta({ description: 'A label to recognise the key by (no control characters).' }),
     expiresAt: Timestamp.optional(),
     ttl: Ttl.optional(),
   })

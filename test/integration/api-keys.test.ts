@@ -202,6 +202,7 @@ describe('/v1/keys', () => {
     await expectError(await h.api('/v1/keys', json({ scopes: ['root'] })), 400, 'validation_failed');
     await expectError(await h.api('/v1/keys', json({ tenant: 'a#b' })), 400, 'validation_failed');
     await expectError(await h.api('/v1/keys', json({ secretHash: 'x' })), 400, 'validation_failed');
+    await expectError(await h.api('/v1/keys', json({ name: 'ci\u001b[2J' })), 400, 'validation_failed');
     await expectError(await h.api('/v1/keys', json({ expiresAt: '2020-01-01T00:00:00Z' })), 400, 'expiry_in_past');
     await expectError(await h.api(`/v1/keys/${'a'.repeat(20)}`, { method: 'DELETE' }), 404, 'api_key_not_found');
     await expectError(await h.api('/v1/keys/nope', { method: 'DELETE' }), 400, 'validation_failed');

@@ -1,0 +1,117 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { serve } from '@hono/node-server';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ApiKeyList, CreatedApiKey } from '../../protocol/api-keys.js';
+import { inProcessControlPlane } from '../../test/support/in-process.js';
+import { runGpuai } from '../testing/run-cli.js';
+
+/** `gpuai keys` against the real HTTP app (in-memory store) on a local port. */
+
+let h: ReturnType<typeof inProcessControlPlane>;
+let server: ReturnType<typeof serve>;
+let url: string;
+let emptyDataDir: string;
+
+beforeAll(async () => {
+  h = inProcessControlPlane();
+  await h.ready;
+  server = serve({ fetch: h.app.fetch, port: 0, hostname: '127.0.0.1' });
+  await new Promise<void>((resolve) => server.once('listening', resolve));
+  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  emptyDataDir = mkdtempSync(join(tmpdir(), 'gpuai-keys-cli-'));
+});
+afterAll(async () => {
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  await h.close();
+  rmSync(emptyDataDir, { recursive: true, force: true });
+});
+
+/** Runs gpuai with only the given key (no credentials file, no local admin key). */
+const gpuai = (args: string[], key?: string) =>
+  runGpuai([...args, '--api', url], {
+    env: { GPUAI_DATA_DIR: emptyDataDir, ...(key === undefined ? {} : { GPUAI_API_KEY: key }) },
+  });
+
+describe('gpuai keys', () => {
+  it('creates a key, printing only the key on stdout; the key works with its tenant and scopes', async () => {
+    const created = await gpuai(
+      ['keys', 'create', '--tenant', 'acme', '--scopes', 'submit,read', '--expires', '30d', '--name', 'ci'],
+      h.adminKey,
+    );
+    expect(created.code).toBe(0);
+    const key = created.stdout.trim();
+    expect(key).toMatch(/^gpk_[a-z2-7]{20}_[A-Za-z0-9_-]{43}$/);
+    expect(created.stderr).toContain('for tenant acme, scopes submit, read, expires ');
+    expect(created.stderr).toContain('shown only this once');
+
+    const submitted = await gpuai(['jobs', 'submit', '--command', 'true', '--gpus', '0'], key);
+    expect(submitted.code).toBe(0);
+    const jobId = submitted.stdout.trim();
+    expect((await h.cp.jobs.get('acme', jobId)).id).toBe(jobId);
+
+    // A submit+read key cannot manage keys.
+    const refused = await gpuai(['keys', 'list'], key);
+    expect(refused.code).toBe(4);
+    expect(refused.stderr).toContain('HTTP 403 insufficient_scope');
+  });
+
+  it('lists keys without secrets, as a table or the API JSON', async () => {
+    const made = JSON.parse(
+      (await gpuai(['keys', 'create', '--tenant', 'beta', '--scopes', 'read', '--json'], h.adminKey)).stdout,
+    ) as CreatedApiKey;
+    const table = await gpuai(['keys', 'list'], h.adminKey);
+    expect(table.code).toBe(0);
+    expect(table.stdout).toMatch(/^ID\s+TENANT\s+SCOPES\s+NAME\s+STATUS\s+CREATED\s+EXPIRES/);
+    expect(table.stdout).toContain(made.id);
+    expect(table.stdout).not.toContain(made.key.slice(25));
+
+    const json = await gpuai(['keys', 'list', '--tenant', 'beta', '--json'], h.adminKey);
+    const list = JSON.parse(json.stdout) as ApiKeyList;
+    expect(list.keys.map((k) => [k.id, k.tenant, k.scopes, k.status])).toEqual([[made.id, 'beta', ['read'], 'active']]);
+    expect(json.stdout).not.toContain('key":');
+  });
+
+  it('revokes a key: its next command fails with api_key_revoked', async () => {
+    const key = (await gpuai(['keys', 'create', '--tenant', 'gamma'], h.adminKey)).stdout.trim();
+    const id = key.slice(4, 24);
+    const revoked = await gpuai(['keys', 'revoke', id], h.adminKey);
+    expect(revoked.code).toBe(0);
+    expect(revoked.stdout).toContain(`revoked ${id}`);
+    const after = await gpuai(['jobs', 'list'], key);
+    expect(after.code).toBe(4);
+    expect(after.stderr).toContain('HTTP 401 api_key_revoked');
+    const unknown = await gpuai(['keys', 'revoke', 'a'.repeat(20), '--json'], h.adminKey);
+    expect(unknown.code).toBe(4);
+    expect(JSON.parse(unknown.stderr)).toMatchObject({ error: { code: 'api_key_not_found' } });
+  });
+
+  it('refuses bad flags before sending anything (exit 2)', async () => {
+    for (const [args, message] of [
+      [['--scopes', 'root'], '"root" is not a scope'],
+      [['--scopes', ','], 'at least one of submit, read, admin'],
+      [['--expires', 'tomorrow'], '--expires expects a lifetime like 30d'],
+      [['--tenant', 'a#b'], 'is not a tenant id'],
+    ] as const) {
+      const run = await gpuai(['keys', 'create', ...args], h.adminKey);
+      expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 2, stderr: expect.stringContaining(message) });
+    }
+  });
+
+  it('without any key, says that the route needs one', async () => {
+    const run = await gpuai(['jobs', 'list']);
+    expect(run.code).toBe(4);
+    expect(run.stderr).toContain('this route needs an API key');
+    expect(run.stderr).toContain('HTTP 401 missing_api_key');
+  });
+
+  it('explains where keys come from in its help', async () => {
+    const help = await runGpuai(['keys', '--help']);
+    expect(help.code).toBe(0);
+    expect(help.stdout).toContain('$GPUAI_API_KEY');
+    expect(help.stdout).toContain('must be mode 0600');
+    expect(help.stdout).toContain('admin-key');
+  });
+});

@@ -1,0 +1,135 @@
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { parseCredentials, resolveApiKey } from './credentials.js';
+import { type FakeControlPlane, startFakeControlPlane } from './testing/fake-control-plane.js';
+import { runGpuai } from './testing/run-cli.js';
+
+const key = (c: string) => `gpk_${c.repeat(20)}_${c.toUpperCase().repeat(43)}`;
+const [flagKey, envKey, fileKey, hostKey, adminKey] = ['a', 'b', 'c', 'd', 'e'].map(key) as [
+  string,
+  string,
+  string,
+  string,
+  string,
+];
+
+let root: string;
+let env: Record<string, string>;
+
+function writeCredentials(text: string, mode = 0o600): string {
+  const dir = join(root, 'config', 'gpuai');
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, 'credentials');
+  writeFileSync(file, text);
+  chmodSync(file, mode);
+  return file;
+}
+
+function writeAdminKey(mode = 0o600): string {
+  const dir = join(root, 'data');
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, 'admin-key');
+  writeFileSync(file, `${adminKey}\n`);
+  chmodSync(file, mode);
+  return file;
+}
+
+beforeEach(() => {
+  root = mkdtempSync(join(tmpdir(), 'gpuai-credentials-'));
+  env = { XDG_CONFIG_HOME: join(root, 'config'), GPUAI_DATA_DIR: join(root, 'data') };
+});
+afterEach(() => rmSync(root, { recursive: true, force: true }));
+
+const local = 'http://127.0.0.1:8787';
+
+describe('where the CLI finds its API key', () => {
+  it('takes --api-key, then GPUAI_API_KEY, then the credentials file, then the local admin key', () => {
+    writeAdminKey();
+    expect(resolveApiKey(undefined, env, local)).toMatchObject({ key: adminKey, source: 'admin-key' });
+    writeCredentials(`# mine\napi_key = ${fileKey}\n`);
+    expect(resolveApiKey(undefined, env, local)).toMatchObject({ key: fileKey, source: 'credentials-file' });
+    expect(resolveApiKey(undefined, { ...env, GPUAI_API_KEY: envKey }, local)).toEqual({ key: envKey, source: 'env' });
+    expect(resolveApiKey(flagKey, { ...env, GPUAI_API_KEY: envKey }, local)).toEqual({ key: flagKey, source: 'flag' });
+  });
+
+  it('honours XDG_CONFIG_HOME, else ~/.config', () => {
+    writeCredentials(`api_key = ${fileKey}\n`);
+    expect(resolveApiKey(undefined, { HOME: root }, local).source).toBe('none');
+    mkdirSync(join(root, '.config', 'gpuai'), { recursive: true });
+    writeFileSync(join(root, '.config', 'gpuai', 'credentials'), `api_key = ${hostKey}\n`, { mode: 0o600 });
+    expect(resolveApiKey(undefined, { HOME: root }, local).key).toBe(hostKey);
+  });
+
+  it('picks the section of the control plane in use over the general key', () => {
+    const text = `api_key = ${fileKey}\n\n[https://gpuai.example.com/]\napi_key = ${hostKey}\n`;
+    expect(parseCredentials(text, 'https://gpuai.example.com')).toBe(hostKey);
+    expect(parseCredentials(text, 'https://other.example.com')).toBe(fileKey);
+    expect(parseCredentials(`[https://gpuai.example.com]\napi_key = ${hostKey}\n`, local)).toBeUndefined();
+    expect(() => parseCredentials('token: abc\n', local, 'creds')).toThrow(/creds:1: expected "api_key = gpk_..."/);
+  });
+
+  it('refuses a credentials file that group or others can read, naming the fix', () => {
+    const file = writeCredentials(`api_key = ${fileKey}\n`, 0o644);
+    expect(() => resolveApiKey(undefined, env, local)).toThrow(
+      `${file} is readable by others (mode 0644); run: chmod 600 ${file}`,
+    );
+    // An explicit key does not even look at the file.
+    expect(resolveApiKey(flagKey, env, local).key).toBe(flagKey);
+  });
+
+  it('sends the local admin key only to a control plane on this machine, warning when its mode is wide', () => {
+    const file = writeAdminKey(0o640);
+    expect(resolveApiKey(undefined, env, 'https://gpuai.example.com')).toEqual({ source: 'none' });
+    expect(resolveApiKey(undefined, env, 'http://localhost:9000').key).toBe(adminKey);
+    expect(resolveApiKey(undefined, env, 'http://[::1]:8787').key).toBe(adminKey);
+    expect(resolveApiKey(undefined, env, local).warning).toBe(
+      `${file} is readable by others (mode 640); run: chmod 600 ${file}`,
+    );
+  });
+});
+
+describe('gpuai sends the key it found', () => {
+  let fake: FakeControlPlane;
+  beforeAll(async () => {
+    fake = await startFakeControlPlane();
+  });
+  afterAll(async () => {
+    await fake.close();
+  });
+
+  const sent = async (args: string[], runEnv: Record<string, string>) => {
+    const before = fake.requests.length;
+    const run = await runGpuai(['nodes', 'list', '--api', fake.url, ...args], { env: runEnv });
+    return { run, authorization: fake.requests[before]?.headers.authorization };
+  };
+
+  it('as a bearer token, from each source in order', async () => {
+    writeAdminKey();
+    expect((await sent([], env)).authorization).toBe(`Bearer ${adminKey}`);
+    writeCredentials(`api_key = ${fileKey}\n`);
+    expect((await sent([], env)).authorization).toBe(`Bearer ${fileKey}`);
+    expect((await sent([], { ...env, GPUAI_API_KEY: envKey })).authorization).toBe(`Bearer ${envKey}`);
+    expect((await sent(['--api-key', flagKey], { ...env, GPUAI_API_KEY: envKey })).authorization).toBe(
+      `Bearer ${flagKey}`,
+    );
+  });
+
+  it('stops with exit 2 and the chmod to run when the credentials file is readable by others', async () => {
+    const file = writeCredentials(`api_key = ${fileKey}\n`, 0o604);
+    const before = fake.requests.length;
+    const { code, stderr } = await runGpuai(['nodes', 'list', '--api', fake.url], { env });
+    expect(code).toBe(2);
+    expect(stderr).toContain(`run: chmod 600 ${file}`);
+    expect(fake.requests.length).toBe(before);
+    const json = await runGpuai(['nodes', 'list', '--api', fake.url, '--json'], { env });
+    expect(JSON.parse(json.stderr)).toMatchObject({ error: { code: 'credentials_error' } });
+  });
+
+  it('sends none when there is none: the server then says what is missing', async () => {
+    const { authorization, run } = await sent([], env);
+    expect(authorization).toBeUndefined();
+    expect(run.code).toBe(0); // the fake needs no key
+  });
+});
