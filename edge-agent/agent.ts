@@ -192,6 +192,8 @@ export class Agent {
     const response = await client.register(
       {
         publicKey: identity.publicKey,
+        // Signed with the node key like the whole request: binds the sealing key to this node.
+        sealingKey: identity.sealing.publicKey,
         agentVersion,
         inventory,
         ...(this.options.name === undefined ? {} : { name: this.options.name }),
@@ -270,10 +272,13 @@ export class Agent {
   }
 
   private async runTask(client: ControlPlaneClient, assignment: Assignment): Promise<void> {
+    const { identity } = this.requireSession();
     const task = new TaskRun(assignment, {
       client,
       asNode: (call, signal) => this.asNode(call, signal),
       logger: this.logger,
+      nodeId: identity.nodeId,
+      sealingPrivateKey: identity.sealing.privateKey,
       dataDir: this.options.dataDir,
       killGraceMs: this.options.killGraceMs ?? 5_000,
       progressIntervalMs: this.options.progressIntervalMs ?? 2_000,

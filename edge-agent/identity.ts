@@ -1,13 +1,25 @@
-import { randomBytes } from 'node:crypto';
+import { createPrivateKey, randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { generateNodeKeyPair, loadNodeKeyPair, type NodeKeyPair, nodeIdFromPublicKey } from '../protocol/index.js';
+import {
+  generateNodeKeyPair,
+  generateSealingKeyPair,
+  loadNodeKeyPair,
+  type NodeKeyPair,
+  nodeIdFromPublicKey,
+  type SealingKeyPair,
+} from '../protocol/index.js';
 
 /** File names inside the agent's data directory. */
 export const identityFiles = {
   /** Ed25519 private key, PKCS#8 PEM, mode 0600. The node's identity: keep it, keep the node id. */
   key: 'node-key.pem',
+  /**
+   * X25519 private key, PKCS#8 PEM, mode 0600: jobs' data keys are sealed to it (HPKE) at
+   * dispatch. Its public half goes into the Ed25519-signed registration, which binds it to the node.
+   */
+  sealingKey: 'node-sealing-key.pem',
   /** `{ nodeId, publicKey, api }`, derived from the key, for people and tools that look at the data dir. */
   summary: 'identity.json',
 } as const;
@@ -18,11 +30,18 @@ export interface NodeIdentity {
   /** Raw public key, base64url. */
   publicKey: string;
   keyPair: NodeKeyPair;
+  /** The X25519 key pair jobs are sealed to (raw keys, base64url); the private half never leaves the agent. */
+  sealing: SealingKeyPair;
   /** True when this call generated the key (first run with this data dir). */
   created: boolean;
 }
 
-const IdentitySummary = z.object({ nodeId: z.string(), publicKey: z.string(), api: z.string() });
+const IdentitySummary = z.object({
+  nodeId: z.string(),
+  publicKey: z.string(),
+  sealingKey: z.string().optional(),
+  api: z.string(),
+});
 
 /**
  * Loads the node key from `dataDir`, generating it on first run, and keeps `identity.json` in step
@@ -31,14 +50,40 @@ const IdentitySummary = z.object({ nodeId: z.string(), publicKey: z.string(), ap
  */
 export async function loadOrCreateIdentity(dataDir: string, api: string): Promise<NodeIdentity> {
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
-  const { pem, created } = await readOrCreateKey(join(dataDir, identityFiles.key));
+  const { pem, created } = await readOrCreateKey(
+    join(dataDir, identityFiles.key),
+    () => generateNodeKeyPair().privateKeyPem,
+  );
   const keyPair = loadNodeKeyPair(pem);
   const nodeId = nodeIdFromPublicKey(keyPair.publicKey);
-  await writeSummaryIfChanged(join(dataDir, identityFiles.summary), { nodeId, publicKey: keyPair.publicKey, api });
-  return { nodeId, publicKey: keyPair.publicKey, keyPair, created };
+  const sealingPem = await readOrCreateKey(join(dataDir, identityFiles.sealingKey), newSealingKeyPem);
+  const sealing = loadSealingKeyPair(sealingPem.pem);
+  await writeSummaryIfChanged(join(dataDir, identityFiles.summary), {
+    nodeId,
+    publicKey: keyPair.publicKey,
+    sealingKey: sealing.publicKey,
+    api,
+  });
+  return { nodeId, publicKey: keyPair.publicKey, keyPair, sealing, created };
 }
 
-async function readOrCreateKey(path: string): Promise<{ pem: string; created: boolean }> {
+function newSealingKeyPem(): string {
+  const { publicKey, privateKey } = generateSealingKeyPair();
+  return createPrivateKey({ key: { kty: 'OKP', crv: 'X25519', x: publicKey, d: privateKey }, format: 'jwk' })
+    .export({ type: 'pkcs8', format: 'pem' })
+    .toString();
+}
+
+/** Reads an X25519 PKCS#8 PEM into raw base64url keys; refuses any other kind of key. */
+export function loadSealingKeyPair(pem: string): SealingKeyPair {
+  const key = createPrivateKey(pem);
+  if (key.asymmetricKeyType !== 'x25519') throw new Error(`${identityFiles.sealingKey} is not an X25519 key`);
+  const jwk = key.export({ format: 'jwk' });
+  if (typeof jwk.d !== 'string' || typeof jwk.x !== 'string') throw new Error('X25519 key export failed');
+  return { publicKey: jwk.x, privateKey: jwk.d };
+}
+
+async function readOrCreateKey(path: string, generate: () => string): Promise<{ pem: string; created: boolean }> {
   const existing = await readFile(path, 'utf8').catch((error: unknown) => {
     if (isErrnoException(error) && error.code === 'ENOENT') return undefined;
     throw error;
@@ -47,7 +92,7 @@ async function readOrCreateKey(path: string): Promise<{ pem: string; created: bo
     await restrictToOwner(path);
     return { pem: existing, created: false };
   }
-  const { privateKeyPem } = generateNodeKeyPair();
+  const privateKeyPem = generate();
   try {
     // 'wx' fails when the file exists, so two agents started at once cannot overwrite each other's key.
     await writeFile(path, privateKeyPem, { mode: 0o600, flag: 'wx' });
@@ -67,7 +112,12 @@ async function restrictToOwner(path: string): Promise<void> {
 
 async function writeSummaryIfChanged(path: string, summary: z.infer<typeof IdentitySummary>): Promise<void> {
   const current = await readSummary(path);
-  if (current?.nodeId === summary.nodeId && current.publicKey === summary.publicKey && current.api === summary.api) {
+  if (
+    current?.nodeId === summary.nodeId &&
+    current.publicKey === summary.publicKey &&
+    current.sealingKey === summary.sealingKey &&
+    current.api === summary.api
+  ) {
     return;
   }
   // Unique per writer, so that agents starting at once never rename each other's half-written file.

@@ -1,4 +1,12 @@
-import type { Assignment, FailureReport, ProgressReport } from '../protocol/index.js';
+import {
+  type Assignment,
+  type FailureReport,
+  type OpenedAssignment,
+  openSealedEnv,
+  type ProgressReport,
+  type ResultSealContext,
+  sealResultText,
+} from '../protocol/index.js';
 import { sleep } from './backoff.js';
 import type { ControlPlaneClient, RetryPolicy } from './client.js';
 import {
@@ -18,6 +26,10 @@ export interface TaskRunContext {
   /** Runs a node call; when the control plane no longer knows the node, registers again and repeats it. */
   asNode<T>(call: () => Promise<T>, signal: AbortSignal): Promise<T>;
   logger: Logger;
+  /** This node's id: a sealed env is bound to it. */
+  nodeId: string;
+  /** This node's X25519 private key (raw, base64url): opens the data key sealed to this node. */
+  sealingPrivateKey: string;
   dataDir: string;
   killGraceMs: number;
   progressIntervalMs: number;
@@ -97,13 +109,15 @@ export class TaskRun {
       await this.fail('error', `this node runs processes only; image ${this.assignment.image} cannot run here`);
       return;
     }
+    const opened = await this.open();
+    if (opened === undefined) return;
     const started = !this.releasing && (await this.reportStart());
     if (!this.leased) return;
     if (this.releasing) {
       await this.fail('released', 'the node is shutting down');
       return;
     }
-    this.process = await startProcessTask(this.assignment, {
+    this.process = await startProcessTask(opened, {
       dataDir: this.context.dataDir,
       killGraceMs: this.context.killGraceMs,
     });
@@ -115,6 +129,41 @@ export class TaskRun {
     this.processDone.abort();
     await progress;
     await this.reportOutcome(outcome);
+  }
+
+  /**
+   * Opens the job's sealed env in memory; it is handed to the process and nowhere else (never
+   * written to disk, never logged). An env that does not open (sealed to another node, another
+   * attempt, tampered with) fails the attempt with `sealed_env_refused`, and nothing runs.
+   */
+  private async open(): Promise<OpenedAssignment | undefined> {
+    const { sealedEnv, ...assignment } = this.assignment;
+    if (sealedEnv === undefined) return { ...assignment, env: {} };
+    try {
+      const env = await openSealedEnv(this.context.sealingPrivateKey, sealedEnv, {
+        jobId: assignment.jobId,
+        taskId: assignment.taskId,
+        attempt: assignment.attempt,
+        nodeId: this.context.nodeId,
+      });
+      return { ...assignment, env };
+    } catch (error) {
+      await this.fail(
+        'error',
+        `sealed_env_refused: the job's env does not open with this node's key (${describe(error)})`,
+      );
+      return undefined;
+    }
+  }
+
+  /**
+   * A text the task produced (log tail, progress message), sealed to the job's result key when it
+   * has one, so the control plane holds only ciphertext; as it is otherwise.
+   */
+  private async sealed(text: string, field: ResultSealContext['field'], maxLength: number): Promise<string> {
+    const resultKey = this.assignment.resultKey;
+    if (resultKey === undefined) return text;
+    return sealResultText(resultKey, text, { jobId: this.assignment.jobId, taskId: this.taskId, field }, maxLength);
   }
 
   /** The first progress report moves the task to running; answered 409 or 4xx, the task is not ours to run. */
@@ -149,8 +198,8 @@ export class TaskRun {
         await this.sendProgress({
           attempt: this.attempt,
           ...(percent === undefined ? {} : { percent }),
-          ...(message === undefined ? {} : { message }),
-          logTail,
+          ...(message === undefined ? {} : { message: await this.sealed(message, 'message', 1024) }),
+          logTail: await this.sealed(logTail, 'logTail', 8192),
         });
         lastDelivered = revision;
       } catch (error) {
@@ -163,8 +212,9 @@ export class TaskRun {
     if (!this.leased) return;
     switch (outcome.kind) {
       case 'exited': {
-        const { exitCode, resultHash, outputs, metrics, logTail } = outcome;
+        const { exitCode, resultHash, outputs, metrics } = outcome;
         this.log('info', 'finished', { exitCode, resultHash, outputs: outputs.length, wallMs: metrics.wallMs });
+        const logTail = await this.sealed(outcome.logTail, 'logTail', 8192);
         await this.deliver('result', () =>
           this.context.client.reportResult(
             this.taskId,
@@ -195,7 +245,7 @@ export class TaskRun {
       attempt: this.attempt,
       reason,
       message: message.slice(0, 2048),
-      ...(logTail === undefined ? {} : { logTail }),
+      ...(logTail === undefined ? {} : { logTail: await this.sealed(logTail, 'logTail', 8192) }),
     };
     await this.deliver('failure', () =>
       this.context.client.reportFailure(

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { AttestationLevel } from './attestation.js';
 import { JobId, NodeId, Region, Sha256Hex, TaskId, Timestamp } from './common.js';
 import { GpuVendor } from './node.js';
+import { SealingPublicKey } from './sealing.js';
 
 /** Hard limits, shared by the API, the CLI and the store (a job and its tasks are written in one transaction). */
 export const limits = {
@@ -121,6 +122,10 @@ export const JobSpec = z
       example: '2099-12-31T23:59:59Z',
     }),
     regions: z.array(Region).min(1).max(16).optional(),
+    resultKey: SealingPublicKey.optional().meta({
+      description:
+        'X25519 public key (raw, base64url). When set, the node seals log tails and progress messages to it (HPKE) before reporting: the control plane holds only ciphertext. `gpuai jobs keygen` makes one.',
+    }),
     minAttestation: AttestationLevel.optional().meta({
       description: 'Only nodes whose unexpired attestation is at least this level receive the tasks.',
     }),

@@ -3,6 +3,7 @@ import { NodeAttestation } from './attestation.js';
 import { NodeId, Region, Timestamp } from './common.js';
 import { Dispatch } from './dispatch.js';
 import { JoinTokenSecret, OperatorName } from './enrollment.js';
+import { SealingPublicKey } from './sealing.js';
 
 export const GpuVendor = z.enum(['nvidia', 'amd', 'intel', 'apple', 'other']).meta({ id: 'GpuVendor' });
 export type GpuVendor = z.infer<typeof GpuVendor>;
@@ -60,6 +61,12 @@ export const RegisterNodeRequest = z
     inventory: NodeInventory,
     /** Required for a node's first registration unless the deployment's enrollment is open. */
     joinToken: JoinTokenSecret.optional(),
+    /**
+     * The node's X25519 key that jobs' data keys are sealed to at dispatch (HPKE). Bound to the
+     * node's identity by the Ed25519 signature over this request. A node without one receives no
+     * job that carries env secrets.
+     */
+    sealingKey: SealingPublicKey.optional(),
   })
   .meta({ id: 'RegisterNodeRequest' });
 export type RegisterNodeRequest = z.infer<typeof RegisterNodeRequest>;

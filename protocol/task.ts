@@ -1,8 +1,13 @@
 import { z } from 'zod';
 import { JobId, Sha256Hex, TaskId, Timestamp } from './common.js';
 import { OutputDigest, TaskMetrics } from './job.js';
+import { SealedEnv, SealingPublicKey } from './sealing.js';
 
-/** What a node receives when the control plane binds a task to it (late binding, at poll time). */
+/**
+ * What a node receives when the control plane binds a task to it (late binding, at poll time).
+ * It never carries the job's env in the clear: `sealedEnv` is the env's at-rest envelope plus the
+ * job's data key HPKE-sealed to this node's sealing key for this attempt (protocol/sealing.ts).
+ */
 export const Assignment = z
   .object({
     taskId: TaskId,
@@ -14,12 +19,20 @@ export const Assignment = z
     leaseMs: z.int(),
     image: z.string().optional(),
     command: z.array(z.string()).min(1),
-    env: z.record(z.string(), z.string()),
+    sealedEnv: SealedEnv.optional().meta({
+      description: "The job's env, sealed to this node for this attempt; absent when the job has no env.",
+    }),
+    resultKey: SealingPublicKey.optional().meta({
+      description: 'Seal log tails and progress messages to this key before reporting them.',
+    }),
     timeoutSeconds: z.int(),
     gpuIndices: z.array(z.int()).meta({ description: 'Indices of the node GPUs this task may use.' }),
   })
   .meta({ id: 'Assignment' });
 export type Assignment = z.infer<typeof Assignment>;
+
+/** An assignment whose env the node has opened: it exists only in the agent's memory, never on the wire. */
+export type OpenedAssignment = Omit<Assignment, 'sealedEnv'> & { env: Record<string, string> };
 
 export const WorkResponse = z.object({ assignment: Assignment }).meta({ id: 'WorkResponse' });
 

@@ -2,7 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdir, rm } from 'node:fs/promises';
 import { constants } from 'node:os';
 import { join } from 'node:path';
-import { type Assignment, type OutputEntry, resultHash } from '../../protocol/index.js';
+import { type OpenedAssignment, type OutputEntry, resultHash } from '../../protocol/index.js';
 import { LogTail } from './log-tail.js';
 import { byName, digestOutputFiles, StreamDigest } from './output-digest.js';
 import { ProgressLineScanner, type ProgressMark } from './progress-lines.js';
@@ -73,7 +73,7 @@ const inheritedVariables = ['PATH', 'HOME', 'LANG'] as const;
  * keeping them would fill contributors' disks with data of jobs they do not own, and the log tail
  * travels with the failure report.
  */
-export async function startProcessTask(assignment: Assignment, options: ProcessRunnerOptions): Promise<ProcessTask> {
+export async function startProcessTask(assignment: OpenedAssignment, options: ProcessRunnerOptions): Promise<ProcessTask> {
   const workDir = join(options.dataDir, 'work', `${assignment.taskId}-${assignment.attempt}`);
   const outputDir = join(workDir, 'out');
   try {
@@ -90,7 +90,7 @@ export async function startProcessTask(assignment: Assignment, options: ProcessR
 
 /** The environment of a task: a minimal base, the assignment's variables, then the agent's, which win. */
 function taskEnvironment(
-  assignment: Assignment,
+  assignment: OpenedAssignment,
   outputDir: string,
   baseEnv: NodeJS.ProcessEnv,
 ): Record<string, string> {
@@ -141,7 +141,7 @@ class ChildProcessTask implements ProcessTask {
   private killTimer: NodeJS.Timeout | undefined;
 
   constructor(
-    assignment: Assignment,
+    assignment: OpenedAssignment,
     readonly workDir: string,
     private readonly outputDir: string,
     env: Record<string, string>,

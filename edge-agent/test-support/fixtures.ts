@@ -1,11 +1,15 @@
-import type { Assignment } from '../../protocol/index.js';
+import type { OpenedAssignment } from '../../protocol/index.js';
 import type { ProbeReport } from '../probe/index.js';
 
 /** A job id that matches the protocol pattern; tests vary the last character to tell jobs apart. */
 export const testJobId = (suffix = 'K'): string => `job_01JD7Z5C2Q9W8V6T4R2P0N8M6${suffix}`;
 
-/** A valid assignment running `command`, for runner and agent tests. */
-export function testAssignment(command: string[], overrides: Partial<Assignment> = {}): Assignment {
+/**
+ * A valid assignment running `command`, for runner and agent tests: opened (its env in the clear,
+ * as the runner gets it once the agent has opened the sealed env). Sent by a fake control plane,
+ * the `env` field is not part of the protocol's Assignment and is dropped by the agent's parser.
+ */
+export function testAssignment(command: string[], overrides: Partial<OpenedAssignment> = {}): OpenedAssignment {
   const jobId = overrides.jobId ?? testJobId();
   const index = overrides.index ?? 0;
   return {

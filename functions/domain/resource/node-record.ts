@@ -26,6 +26,12 @@ export interface NodeRecord {
   registeredAt: number;
   lastSeenAt: number;
   stats: NodeStats;
+  /**
+   * The node's X25519 sealing key (raw, base64url), from its Ed25519-signed registration: jobs'
+   * data keys are HPKE-sealed to it at dispatch. Absent: the node gets no job with env secrets.
+   * Attestation does not cover it yet (a later evidence format may hash it in).
+   */
+  sealingKey?: string;
   /** The operator whose join token enrolled the node ('anonymous' under open enrollment without one). */
   operator: string;
   /** The join token the node enrolled with, and that token's pool scope, which binds re-registrations too. */
@@ -66,6 +72,7 @@ export function newNodeRecord(
     registeredAt: now,
     lastSeenAt: now,
     stats: { tasksCompleted: 0, tasksFailed: 0, leasesLost: 0 },
+    ...(req.sealingKey === undefined ? {} : { sealingKey: req.sealingKey }),
     ...enrolled,
   };
 }

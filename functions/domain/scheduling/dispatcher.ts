@@ -8,7 +8,7 @@ import { isoTime } from '../records.js';
 import { attestationFits, demandOf, fitOnNode, type HeldTask, type TaskRequirements } from '../resource/fit.js';
 import { type NodeRecord, nodeKey, putNode } from '../resource/node-record.js';
 import type { NodeRegistry } from '../resource/node-registry.js';
-import { openJobEnv } from '../security/job-secrets.js';
+import { canReceive, sealEnvToNode } from '../security/seal-to-node.js';
 import { type JobRecord, jobKey } from './job-record.js';
 import { claim, type LeaseSettings } from './task-machine.js';
 import { poolPk, putTask, type TaskRecord, taskKey } from './task-record.js';
@@ -174,7 +174,8 @@ export class Dispatcher {
     if (!attestationFits(task.requirements, holding.node.attestation, now)) return 'does_not_fit';
     const job = await this.store.get<JobRecord>(jobKey(task.jobId));
     if (job === undefined) return undefined;
-    const env = await openJobEnv(this.keys, job.data.id, job.data);
+    // A job with env secrets goes only to a node that can open them (it registered a sealing key).
+    if (!canReceive(holding.node, job.data)) return 'does_not_fit';
     let bound: { claimed: TaskRecord; gpuIndices: number[] } | undefined;
     for (let round = 0; round < claimRounds && bound === undefined; round++) {
       const gpuIndices = await this.roomFor(holding, task.requirements);
@@ -200,6 +201,9 @@ export class Dispatcher {
       }
     }
     if (bound === undefined) return undefined;
+    // Only the winner of the claim pays for the unwrap (a KMS call in the cloud). If it fails, the
+    // poll fails and the lease runs out: the reaper requeues the task.
+    const sealedEnv = await sealEnvToNode(this.keys, job.data, holding.node, bound.claimed);
     const { claimed, gpuIndices } = bound;
     const spec = job.data.spec;
     return {
@@ -212,7 +216,8 @@ export class Dispatcher {
       leaseMs: this.settings.leaseMs,
       ...(spec.image === undefined ? {} : { image: spec.image }),
       command: spec.command,
-      env,
+      ...(sealedEnv === undefined ? {} : { sealedEnv }),
+      ...(spec.resultKey === undefined ? {} : { resultKey: spec.resultKey }),
       timeoutSeconds: claimed.timeoutSeconds,
       gpuIndices,
     };
