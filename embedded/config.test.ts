@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { defaultRateLimits } from '../functions/domain/security/rate-limit.js';
 import { ConfigError, readEnv } from './config.js';
 
 describe('embedded config', () => {
@@ -8,11 +9,24 @@ describe('embedded config', () => {
       GPUAI_HEARTBEAT_MS: 5000,
       GPUAI_REAPER_INTERVAL_MS: 1000,
       GPUAI_LOG_FORMAT: 'text',
+      GPUAI_ALLOWED_HOSTS: [],
+      GPUAI_RATE_LIMITS: defaultRateLimits,
     });
   });
   it('names the variable that holds a bad value', () => {
     expect(() => readEnv({ GPUAI_LEASE_MS: 'soon' })).toThrow(ConfigError);
     expect(() => readEnv({ GPUAI_LEASE_MS: 'soon' })).toThrow(/GPUAI_LEASE_MS/);
     expect(() => readEnv({ GPUAI_LOG_FORMAT: 'xml' })).toThrow(/GPUAI_LOG_FORMAT/);
+    expect(() => readEnv({ GPUAI_RATE_LIMITS: 'register=ten/60' })).toThrow(/GPUAI_RATE_LIMITS.*register=ten\/60/);
+    expect(() => readEnv({ GPUAI_RATE_LIMITS: 'everything=1/60' })).toThrow(/GPUAI_RATE_LIMITS/);
+  });
+  it('reads rate limits over the defaults and the allowed hosts', () => {
+    const env = readEnv({ GPUAI_RATE_LIMITS: 'register=5/30, address=0/60', GPUAI_ALLOWED_HOSTS: 'gpu.lan, box:8080' });
+    expect(env.GPUAI_RATE_LIMITS).toEqual({
+      ...defaultRateLimits,
+      register: { limit: 5, windowSeconds: 30 },
+      address: { limit: 0, windowSeconds: 60 },
+    });
+    expect(env.GPUAI_ALLOWED_HOSTS).toEqual(['gpu.lan', 'box:8080']);
   });
 });

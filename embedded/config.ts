@@ -1,4 +1,6 @@
 import { z } from 'zod';
+import { parseRateLimits } from '../functions/domain/security/rate-limit.js';
+import { parseAllowedHosts } from './host-check.js';
 
 /**
  * The embedded deployment's timings and log format, read and validated once; a bad value stops
@@ -10,6 +12,20 @@ const Env = z.object({
   GPUAI_HEARTBEAT_MS: z.coerce.number().int().min(100).default(5000),
   GPUAI_REAPER_INTERVAL_MS: z.coerce.number().int().min(50).default(1000),
   GPUAI_LOG_FORMAT: z.enum(['text', 'json']).default('text'),
+  /** Host header values answered besides localhost's when bound to loopback (embedded/host-check.ts). */
+  GPUAI_ALLOWED_HOSTS: z.string().optional().transform(parseAllowedHosts),
+  /** Rate limits over the defaults, `scope=limit/seconds,...` (functions/domain/security/rate-limit.ts). */
+  GPUAI_RATE_LIMITS: z
+    .string()
+    .optional()
+    .transform((text, ctx) => {
+      try {
+        return parseRateLimits(text ?? '');
+      } catch (error) {
+        ctx.addIssue({ code: 'custom', message: (error as Error).message });
+        return z.NEVER;
+      }
+    }),
 });
 export type EmbeddedEnv = z.infer<typeof Env>;
 

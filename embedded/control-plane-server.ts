@@ -2,6 +2,7 @@ import { mkdirSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { serve } from '@hono/node-server';
+import { getConnInfo } from '@hono/node-server/conninfo';
 import { LocalKeys } from '../functions/adapters/embedded/local-keys.js';
 import { MemorySignal } from '../functions/adapters/embedded/memory-signal.js';
 import { noCredentials, SignalWorkHints } from '../functions/adapters/embedded/signal-work-hints.js';
@@ -14,6 +15,7 @@ import { createApp } from '../functions/http/app.js';
 import { systemClock } from '../functions/ports/clock.js';
 import { queueDefinitions } from '../functions/workers/queues.js';
 import { ensureAdminKey } from './admin-key.js';
+import { allowedHosts, guardHost } from './host-check.js';
 import type { Log } from './log.js';
 import { startQueueWorkers } from './queue-workers.js';
 
@@ -24,6 +26,11 @@ export interface ControlPlaneServerOptions {
   settings?: Partial<ControlPlaneSettings>;
   reaperIntervalMs: number;
   log: Log;
+  /**
+   * Host header values answered besides this machine's own names (`GPUAI_ALLOWED_HOSTS`); bound to
+   * loopback, any other Host is refused with 421 (embedded/host-check.ts).
+   */
+  allowedHosts?: readonly string[];
 }
 
 export interface RunningControlPlane {
@@ -50,7 +57,8 @@ export async function startControlPlane(options: ControlPlaneServerOptions): Pro
   );
   // The CLI on this machine finds this key by default, so the quickstart needs no setup.
   await ensureAdminKey(cp.apiKeys, options.dataDir, log);
-  const app = createApp({ cp, log });
+  // The socket's peer: the address rate limits count per. Never X-Forwarded-For, which the client writes.
+  const app = createApp({ cp, log, sourceAddress: (c) => getConnInfo(c).remote.address });
 
   const stopWorkers = startQueueWorkers(cp, queue, Object.values(queueNames), log);
   let reaping = Promise.resolve();
@@ -68,12 +76,15 @@ export async function startControlPlane(options: ControlPlaneServerOptions): Pro
     });
   }, options.reaperIntervalMs);
 
-  const server = serve({ fetch: app.fetch, port: options.port, hostname: options.host });
+  // The Host check needs the port the server got (0 asks for any), so it is set once listening.
+  let fetch: typeof app.fetch = app.fetch;
+  const server = serve({ fetch: (request, env) => fetch(request, env), port: options.port, hostname: options.host });
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve);
     server.once('error', reject);
   });
   const { port } = server.address() as AddressInfo;
+  fetch = guardHost(allowedHosts(options.host, port, options.allowedHosts), app.fetch);
   const url = `http://${options.host.includes(':') ? `[${options.host}]` : options.host}:${port}`;
 
   return {

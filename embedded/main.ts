@@ -27,9 +27,14 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<{ url: st
     port: options.port,
     host: options.host,
     dataDir,
-    settings: { leaseMs: env.GPUAI_LEASE_MS, heartbeatIntervalMs: env.GPUAI_HEARTBEAT_MS },
+    settings: {
+      leaseMs: env.GPUAI_LEASE_MS,
+      heartbeatIntervalMs: env.GPUAI_HEARTBEAT_MS,
+      rateLimits: env.GPUAI_RATE_LIMITS,
+    },
     reaperIntervalMs: env.GPUAI_REAPER_INTERVAL_MS,
     log,
+    allowedHosts: env.GPUAI_ALLOWED_HOSTS,
   });
   log({ msg: 'control plane listening', url: cp.url, dataDir });
   const agent = options.agent

@@ -57,6 +57,27 @@ describe('start', () => {
     }
   });
 
+  it('warns on stderr when bound beyond loopback that the API is reachable from the network, and not otherwise', async () => {
+    const runs: Record<string, { stdout: string; stderr: string }> = {};
+    for (const host of ['0.0.0.0', '192.168.1.20', '::', '127.0.0.1', 'localhost', '::1']) {
+      const h = harness();
+      const running = runGpuai(['start', '--host', host, '--json'], { io: h.io });
+      await h.ready;
+      h.signal('SIGINT');
+      const run = await running;
+      expect(run.code).toBe(0);
+      runs[host] = run;
+    }
+    for (const host of ['0.0.0.0', '192.168.1.20', '::']) {
+      expect(runs[host]?.stderr).toContain(`warning: listening on ${host}: the API is reachable from the network`);
+      expect(runs[host]?.stderr).toContain('Only API keys protect it');
+      expect(runs[host]?.stderr).toMatch(/TLS/);
+      // --json output stays one JSON document.
+      expect(() => JSON.parse(runs[host]?.stdout ?? '')).not.toThrow();
+    }
+    for (const host of ['127.0.0.1', 'localhost', '::1']) expect(runs[host]?.stderr).not.toContain('warning');
+  });
+
   it('starts the embedded control plane with the defaults, prints the next steps, stops on SIGINT', async () => {
     const h = harness();
     const running = runGpuai(['start'], { io: h.io, env: { GPUAI_DATA_DIR: '/tmp/gpuai-test-data' } });

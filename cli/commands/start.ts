@@ -1,6 +1,7 @@
 /** `gpuai start`: run the embedded control plane (and an in-process agent) on this machine. */
 import { resolve } from 'node:path';
 import { Command } from 'commander';
+import { isLoopback } from '../../embedded/host-check.js';
 import { type App, type CommandContext, defaultApiUrl } from '../context.js';
 import type { EmbeddedServer } from '../embedded.js';
 import { ExitCode, StartError, UsageError } from '../errors.js';
@@ -43,6 +44,15 @@ async function start(ctx: CommandContext, options: StartOptions): Promise<ExitCo
     throw new StartError(`could not start the control plane on ${host}:${port}: ${message(error)}`, {
       cause: error,
     });
+  }
+
+  if (!isLoopback(host)) {
+    // On stderr, so it shows with --json too and never mixes into output that scripts read.
+    ctx.note(
+      `${ctx.style.yellow('warning:')} listening on ${host}: the API is reachable from the network, over plain ` +
+        'HTTP. Only API keys protect it, and the local agent runs submitted commands as your user. Put TLS in ' +
+        'front (a reverse proxy such as Caddy or nginx) or bind to 127.0.0.1; see docs/security.md.',
+    );
   }
 
   if (ctx.json) {

@@ -116,3 +116,26 @@ function limited(scope: RateScope, rule: RateRule, retryAfter: number): RateLimi
     { scope, limit: rule.limit, windowSeconds: rule.windowSeconds },
   );
 }
+
+const scopes: readonly RateScope[] = ['address', 'key', 'node', 'register', 'registerGlobal'];
+
+/**
+ * Reads limits written as `scope=limit/seconds` pairs, comma-separated, over the defaults:
+ * `GPUAI_RATE_LIMITS=register=5/60,address=0/60` (embedded) or `RATE_LIMITS` (Lambda). A limit of
+ * 0 turns that scope off.
+ *
+ * @throws Error naming the pair it cannot read.
+ */
+export function parseRateLimits(text: string, base: RateLimitSettings = defaultRateLimits): RateLimitSettings {
+  const settings = { ...base };
+  for (const pair of text.split(',').map((p) => p.trim())) {
+    if (pair === '') continue;
+    const match = /^([A-Za-z]+)=(\d{1,9})\/(\d{1,7})$/.exec(pair);
+    const scope = scopes.find((s) => s === match?.[1]);
+    if (match === null || scope === undefined || Number(match[3]) < 1) {
+      throw new Error(`cannot read "${pair}": expected <scope>=<limit>/<seconds>, scope one of ${scopes.join(', ')}`);
+    }
+    settings[scope] = { limit: Number(match[2]), windowSeconds: Number(match[3]) };
+  }
+  return settings;
+}

@@ -1,0 +1,77 @@
+import { mkdtempSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { defaultRateLimits } from '../functions/domain/security/rate-limit.js';
+import { type RunningControlPlane, startControlPlane } from './control-plane-server.js';
+import { allowedHosts } from './host-check.js';
+
+/** A GET with exactly the headers given (fetch would not let a test set Host). */
+function get(
+  url: string,
+  headers: Record<string, string>,
+): Promise<{ status: number; body: string; headers: Record<string, unknown> }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(url, { method: 'GET', headers }, (res) => {
+      let body = '';
+      res.on('data', (chunk) => {
+        body += String(chunk);
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, headers: res.headers }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+let cp: RunningControlPlane;
+let port: number;
+beforeAll(async () => {
+  cp = await startControlPlane({
+    port: 0,
+    host: '127.0.0.1',
+    dataDir: mkdtempSync(join(tmpdir(), 'gpuai-server-')),
+    reaperIntervalMs: 60_000,
+    log: () => undefined,
+    allowedHosts: ['gpu.lan'],
+    settings: { rateLimits: { ...defaultRateLimits, address: { limit: 8, windowSeconds: 3600 } } },
+  });
+  port = Number(new URL(cp.url).port);
+});
+afterAll(() => cp.stop());
+
+describe('the embedded server bound to loopback', () => {
+  it("answers this machine's names and the allowed ones, and refuses any other Host with 421 (DNS rebinding)", async () => {
+    for (const host of [`127.0.0.1:${port}`, `localhost:${port}`, `[::1]:${port}`, `gpu.lan:${port}`]) {
+      expect((await get(`${cp.url}/healthz`, { host })).status, host).toBe(200);
+    }
+    for (const host of [`attacker.example:${port}`, 'localhost:1', `localhost.attacker.example:${port}`]) {
+      const refused = await get(`${cp.url}/healthz`, { host });
+      expect(refused.status, host).toBe(421);
+      expect(JSON.parse(refused.body)).toMatchObject({ error: { code: 'host_not_allowed' } });
+    }
+  });
+
+  it('counts requests per socket address, whatever X-Forwarded-For claims', async () => {
+    const statuses: number[] = [];
+    for (let i = 0; i < 12; i++) {
+      const response = await get(`${cp.url}/healthz`, { host: `127.0.0.1:${port}`, 'x-forwarded-for': `10.9.8.${i}` });
+      statuses.push(response.status);
+      if (response.status === 429) expect(Number(response.headers['retry-after'])).toBeGreaterThan(0);
+    }
+    // 4 requests of the test above reached the app from this address; 8 are allowed per hour.
+    expect(statuses.filter((s) => s === 200)).toHaveLength(4);
+    expect(statuses.slice(4).every((s) => s === 429)).toBe(true);
+  });
+});
+
+describe('allowedHosts', () => {
+  it('checks nothing on a non-loopback bind unless names are given, and * turns it off', () => {
+    expect(allowedHosts('0.0.0.0', 8787)).toBeUndefined();
+    expect(allowedHosts('127.0.0.1', 8787, ['*'])).toBeUndefined();
+    expect(allowedHosts('0.0.0.0', 8787, ['gpu.lan'])).toEqual(new Set(['gpu.lan', 'gpu.lan:8787']));
+    expect(allowedHosts('127.0.0.1', 80)?.has('localhost')).toBe(true);
+    expect(allowedHosts('127.0.0.1', 8787)?.has('localhost')).toBe(false);
+  });
+});
