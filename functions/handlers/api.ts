@@ -9,7 +9,9 @@
  */
 import { handle } from 'hono/aws-lambda';
 import { createApp } from '../http/app.js';
+import { apiGatewaySourceAddress } from '../http/limits.js';
 import { controlPlane } from './config.js';
 import { log } from './runtime.js';
 
-export const handler = handle(createApp({ cp: controlPlane(), log }));
+// Rate limits count per API Gateway's sourceIp: the peer of its TCP connection, not a header.
+export const handler = handle(createApp({ cp: controlPlane(), log, sourceAddress: apiGatewaySourceAddress }));

@@ -28,6 +28,15 @@ describe('readConfig', () => {
     });
   });
 
+  it('reads RATE_LIMITS over the default limits, naming a pair it cannot read', async () => {
+    const { defaultRateLimits } = await import('../domain/security/rate-limit.js');
+    expect(readConfig({ ...complete, RATE_LIMITS: 'registerGlobal=60/60' }).settings.rateLimits).toEqual({
+      ...defaultRateLimits,
+      registerGlobal: { limit: 60, windowSeconds: 60 },
+    });
+    expect(() => readConfig({ ...complete, RATE_LIMITS: 'register=10' })).toThrow(/RATE_LIMITS.*"register=10"/);
+  });
+
   it('reads the sqs dispatch mode, whose prefix and node role are required', () => {
     const sqs = { ...complete, DISPATCH_MODE: 'sqs' };
     expect(() => readConfig(sqs)).toThrow(/POOL_QUEUE_PREFIX is not set; NODE_ROLE_ARN is not set/);

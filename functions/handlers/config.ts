@@ -20,6 +20,7 @@ import {
   defaultSettings,
   type Ports,
 } from '../control-plane.js';
+import { parseRateLimits } from '../domain/security/rate-limit.js';
 import { systemClock } from '../ports/clock.js';
 import { queueDefinitions } from '../workers/queues.js';
 import { PollingSignal } from './polling-signal.js';
@@ -64,6 +65,19 @@ const Env = z
       .optional(),
     /** The role whose session, narrowed to a node's pool queues, becomes that node's credentials; required in `sqs` mode. */
     NODE_ROLE_ARN: z.string().startsWith('arn:').optional(),
+    /** Rate limits over the defaults, `scope=limit/seconds,...` (functions/domain/security/rate-limit.ts). */
+    RATE_LIMITS: z
+      .string()
+      .optional()
+      .transform((text, ctx) => {
+        if (text === undefined) return undefined;
+        try {
+          return parseRateLimits(text);
+        } catch (error) {
+          ctx.addIssue({ code: 'custom', message: (error as Error).message });
+          return z.NEVER;
+        }
+      }),
   })
   .refine((env) => env.HEARTBEAT_MS < env.LEASE_MS, {
     path: ['HEARTBEAT_MS'],
@@ -123,6 +137,7 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): LambdaConfig {
       leaseMs: e.LEASE_MS,
       heartbeatIntervalMs: e.HEARTBEAT_MS,
       ...(e.RECHECK_MS === undefined ? {} : { recheckMs: e.RECHECK_MS }),
+      ...(e.RATE_LIMITS === undefined ? {} : { rateLimits: e.RATE_LIMITS }),
     },
     endpoints: {
       ...endpoint('dynamodb', e.GPUAI_DYNAMODB_ENDPOINT),

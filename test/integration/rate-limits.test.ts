@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { defaultRateLimits, type RateLimitSettings } from '../../functions/domain/security/rate-limit.js';
 import { createApp } from '../../functions/http/app.js';
+import { apiGatewaySourceAddress } from '../../functions/http/limits.js';
 import { inProcessControlPlane, ManualClock, TestNode } from '../support/in-process.js';
 
 /**
@@ -100,6 +101,20 @@ describe('per source address, key and node', () => {
     expect((await request('/healthz')).status).toBe(200);
   });
 
+  it("counts API Gateway's sourceIp in the cloud, never the client's X-Forwarded-For", async () => {
+    h = harness({ address: { limit: 3, windowSeconds: 60 } });
+    const app = createApp({ cp: h.cp, log: () => undefined, sourceAddress: apiGatewaySourceAddress });
+    const call = (sourceIp: string, forwardedFor: string) =>
+      app.request(
+        'http://gpuai.test/healthz',
+        { headers: { 'x-forwarded-for': forwardedFor } },
+        { requestContext: { http: { sourceIp } } },
+      );
+    for (let i = 0; i < 3; i++) expect((await call('198.51.100.7', `10.0.0.${i}`)).status).toBe(200);
+    await expectLimited(await call('198.51.100.7', '10.0.0.99'));
+    expect((await call('198.51.100.8', '198.51.100.7')).status).toBe(200);
+  });
+
   it('limits per API key, whatever address the key is used from', async () => {
     h = harness({ key: { limit: 4, windowSeconds: 60 } });
     const withKey = (address: string, key: string) =>
@@ -125,7 +140,8 @@ describe('per source address, key and node', () => {
       });
       expect(forged.status).toBe(401);
     }
-    for (let i = 0; i < 3; i++) expect((await node.call('POST', `/v1/nodes/${node.id}/heartbeat`, { tasks: [] })).status).toBe(200);
+    for (let i = 0; i < 3; i++)
+      expect((await node.call('POST', `/v1/nodes/${node.id}/heartbeat`, { tasks: [] })).status).toBe(200);
     await expectLimited(await node.call('POST', `/v1/nodes/${node.id}/heartbeat`, { tasks: [] }));
     // The same node from another address is still the same node.
     const moved = new TestNode(h.from('192.0.2.11'), h.clock);
