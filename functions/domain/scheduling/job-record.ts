@@ -18,10 +18,11 @@ export interface JobRecord {
   spec: JobSpec;
   /** Envelope of the JSON env map under the job's data key (see protocol/envelope.ts). */
   sealedEnv?: string;
-  /** The job's data key, wrapped by the Keys port with context `{ jobId }`. */
+  /**
+   * The job's data key, wrapped by the Keys port with context `{ jobId }`: present when the job
+   * has env or was submitted with an Idempotency-Key (the key also keys the idempotency MAC).
+   */
   wrappedKey?: string;
-  /** sha-256 of the canonical request, to tell an idempotent replay from a reused key. */
-  requestHash: string;
   createdAt: number;
   cancelledAt?: number;
   deadline?: number;
@@ -54,5 +55,9 @@ export const idempotencyTtlSeconds = 24 * 3600;
 export const idempotencyKey = (owner: string, key: string): ItemKey => ({ pk: `IDEM#${owner}#${key}`, sk: 'IDEM' });
 export interface IdempotencyRecord {
   jobId: string;
-  requestHash: string;
+  /**
+   * HMAC-SHA-256 of the canonical request under the job's data key (security/job-secrets.ts), to
+   * tell an idempotent replay from a reused key. Never a plain hash: the spec holds secrets.
+   */
+  requestMac: string;
 }

@@ -1,9 +1,7 @@
 import {
-  canonicalJson,
   type JobSpec,
   type JobView,
   type JobWithTasks,
-  sha256Hex,
   terminalJobStatuses,
   verificationView,
 } from '../../../protocol/index.js';
@@ -13,13 +11,14 @@ import type { Queue } from '../../ports/queue.js';
 import { ConditionFailedError, type Store, type StoredItem, type Write } from '../../ports/store.js';
 import { ConflictError, ContentionError, InvalidRequestError, NotFoundError } from '../errors.js';
 import { isoTime } from '../records.js';
-import { sealJobEnv } from '../security/job-secrets.js';
+import { sameRequest, sealJob } from '../security/job-secrets.js';
 import { newJobId } from './job-id.js';
 import {
   type IdempotencyRecord,
   idempotencyKey,
   idempotencyTtlSeconds,
   type JobRecord,
+  jobKey,
   jobPk,
   ownerPk,
   putJob,
@@ -57,24 +56,23 @@ export class JobService {
 
   async submit(owner: string, spec: JobSpec, idempotency?: string): Promise<SubmitOutcome> {
     const now = this.clock.now();
-    const requestHash = sha256Hex(canonicalJson(spec));
     const deadline = spec.deadline === undefined ? undefined : Date.parse(spec.deadline);
     if (deadline !== undefined && deadline <= now) {
       throw new InvalidRequestError('deadline_passed', `the deadline ${spec.deadline} is already past`);
     }
     if (idempotency !== undefined) {
-      const replay = await this.replay(owner, idempotency, requestHash);
+      const replay = await this.replay(owner, idempotency, spec);
       if (replay !== undefined) return { job: replay, created: false };
     }
 
     const id = newJobId(now);
-    const sealed = await sealJobEnv(this.keys, id, spec.env);
+    const secrets = await sealJob(this.keys, id, spec, idempotency !== undefined);
     const job: JobRecord = {
       id,
       owner,
       spec: { ...spec, env: Object.fromEntries(Object.keys(spec.env).map((k) => [k, sealedValue])) },
-      ...(sealed ?? {}),
-      requestHash,
+      ...(secrets?.sealedEnv === undefined ? {} : { sealedEnv: secrets.sealedEnv }),
+      ...(secrets === undefined ? {} : { wrappedKey: secrets.wrappedKey }),
       createdAt: now,
       ...(deadline === undefined ? {} : { deadline }),
     };
@@ -90,8 +88,8 @@ export class JobService {
       newTaskRecord(id, index, spec.tasks, spec.retries + 1, requirements, spec.timeoutSeconds, deadline, now),
     );
     const writes: Write[] = [putJob(job, 0), ...tasks.map((t) => putTask(t, 0))];
-    if (idempotency !== undefined) {
-      const record: IdempotencyRecord = { jobId: id, requestHash };
+    if (idempotency !== undefined && secrets !== undefined) {
+      const record: IdempotencyRecord = { jobId: id, requestMac: secrets.requestMac };
       writes.push({
         kind: 'put',
         key: idempotencyKey(owner, idempotency),
@@ -105,7 +103,7 @@ export class JobService {
     } catch (error) {
       // Another request with the same key won the race: answer as its replay.
       if (error instanceof ConditionFailedError && idempotency !== undefined) {
-        const replay = await this.replay(owner, idempotency, requestHash);
+        const replay = await this.replay(owner, idempotency, spec);
         if (replay !== undefined) return { job: replay, created: false };
       }
       throw error;
@@ -115,10 +113,12 @@ export class JobService {
     return { job: this.view(job, tasks), created: true };
   }
 
-  private async replay(owner: string, key: string, requestHash: string): Promise<JobWithTasks | undefined> {
+  private async replay(owner: string, key: string, spec: JobSpec): Promise<JobWithTasks | undefined> {
     const seen = await this.store.get<IdempotencyRecord>(idempotencyKey(owner, key));
     if (seen === undefined) return undefined;
-    if (seen.data.requestHash !== requestHash) {
+    // The MAC is keyed with the first job's data key: unwrapped here, on a replay only.
+    const first = await this.store.get<JobRecord>(jobKey(seen.data.jobId));
+    if (first === undefined || !(await sameRequest(this.keys, first.data, spec, seen.data.requestMac))) {
       throw new ConflictError(
         'idempotency_key_reused',
         `Idempotency-Key ${key} was already used for another request (job ${seen.data.jobId})`,
