@@ -1,6 +1,7 @@
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Assignment, Dispatch, HeartbeatResponse } from '../protocol/index.js';
+import { type AttestationOptions, Attester, attestedConfig } from './attest/attester.js';
 import { type BackoffPolicy, defaultBackoff, sleep } from './backoff.js';
 import { ControlPlaneClient } from './client.js';
 import { AgentError, NodeNotRegisteredError, RequestAbortedError } from './errors.js';
@@ -37,6 +38,8 @@ export interface AgentOptions {
   killGraceMs?: number;
   /** The SQS client behind `sqs` dispatch (default: the AWS SDK's); tests pass an in-memory one. */
   sqs?: SqsPortFactory;
+  /** Remote attestation: a TPM and a GPU token source beside the measurement always sent (attest/attester.ts). */
+  attestation?: AttestationOptions;
 }
 
 /** The shortest heartbeat interval honoured, whatever the control plane says: guards against a busy loop. */
@@ -71,6 +74,8 @@ export class Agent {
   private client: ControlPlaneClient | undefined;
   private inventory: ProbeReport['inventory'] | undefined;
   private registration: Promise<void> | undefined;
+  private attester: Attester | undefined;
+  private attesting: Promise<void> | undefined;
   /** Where workers get assignments: picked by the registration response's `dispatch`, again on each re-registration. */
   private workSource: { source: WorkSource; dispatch: string } | undefined;
   private shutdownCompletion: Promise<void> | undefined;
@@ -119,6 +124,7 @@ export class Agent {
     }
     if (!this.polling.signal.aborted) {
       this.heartbeat = this.heartbeatLoop(this.client);
+      this.attesting = this.startAttestation(this.client);
       for (let slot = 0; slot < this.options.slots; slot++) this.workers.push(this.workerLoop(this.client));
       // The workers are done (they return once polling stops) before the source is closed.
       void Promise.all(this.workers).then(() => this.workSource?.source.close?.());
@@ -160,8 +166,22 @@ export class Agent {
     this.reporting.abort();
     for (const task of this.tasks.values()) task.kill();
     await this.heartbeat;
+    await this.attesting;
     this.logger.info('stopped');
     this.markStopped();
+  }
+
+  /** Starts the attestation loop (attest/attester.ts): now, before each expiry, after each re-registration. */
+  private startAttestation(client: ControlPlaneClient): Promise<void> {
+    this.attester = new Attester({
+      ...(this.options.attestation ?? {}),
+      client,
+      dataDir: this.options.dataDir,
+      config: attestedConfig(this.options),
+      logger: this.logger,
+      asNode: (call, signal) => this.asNode(call, signal),
+    });
+    return this.attester.run(this.reporting.signal);
   }
 
   private createClient(identity: NodeIdentity): ControlPlaneClient {
@@ -202,6 +222,8 @@ export class Agent {
     );
     this.heartbeatIntervalMs = Math.max(minHeartbeatIntervalMs, response.heartbeatIntervalMs);
     this.useDispatch(client, response.dispatch);
+    // A re-registration may follow a control plane that lost its state: attest again at once.
+    this.attester?.trigger();
     this.logger.info(`registered as ${response.node.id}`, {
       name: response.node.name,
       gpus: inventory.gpus.length,

@@ -84,6 +84,20 @@ function createProgram(io: CliIo, setExitCode: (code: number) => void): Command 
       `on SIGTERM/SIGINT, seconds running tasks may take to finish before they are released (default: ${runDefaults.graceSeconds})`,
     )
     .option('--json-logs', 'log JSON lines instead of text (logs go to stderr)')
+    .addOption(
+      new Option(
+        '--tpm <tcti>',
+        'attest with TPM 2.0 quotes (tpm2-tools) on this TCTI, e.g. device:/dev/tpmrm0 or swtpm:host=127.0.0.1,port=2321',
+      ).env('GPUAI_AGENT_TPM'),
+    )
+    .addOption(
+      new Option(
+        '--gpu-token-command <command>',
+        'prints an NVIDIA GPU attestation token for the nonce in $GPUAI_ATTESTATION_NONCE (e.g. NVIDIA\'s local verifier)',
+      ).env('GPUAI_AGENT_GPU_TOKEN_COMMAND'),
+    )
+    .option('--gpu-token-file <path>', 'file holding the NVIDIA GPU attestation token ({nonce} in the path is replaced)')
+    .option('--no-attest', 'do not attest: the node stays at level none and gets no job that requires more')
     .addHelpText(
       'after',
       [
@@ -132,6 +146,7 @@ async function runAgent(config: AgentConfig, io: CliIo): Promise<number> {
     pollWaitSeconds: config.pollWaitSeconds,
     graceSeconds: config.graceSeconds,
     logger,
+    attestation: config.attestation,
   });
   let interrupted = false;
   const onSignal = (signal: NodeJS.Signals) => {

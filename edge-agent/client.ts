@@ -1,6 +1,9 @@
 import { z } from 'zod';
 import {
   type Assignment,
+  AttestationChallenge,
+  AttestationRequest,
+  AttestationResult,
   ClaimRequest,
   FailureReport,
   HeartbeatRequest,
@@ -151,6 +154,34 @@ export class ControlPlaneClient {
         path: `${this.nodePath}/credentials`,
         body: { schema: EmptyBody, value: {} },
         response: NodeCredentials,
+        timeoutMs: this.requestTimeoutMs,
+      },
+      options,
+    );
+  }
+
+  /** `POST /v1/nodes/{id}/attestation/challenge`: a fresh single-use nonce to attest with. */
+  attestationChallenge(options: CallOptions = {}): Promise<AttestationChallenge> {
+    return this.call(
+      {
+        method: 'POST',
+        path: `${this.nodePath}/attestation/challenge`,
+        body: { schema: EmptyBody, value: {} },
+        response: AttestationChallenge,
+        timeoutMs: this.requestTimeoutMs,
+      },
+      options,
+    );
+  }
+
+  /** `POST /v1/nodes/{id}/attestation`: answers a challenge with evidence; the level it proved. */
+  attest(body: AttestationRequest, options: CallOptions = {}): Promise<AttestationResult> {
+    return this.call(
+      {
+        method: 'POST',
+        path: `${this.nodePath}/attestation`,
+        body: { schema: AttestationRequest, value: body },
+        response: AttestationResult,
         timeoutMs: this.requestTimeoutMs,
       },
       options,

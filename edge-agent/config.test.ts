@@ -16,7 +16,21 @@ describe('parseRunConfig', () => {
       pollWaitSeconds: 20,
       graceSeconds: 25,
       jsonLogs: false,
+      attestation: {},
     });
+  });
+
+  it('takes the attestation options, and refuses a bad TCTI or two token sources', () => {
+    expect(parseRunConfig(minimal).attestation).toEqual({});
+    expect(parseRunConfig({ ...minimal, attest: false }).attestation).toEqual({ disabled: true });
+    expect(
+      parseRunConfig({ ...minimal, tpm: 'swtpm:host=127.0.0.1,port=2321', gpuTokenCommand: 'nv-token' }).attestation,
+    ).toEqual({ tpm: { tcti: 'swtpm:host=127.0.0.1,port=2321' }, gpuToken: { kind: 'command', command: 'nv-token' } });
+    expect(parseRunConfig({ ...minimal, gpuTokenFile: 'token.jwt' }).attestation).toEqual({
+      gpuToken: { kind: 'file', path: resolve('token.jwt') },
+    });
+    expect(() => parseRunConfig({ ...minimal, tpm: 'http://tpm' })).toThrow(/--tpm/);
+    expect(() => parseRunConfig({ ...minimal, gpuTokenCommand: 'a', gpuTokenFile: 'b' })).toThrow(/--gpu-token-file/);
   });
 
   it('takes every option', () => {

@@ -1,5 +1,6 @@
 import { resolve } from 'node:path';
 import { limits, Region } from '../protocol/index.js';
+import type { AttestationOptions } from './attest/attester.js';
 import { ConfigError } from './errors.js';
 
 /** The validated configuration of `gpuai-agent run`. */
@@ -14,6 +15,8 @@ export interface AgentConfig {
   pollWaitSeconds: number;
   graceSeconds: number;
   jsonLogs: boolean;
+  /** What the agent attests with beside its measurement (`--tpm`, `--gpu-token-*`, `--no-attest`). */
+  attestation: AttestationOptions;
 }
 
 /** `run` options as commander hands them over: strings, flags, and undefined for what was not given. */
@@ -27,6 +30,11 @@ export interface RawRunOptions {
   pollWait?: string | undefined;
   graceSeconds?: string | undefined;
   jsonLogs?: boolean | undefined;
+  tpm?: string | undefined;
+  gpuTokenCommand?: string | undefined;
+  gpuTokenFile?: string | undefined;
+  /** False with `--no-attest`. */
+  attest?: boolean | undefined;
 }
 
 /** Defaults of the optional `run` options, shared with the CLI help. */
@@ -60,6 +68,26 @@ export function parseRunConfig(raw: RawRunOptions): AgentConfig {
       max: 3600,
     }),
     jsonLogs: raw.jsonLogs ?? false,
+    attestation: parseAttestation(raw),
+  };
+}
+
+/** `--tpm`, `--gpu-token-command`, `--gpu-token-file`, `--no-attest`. */
+function parseAttestation(raw: RawRunOptions): AttestationOptions {
+  if (raw.attest === false) return { disabled: true };
+  const tcti = raw.tpm?.trim();
+  if (tcti !== undefined && !/^(device|swtpm|mssim|tabrmd|libtpms)(:[^\s]*)?$/.test(tcti)) {
+    throw new ConfigError('--tpm', `'${tcti}' is not a TCTI (e.g. device:/dev/tpmrm0, swtpm:host=127.0.0.1,port=2321)`);
+  }
+  if (raw.gpuTokenCommand !== undefined && raw.gpuTokenFile !== undefined) {
+    throw new ConfigError('--gpu-token-file', 'give --gpu-token-command or --gpu-token-file, not both');
+  }
+  const command = raw.gpuTokenCommand?.trim();
+  if (command === '') throw new ConfigError('--gpu-token-command', 'must not be empty');
+  return {
+    ...(tcti === undefined || tcti === '' ? {} : { tpm: { tcti } }),
+    ...(command === undefined ? {} : { gpuToken: { kind: 'command' as const, command } }),
+    ...(raw.gpuTokenFile === undefined ? {} : { gpuToken: { kind: 'file' as const, path: resolve(raw.gpuTokenFile) } }),
   };
 }
 
