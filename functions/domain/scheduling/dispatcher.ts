@@ -10,6 +10,7 @@ import { type NodeRecord, nodeKey, putNode } from '../resource/node-record.js';
 import type { NodeRegistry } from '../resource/node-registry.js';
 import { canReceive, sealEnvToNode } from '../security/seal-to-node.js';
 import { type JobRecord, jobKey } from './job-record.js';
+import { markSeen } from './node-seen.js';
 import { claim, type LeaseSettings } from './task-machine.js';
 import { poolPk, putTask, type TaskRecord, taskKey } from './task-record.js';
 
@@ -56,7 +57,7 @@ export class Dispatcher {
 
   /** Waits up to `waitSeconds` for a task this node fits; undefined when none came. */
   async poll(nodeId: string, waitSeconds: number, abort?: AbortSignal): Promise<Assignment | undefined> {
-    const node = await this.registry.touch(nodeId);
+    const node = await markSeen(this.registry, nodeId);
     const until = this.clock.now() + waitSeconds * 1000;
     for (;;) {
       const assignment = await this.tryClaim(node);
@@ -78,7 +79,7 @@ export class Dispatcher {
    *   `does_not_fit` when the node cannot run it.
    */
   async claim(nodeId: string, taskId: string): Promise<Assignment> {
-    const node = await this.registry.touch(nodeId);
+    const node = await markSeen(this.registry, nodeId);
     const { jobId, index } = parseTaskId(taskId);
     const item =
       Number.isInteger(index) && index >= 0 ? await this.store.get<TaskRecord>(taskKey(jobId, index)) : undefined;

@@ -16,6 +16,7 @@ import { updateWithRetry } from '../records.js';
 import type { NodeRegistry } from '../resource/node-registry.js';
 import { LeaseLostError } from './errors.js';
 import { queueNames } from './messages.js';
+import { markSeen } from './node-seen.js';
 import {
   assertLease,
   extendLease,
@@ -96,7 +97,7 @@ export class TaskReports {
    * that outran their timeout, whose lease runs out at the end of the grace whatever the node says.
    */
   async heartbeat(nodeId: string, request: HeartbeatRequest): Promise<HeartbeatResponse> {
-    await this.registry.touch(nodeId);
+    await markSeen(this.registry, nodeId);
     const abort: HeartbeatResponse['abort'] = [];
     for (const { taskId, attempt } of request.tasks) {
       try {
