@@ -152,6 +152,21 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): LambdaConfig {
   };
 }
 
+/**
+ * `GPUAI_OIDC_TENANT_CLAIM`: the claim of a token validated by API Gateway's JWT authorizer that
+ * names the caller's tenant (default `sub`). Read apart from {@link readConfig} because only the
+ * API function uses it (functions/http/auth.ts maps the claims).
+ *
+ * @throws {@link ConfigError} when the name is not a plausible claim name.
+ */
+export function readOidcOptions(env: NodeJS.ProcessEnv = process.env): { tenantClaim: string } {
+  const raw = env.GPUAI_OIDC_TENANT_CLAIM || 'sub';
+  if (!/^[A-Za-z0-9_:./-]{1,128}$/.test(raw)) {
+    throw new ConfigError(`invalid Lambda environment: GPUAI_OIDC_TENANT_CLAIM: "${raw}" is not a claim name`);
+  }
+  return { tenantClaim: raw };
+}
+
 /** The ports and the control plane of one Lambda sandbox. */
 export interface CloudDeployment {
   ports: Ports;

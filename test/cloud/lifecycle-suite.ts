@@ -64,7 +64,11 @@ export function cloudLifecycleSuite(dispatch: 'long-poll' | 'sqs'): void {
     }, 500);
     stops.push(async () => clearInterval(tick));
 
-    api = new Api(gateway.url);
+    // The operator's first key, written straight into the table as a bootstrap script would (in AWS
+    // the first admin can also be an OIDC token with the gpuai:admin scope; docs/deploy.md).
+    const { controlPlane } = await import('../../functions/handlers/config.js');
+    const { key } = await controlPlane().apiKeys.create({ tenant: 'cloud-e2e', scopes: ['submit', 'read'] });
+    api = new Api(gateway.url, key);
     agents = dirs.map((d, i) => startAgent(api.url, d.path, `cloud-${i}`));
     await waitFor('three live nodes', async () => ((await api.liveNodes()) === 3 ? true : undefined), 60_000);
   }, 120_000);

@@ -7,6 +7,7 @@ import { Api, freePort, Proc, repoRoot, runCli, tempDir, waitFor } from '../supp
 /** The README's first minutes, as a new user runs them: `npm start`, submit, wait. */
 
 const dataDir = tempDir('quickstart');
+const stateDir = join(dataDir.path, 'state');
 let start: Proc | undefined;
 
 afterAll(async () => {
@@ -20,7 +21,7 @@ describe('quickstart', () => {
     start = new Proc(
       spawn('npm', ['start', '--silent'], {
         cwd: repoRoot,
-        env: { ...process.env, PORT: String(port), GPUAI_DATA_DIR: join(dataDir.path, 'state') },
+        env: { ...process.env, PORT: String(port), GPUAI_DATA_DIR: stateDir },
         stdio: ['ignore', 'pipe', 'pipe'],
         detached: true,
       }),
@@ -28,8 +29,11 @@ describe('quickstart', () => {
     const api = new Api(`http://127.0.0.1:${port}`);
     await waitFor('npm start', () => api.healthy(), 60_000);
     expect(start.tail()).toContain(`http://127.0.0.1:${port}`);
+    expect(start.tail()).toContain(join(stateDir, 'admin-key'));
 
-    const env = { GPUAI_API: api.url };
+    // The same data dir as `npm start` (the README runs both in one directory, with ./.gpuai): the
+    // CLI finds the admin key that the first start wrote there, and needs no other setup.
+    const env = { GPUAI_API: api.url, GPUAI_DATA_DIR: stateDir };
     const submitted = await runCli(['jobs', 'submit', '--command', 'echo hello', '--gpus', '0', '--json'], env);
     expect(submitted.stderr).toBe('');
     expect(submitted.code).toBe(0);

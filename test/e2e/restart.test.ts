@@ -2,6 +2,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { JobWithTasks } from '../../protocol/index.js';
 import {
   Api,
+  adminKeyOf,
   freePort,
   nodeIdOf,
   type Proc,
@@ -28,7 +29,7 @@ afterAll(async () => {
 describe('a restart of the control plane', () => {
   it('loses no accepted job and the agents carry on', async () => {
     const port = await freePort();
-    const api = new Api(`http://127.0.0.1:${port}`);
+    const api = new Api(`http://127.0.0.1:${port}`, () => adminKeyOf(cpDir.path));
     let controlPlane = startControlPlane(port, cpDir.path);
     procs.push(controlPlane);
     await waitFor('the control plane', () => api.healthy());
@@ -79,7 +80,7 @@ describe('a restart of the control plane', () => {
 
     // Same agents, same identities, no re-registration as new nodes.
     expect(agents.every((a) => a.alive)).toBe(true);
-    const nodes = (await (await fetch(`${api.url}/v1/nodes`)).json()) as { nodes: { id: string }[] };
-    expect(nodes.nodes.map((n) => n.id).sort()).toEqual(agentDirs.map((d) => nodeIdOf(d.path)).sort());
+    const nodes = await api.nodes();
+    expect(nodes.map((n) => n.id).sort()).toEqual(agentDirs.map((d) => nodeIdOf(d.path)).sort());
   }, 150_000);
 });

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type JobSpecInput, type JobWithTasks, resultHash, sha256Hex } from '../../protocol/index.js';
 import {
   Api,
+  adminKeyOf,
   freePort,
   nodeIdOf,
   type Proc,
@@ -32,7 +33,7 @@ let api: Api;
 
 beforeAll(async () => {
   const port = await freePort();
-  api = new Api(`http://127.0.0.1:${port}`);
+  api = new Api(`http://127.0.0.1:${port}`, () => adminKeyOf(cpDir.path));
   controlPlane = startControlPlane(port, cpDir.path);
   await waitFor('the control plane', () => api.healthy(), 30_000);
   agents = agentDirs.map((d, i) => startAgent(api.url, d.path, `agent-${i}`));
@@ -97,8 +98,12 @@ describe('three agents, fifty jobs, one agent killed', () => {
     ]);
     expect(lost?.nodeId ?? lost?.attempts[1]?.nodeId).not.toBe(victim);
 
-    const nodes = (await (await fetch(`${api.url}/v1/nodes`)).json()) as {
-      nodes: { id: string; status: string; stats: { leasesLost: number; tasksCompleted: number } }[];
+    const nodes = {
+      nodes: (await api.nodes()) as {
+        id: string;
+        status: string;
+        stats: { leasesLost: number; tasksCompleted: number };
+      }[],
     };
     const dead = nodes.nodes.find((n) => n.id === victim);
     expect(dead?.status).toBe('unavailable');
@@ -107,7 +112,8 @@ describe('three agents, fifty jobs, one agent killed', () => {
     expect(completedByNodes).toBe(taskCount);
 
     // The CLI shows the same job as the API.
-    const cli = await runCli(['jobs', 'get', slow.id, '--json', '--api', api.url]);
+    // The CLI finds the admin key in the control plane's data dir, as on the machine that runs it.
+    const cli = await runCli(['jobs', 'get', slow.id, '--json', '--api', api.url], { GPUAI_DATA_DIR: cpDir.path });
     expect(cli.code).toBe(0);
     const shown = JSON.parse(cli.stdout) as JobWithTasks;
     expect(shown.status).toBe('succeeded');

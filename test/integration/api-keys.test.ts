@@ -1,4 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { readOidcOptions } from '../../functions/handlers/config.js';
 import { createApp } from '../../functions/http/app.js';
 import type { ApiKeyList, CreatedApiKey, JobWithTasks } from '../../protocol/index.js';
 import { inProcessControlPlane, ManualClock } from '../support/in-process.js';
@@ -239,6 +240,14 @@ describe('OIDC principals (cloud: API Gateway JWT authorizer)', () => {
     expect(
       (await app.request('http://gpuai.test/v1/jobs', { headers: { authorization: `Bearer ${acme}` } })).status,
     ).toBe(200);
+  });
+
+  it('names the tenant claim with GPUAI_OIDC_TENANT_CLAIM (default sub) in the API Lambda', () => {
+    expect(readOidcOptions({})).toEqual({ tenantClaim: 'sub' });
+    expect(readOidcOptions({ GPUAI_OIDC_TENANT_CLAIM: 'https://gpuai.example.com/tenant' })).toEqual({
+      tenantClaim: 'https://gpuai.example.com/tenant',
+    });
+    expect(() => readOidcOptions({ GPUAI_OIDC_TENANT_CLAIM: 'two words' })).toThrow(/GPUAI_OIDC_TENANT_CLAIM/);
   });
 
   it('ignores claims unless the deployment turned OIDC on: the embedded server never reads them', async () => {

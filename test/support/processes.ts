@@ -126,15 +126,32 @@ export async function waitFor<T>(
   }
 }
 
-/** A small typed client of the application API. */
+/** The admin key that the embedded control plane wrote to `<dataDir>/admin-key` on first start. */
+export function adminKeyOf(dataDir: string): string {
+  return readFileSync(join(dataDir, 'admin-key'), 'utf8').trim();
+}
+
+/**
+ * A small typed client of the application API. `apiKey` is the key or a function that reads it
+ * when a request is made (an embedded control plane writes its admin key only once it has started).
+ */
 export class Api {
-  constructor(readonly url: string) {}
+  constructor(
+    readonly url: string,
+    private readonly apiKey?: string | (() => string),
+  ) {}
+  private fetch(path: string, init: RequestInit = {}): Promise<Response> {
+    const key = typeof this.apiKey === 'function' ? this.apiKey() : this.apiKey;
+    const headers = new Headers(init.headers);
+    if (key !== undefined) headers.set('authorization', `Bearer ${key}`);
+    return fetch(`${this.url}${path}`, { ...init, headers });
+  }
   async healthy(): Promise<true | undefined> {
     const r = await fetch(`${this.url}/healthz`);
     return r.ok ? true : undefined;
   }
   async submit(spec: JobSpecInput, key?: string): Promise<JobWithTasks> {
-    const r = await fetch(`${this.url}/v1/jobs`, {
+    const r = await this.fetch('/v1/jobs', {
       method: 'POST',
       headers: { 'content-type': 'application/json', ...(key ? { 'idempotency-key': key } : {}) },
       body: JSON.stringify(spec),
@@ -143,13 +160,17 @@ export class Api {
     return (await r.json()) as JobWithTasks;
   }
   async job(id: string): Promise<JobWithTasks> {
-    const r = await fetch(`${this.url}/v1/jobs/${id}`);
+    const r = await this.fetch(`/v1/jobs/${id}`);
     if (!r.ok) throw new Error(`job ${id}: ${r.status} ${await r.text()}`);
     return (await r.json()) as JobWithTasks;
   }
+  async nodes(): Promise<{ id: string; status: string }[]> {
+    const r = await this.fetch('/v1/nodes');
+    if (!r.ok) throw new Error(`nodes: ${r.status} ${await r.text()}`);
+    return ((await r.json()) as { nodes: { id: string; status: string }[] }).nodes;
+  }
   async liveNodes(): Promise<number> {
-    const r = (await (await fetch(`${this.url}/v1/nodes`)).json()) as { nodes: { status: string }[] };
-    return r.nodes.filter((n) => n.status === 'live').length;
+    return (await this.nodes()).filter((n) => n.status === 'live').length;
   }
   /** Waits until every job has finished, whatever its outcome, and returns them. */
   async finished(jobs: readonly { id: string }[], timeoutMs: number): Promise<JobWithTasks[]> {
@@ -167,7 +188,8 @@ export class Api {
     const all: JobView[] = [];
     let cursor: string | undefined;
     do {
-      const r = await fetch(`${this.url}/v1/jobs?limit=200${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`);
+      const r = await this.fetch(`/v1/jobs?limit=200${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`);
+      if (!r.ok) throw new Error(`jobs: ${r.status} ${await r.text()}`);
       const page = (await r.json()) as { jobs: JobView[]; cursor?: string };
       all.push(...page.jobs);
       cursor = page.cursor;
