@@ -8,6 +8,12 @@ import type { z } from 'zod';
 import { ApiKeyList, ApiKeyView, type CreateApiKeyInput, CreatedApiKey } from '../protocol/api-keys.js';
 import { ErrorBody } from '../protocol/common.js';
 import { JobList, type JobSpecInput, type JobStatus, JobWithTasks, TaskList } from '../protocol/job.js';
+import {
+  type CreateJoinTokenRequest,
+  CreatedJoinToken,
+  JoinTokenList,
+  JoinTokenView,
+} from '../protocol/enrollment.js';
 import { NodeList, NodeView } from '../protocol/node.js';
 import { ApiError, isTransient, UnreachableError } from './errors.js';
 
@@ -122,6 +128,21 @@ export class ApiClient {
   /** DELETE /v1/keys/{keyId} (admin). */
   revokeKey(keyId: string): Promise<ApiResponse<ApiKeyView>> {
     return this.request(ApiKeyView, `/v1/keys/${encodeURIComponent(keyId)}`, { method: 'DELETE' });
+  }
+
+  /** POST /v1/join-tokens (admin). The response holds the only copy of the secret. */
+  createJoinToken(request: CreateJoinTokenRequest): Promise<ApiResponse<CreatedJoinToken>> {
+    return this.request(CreatedJoinToken, '/v1/join-tokens', { method: 'POST', body: request });
+  }
+
+  /** GET /v1/join-tokens (admin). */
+  listJoinTokens(params: PageParams = {}): Promise<ApiResponse<JoinTokenList>> {
+    return this.request(JoinTokenList, '/v1/join-tokens', { query: { ...params } });
+  }
+
+  /** DELETE /v1/join-tokens/{tokenId} (admin). */
+  revokeJoinToken(tokenId: string): Promise<ApiResponse<JoinTokenView>> {
+    return this.request(JoinTokenView, `/v1/join-tokens/${encodeURIComponent(tokenId)}`, { method: 'DELETE' });
   }
 
   private async request<S extends z.ZodType>(

@@ -9,6 +9,7 @@ import { jobsCommand } from './commands/jobs.js';
 import { keysCommand } from './commands/keys.js';
 import { nodesCommand } from './commands/nodes.js';
 import { startCommand } from './commands/start.js';
+import { tokensCommand } from './commands/tokens.js';
 import { App, defaultApiUrl } from './context.js';
 import { CliError, ExitCode } from './errors.js';
 import { createStyle, escapeControl } from './format.js';
@@ -61,7 +62,8 @@ export function createProgram(app: App, json: boolean): Command {
     .addCommand(jobsCommand(app))
     .addCommand(nodesCommand(app))
     .addCommand(keysCommand(app))
-    .addCommand(startCommand(app));
+    .addCommand(startCommand(app))
+    .addCommand(tokensCommand(app));
 
   // Subcommands built with `new Command` inherit no settings, so every level is configured here.
   const configure = (command: Command): void => {

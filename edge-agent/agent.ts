@@ -38,6 +38,8 @@ export interface AgentOptions {
   killGraceMs?: number;
   /** The SQS client behind `sqs` dispatch (default: the AWS SDK's); tests pass an in-memory one. */
   sqs?: SqsPortFactory;
+  /** The join token a first registration presents (`--join-token`, GPUAI_JOIN_TOKEN); a re-registration needs none. */
+  joinToken?: string;
   /** Remote attestation: a TPM and a GPU token source beside the measurement always sent (attest/attester.ts). */
   attestation?: AttestationOptions;
 }
@@ -217,6 +219,7 @@ export class Agent {
         agentVersion,
         inventory,
         ...(this.options.name === undefined ? {} : { name: this.options.name }),
+        ...(this.options.joinToken === undefined ? {} : { joinToken: this.options.joinToken }),
       },
       { retry: 'forever', signal },
     );

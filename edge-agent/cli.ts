@@ -86,6 +86,12 @@ function createProgram(io: CliIo, setExitCode: (code: number) => void): Command 
     .option('--json-logs', 'log JSON lines instead of text (logs go to stderr)')
     .addOption(
       new Option(
+        '--join-token <token>',
+        "join token for this node's first registration (`gpuai tokens create`); the variable keeps it out of `ps`",
+      ).env('GPUAI_JOIN_TOKEN'),
+    )
+    .addOption(
+      new Option(
         '--tpm <tcti>',
         'attest with TPM 2.0 quotes (tpm2-tools) on this TCTI, e.g. device:/dev/tpmrm0 or swtpm:host=127.0.0.1,port=2321',
       ).env('GPUAI_AGENT_TPM'),
@@ -103,7 +109,7 @@ function createProgram(io: CliIo, setExitCode: (code: number) => void): Command 
       [
         '',
         'Example:',
-        '  gpuai-agent run --api http://127.0.0.1:8080 --runtime process --data-dir ~/.gpuai-agent --slots 2',
+        '  GPUAI_JOIN_TOKEN=jt_... gpuai-agent run --api http://127.0.0.1:8080 --runtime process --data-dir ~/.gpuai-agent --slots 2',
         '',
         'SIGTERM or SIGINT stops taking work and waits --grace-seconds for running tasks; a second SIGINT',
         'kills them and exits at once.',
@@ -145,6 +151,7 @@ async function runAgent(config: AgentConfig, io: CliIo): Promise<number> {
     slots: config.slots,
     pollWaitSeconds: config.pollWaitSeconds,
     graceSeconds: config.graceSeconds,
+    ...(config.joinToken === undefined ? {} : { joinToken: config.joinToken }),
     logger,
     attestation: config.attestation,
   });

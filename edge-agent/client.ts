@@ -22,7 +22,9 @@ import {
 import { type BackoffPolicy, backoffDelayMs, defaultBackoff, sleep } from './backoff.js';
 import {
   AgentError,
+  type EnrollmentRefusedError,
   errorFromResponse,
+  explainRegistrationRefusal,
   InvalidRequestError,
   NetworkError,
   RateLimitedError,
@@ -85,7 +87,10 @@ export class ControlPlaneClient {
     this.requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
   }
 
-  /** `POST /v1/nodes`: registers (or re-registers, idempotently) this node's key and inventory. */
+  /**
+   * `POST /v1/nodes`: registers (or re-registers, idempotently) this node's key and inventory.
+   * A refused enrollment rejects with an {@link EnrollmentRefusedError} that says what to do.
+   */
   register(body: RegisterNodeRequest, options: CallOptions = {}): Promise<RegisterNodeResponse> {
     return this.call(
       {
@@ -96,7 +101,7 @@ export class ControlPlaneClient {
         timeoutMs: this.requestTimeoutMs,
       },
       options,
-    );
+    ).catch(explainRegistrationRefusal);
   }
 
   /** `POST /v1/nodes/{id}/heartbeat` with the tasks running here; the answer lists tasks to stop. */

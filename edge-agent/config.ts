@@ -1,5 +1,5 @@
 import { resolve } from 'node:path';
-import { limits, Region } from '../protocol/index.js';
+import { JoinTokenSecret, limits, Region } from '../protocol/index.js';
 import type { AttestationOptions } from './attest/attester.js';
 import { ConfigError } from './errors.js';
 
@@ -15,6 +15,8 @@ export interface AgentConfig {
   pollWaitSeconds: number;
   graceSeconds: number;
   jsonLogs: boolean;
+  /** The join token for this node's first registration (`--join-token`, GPUAI_JOIN_TOKEN). */
+  joinToken?: string;
   /** What the agent attests with beside its measurement (`--tpm`, `--gpu-token-*`, `--no-attest`). */
   attestation: AttestationOptions;
 }
@@ -30,6 +32,7 @@ export interface RawRunOptions {
   pollWait?: string | undefined;
   graceSeconds?: string | undefined;
   jsonLogs?: boolean | undefined;
+  joinToken?: string | undefined;
   tpm?: string | undefined;
   gpuTokenCommand?: string | undefined;
   gpuTokenFile?: string | undefined;
@@ -68,6 +71,7 @@ export function parseRunConfig(raw: RawRunOptions): AgentConfig {
       max: 3600,
     }),
     jsonLogs: raw.jsonLogs ?? false,
+    ...parseJoinToken(raw.joinToken),
     attestation: parseAttestation(raw),
   };
 }
@@ -89,6 +93,19 @@ function parseAttestation(raw: RawRunOptions): AttestationOptions {
     ...(command === undefined ? {} : { gpuToken: { kind: 'command' as const, command } }),
     ...(raw.gpuTokenFile === undefined ? {} : { gpuToken: { kind: 'file' as const, path: resolve(raw.gpuTokenFile) } }),
   };
+}
+
+/** `--join-token`: checked here so that a token cut short in a copy fails at start, not at registration. */
+function parseJoinToken(value: string | undefined): { joinToken?: string } {
+  if (value === undefined || value.trim() === '') return {};
+  const token = value.trim();
+  if (!JoinTokenSecret.safeParse(token).success) {
+    throw new ConfigError(
+      '--join-token',
+      'is not a join token (expected jt_<id>.<secret>, as `gpuai tokens create` prints it)',
+    );
+  }
+  return { joinToken: token };
 }
 
 /** `--region`, shared by `run` and `probe`. */

@@ -105,6 +105,44 @@ export class NodeNotRegisteredError extends RequestRejectedError {
   override name = 'NodeNotRegisteredError';
 }
 
+/**
+ * The control plane refused to enroll this node: no join token, or one that is wrong, revoked,
+ * expired or used up, or that does not cover the node's pools or region. Retrying cannot help;
+ * the message says what the operator should do.
+ */
+export class EnrollmentRefusedError extends RequestRejectedError {
+  override name = 'EnrollmentRefusedError';
+}
+
+/** What to do about each enrollment refusal, by error code. */
+const enrollmentAdvice: Readonly<Record<string, string>> = {
+  join_token_required:
+    'this control plane admits new nodes only with a join token: pass --join-token or set GPUAI_JOIN_TOKEN ' +
+    '(an admin makes one with `gpuai tokens create --operator <name>`)',
+  invalid_join_token: 'the join token is not valid: check that it was copied whole, or ask for a new one',
+  join_token_revoked: 'the join token was revoked: ask for a new one (`gpuai tokens create`)',
+  join_token_expired: 'the join token has expired: ask for a new one (`gpuai tokens create`)',
+  join_token_used_up: 'the join token has been used as many times as it allows: ask for a new one',
+  pool_not_in_token_scope: "the join token does not cover this node's pools",
+  region_not_allowed: 'the control plane does not serve this region: pick another with --region',
+};
+
+/**
+ * Turns a refused registration into an {@link EnrollmentRefusedError} with advice; rethrows
+ * anything else unchanged. For `.catch` on the registration call.
+ */
+export function explainRegistrationRefusal(error: unknown): never {
+  if (error instanceof RequestRejectedError) {
+    const advice = enrollmentAdvice[error.code];
+    if (advice !== undefined) {
+      const refused = new EnrollmentRefusedError(error.status, error.code, error.message, error.requestId);
+      refused.message = `registration refused: ${advice} (${error.status} ${error.code}: ${error.message})`;
+      throw refused;
+    }
+  }
+  throw error;
+}
+
 /** Builds the typed error for an error response from its status, body text and headers. */
 export function errorFromResponse(status: number, bodyText: string, headers: Headers): ControlPlaneError {
   const { code, message, requestId } = readErrorBody(status, bodyText);

@@ -10,6 +10,7 @@ import { openDatabase } from '../functions/adapters/embedded/sqlite.js';
 import { SqliteQueue } from '../functions/adapters/embedded/sqlite-queue.js';
 import { SqliteStore } from '../functions/adapters/embedded/sqlite-store.js';
 import { type ControlPlaneSettings, createControlPlane, defaultSettings } from '../functions/control-plane.js';
+import type { JoinTokens } from '../functions/domain/resource/join-tokens.js';
 import { queueNames } from '../functions/domain/scheduling/messages.js';
 import { createApp } from '../functions/http/app.js';
 import { systemClock } from '../functions/ports/clock.js';
@@ -35,6 +36,8 @@ export interface ControlPlaneServerOptions {
 
 export interface RunningControlPlane {
   url: string;
+  /** Join tokens, for the launcher's own agent to enroll with. */
+  joinTokens: JoinTokens;
   stop(): Promise<void>;
 }
 
@@ -89,6 +92,7 @@ export async function startControlPlane(options: ControlPlaneServerOptions): Pro
 
   return {
     url,
+    joinTokens: cp.joinTokens,
     async stop() {
       clearInterval(reaper);
       await new Promise<void>((resolve) => {

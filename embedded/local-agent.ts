@@ -9,6 +9,8 @@ export interface LocalAgentOptions {
   api: string;
   dataDir: string;
   slots: number;
+  /** The join token the agent enrolls with (GPUAI_JOIN_TOKEN in its environment, never an argument). */
+  joinToken?: string;
   log: Log;
 }
 
@@ -24,7 +26,10 @@ export function startLocalAgent(options: LocalAgentOptions): { stop(): Promise<v
   const launch = () => {
     const args = ['run', '--api', options.api, '--runtime', 'process', '--data-dir', options.dataDir];
     args.push('--name', 'local', '--slots', String(options.slots));
-    const proc = spawn(process.execPath, [agentBin, ...args], { stdio: ['ignore', 'inherit', 'pipe'] });
+    const env = { ...process.env };
+    if (options.joinToken === undefined) delete env.GPUAI_JOIN_TOKEN;
+    else env.GPUAI_JOIN_TOKEN = options.joinToken;
+    const proc = spawn(process.execPath, [agentBin, ...args], { stdio: ['ignore', 'inherit', 'pipe'], env });
     child = proc;
     if (proc.stderr) {
       createInterface({ input: proc.stderr }).on('line', (line) => options.log({ msg: `[agent] ${line}` }));

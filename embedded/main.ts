@@ -1,5 +1,6 @@
 import { resolve } from 'node:path';
-import { readEnv } from './config.js';
+import type { JoinTokens } from '../functions/domain/resource/join-tokens.js';
+import { readAttestationEnv, readEnv } from './config.js';
 import { startControlPlane } from './control-plane-server.js';
 import { startLocalAgent } from './local-agent.js';
 import { createLog } from './log.js';
@@ -12,6 +13,26 @@ export interface EmbeddedOptions {
   agent: boolean;
   agentSlots: number;
   log: (line: string) => void;
+}
+
+/** The operator of the launcher's own agent. */
+export const localOperator = 'local';
+
+/**
+ * A join token for the launcher's own agent: one use, valid for an hour, for the `local` region's
+ * pools. The agent enrolls with it on its first start and re-registers with its key alone after
+ * that (an agent restart, a launcher restart), so an unused or used-up token is harmless; it is
+ * handed over by environment, never on a command line that `ps` shows.
+ */
+export async function localJoinToken(joinTokens: JoinTokens): Promise<string> {
+  const { secret } = await joinTokens.create({
+    operator: localOperator,
+    pools: ['local/*'],
+    ttlSeconds: 3600,
+    maxUses: 1,
+    description: 'the embedded launcher’s own agent',
+  });
+  return secret;
 }
 
 /**
@@ -30,6 +51,10 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<{ url: st
     settings: {
       leaseMs: env.GPUAI_LEASE_MS,
       heartbeatIntervalMs: env.GPUAI_HEARTBEAT_MS,
+      attestation: readAttestationEnv(),
+      enrollment: env.GPUAI_ENROLLMENT,
+      nodeExpiryMs: env.GPUAI_NODE_EXPIRY_MS,
+      ...(env.GPUAI_REGIONS === undefined ? {} : { regions: env.GPUAI_REGIONS }),
       rateLimits: env.GPUAI_RATE_LIMITS,
     },
     reaperIntervalMs: env.GPUAI_REAPER_INTERVAL_MS,
@@ -38,7 +63,13 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<{ url: st
   });
   log({ msg: 'control plane listening', url: cp.url, dataDir });
   const agent = options.agent
-    ? startLocalAgent({ api: cp.url, dataDir: resolve(dataDir, 'agent'), slots: options.agentSlots, log })
+    ? startLocalAgent({
+        api: cp.url,
+        dataDir: resolve(dataDir, 'agent'),
+        slots: options.agentSlots,
+        joinToken: await localJoinToken(cp.joinTokens),
+        log,
+      })
     : undefined;
   return {
     url: cp.url,

@@ -6,6 +6,7 @@
  * @module
  */
 import { z } from 'zod';
+import { Enrollment } from '../../protocol/index.js';
 import { awsClients } from '../adapters/aws/clients.js';
 import { DynamoDbStore } from '../adapters/aws/dynamodb-store.js';
 import { KmsKeys } from '../adapters/aws/kms-keys.js';
@@ -20,6 +21,7 @@ import {
   defaultSettings,
   type Ports,
 } from '../control-plane.js';
+import { parseRegionPolicy } from '../domain/resource/pools.js';
 import { parseRateLimits } from '../domain/security/rate-limit.js';
 import { systemClock } from '../ports/clock.js';
 import { queueDefinitions } from '../workers/queues.js';
@@ -65,6 +67,16 @@ const Env = z
       .optional(),
     /** The role whose session, narrowed to a node's pool queues, becomes that node's credentials; required in `sqs` mode. */
     NODE_ROLE_ARN: z.string().startsWith('arn:').optional(),
+    /** How nodes join: `token` (default), or `open` to admit nodes without a join token. */
+    GPUAI_ENROLLMENT: Enrollment.optional(),
+    /** A node unseen this long is removed and must enroll again (default 7 days). */
+    NODE_EXPIRY_MS: z.coerce.number().int().min(60_000).optional(),
+    /** The regions nodes may report: comma-separated slugs, or `*` (default: the canonical list). */
+    NODE_REGIONS: z
+      .string()
+      .refine((text) => parseRegionPolicy(text) !== undefined, 'must be * or comma-separated region slugs')
+      .transform((text) => parseRegionPolicy(text) ?? '*')
+      .optional(),
     /** Rate limits over the defaults, `scope=limit/seconds,...` (functions/domain/security/rate-limit.ts). */
     RATE_LIMITS: z
       .string()
@@ -137,6 +149,9 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): LambdaConfig {
       leaseMs: e.LEASE_MS,
       heartbeatIntervalMs: e.HEARTBEAT_MS,
       ...(e.RECHECK_MS === undefined ? {} : { recheckMs: e.RECHECK_MS }),
+      ...(e.GPUAI_ENROLLMENT === undefined ? {} : { enrollment: e.GPUAI_ENROLLMENT }),
+      ...(e.NODE_EXPIRY_MS === undefined ? {} : { nodeExpiryMs: e.NODE_EXPIRY_MS }),
+      ...(e.NODE_REGIONS === undefined ? {} : { regions: e.NODE_REGIONS }),
       ...(e.RATE_LIMITS === undefined ? {} : { rateLimits: e.RATE_LIMITS }),
     },
     endpoints: {

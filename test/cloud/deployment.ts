@@ -55,6 +55,8 @@ export async function deployToEmulators(settings: {
     GPUAI_SQS_ENDPOINT: sqsProxy?.url,
     GPUAI_KMS_ENDPOINT: kmsProxy?.url,
     POWERTOOLS_LOG_LEVEL: 'ERROR',
+    // Enrollment is not what the cloud suites test: their agents join without a token.
+    GPUAI_ENROLLMENT: 'open',
     DISPATCH_MODE: settings.dispatch ?? 'long-poll',
     ...(settings.dispatch === 'sqs'
       ? {

@@ -22,7 +22,7 @@ const h100s = (count: number): NodeInventory =>
       computeCapability: '9.0',
     })),
   });
-const h100Pool = 'local/nvidia-h100-80gb-hbm3';
+const h100Pool = 'local/h100';
 
 /**
  * A recording {@link WorkHints}: the SQS adapter is tested against moto in aws-work-hints.test.ts;

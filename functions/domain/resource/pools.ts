@@ -172,3 +172,13 @@ export function poolInScope(pool: string, scope: readonly string[] | undefined):
     return (r === '*' || r === region) && (c === '*' || c === cls);
   });
 }
+
+/**
+ * A region policy as configured (`GPUAI_REGIONS`, `NODE_REGIONS`): `*`, or region slugs separated
+ * by commas. Undefined when the text is neither.
+ */
+export function parseRegionPolicy(text: string): RegionPolicy | undefined {
+  if (text.trim() === '*') return '*';
+  const regions = text.split(',').map((r) => r.trim());
+  return regions.every((r) => /^[a-z0-9][a-z0-9-]{0,31}$/.test(r)) ? [...new Set(regions)] : undefined;
+}
