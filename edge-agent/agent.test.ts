@@ -5,6 +5,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { nodeIdFromPublicKey, resultHash, sha256Hex } from '../protocol/index.js';
 import type { Agent, AgentOptions } from './agent.js';
+import { workRootFor } from './runner/process-runner.js';
 import { AgentHarness } from './test-support/agent-harness.js';
 import type { FakeControlPlane } from './test-support/fake-control-plane.js';
 import { testAssignment, testJobId } from './test-support/fixtures.js';
@@ -59,7 +60,7 @@ describe('Agent', () => {
     expect(logged(`task ${assignment.taskId} attempt 2 finished`)).toBe(true);
 
     await stopAgent(started);
-    expect(existsSync(join(dataDir, 'work', `${assignment.taskId}-2`))).toBe(false);
+    expect(existsSync(join(workRootFor(dataDir), `${assignment.taskId}-2`))).toBe(false);
   });
 
   it('keeps its node id across restarts with the same data dir', async () => {
@@ -120,7 +121,7 @@ describe('Agent', () => {
   });
 
   it('clears work dirs left behind by an earlier run', async () => {
-    const stale = join(dataDir, 'work', 'job_stale.0-1');
+    const stale = join(workRootFor(dataDir), 'job_stale.0-1');
     await mkdir(stale, { recursive: true });
     startAgent();
     await fake.waitFor(() => fake.registrations.length === 1);

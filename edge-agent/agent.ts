@@ -1,5 +1,4 @@
 import { rm } from 'node:fs/promises';
-import { join } from 'node:path';
 import type { Assignment, Dispatch, HeartbeatResponse } from '../protocol/index.js';
 import { type AttestationOptions, Attester, attestedConfig } from './attest/attester.js';
 import { type BackoffPolicy, defaultBackoff, sleep } from './backoff.js';
@@ -8,6 +7,7 @@ import { AgentError, NodeNotRegisteredError, RequestAbortedError } from './error
 import { loadOrCreateIdentity, type NodeIdentity } from './identity.js';
 import { type Logger, silentLogger } from './log.js';
 import { type ProbeReport, probeInventory } from './probe/index.js';
+import { workRootFor } from './runner/process-runner.js';
 import { SqsLongPoll, type SqsPortFactory } from './sqs-work-source.js';
 import { TaskRun } from './task-run.js';
 import { agentVersion } from './version.js';
@@ -112,7 +112,7 @@ export class Agent {
       dataDir: this.options.dataDir,
     });
     // Work dirs left by a previous run that crashed or was killed belong to no task any more.
-    await rm(join(this.options.dataDir, 'work'), { recursive: true, force: true });
+    await rm(workRootFor(this.options.dataDir), { recursive: true, force: true });
     const probe = await (
       this.options.probe ?? (() => probeInventory({ region: this.options.region, runtimes: ['process'] }))
     )();

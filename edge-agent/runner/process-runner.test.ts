@@ -9,22 +9,34 @@ import { waitForExit } from '../test-support/processes.js';
 import { type ProcessTask, startProcessTask, type TaskOutcome } from './process-runner.js';
 
 let dataDir: string;
+let workRoot: string;
 const started: ProcessTask[] = [];
 
 beforeEach(async () => {
   dataDir = await mkdtemp(join(tmpdir(), 'gpuai-agent-runner-'));
+  workRoot = await mkdtemp(join(tmpdir(), 'gpuai-agent-work-'));
 });
 
 afterEach(async () => {
   for (const task of started.splice(0)) task.abort();
   await rm(dataDir, { recursive: true, force: true });
+  await rm(workRoot, { recursive: true, force: true });
 });
 
 async function start(command: string[], overrides: Partial<Assignment> = {}, killGraceMs = 5_000) {
   const task = await startProcessTask(testAssignment(command, overrides), {
     dataDir,
+    workRoot,
     killGraceMs,
-    baseEnv: { PATH: process.env.PATH, HOME: '/home/agent', LANG: 'C.UTF-8', AGENT_SECRET: 'do not leak' },
+    baseEnv: {
+      PATH: process.env.PATH,
+      HOME: '/home/agent',
+      LANG: 'C.UTF-8',
+      AGENT_SECRET: 'do not leak',
+      GPUAI_API_KEY: 'gpk_agent_secret',
+      GPUAI_JOIN_TOKEN: 'join-secret',
+      AWS_SECRET_ACCESS_KEY: 'aws-secret',
+    },
   });
   started.push(task);
   return task;
@@ -67,10 +79,12 @@ describe('startProcessTask', () => {
         .map((line) => [line.slice(0, line.indexOf('=')), line.slice(line.indexOf('=') + 1)]),
     );
     const task = testAssignment([], assignment);
-    const workDir = join(dataDir, 'work', `${task.taskId}-2`);
+    const workDir = join(workRoot, `${task.taskId}-2`);
+    // Nothing of the agent's environment but PATH and LANG: no API key, join token or cloud credentials.
     expect(env).toEqual({
       PATH: process.env.PATH,
-      HOME: '/home/agent',
+      HOME: workDir,
+      TMPDIR: join(workDir, 'tmp'),
       LANG: 'C.UTF-8',
       MODEL: 'llama',
       GPUAI_JOB_ID: task.jobId,
@@ -88,7 +102,22 @@ describe('startProcessTask', () => {
     // printenv prints an empty line for a variable set to '' and nothing for an unset one.
     const outcome = exited(await run(['sh', '-c', 'printenv CUDA_VISIBLE_DEVICES ROCR_VISIBLE_DEVICES; pwd']));
     const task = testAssignment([]);
-    expect(outcome.logTail).toBe(`\n\n${join(dataDir, 'work', `${task.taskId}-1`)}\n`);
+    expect(outcome.logTail).toBe(`\n\n${join(workRoot, `${task.taskId}-1`)}\n`);
+  });
+
+  it('runs in a private work dir outside the data dir by default, from which no relative path reaches it', async () => {
+    const task = await startProcessTask(testAssignment(['sh', '-c', 'pwd; ls -a ..; stat -c %a .']), {
+      dataDir,
+      baseEnv: { PATH: process.env.PATH },
+    });
+    started.push(task);
+    const outcome = exited(await task.outcome);
+    await task.dispose();
+    const [cwd, ...rest] = outcome.logTail.trim().split('\n');
+    expect(cwd).toBe(task.workDir);
+    expect(task.workDir.startsWith(dataDir)).toBe(false);
+    expect(dataDir.startsWith(join(task.workDir, '..'))).toBe(false);
+    expect(rest.at(-1)).toBe('700');
   });
 
   it('hashes every regular file under the output dir, recursively, but no symbolic link', async () => {

@@ -1,7 +1,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdir, rm } from 'node:fs/promises';
-import { constants } from 'node:os';
-import { join } from 'node:path';
+import { createHash } from 'node:crypto';
+import { chmod, mkdir, rm, stat } from 'node:fs/promises';
+import { constants, tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
 import { type OpenedAssignment, type OutputEntry, resultHash } from '../../protocol/index.js';
 import { LogTail } from './log-tail.js';
 import { byName, digestOutputFiles, StreamDigest } from './output-digest.js';
@@ -35,7 +36,10 @@ export interface TaskProgress {
 
 /** A task's process, started: watch it, stop it, and clean up after it. */
 export interface ProcessTask {
-  /** `<dataDir>/work/<taskId>-<attempt>`, the process's cwd; `out/` in it is GPUAI_OUTPUT_DIR. */
+  /**
+   * `<workRoot>/<taskId>-<attempt>`, the process's cwd and HOME; `out/` in it is GPUAI_OUTPUT_DIR,
+   * `tmp/` its TMPDIR.
+   */
   readonly workDir: string;
   /** Settles once the process and everything it spawned in its group are gone, and outputs are hashed. Never rejects. */
   readonly outcome: Promise<TaskOutcome>;
@@ -49,49 +53,100 @@ export interface ProcessTask {
 }
 
 export interface ProcessRunnerOptions {
+  /** The agent's data dir (its node key): task work dirs are kept out of it. */
   dataDir: string;
+  /** Where work dirs are made (default {@link workRootFor} the data dir); never inside a data dir. */
+  workRoot?: string;
   /** Time between SIGTERM and SIGKILL when a task is stopped (default 5 s). */
   killGraceMs?: number;
-  /** Where PATH, HOME and LANG are taken from (default: the agent's own environment). */
+  /** Where PATH and LANG are taken from (default: the agent's own environment). */
   baseEnv?: NodeJS.ProcessEnv;
 }
 
 /** Bytes of combined stdout and stderr kept for progress and result reports. */
 export const logTailBytes = 4096;
 
-/** Environment variables passed through from the agent; everything else a task sees comes from its assignment. */
-const inheritedVariables = ['PATH', 'HOME', 'LANG'] as const;
+/**
+ * Environment variables passed through from the agent; everything else a task sees comes from its
+ * assignment. Nothing else of the agent's environment reaches a task: not its API key or join
+ * token (GPUAI_*), not cloud credentials (AWS_*), not whatever its shell exported.
+ */
+const inheritedVariables = ['PATH', 'LANG'] as const;
+
+/**
+ * The parent of an agent's task work dirs: `<tmp>/gpuai-work-<uid>/<hash of the data dir>`, one
+ * per agent (an agent clears its own at start), in the system's temporary directory: outside the
+ * agent's data dir (which holds the node's private key) and the embedded control plane's (which
+ * holds the master key), so that no relative path from a task's cwd leads to either. This is no
+ * sandbox: see {@link startProcessTask}.
+ */
+export const workRootFor = (dataDir: string): string =>
+  join(
+    tmpdir(),
+    `gpuai-work-${process.getuid?.() ?? 'user'}`,
+    createHash('sha256').update(resolve(dataDir)).digest('hex').slice(0, 16),
+  );
+
+/**
+ * Makes the work root private (0700) and refuses one that another user owns: in a shared /tmp,
+ * someone else could have made it first to read or plant tasks' files.
+ */
+async function preparePrivateRoot(root: string): Promise<void> {
+  await mkdir(root, { recursive: true, mode: 0o700 });
+  if (process.platform === 'win32') return;
+  const info = await stat(root);
+  if (process.getuid !== undefined && info.uid !== process.getuid()) {
+    throw new Error(`work root ${root} belongs to another user (uid ${info.uid})`);
+  }
+  if ((info.mode & 0o077) !== 0) await chmod(root, 0o700);
+}
 
 /**
  * Runs an assignment as a child process: argv is `assignment.command` exactly (no shell, unless
- * the command is itself `sh -c ...`), in a fresh work dir, in its own process group so that the
- * whole tree can be signalled. Stdout is hashed as the output `stdout` and scanned for
+ * the command is itself `sh -c ...`), in a fresh private work dir (cwd and HOME) outside the data
+ * dirs, with a clean environment, in its own process group so that the whole tree can be signalled. Stdout is hashed as the output `stdout` and scanned for
  * `::progress` lines; every regular file left under `out/` is hashed too. When the main process
  * exits, whatever it left running in its group is killed: the task is over.
  *
  * The work dir is removed (`dispose()`) once the outcome is reported, failed tasks included:
  * keeping them would fill contributors' disks with data of jobs they do not own, and the log tail
  * travels with the failure report.
+ *
+ * The process runtime is no sandbox: the task runs as the agent's user and can read whatever that
+ * user can, the node's key and any control plane data dir on the machine included, by absolute
+ * path. Run the agent as a dedicated user with nothing else to read, or use a container runtime,
+ * on any node that takes other people's jobs (docs/security.md).
  */
-export async function startProcessTask(assignment: OpenedAssignment, options: ProcessRunnerOptions): Promise<ProcessTask> {
-  const workDir = join(options.dataDir, 'work', `${assignment.taskId}-${assignment.attempt}`);
+export async function startProcessTask(
+  assignment: OpenedAssignment,
+  options: ProcessRunnerOptions,
+): Promise<ProcessTask> {
+  const workRoot = options.workRoot ?? workRootFor(options.dataDir);
+  const workDir = join(workRoot, `${assignment.taskId}-${assignment.attempt}`);
   const outputDir = join(workDir, 'out');
   try {
+    await preparePrivateRoot(dirname(workRoot));
+    await preparePrivateRoot(workRoot);
     // A directory left by a crashed earlier run of the same attempt must not leak into this one's outputs.
     await rm(workDir, { recursive: true, force: true });
-    await mkdir(outputDir, { recursive: true });
+    await mkdir(workDir, { mode: 0o700 });
+    await mkdir(outputDir);
+    await mkdir(join(workDir, 'tmp'));
   } catch (error) {
     const message = `could not prepare work dir ${workDir}: ${error instanceof Error ? error.message : String(error)}`;
     return notStarted(workDir, message);
   }
-  const env = taskEnvironment(assignment, outputDir, options.baseEnv ?? process.env);
+  const env = taskEnvironment(assignment, workDir, options.baseEnv ?? process.env);
   return new ChildProcessTask(assignment, workDir, outputDir, env, options.killGraceMs ?? 5_000);
 }
 
-/** The environment of a task: a minimal base, the assignment's variables, then the agent's, which win. */
+/**
+ * The environment of a task: PATH and LANG, HOME and TMPDIR in its work dir, the assignment's
+ * variables, then the agent's, which win.
+ */
 function taskEnvironment(
   assignment: OpenedAssignment,
-  outputDir: string,
+  workDir: string,
   baseEnv: NodeJS.ProcessEnv,
 ): Record<string, string> {
   const env: Record<string, string> = {};
@@ -103,13 +158,15 @@ function taskEnvironment(
   const devices = assignment.gpuIndices.join(',');
   return {
     ...env,
+    HOME: workDir,
+    TMPDIR: join(workDir, 'tmp'),
     ...assignment.env,
     GPUAI_JOB_ID: assignment.jobId,
     GPUAI_TASK_ID: assignment.taskId,
     GPUAI_TASK_INDEX: String(assignment.index),
     GPUAI_TASK_COUNT: String(assignment.taskCount),
     GPUAI_ATTEMPT: String(assignment.attempt),
-    GPUAI_OUTPUT_DIR: outputDir,
+    GPUAI_OUTPUT_DIR: join(workDir, 'out'),
     CUDA_VISIBLE_DEVICES: devices,
     ROCR_VISIBLE_DEVICES: devices,
   };
