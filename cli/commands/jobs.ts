@@ -6,6 +6,7 @@ import type { App, CommandContext } from '../context.js';
 import { ExitCode, UsageError, WaitTimeoutError } from '../errors.js';
 import { escapeControl, formatDuration } from '../format.js';
 import { followCursors, parseLimit } from '../paging.js';
+import { openedText, readResultPrivateKey, readResultPublicKey, writeNewResultKey } from '../result-keys.js';
 import { buildSpec, durationFlag, type SpecFlags } from '../spec-flags.js';
 import { renderJob, renderJobList, renderTasks, summarizeCounts } from '../views.js';
 import { createProgressReporter, pollUntilTerminal, type WaitObserver, type WaitOutcome } from '../wait.js';
@@ -15,6 +16,8 @@ interface SubmitOptions extends Omit<SpecFlags, 'argv'> {
   file?: string;
   idempotencyKey?: string;
   dryRun?: boolean;
+  /** A key file: the job's log tails and progress are sealed to its public key. */
+  resultKey?: string;
 }
 
 async function readSpecFile(ctx: CommandContext, path: string): Promise<unknown> {
@@ -34,7 +37,11 @@ async function readSpecFile(ctx: CommandContext, path: string): Promise<unknown>
 
 async function submit(ctx: CommandContext, argv: string[], options: SubmitOptions): Promise<ExitCode> {
   const base = options.file === undefined ? undefined : await readSpecFile(ctx, options.file);
-  const spec = buildSpec({ ...options, argv }, { base, now: ctx.io.now(), env: ctx.io.env });
+  const built = buildSpec({ ...options, argv }, { base, now: ctx.io.now(), env: ctx.io.env });
+  const spec =
+    options.resultKey === undefined
+      ? built
+      : { ...built, resultKey: await readResultPublicKey(ctx, options.resultKey) };
   if (options.dryRun === true) {
     ctx.outJson(JSON.stringify(spec, null, 2));
     return ExitCode.ok;
@@ -113,29 +120,53 @@ async function tasks(ctx: CommandContext, jobId: string): Promise<ExitCode> {
 
 /**
  * The end of each task's output (the last 4 KiB the agent kept, stdout and stderr interleaved),
- * from its result or, while it runs, its latest progress report.
+ * from its result or, while it runs, its latest progress report. A job submitted with
+ * `--result-key` has its tails sealed to that key: `--key` opens them, in memory.
  */
-async function logs(ctx: CommandContext, jobId: string): Promise<ExitCode> {
+async function logs(ctx: CommandContext, jobId: string, options: { key?: string }): Promise<ExitCode> {
+  const privateKey = options.key === undefined ? undefined : await readResultPrivateKey(ctx, options.key);
   const response = await ctx.api.listTasks(jobId);
+  const tails = await Promise.all(
+    response.body.tasks.map(async (t) => ({
+      task: t,
+      ...(await openedText(t.result?.logTail ?? t.progress?.logTail, privateKey, {
+        jobId,
+        taskId: t.id,
+        field: 'logTail',
+      })),
+    })),
+  );
   if (ctx.json) {
-    const tails = response.body.tasks.map((t) => ({
-      taskId: t.id,
-      state: t.state,
-      logTail: t.result?.logTail ?? t.progress?.logTail ?? '',
+    const json = tails.map(({ task, text, sealed }) => ({
+      taskId: task.id,
+      state: task.state,
+      logTail: text ?? '',
+      ...(sealed === 'no' ? {} : { sealed }),
     }));
-    ctx.outJson(JSON.stringify({ tasks: tails }));
+    ctx.outJson(JSON.stringify({ tasks: json }));
     return ExitCode.ok;
   }
-  for (const task of response.body.tasks) {
-    const tail = task.result?.logTail ?? task.progress?.logTail;
+  for (const { task, text: tail, sealed } of tails) {
     ctx.out(ctx.style.bold(`== task ${task.index} (${task.state}, attempt ${task.attempt})`));
+    if (sealed === 'no-key') ctx.out(ctx.style.dim("(sealed to the job's result key: pass --key FILE)"));
+    else if (sealed === 'wrong-key') ctx.out(ctx.style.dim(`(sealed to another key than ${options.key})`));
     // A node writes the tail: its escape sequences are shown, not obeyed; lines and tabs stay.
-    ctx.out(
-      tail === undefined || tail === ''
-        ? ctx.style.dim('(no output yet)')
-        : escapeControl(tail.replace(/\n$/, ''), '\n\t'),
-    );
+    else
+      ctx.out(
+        tail === undefined || tail === ''
+          ? ctx.style.dim('(no output yet)')
+          : escapeControl(tail.replace(/\n$/, ''), '\n\t'),
+      );
   }
+  return ExitCode.ok;
+}
+
+/** Makes a result key pair: the private JWK into `file` (0600), the public key on stdout. */
+async function keygen(ctx: CommandContext, file: string): Promise<ExitCode> {
+  const publicKey = await writeNewResultKey(file);
+  if (ctx.json) ctx.outJson(JSON.stringify({ file, publicKey }));
+  else ctx.out(publicKey);
+  ctx.note(ctx.style.dim(`submit with --result-key ${file}; read logs with: gpuai jobs logs JOB --key ${file}`));
   return ExitCode.ok;
 }
 
@@ -217,6 +248,10 @@ export function jobsCommand(app: App): Command {
     .option('--max-price <tokens>', 'price cap in tokens per GPU-hour, e.g. 1.5')
     .option('--region <region>', 'allowed region, repeatable or comma-separated', collect)
     .option('--verify-hash <sha256>', 'accept only task results whose result hash is this')
+    .option(
+      '--result-key <file>',
+      'seal log tails and progress to this X25519 key (gpuai jobs keygen); only its private key reads them',
+    )
     .optionsGroup('Request:')
     .option('--idempotency-key <key>', 'makes resubmitting return the same job (default: a random UUID per run)')
     .option('--dry-run', 'print the validated spec as JSON and send nothing')
@@ -278,9 +313,38 @@ export function jobsCommand(app: App): Command {
     .command('logs')
     .description("print the end of each task's output (the agent keeps the last 4 KiB)")
     .argument('<jobId>', 'the job id (job_...)')
-    .addHelpText('after', examples(['gpuai jobs logs job_01JD7Z5C2Q9W8V6T4R2P0N8M6K']))
-    .action(async (jobId: string, _options: object, command: Command) => {
-      app.exitCode = await logs(app.context(command), jobId);
+    .option('--key <file>', 'the result key file (gpuai jobs keygen) that opens logs sealed to it')
+    .addHelpText(
+      'after',
+      examples([
+        'gpuai jobs logs job_01JD7Z5C2Q9W8V6T4R2P0N8M6K',
+        'gpuai jobs logs job_01JD7Z5C2Q9W8V6T4R2P0N8M6K --key result.jwk',
+      ]),
+    )
+    .action(async (jobId: string, options: { key?: string }, command: Command) => {
+      app.exitCode = await logs(app.context(command), jobId, options);
+    });
+
+  jobs
+    .command('keygen')
+    .summary('make a result key pair (for submit --result-key, logs --key)')
+    .description(
+      'Make an X25519 key pair for sealed results: writes the private key as a JWK to <file> (mode 0600, ' +
+        'never over an existing file) and prints the public key. A job submitted with --result-key <file> has ' +
+        'its log tails and progress messages sealed by the node to this key: the control plane stores only ' +
+        'ciphertext, and gpuai jobs logs --key <file> opens them.',
+    )
+    .argument('<file>', 'where to write the private key')
+    .addHelpText(
+      'after',
+      examples([
+        'gpuai jobs keygen result.jwk',
+        'gpuai jobs submit --result-key result.jwk --env TOKEN --command "./run.sh"',
+        'gpuai jobs logs job_01JD7Z5C2Q9W8V6T4R2P0N8M6K --key result.jwk',
+      ]),
+    )
+    .action(async (file: string, _options: object, command: Command) => {
+      app.exitCode = await keygen(app.context(command), file);
     });
 
   jobs

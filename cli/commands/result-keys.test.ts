@@ -1,0 +1,104 @@
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { generateSealingKeyPair, sealResultText } from '../../protocol/index.js';
+import { type FakeControlPlane, startFakeControlPlane } from '../testing/fake-control-plane.js';
+import { runGpuai, type TestRunOptions } from '../testing/run-cli.js';
+
+let fake: FakeControlPlane;
+let dir: string;
+beforeAll(async () => {
+  fake = await startFakeControlPlane();
+});
+afterAll(() => fake.close());
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'gpuai-result-keys-'));
+});
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+const gpuai = (args: readonly string[], options: TestRunOptions = {}) =>
+  runGpuai(args, { ...options, env: { GPUAI_API: fake.url, ...options.env } });
+
+describe('result keys', () => {
+  it('keygen writes an owner-only X25519 JWK, prints the public key, and never overwrites', async () => {
+    const file = join(dir, 'result.jwk');
+    const run = await gpuai(['jobs', 'keygen', file]);
+    expect(run.code).toBe(0);
+    const publicKey = run.stdout.trim();
+    expect(publicKey).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect((await stat(file)).mode & 0o777).toBe(0o600);
+    const jwk = JSON.parse(await readFile(file, 'utf8'));
+    expect(jwk).toMatchObject({ kty: 'OKP', crv: 'X25519', x: publicKey });
+    expect(jwk.d).toMatch(/^[A-Za-z0-9_-]{43}$/);
+
+    const again = await gpuai(['jobs', 'keygen', file]);
+    expect(again.code).not.toBe(0);
+    expect(again.stderr).toContain('exists');
+    expect(JSON.parse(await readFile(file, 'utf8')).d).toBe(jwk.d);
+  });
+
+  it('submit --result-key puts the public key in the spec, from a key file or a bare key', async () => {
+    const file = join(dir, 'result.jwk');
+    const publicKey = (await gpuai(['jobs', 'keygen', file])).stdout.trim();
+    expect((await gpuai(['jobs', 'submit', '--result-key', file, '--command', 'true'])).code).toBe(0);
+    expect(JSON.parse(fake.requests.at(-1)?.body ?? '{}').resultKey).toBe(publicKey);
+    const bare = join(dir, 'result.pub');
+    await writeFile(bare, `${publicKey}\n`);
+    const dry = await gpuai(['jobs', 'submit', '--dry-run', '--result-key', bare, '--command', 'true']);
+    expect(JSON.parse(dry.stdout).resultKey).toBe(publicKey);
+    await writeFile(bare, 'not a key');
+    const bad = await gpuai(['jobs', 'submit', '--result-key', bare, '--command', 'true']);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toContain('--result-key');
+  });
+
+  it('logs --key opens sealed log tails; without it, or with another key, they stay sealed', async () => {
+    const file = join(dir, 'result.jwk');
+    const publicKey = (await gpuai(['jobs', 'keygen', file])).stdout.trim();
+    const job = fake.addJob({ command: ['true'], resultKey: publicKey }, 'succeeded');
+    const [task] = job.tasks;
+    if (task?.result === undefined) throw new Error('no result');
+    const logTail = await sealResultText(publicKey, 'the secret output\n', {
+      jobId: job.id,
+      taskId: task.id,
+      field: 'logTail',
+    });
+    const tasks = { tasks: [{ ...task, result: { ...task.result, logTail } }] };
+    const io = {
+      fetch: (async () =>
+        new Response(JSON.stringify(tasks), {
+          status: 200,
+          headers: { 'content-type': 'application/json' },
+        })) as typeof fetch,
+    };
+    const opened = await gpuai(['jobs', 'logs', job.id, '--key', file], { io });
+    expect(opened.code).toBe(0);
+    expect(opened.stdout).toContain('the secret output');
+
+    const json = await gpuai(['jobs', 'logs', job.id, '--key', file, '--json'], { io });
+    expect(JSON.parse(json.stdout).tasks[0]).toMatchObject({ logTail: 'the secret output\n', sealed: 'opened' });
+
+    const without = await gpuai(['jobs', 'logs', job.id], { io });
+    expect(without.stdout).toContain('sealed');
+    expect(without.stdout).not.toContain('the secret output');
+
+    const other = join(dir, 'other.jwk');
+    const otherKey = generateSealingKeyPair();
+    await writeFile(
+      other,
+      JSON.stringify({ kty: 'OKP', crv: 'X25519', x: otherKey.publicKey, d: otherKey.privateKey }),
+    );
+    const wrong = await gpuai(['jobs', 'logs', job.id, '--key', other], { io });
+    expect(wrong.stdout).toContain('sealed to another key');
+    expect(wrong.stdout).not.toContain('the secret output');
+
+    const publicOnly = join(dir, 'public.jwk');
+    await writeFile(publicOnly, JSON.stringify({ kty: 'OKP', crv: 'X25519', x: publicKey }));
+    const refused = await gpuai(['jobs', 'logs', job.id, '--key', publicOnly], { io });
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toContain('public key only');
+  });
+});
