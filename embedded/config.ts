@@ -1,6 +1,8 @@
 import { z } from 'zod';
 import { parseRegionPolicy } from '../functions/domain/resource/pools.js';
 import { Enrollment } from '../protocol/index.js';
+import { attestationSettingsFromEnv } from '../functions/domain/security/attestation/env.js';
+import type { AttestationSettings } from '../functions/domain/security/attestation/settings.js';
 import { parseRateLimits } from '../functions/domain/security/rate-limit.js';
 import { parseAllowedHosts } from './host-check.js';
 
@@ -54,4 +56,13 @@ export function readEnv(env: NodeJS.ProcessEnv = process.env): EmbeddedEnv {
   if (parsed.success) return parsed.data;
   const problems = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ');
   throw new ConfigError(`invalid environment: ${problems}`);
+}
+
+/** The attestation settings, `GPUAI_ATTESTATION_*`, `GPUAI_TPM_*`, `GPUAI_NVIDIA_*` (functions/domain/security/attestation/env.ts). */
+export function readAttestationEnv(env: NodeJS.ProcessEnv = process.env): AttestationSettings {
+  try {
+    return attestationSettingsFromEnv(env);
+  } catch (error) {
+    throw new ConfigError(`invalid environment: ${(error as Error).message}`);
+  }
 }

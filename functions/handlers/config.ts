@@ -22,6 +22,7 @@ import {
   type Ports,
 } from '../control-plane.js';
 import { parseRegionPolicy } from '../domain/resource/pools.js';
+import { attestationEnvGiven, attestationSettingsFromEnv } from '../domain/security/attestation/env.js';
 import { parseRateLimits } from '../domain/security/rate-limit.js';
 import { systemClock } from '../ports/clock.js';
 import { queueDefinitions } from '../workers/queues.js';
@@ -138,6 +139,12 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): LambdaConfig {
     throw new ConfigError(`invalid Lambda environment: ${problems.join('; ')}`);
   }
   const e = parsed.data;
+  let attestation: Partial<ControlPlaneSettings> = {};
+  try {
+    if (attestationEnvGiven(present)) attestation = { attestation: attestationSettingsFromEnv(present) };
+  } catch (error) {
+    throw new ConfigError(`invalid Lambda environment: ${(error as Error).message}`);
+  }
   const endpoint = (service: 'dynamodb' | 'sqs' | 'kms' | 'sts', url: string | undefined) =>
     url === undefined ? {} : { [service]: url };
   return {
@@ -148,6 +155,7 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): LambdaConfig {
     settings: {
       leaseMs: e.LEASE_MS,
       heartbeatIntervalMs: e.HEARTBEAT_MS,
+      ...attestation,
       ...(e.RECHECK_MS === undefined ? {} : { recheckMs: e.RECHECK_MS }),
       ...(e.GPUAI_ENROLLMENT === undefined ? {} : { enrollment: e.GPUAI_ENROLLMENT }),
       ...(e.NODE_EXPIRY_MS === undefined ? {} : { nodeExpiryMs: e.NODE_EXPIRY_MS }),
