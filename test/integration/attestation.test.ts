@@ -5,7 +5,7 @@ import { nodeKey } from '../../functions/domain/resource/node-record.js';
 import { toNodeAttestationView } from '../../functions/domain/security/attestation/record.js';
 import { defaultAttestationSettings } from '../../functions/domain/security/attestation/settings.js';
 import type { AttestationChallenge, JobSpecInput, MeasurementEvidence } from '../../protocol/index.js';
-import { inProcessControlPlane, ManualClock, TestNode } from '../support/in-process.js';
+import { cpuInventory, inProcessControlPlane, ManualClock, TestNode } from '../support/in-process.js';
 
 const measurement: MeasurementEvidence = {
   type: 'agent-measurement',
@@ -73,6 +73,21 @@ describe('attestation challenges and the measured level', () => {
     // Once expired, the view's part says none.
     w.clock.advance(60_000);
     expect(toNodeAttestationView((await w.record(node))?.attestation, w.clock.now())).toEqual({ level: 'none' });
+  });
+
+  it('keeps the level across a re-registration of the same agent version, not of another one', async () => {
+    const w = world();
+    const node = await w.newNode();
+    await w.attest(node);
+    expect((await node.register()).status).toBe(200);
+    expect((await w.record(node))?.attestation?.level).toBe('measured');
+    const upgraded = await node.call('POST', '/v1/nodes', {
+      publicKey: node.key.publicKey,
+      agentVersion: '0.2.0',
+      inventory: cpuInventory(),
+    });
+    expect(upgraded.status).toBe(200);
+    expect((await w.record(node))?.attestation).toBeUndefined();
   });
 
   it('uses a nonce once, only for the node it was issued to, and only before it expires', async () => {

@@ -81,6 +81,8 @@ export class NodeRegistry {
           lastSeenAt: now,
           expiresAt,
         };
+        // An attestation measured one agent version: another version starts from none until it attests.
+        if (node.agentVersion !== current.data.agentVersion) delete node.attestation;
         planned = { writes: [putNode(node, current.version)], node, created: false };
       } else {
         const writes: Write[] = [];
