@@ -20,7 +20,11 @@ export interface TaskRequirements {
 }
 
 /** Whether the node's attestation, as it stands at `now` (expired counts as `none`), meets the task's minimum. */
-export function attestationFits(req: TaskRequirements, attestation: AttestationRecord | undefined, now: number): boolean {
+export function attestationFits(
+  req: TaskRequirements,
+  attestation: AttestationRecord | undefined,
+  now: number,
+): boolean {
   if (req.minAttestation === undefined || req.minAttestation === 'none') return true;
   return meetsAttestation(effectiveAttestationLevel(attestation, now), req.minAttestation);
 }
