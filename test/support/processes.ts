@@ -57,16 +57,21 @@ export class Proc {
   }
 }
 
-export function startControlPlane(port: number, dataDir: string): Proc {
+/**
+ * `gpuai start --no-agent`. Open enrollment unless `env` says otherwise: the agents of tests that
+ * are not about enrollment join without a token (test/e2e/enrollment.test.ts joins with one).
+ */
+export function startControlPlane(port: number, dataDir: string, env: NodeJS.ProcessEnv = {}): Proc {
   return new Proc(
     spawn(process.execPath, [bin('gpuai.js'), 'start', '--no-agent', '--port', String(port), '--data-dir', dataDir], {
-      env: { ...process.env, ...fastTimings },
+      env: { ...process.env, ...fastTimings, GPUAI_ENROLLMENT: 'open', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     }),
   );
 }
 
-export function startAgent(api: string, dataDir: string, name: string): Proc {
+/** `gpuai-agent run`; `env` may carry GPUAI_JOIN_TOKEN. */
+export function startAgent(api: string, dataDir: string, name: string, env: NodeJS.ProcessEnv = {}): Proc {
   return new Proc(
     spawn(
       process.execPath,
@@ -84,7 +89,7 @@ export function startAgent(api: string, dataDir: string, name: string): Proc {
         '--poll-wait',
         '2',
       ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
+      { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
     ),
   );
 }
