@@ -328,7 +328,6 @@ const applicationRequests = [
   'GET /v1/keys',
   'POST /v1/keys',
   'DELETE /v1/keys/k1',
-  'POST /v1/keys/k1/revoke',
   'GET /v1/join-tokens',
   'POST /v1/join-tokens',
   'DELETE /v1/join-tokens/t1',
