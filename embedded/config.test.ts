@@ -9,6 +9,8 @@ describe('embedded config', () => {
       GPUAI_HEARTBEAT_MS: 5000,
       GPUAI_REAPER_INTERVAL_MS: 1000,
       GPUAI_LOG_FORMAT: 'text',
+      GPUAI_ENROLLMENT: 'token',
+      GPUAI_NODE_EXPIRY_MS: 7 * 24 * 3600_000,
       GPUAI_ALLOWED_HOSTS: [],
       GPUAI_RATE_LIMITS: defaultRateLimits,
     });
