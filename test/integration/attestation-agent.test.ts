@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { serve } from '@hono/node-server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Agent } from '../../edge-agent/agent.js';
 import { Attester } from '../../edge-agent/attest/attester.js';
 import { ControlPlaneClient } from '../../edge-agent/client.js';
 import type { Logger } from '../../edge-agent/log.js';
@@ -99,6 +100,40 @@ describe('the agent attests: measurement, TPM quote, GPU token', () => {
     expect(again.level).toBe('tpm+gpu');
     const node = await h.cp.nodes.get(client.nodeId);
     expect(node.attestation?.measurement?.agentVersion).toBe(agentVersion);
+  });
+
+  it('a running agent attests after registering, with its TPM, and again after a restart', async () => {
+    const dataDir = join(dir, 'agent-run');
+    const start = () => {
+      const agent = new Agent({
+        api,
+        dataDir,
+        region: 'local',
+        slots: 1,
+        pollWaitSeconds: 1,
+        graceSeconds: 0,
+        probe: async () => ({ inventory: cpuInventory(), warnings: [] }),
+        attestation: { tpm: { tcti: tpm.tcti } },
+      });
+      return { agent, running: agent.run() };
+    };
+    const level = async (nodeId: string | undefined) =>
+      nodeId === undefined ? undefined : (await h.cp.nodes.find(nodeId))?.attestation;
+    const until = async (check: () => Promise<boolean>) => {
+      for (let i = 0; i < 200 && !(await check()); i++) await new Promise((r) => setTimeout(r, 50));
+    };
+    const first = start();
+    await until(async () => (await level(first.agent.nodeId))?.level === 'tpm');
+    const verifiedAt = (await level(first.agent.nodeId))?.verifiedAt;
+    expect((await level(first.agent.nodeId))?.level).toBe('tpm');
+    await first.agent.shutdown();
+    await first.running;
+    const second = start();
+    await until(async () => ((await level(second.agent.nodeId))?.verifiedAt ?? 0) > (verifiedAt ?? 0));
+    expect(second.agent.nodeId).toBe(first.agent.nodeId);
+    expect((await level(second.agent.nodeId))?.level).toBe('tpm');
+    await second.agent.shutdown();
+    await second.running;
   });
 
   it('falls back to the measurement when its GPU token is refused, and says why', async () => {
