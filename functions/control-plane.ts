@@ -9,6 +9,7 @@ import { Scheduler } from './domain/scheduling/scheduler.js';
 import { TaskReports } from './domain/scheduling/task-reports.js';
 import { Verifier } from './domain/scheduling/verifier.js';
 import { ApiKeys } from './domain/security/api-keys.js';
+import { defaultQuotas, type QuotaSettings, Quotas } from './domain/security/quotas.js';
 import { defaultRateLimits, type RateLimitSettings, RateLimiter } from './domain/security/rate-limit.js';
 import { AttestationService } from './domain/security/attestation/attestation-service.js';
 import { type AttestationSettings, defaultAttestationSettings } from './domain/security/attestation/settings.js';
@@ -61,6 +62,8 @@ export interface ControlPlaneSettings {
   attestation: AttestationSettings;
   /** Requests per window per source address, API key, node and for registrations (functions/domain/security/rate-limit.ts). */
   rateLimits: RateLimitSettings;
+  /** Per-tenant quotas: open tasks and GPU-hours a rolling day (functions/domain/security/quotas.ts). */
+  quotas: QuotaSettings;
 }
 
 export function defaultSettings(now: number, overrides: Partial<ControlPlaneSettings> = {}): ControlPlaneSettings {
@@ -80,6 +83,7 @@ export function defaultSettings(now: number, overrides: Partial<ControlPlaneSett
     regions: defaultRegions,
     attestation: defaultAttestationSettings,
     rateLimits: defaultRateLimits,
+    quotas: defaultQuotas,
     ...overrides,
   };
 }
@@ -134,7 +138,7 @@ export function createControlPlane(ports: Ports, settings: ControlPlaneSettings)
     attestation: new AttestationService(store, clock, settings.attestation),
     limits: new RateLimiter(store, clock, settings.rateLimits),
     apiKeys: new ApiKeys(store, clock),
-    jobs: new JobService(store, queue, keys, clock),
+    jobs: new JobService(store, queue, keys, clock, new Quotas(store, clock, settings.quotas)),
     nodes,
     auth: new RequestAuthenticator(store, nodes, clock),
     dispatcher: new Dispatcher(store, nodes, keys, signal, clock, settings),

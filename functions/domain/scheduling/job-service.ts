@@ -12,6 +12,7 @@ import { ConditionFailedError, type Store, type StoredItem, type Write } from '.
 import { ConflictError, ContentionError, InvalidRequestError, NotFoundError } from '../errors.js';
 import { isoTime } from '../records.js';
 import { sameRequest, sealJob } from '../security/job-secrets.js';
+import type { Quotas } from '../security/quotas.js';
 import { newJobId } from './job-id.js';
 import {
   type IdempotencyRecord,
@@ -52,6 +53,8 @@ export class JobService {
     private readonly queue: Queue,
     private readonly keys: Keys,
     private readonly clock: Clock,
+    /** Per-tenant quotas checked at submission; none when absent. */
+    private readonly quotas?: Quotas,
   ) {}
 
   async submit(owner: string, spec: JobSpec, idempotency?: string): Promise<SubmitOutcome> {
@@ -98,15 +101,25 @@ export class JobService {
         expectVersion: 0,
       });
     }
-    try {
-      await this.store.transact(writes);
-    } catch (error) {
-      // Another request with the same key won the race: answer as its replay.
-      if (error instanceof ConditionFailedError && idempotency !== undefined) {
-        const replay = await this.replay(owner, idempotency, spec);
-        if (replay !== undefined) return { job: replay, created: false };
+    // The tenant's usage goes into the same transaction: over a quota, nothing is written. Another
+    // submission of the tenant that wrote the usage first fails only that write: reserve again.
+    for (let attempt = 1; ; attempt++) {
+      const usage = await this.quotas?.reserve(owner, id, spec, (jobId) => this.openTasks(jobId));
+      try {
+        await this.store.transact(usage === undefined ? writes : [...writes, usage]);
+        break;
+      } catch (error) {
+        const usageOnly =
+          error instanceof ConditionFailedError && error.failed.length === 1 && error.failed[0] === writes.length;
+        if (usageOnly && attempt < 8) continue;
+        if (usageOnly) throw new ContentionError('the tenant usage item stayed contended; retry', { cause: error });
+        // Another request with the same key won the race: answer as its replay.
+        if (error instanceof ConditionFailedError && idempotency !== undefined) {
+          const replay = await this.replay(owner, idempotency, spec);
+          if (replay !== undefined) return { job: replay, created: false };
+        }
+        throw error;
       }
-      throw error;
     }
     // The message only speeds routing up: if it is lost, the reaper routes unrouted tasks anyway.
     await this.queue.send(queueNames.schedule, JSON.stringify({ jobId: id }));
@@ -126,6 +139,12 @@ export class JobService {
       );
     }
     return this.get(owner, seen.data.jobId);
+  }
+
+  /** A job's unfinished tasks, for quota reconciliation; `undefined` when the job is gone. */
+  private async openTasks(jobId: string): Promise<number | undefined> {
+    const loaded = await this.load(jobId);
+    return loaded?.tasks.filter((t) => !isTerminal(t.data.state)).length;
   }
 
   async load(jobId: string): Promise<LoadedJob | undefined> {
