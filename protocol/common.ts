@@ -17,7 +17,10 @@ export const TaskId = z
   .regex(/^job_[0-9A-HJKMNP-TV-Z]{26}\.\d{1,3}$/)
   .meta({ id: 'TaskId', example: 'job_01JD7Z5C2Q9W8V6T4R2P0N8M6K.0' });
 
-export const Timestamp = z.iso.datetime({ offset: true }).meta({ id: 'Timestamp', description: 'RFC 3339 date-time.' });
+export const Timestamp = z.iso
+  .datetime({ offset: true })
+  .max(64)
+  .meta({ id: 'Timestamp', description: 'RFC 3339 date-time.' });
 export const Sha256Hex = z
   .string()
   .regex(/^[0-9a-f]{64}$/)
@@ -43,7 +46,14 @@ export type ErrorBody = z.infer<typeof ErrorBody>;
 /** Cursor pagination shared by list endpoints. */
 export const PageQuery = z.strictObject({
   limit: z.coerce.number().int().min(1).max(200).default(50),
-  cursor: z.string().max(512).optional(),
+  cursor: z
+    .string()
+    .max(512)
+    .optional()
+    .meta({
+      description:
+        'Opaque: the `cursor` of the previous page, as it was returned; anything else is 400 invalid_cursor.',
+    }),
 });
 
 export const taskIdOf = (jobId: string, index: number): string => `${jobId}.${index}`;

@@ -57,7 +57,8 @@ export const CreateJoinTokenRequest = z
   .strictObject({
     operator: OperatorName.refine((name) => name !== anonymousOperator, {
       message: `'${anonymousOperator}' is reserved for nodes that joined without a token`,
-    }),
+      // The refinement, stated in the OpenAPI document too.
+    }).meta({ not: { const: anonymousOperator } }),
     pools: z
       .array(PoolScope)
       .min(1)

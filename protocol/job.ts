@@ -66,7 +66,8 @@ export type VerificationView = z.infer<typeof VerificationView>;
 /** What a view shows of a verification policy. */
 export const verificationView = (policy: VerificationPolicy): VerificationView => ({ mode: policy.mode });
 
-const EnvName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/);
+const envNamePattern = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
+const EnvName = z.string().regex(envNamePattern);
 
 /**
  * Text shown to people (job names): no control characters (C0, DEL, C1), which would carry
@@ -100,6 +101,8 @@ export const JobSpec = z
       .refine((env) => Object.keys(env).length <= limits.maxEnvEntries, {
         message: `at most ${limits.maxEnvEntries} variables`,
       })
+      // The key pattern and the count, stated in the OpenAPI document too (the generator drops both).
+      .meta({ propertyNames: { pattern: envNamePattern.source }, maxProperties: limits.maxEnvEntries })
       .default({}),
     resources: Resources.default({ gpus: { count: 0 } }),
     workload: z

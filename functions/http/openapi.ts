@@ -9,18 +9,21 @@ import type { ErrorBody } from '../../protocol/index.js';
  * - zod's `z.int()` accepts safe integers only, but the generator drops those bounds; an integer
  *   schema without a bound gets the safe-integer one, so that a client (or a fuzzer) is told that
  *   `2^64` is refused;
- * - the app-wide body limit answers 413 on any operation that takes a body.
+ * - the app-wide body limit answers 413 on any operation that takes a body, and the body
+ *   validator 415 when that body is not declared `application/json`.
  */
 export function withAppWideRules<T extends object>(document: T, bodyTooLarge: { description: string }): T {
   const doc = structuredClone(document) as T & { paths?: Record<string, Record<string, Operation>> };
   boundIntegers(doc);
+  const error = (description: string) => ({
+    description,
+    content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
+  });
   for (const item of Object.values(doc.paths ?? {})) {
     for (const operation of Object.values(item)) {
       if (operation?.requestBody === undefined || operation.responses === undefined) continue;
-      operation.responses['413'] ??= {
-        description: bodyTooLarge.description,
-        content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
-      };
+      operation.responses['413'] ??= error(bodyTooLarge.description);
+      operation.responses['415'] ??= error('The body is not declared as application/json');
     }
   }
   return doc;

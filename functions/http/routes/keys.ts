@@ -25,7 +25,8 @@ const createKey = createRoute({
   tags: ['keys'],
   ...authorized('admin'),
   summary: 'Create an API key (the secret is in this response only)',
-  request: { body: { required: true, content: { 'application/json': { schema: CreateApiKeyRequest } } } },
+  // Optional: every field has a default (a read+submit key of the caller's tenant, no expiry).
+  request: { body: { required: false, content: { 'application/json': { schema: CreateApiKeyRequest } } } },
   responses: { 201: json(CreatedApiKey, 'The new key'), ...errorResponses(400, 401, 403, 413) },
 });
 
@@ -51,7 +52,9 @@ const revokeKey = createRoute({
 
 export function keyRoutes(app: OpenAPIHono<AppEnv>, { cp }: AppDeps): void {
   app.openapi(createKey, async (c) => {
-    const body = c.req.valid('json');
+    // Without a body the validator does not run: parse `{}` so that the defaults apply there too
+    // (a key with no scopes at all was made before).
+    const body = CreateApiKeyRequest.parse(c.req.valid('json') ?? {});
     const principal = c.get('principal');
     const created = await cp.apiKeys.create({
       tenant: body.tenant ?? principal.tenant,
