@@ -61,6 +61,7 @@ describe('NVIDIA attestation tokens', () => {
   const signer = generateKeyPairSync('ec', { namedCurve: 'P-384' });
   const jwk = {
     ...(signer.publicKey.export({ format: 'jwk' }) as Record<string, string>),
+    kty: 'EC',
     kid: 'nras-1',
     alg: 'ES384',
   };
@@ -101,7 +102,7 @@ describe('NVIDIA attestation tokens', () => {
     expect((await w.answer(good, [measurement, gpu(jwt(claims(good)))])).status).toBe(200);
     expect(await w.level()).toBe('measured');
 
-    await w.refused((n) => [measurement, gpu(jwt(claims('ab'.repeat(32))))], 400, 'token_nonce_mismatch');
+    await w.refused(() => [measurement, gpu(jwt(claims('ab'.repeat(32))))], 400, 'token_nonce_mismatch');
     await w.refused(
       (n) => [measurement, gpu(jwt(claims(n, { iat: clock.now() / 1000 - 7200, exp: clock.now() / 1000 - 3600 })))],
       400,

@@ -29,11 +29,7 @@ describe('join tokens', () => {
     expect((await h.api(`/v1/join-tokens/${token.id}`, { method: 'DELETE' })).status).toBe(200);
     expect(nodeCount()).toBe(1);
     await unchanged(h, async () =>
-      expectRefused(
-        await new TestNode(h.request, clock).register(cpuInventory(), secret),
-        401,
-        'join_token_revoked',
-      ),
+      expectRefused(await new TestNode(h.request, clock).register(cpuInventory(), secret), 401, 'join_token_revoked'),
     );
     expect(nodeCount()).toBe(1);
   });

@@ -32,7 +32,12 @@ describe('reported results', () => {
     for (const report of forged) {
       await unchanged(h, async () =>
         expectRefused(
-          await node.call('POST', path, { attempt: assignment.attempt, exitCode: 0, metrics: { wallMs: 1 }, ...report }),
+          await node.call('POST', path, {
+            attempt: assignment.attempt,
+            exitCode: 0,
+            metrics: { wallMs: 1 },
+            ...report,
+          }),
           400,
           'result_hash_mismatch',
         ),
@@ -58,8 +63,16 @@ describe('reported results', () => {
     expect(text).not.toContain(expected);
     // A result that does not match is rejected without the expected value in the attempt's detail.
     const { assignment } = JSON.parse(text) as { assignment: { taskId: string; attempt: number } };
-    const report = { attempt: assignment.attempt, exitCode: 0, resultHash: resultHash(outputs), outputs, metrics: { wallMs: 1 } };
-    expect((await node.call('POST', `/v1/nodes/${node.id}/tasks/${assignment.taskId}/result`, report)).status).toBe(200);
+    const report = {
+      attempt: assignment.attempt,
+      exitCode: 0,
+      resultHash: resultHash(outputs),
+      outputs,
+      metrics: { wallMs: 1 },
+    };
+    expect((await node.call('POST', `/v1/nodes/${node.id}/tasks/${assignment.taskId}/result`, report)).status).toBe(
+      200,
+    );
     const tasks = await (await h.api(`/v1/jobs/${job.id}/tasks`)).text();
     expect(tasks).toMatch(/rejected|failed|queued/);
     expect(tasks).not.toContain(expected);

@@ -89,12 +89,46 @@ class SignedNodeRequests:
         case._auth = data
 
 
+def _positive(case) -> bool:
+    meta = getattr(case, "meta", None)
+    generation = getattr(meta, "generation", None)
+    return getattr(getattr(generation, "mode", None), "value", None) == "positive"
+
+
+def _as_int(value):
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
 @schemathesis.hook
 def before_call(context, case, kwargs):
-    """A long poll waits up to `wait` seconds when no task fits (it is documented to): cut it to one
-    second so that the run spends its time on cases, not on waiting; the 0..20 range itself is still
-    checked by the negative cases, which this leaves alone."""
-    if case.operation.path.endswith("/work") and isinstance(case.query, dict):
-        wait = case.query.get("wait")
-        if isinstance(wait, int) and not isinstance(wait, bool) and 1 < wait <= 20:
+    """Adjustments to values no schema can describe fully:
+
+    - A long poll waits up to `wait` seconds when no task fits (it is documented to): a valid wait
+      is cut to one second so that the run spends its time on cases, not on waiting; the 0..20
+      range itself is still checked by the negative cases, which this leaves alone.
+    - A list cursor is opaque: only the `cursor` of a previous page is valid, and no string that
+      the schema allows is one by its shape, so a positive case carries none (the server answers a
+      made-up one with 400 `invalid_cursor`, which negative and fuzzed cases still reach).
+    - A job's `deadline` and a key's `expiresAt` must lie in the future when they arrive (400
+      `deadline_passed`, `expiry_in_past` otherwise), which a date-time schema cannot say: a
+      positive case's is moved to a day from now. Its schema example (2099) is already future.
+    """
+    if _positive(case) and isinstance(case.body, dict):
+        tomorrow = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 86400))
+        for name in ("deadline", "expiresAt"):
+            if isinstance(case.body.get(name), str):
+                case.body[name] = tomorrow
+    if not isinstance(case.query, dict):
+        return
+    if case.operation.path.endswith("/work"):
+        wait = _as_int(case.query.get("wait"))
+        if wait is not None and 1 < wait <= 20:
             case.query["wait"] = 1
+    if _positive(case) and "cursor" in case.query:
+        del case.query["cursor"]

@@ -79,7 +79,9 @@ describe('a job sealed to its node', () => {
       const length = Buffer.from(sealed[part], 'base64url').length;
       for (const at of [0, Math.floor(length / 2), length - 1]) {
         const tampered = { ...sealed, [part]: flip(sealed[part], at) };
-        await expect(openSealedEnv(a.keys.privateKey, tampered, ctx), `${part}[${at}]`).rejects.toBeInstanceOf(SealError);
+        await expect(openSealedEnv(a.keys.privateKey, tampered, ctx), `${part}[${at}]`).rejects.toBeInstanceOf(
+          SealError,
+        );
       }
     }
   });

@@ -182,6 +182,12 @@ describe('API keys', () => {
     });
   });
 
+  it('makes a key with the documented defaults (submit, read) when the body is left out, never one without scopes', async () => {
+    const res = await h.api('/v1/keys', { method: 'POST' });
+    expect(res.status).toBe(201);
+    expect(((await res.json()) as { scopes: string[] }).scopes).toEqual(['submit', 'read']);
+  });
+
   it('never shows a secret or its hash in a key listing', async () => {
     const key = await h.createKey('tenant-a');
     const secret = key.split('_').slice(2).join('_');
