@@ -84,6 +84,12 @@ describe('API keys', () => {
     expect((await keys.get(id)).status).toBe('expired');
   });
 
+  it('refuses a key without scopes', async () => {
+    const { keys } = setup();
+    await expect(keys.create({ tenant: 'acme', scopes: [] })).rejects.toMatchObject({ code: 'no_scopes' });
+    expect((await keys.list({ limit: 10 })).keys).toEqual([]);
+  });
+
   it('refuses an expiry in the past', async () => {
     const { keys, clock } = setup();
     await expect(keys.create({ tenant: 'acme', scopes: ['read'], expiresAt: clock.now() })).rejects.toMatchObject({

@@ -134,6 +134,7 @@ export class ApiKeys {
     if (expiresAt !== undefined && expiresAt <= now) {
       throw new InvalidRequestError('expiry_in_past', `the expiry ${isoTime(expiresAt)} is already past`);
     }
+    if (input.scopes.length === 0) throw new InvalidRequestError('no_scopes', 'an API key needs at least one scope');
     const id = newKeyId();
     const secret = randomBytes(32).toString('base64url');
     const record: ApiKeyRecord = {
