@@ -40,7 +40,7 @@ export const ClaimRequest = z
   .strictObject({
     taskId: TaskId,
     /** The hint's queue and receipt handle: the control plane deletes the hint once the claim holds. */
-    queueUrl: z.url().optional(),
+    queueUrl: z.url().max(2048).optional(),
     receiptHandle: z.string().min(1).max(8192).optional(),
   })
   .meta({ id: 'ClaimRequest' });
