@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { JobView, JobWithTasks } from '../protocol/job.js';
 import type { NodeView } from '../protocol/node.js';
 import { createStyle, escapeControl, stripColours } from './format.js';
-import { renderJob, renderJobList, renderNodeList } from './views.js';
+import { renderJob, renderJobList, renderNode, renderNodeList } from './views.js';
 
 const now = Date.parse('2026-11-25T12:00:00Z');
 // biome-ignore lint/suspicious/noControlCharactersInRegex: the test looks for exactly these.
@@ -74,5 +74,33 @@ describe('text from the API reaches the terminal with its control characters esc
   it('escapeControl keeps what it is told to keep (log tails keep lines and tabs)', () => {
     expect(escapeControl('a\tb\nc\r\u001b[1m', '\n\t')).toBe('a\tb\nc\\x0d\\x1b[1m');
     expect(escapeControl('a\nb')).toBe('a\\x0ab');
+  });
+});
+
+describe('node detail', () => {
+  it('shows the attestation level and until when it holds, or none', () => {
+    const node = {
+      id: 'node_aaaaaaaaaaaaaaaaaaaaaaaaaa',
+      name: 'box',
+      publicKey: 'k',
+      agentVersion: '0.1.0',
+      inventory: {
+        region: 'local',
+        gpus: [],
+        cpu: { model: 'cpu', cores: 2 },
+        memoryMiB: 1024,
+        os: 'linux',
+        arch: 'x64',
+        runtimes: ['process'],
+      },
+      pools: [],
+      status: 'live',
+      stats: { tasksCompleted: 0, tasksFailed: 0, leasesLost: 0 },
+      registeredAt: '2026-11-25T11:00:00Z',
+      lastSeenAt: '2026-11-25T11:59:59Z',
+    } as unknown as NodeView;
+    const attested = { ...node, attestation: { level: 'tpm', expiresAt: '2026-11-25T13:00:00.000Z' } } as NodeView;
+    expect(renderNode(attested, createStyle(false), now)).toMatch(/attestation\s+tpm until 2026-11-25T13:00:00.000Z/);
+    expect(renderNode(node, createStyle(false), now)).toMatch(/attestation\s+none/);
   });
 });

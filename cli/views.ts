@@ -220,6 +220,12 @@ export function renderNode(fromApi: NodeView, style: Style, now: number): string
       ['pools', node.pools.length === 0 ? '-' : node.pools.join(', ')],
       ['agent', node.agentVersion],
       [
+        'attestation',
+        node.attestation?.expiresAt === undefined
+          ? (node.attestation?.level ?? 'none')
+          : `${node.attestation.level} until ${node.attestation.expiresAt}`,
+      ],
+      [
         'tasks',
         `${node.stats.tasksCompleted} completed, ${node.stats.tasksFailed} failed, ${node.stats.leasesLost} leases lost`,
       ],
