@@ -116,6 +116,17 @@ interface CfnLintMatch {
 
 const dir = mkdtempSync(join(tmpdir(), 'gpuai-template-lint-'));
 const files = Object.keys(contexts).map((name) => join(dir, `${name}.template.json`));
+/**
+ * A control linted in the same runs: one queue without encryption and with a misspelt property,
+ * which each tool must flag, so a run that checks nothing (no checks loaded, a file not read)
+ * cannot pass for a clean one.
+ */
+const control = join(dir, 'control.template.json');
+const controlTemplate = {
+  AWSTemplateFormatVersion: '2010-09-09',
+  Resources: { Plain: { Type: 'AWS::SQS::Queue', Properties: { VisibilityTimout: 30 } } },
+};
+const isControl = (path: string) => path.endsWith('control.template.json');
 let checkov: { reports: CheckovReport[]; run: Run };
 let cfnLint: { matches: CfnLintMatch[]; run: Run };
 
@@ -128,12 +139,13 @@ beforeAll(async () => {
   for (const [name, context] of Object.entries(contexts)) {
     writeFileSync(join(dir, `${name}.template.json`), JSON.stringify(synthesize(context), null, 1));
   }
+  writeFileSync(control, JSON.stringify(controlTemplate));
   // The two tools run at once: each is mostly Python start-up and parsing, on one core.
   const [checkovRun, cfnLintRun] = await Promise.all([
     run(join(venvBin, 'checkov'), ['--directory', dir, '--skip-download', '--output', 'json', '--compact'], {
       BC_SKIP_MAPPING: 'TRUE',
     }),
-    run(join(venvBin, 'cfn-lint'), ['--format', 'json', '--', ...files]),
+    run(join(venvBin, 'cfn-lint'), ['--format', 'json', '--', ...files, control]),
   ]);
   // checkov exits 1 when a check fails: the report says which, below.
   if (checkovRun.code !== 0 && checkovRun.code !== 1) {
@@ -166,13 +178,16 @@ describe('checkov, every check on', () => {
     }
     const { passed_checks = [], failed_checks = [], skipped_checks = [] } = cloudformation?.results ?? {};
     const linted = new Set([...passed_checks, ...failed_checks, ...skipped_checks].map((check) => check.file_path));
-    expect(linted.size).toBe(files.length);
+    expect(linted.size).toBe(files.length + 1);
     // Each template has some 60 resources and about 40 checks that apply to them.
     expect(cloudformation?.summary.passed).toBeGreaterThan(100 * files.length);
   });
 
   it('finds nothing to fix', () => {
-    const failed = checkov.reports.flatMap((report) => report.results.failed_checks ?? []);
+    const all = checkov.reports.flatMap((report) => report.results.failed_checks ?? []);
+    // The control's unencrypted queue is found: checkov did check.
+    expect(all.filter((check) => isControl(check.file_path)).map((check) => check.check_id)).toContain('CKV_AWS_27');
+    const failed = all.filter((check) => !isControl(check.file_path));
     expect(failed.map((check) => `${check.check_id} ${check.check_name}: ${where(check)}`)).toEqual([]);
   });
 
@@ -202,8 +217,11 @@ describe('cfn-lint', () => {
   it('reports no error in any template (warnings are printed)', () => {
     const describe = (match: CfnLintMatch) =>
       `${match.Level} ${match.Rule.Id} ${match.Filename.slice(dir.length + 1)} ${match.Location.Path.join('/')}: ${match.Message}`;
-    const others = cfnLint.matches.filter((match) => match.Level !== 'Error');
+    // The control's misspelt property is an error: cfn-lint did check.
+    expect(cfnLint.matches.filter((match) => isControl(match.Filename) && match.Level === 'Error')).not.toEqual([]);
+    const matches = cfnLint.matches.filter((match) => !isControl(match.Filename));
+    const others = matches.filter((match) => match.Level !== 'Error');
     if (others.length > 0) console.warn(`cfn-lint:\n${others.map(describe).join('\n')}`);
-    expect(cfnLint.matches.filter((match) => match.Level === 'Error').map(describe)).toEqual([]);
+    expect(matches.filter((match) => match.Level === 'Error').map(describe)).toEqual([]);
   });
 });
