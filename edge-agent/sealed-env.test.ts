@@ -47,7 +47,7 @@ async function sealedAssignment(
   extra: Partial<Assignment> = {},
   jobSuffix = 'S',
 ): Promise<Assignment> {
-  const { env: _opened, ...base } = testAssignment(command, { jobId: testJobId(jobSuffix) });
+  const base = testAssignment(command, { jobId: testJobId(jobSuffix) });
   const dataKey = randomBytes(32);
   const envelope = sealEnvelope(dataKey, Buffer.from(JSON.stringify(env)), base.jobId);
   const { enc, key } = await sealDataKeyToNode(dataKey, to.sealingKey, {

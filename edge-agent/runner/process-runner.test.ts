@@ -3,8 +3,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { type Assignment, resultHash, sha256Hex } from '../../protocol/index.js';
-import { testAssignment } from '../test-support/fixtures.js';
+import { type OpenedAssignment, resultHash, sha256Hex } from '../../protocol/index.js';
+import { testOpenedAssignment } from '../test-support/fixtures.js';
 import { waitForExit } from '../test-support/processes.js';
 import { type ProcessTask, startProcessTask, type TaskOutcome } from './process-runner.js';
 
@@ -23,8 +23,8 @@ afterEach(async () => {
   await rm(workRoot, { recursive: true, force: true });
 });
 
-async function start(command: string[], overrides: Partial<Assignment> = {}, killGraceMs = 5_000) {
-  const task = await startProcessTask(testAssignment(command, overrides), {
+async function start(command: string[], overrides: Partial<OpenedAssignment> = {}, killGraceMs = 5_000) {
+  const task = await startProcessTask(testOpenedAssignment(command, overrides), {
     dataDir,
     workRoot,
     killGraceMs,
@@ -42,7 +42,7 @@ async function start(command: string[], overrides: Partial<Assignment> = {}, kil
   return task;
 }
 
-async function run(command: string[], overrides: Partial<Assignment> = {}) {
+async function run(command: string[], overrides: Partial<OpenedAssignment> = {}) {
   return (await start(command, overrides)).outcome;
 }
 
@@ -78,7 +78,7 @@ describe('startProcessTask', () => {
         .split('\n')
         .map((line) => [line.slice(0, line.indexOf('=')), line.slice(line.indexOf('=') + 1)]),
     );
-    const task = testAssignment([], assignment);
+    const task = testOpenedAssignment([], assignment);
     const workDir = join(workRoot, `${task.taskId}-2`);
     // Nothing of the agent's environment but PATH and LANG: no API key, join token or cloud credentials.
     expect(env).toEqual({
@@ -101,12 +101,12 @@ describe('startProcessTask', () => {
   it('hides every GPU when none is assigned', async () => {
     // printenv prints an empty line for a variable set to '' and nothing for an unset one.
     const outcome = exited(await run(['sh', '-c', 'printenv CUDA_VISIBLE_DEVICES ROCR_VISIBLE_DEVICES; pwd']));
-    const task = testAssignment([]);
+    const task = testOpenedAssignment([]);
     expect(outcome.logTail).toBe(`\n\n${join(workRoot, `${task.taskId}-1`)}\n`);
   });
 
   it('runs in a private work dir outside the data dir by default, from which no relative path reaches it', async () => {
-    const task = await startProcessTask(testAssignment(['sh', '-c', 'pwd; ls -a ..; stat -c %a .']), {
+    const task = await startProcessTask(testOpenedAssignment(['sh', '-c', 'pwd; ls -a ..; stat -c %a .']), {
       dataDir,
       baseEnv: { PATH: process.env.PATH },
     });

@@ -1,15 +1,11 @@
-import type { OpenedAssignment } from '../../protocol/index.js';
+import type { Assignment, OpenedAssignment } from '../../protocol/index.js';
 import type { ProbeReport } from '../probe/index.js';
 
 /** A job id that matches the protocol pattern; tests vary the last character to tell jobs apart. */
 export const testJobId = (suffix = 'K'): string => `job_01JD7Z5C2Q9W8V6T4R2P0N8M6${suffix}`;
 
-/**
- * A valid assignment running `command`, for runner and agent tests: opened (its env in the clear,
- * as the runner gets it once the agent has opened the sealed env). Sent by a fake control plane,
- * the `env` field is not part of the protocol's Assignment and is dropped by the agent's parser.
- */
-export function testAssignment(command: string[], overrides: Partial<OpenedAssignment> = {}): OpenedAssignment {
+/** A valid assignment running `command`, as the control plane sends it (no env: see sealed-env.test.ts). */
+export function testAssignment(command: string[], overrides: Partial<Assignment> = {}): Assignment {
   const jobId = overrides.jobId ?? testJobId();
   const index = overrides.index ?? 0;
   return {
@@ -21,11 +17,17 @@ export function testAssignment(command: string[], overrides: Partial<OpenedAssig
     leaseExpiresAt: new Date(Date.now() + 60_000).toISOString(),
     leaseMs: 60_000,
     command,
-    env: {},
     timeoutSeconds: 60,
     gpuIndices: [],
     ...overrides,
   };
+}
+
+/** An assignment as the runner gets it, once the agent has opened its sealed env in memory. */
+export function testOpenedAssignment(command: string[], overrides: Partial<OpenedAssignment> = {}): OpenedAssignment {
+  const { env = {}, ...rest } = overrides;
+  const { sealedEnv: _sealed, ...assignment } = testAssignment(command, rest);
+  return { ...assignment, env };
 }
 
 /** A fixed inventory, so agent tests do not depend on the machine running them. */
