@@ -18,7 +18,6 @@ beforeEach(() => {
 });
 afterEach(() => h.close());
 
-const bearer = (key: string) => ({ authorization: `Bearer ${key}` });
 
 /** Flips bit `bit` of character `index` of `text` (staying printable ASCII). */
 const flipChar = (text: string, index: number, bit = 0) =>
