@@ -27,7 +27,15 @@ export interface BundleDigest {
 export async function digestBundle(roots: readonly string[] = defaultBundleRoots): Promise<BundleDigest> {
   const base = resolve(roots[0] ?? agentRoot, '..');
   const files: string[] = [];
-  for (const root of roots) await collect(root, files);
+  for (const root of roots) {
+    try {
+      await collect(root, files);
+    } catch (error) {
+      // A build that bundles protocol/ into the agent has no such folder beside it.
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    }
+  }
+  if (files.length === 0) throw new Error(`no agent files found under ${roots.join(', ')}`);
   const lines = await Promise.all(
     files.map(async (file) => {
       const digest = createHash('sha256')
