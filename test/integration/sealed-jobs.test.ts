@@ -145,6 +145,26 @@ describe('jobs sealed to the node', () => {
     expect((await sealing.work()).assignment?.jobId).toBe(secretJob.id);
   });
 
+  it('seals to the key of the latest signed registration (an agent that made a new key)', async () => {
+    const node = await registered(true);
+    const renewed = generateSealingKeyPair();
+    const again = await text(
+      node.call('POST', '/v1/nodes', {
+        publicKey: node.key.publicKey,
+        agentVersion: '0.1.0',
+        inventory: cpuInventory(),
+        sealingKey: renewed.publicKey,
+      }),
+    );
+    expect(again.status).toBe(200);
+    await submitJob({ command: ['true'], env: { TOKEN: secret } });
+    const { assignment } = await node.work();
+    if (assignment?.sealedEnv === undefined || node.sealing === undefined) throw new Error('no sealed env');
+    const ctx = ctxOf(assignment, node.id);
+    expect(await openSealedEnv(renewed.privateKey, assignment.sealedEnv, ctx)).toEqual({ TOKEN: secret });
+    await expect(openSealedEnv(node.sealing.privateKey, assignment.sealedEnv, ctx)).rejects.toBeInstanceOf(SealError);
+  });
+
   it('unwraps the data key only for the node that won the claim', async () => {
     const unwrap = vi.spyOn(LocalKeys.prototype, 'unwrap');
     const plain = await registered(false);
