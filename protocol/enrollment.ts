@@ -34,14 +34,11 @@ export const JoinTokenId = z
 /** `<token id>.<secret>`: the secret is 32 random bytes, base64url. */
 export const joinTokenPattern = /^(jt_[0-9A-HJKMNP-TV-Z]{26})\.([A-Za-z0-9_-]{43})$/;
 
-export const JoinTokenSecret = z
-  .string()
-  .regex(joinTokenPattern)
-  .meta({
-    id: 'JoinToken',
-    description: 'A join token as `gpuai tokens create` printed it: `<token id>.<secret>`.',
-    example: 'jt_01JD7Z5C2Q9W8V6T4R2P0N8M6K.3q2-7wXk0h1R7mYcS8o5vT0dZr9bL2nQpEa6uFjHgKc',
-  });
+export const JoinTokenSecret = z.string().regex(joinTokenPattern).meta({
+  id: 'JoinToken',
+  description: 'A join token as `gpuai tokens create` printed it: `<token id>.<secret>`.',
+  example: 'jt_01JD7Z5C2Q9W8V6T4R2P0N8M6K.3q2-7wXk0h1R7mYcS8o5vT0dZr9bL2nQpEa6uFjHgKc',
+});
 
 /**
  * One entry of a token's pool scope: a pool (`<region>/<accelerator class>`), where either side may
@@ -71,7 +68,12 @@ export const CreateJoinTokenRequest = z
       .max(365 * 24 * 3600)
       .default(24 * 3600)
       .meta({ description: 'Seconds until the token expires (default one day).' }),
-    maxUses: z.int().min(1).max(1_000_000).optional().meta({ description: 'Registrations allowed; absent: unlimited.' }),
+    maxUses: z
+      .int()
+      .min(1)
+      .max(1_000_000)
+      .optional()
+      .meta({ description: 'Registrations allowed; absent: unlimited.' }),
     description: z.string().max(200).optional(),
   })
   .meta({ id: 'CreateJoinTokenRequest' });

@@ -13,7 +13,8 @@ import { cpuInventory, inProcessControlPlane, ManualClock, TestNode } from '../s
  * URL named. A claim may name only one of the node's own pool queues, exactly as handed out.
  */
 
-const queueUrl = (pool: string) => `https://sqs.us-east-1.amazonaws.com/123456789012/gpuai-pool-${pool.replace(/\W/g, '-')}`;
+const queueUrl = (pool: string) =>
+  `https://sqs.us-east-1.amazonaws.com/123456789012/gpuai-pool-${pool.replace(/\W/g, '-')}`;
 
 class RecordingHints implements WorkHints {
   readonly acknowledged: { queueUrl: string; receiptHandle: string }[] = [];
@@ -36,7 +37,10 @@ async function world() {
   const h = inProcessControlPlane({ clock, hints, settings: { livenessMs: 1e12 } });
   const node = new TestNode(h.request, clock);
   expect((await node.register(h100s)).status).toBe(201);
-  const { job } = await h.cp.jobs.submit('default', JobSpec.parse({ command: ['true'], resources: { gpus: { count: 1 } } }));
+  const { job } = await h.cp.jobs.submit(
+    'default',
+    JobSpec.parse({ command: ['true'], resources: { gpus: { count: 1 } } }),
+  );
   await h.cp.scheduler.schedule({ jobId: job.id });
   const taskId = `${job.id}.0`;
   const claim = (body: Record<string, unknown>) => node.call('POST', `/v1/nodes/${node.id}/claims`, body);
@@ -49,7 +53,10 @@ describe('a claim names a queue URL', () => {
     ['on another host, with a pool queue name', 'https://attacker.example/123456789012/gpuai-pool-local-h100'],
     ['of another account', 'https://sqs.us-east-1.amazonaws.com/999999999999/gpuai-pool-local-h100'],
     ['of a pool the node is not in', queueUrl('local/cpu')],
-    ['with userinfo and a path trick', 'https://sqs.us-east-1.amazonaws.com@attacker.example/123456789012/gpuai-pool-local-h100'],
+    [
+      'with userinfo and a path trick',
+      'https://sqs.us-east-1.amazonaws.com@attacker.example/123456789012/gpuai-pool-local-h100',
+    ],
   ])('refuses one %s with 403, claiming and deleting nothing', async (_, url) => {
     const w = await world();
     expect((await w.task())?.state).toBe('queued');
@@ -75,7 +82,10 @@ describe('a claim names a queue URL', () => {
 
 /** The SQS client of awsClients, answering from memory and recording where each request would go. */
 function recordingSqs() {
-  const clients = awsClients({ region: 'us-east-1', credentials: { accessKeyId: 'AKIDTEST', secretAccessKey: 'secret' } });
+  const clients = awsClients({
+    region: 'us-east-1',
+    credentials: { accessKeyId: 'AKIDTEST', secretAccessKey: 'secret' },
+  });
   const sent: { target: string; host: string; body: string }[] = [];
   const answer = (body: unknown) =>
     // An HttpResponse of @smithy/protocol-http by shape.

@@ -78,7 +78,11 @@ describe('join tokens', () => {
       'missing_api_key',
     );
     await expectError(await w.createToken({ operator: 'acme' }, reader), 403, 'insufficient_scope');
-    await expectError(await w.api('/v1/join-tokens', { headers: { authorization: `Bearer ${reader}` } }), 403, 'insufficient_scope');
+    await expectError(
+      await w.api('/v1/join-tokens', { headers: { authorization: `Bearer ${reader}` } }),
+      403,
+      'insufficient_scope',
+    );
     await expectError(await w.createToken({ operator: 'anonymous' }), 400, 'validation_failed');
     await expectError(await w.createToken({ operator: 'Acme Corp' }), 400, 'validation_failed');
     await expectError(await w.createToken({ operator: 'acme', pools: ['eu-west'] }), 400, 'validation_failed');
@@ -192,7 +196,11 @@ describe('registration under a join token', () => {
     const response = await n.register();
     expect(response.status).toBe(201);
     expect(((await response.json()) as { node: NodeView }).node.operator).toBe('anonymous');
-    await expectError(await w.node().register(cpuInventory(), `jt_01JD7Z5C2Q9W8V6T4R2P0N8M6K.${'A'.repeat(43)}`), 401, 'invalid_join_token');
+    await expectError(
+      await w.node().register(cpuInventory(), `jt_01JD7Z5C2Q9W8V6T4R2P0N8M6K.${'A'.repeat(43)}`),
+      401,
+      'invalid_join_token',
+    );
     const { secret } = await w.token({ operator: 'lab' });
     const withToken = await w.node().register(cpuInventory(), secret);
     expect(((await withToken.json()) as { node: NodeView }).node.operator).toBe('lab');

@@ -16,9 +16,9 @@ import type { CredentialIssuer } from '../../functions/ports/node-credentials.js
 import type { WorkHints } from '../../functions/ports/work-hints.js';
 import { queueDefinitions } from '../../functions/workers/queues.js';
 import {
+  type Enrollment,
   generateNodeKeyPair,
   loadNodeKeyPair,
-  type Enrollment,
   type NodeInventory,
   type NodeKeyPair,
   nodeIdFromPublicKey,

@@ -71,7 +71,9 @@ describe('canonical accelerator classes', () => {
     });
     expect(poolsOf(inventory([]))).toEqual(['eu-west/cpu']);
     expect(
-      poolsOf(inventory([gpu('nvidia', 'NVIDIA H100 80GB HBM3'), gpu('nvidia', 'NVIDIA H100 NVL'), gpu('nvidia', 'X')])),
+      poolsOf(
+        inventory([gpu('nvidia', 'NVIDIA H100 80GB HBM3'), gpu('nvidia', 'NVIDIA H100 NVL'), gpu('nvidia', 'X')]),
+      ),
     ).toEqual(['eu-west/h100', 'eu-west/other-nvidia']);
   });
 

@@ -1,9 +1,9 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import {
   type CreateJoinTokenRequest,
-  joinTokenPattern,
   type JoinTokenStatus,
   type JoinTokenView,
+  joinTokenPattern,
 } from '../../../protocol/index.js';
 import type { Clock } from '../../ports/clock.js';
 import type { ItemKey, Store, Write } from '../../ports/store.js';

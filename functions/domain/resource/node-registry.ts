@@ -1,7 +1,18 @@
-import { anonymousOperator, type Enrollment, nodeIdFromPublicKey, type RegisterNodeRequest } from '../../../protocol/index.js';
+import {
+  anonymousOperator,
+  type Enrollment,
+  nodeIdFromPublicKey,
+  type RegisterNodeRequest,
+} from '../../../protocol/index.js';
 import type { Clock } from '../../ports/clock.js';
 import { ConditionFailedError, type Store, type Write } from '../../ports/store.js';
-import { ContentionError, ForbiddenError, InvalidRequestError, NotFoundError, UnauthenticatedError } from '../errors.js';
+import {
+  ContentionError,
+  ForbiddenError,
+  InvalidRequestError,
+  NotFoundError,
+  UnauthenticatedError,
+} from '../errors.js';
 import { updateWithRetry } from '../records.js';
 import type { JoinTokens } from './join-tokens.js';
 import { isLive, type NodeRecord, type NodeStats, newNodeRecord, nodeKey, nodeListPk, putNode } from './node-record.js';
@@ -89,7 +100,8 @@ export class NodeRegistry {
         let enrolled: Pick<NodeRecord, 'operator' | 'enrollment' | 'expiresAt'>;
         if (req.joinToken !== undefined) {
           // A token presented is checked even under open enrollment: a bad one is never ignored.
-          if (this.joinTokens === undefined) throw new UnauthenticatedError('invalid_join_token', 'join tokens are not accepted here');
+          if (this.joinTokens === undefined)
+            throw new UnauthenticatedError('invalid_join_token', 'join tokens are not accepted here');
           const { token, consume } = await this.joinTokens.admit(req.joinToken, pools, now);
           writes.push(consume);
           enrolled = {
