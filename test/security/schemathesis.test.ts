@@ -21,7 +21,7 @@ const hooks = join(repoRoot, 'test/security/schemathesis_hooks.py');
 const config = join(repoRoot, 'test/security/schemathesis.toml');
 
 /** Cases per operation and phase: enough to find what it found on main, small enough for a minute or two. */
-const maxExamples = 20;
+const maxExamples = 10;
 /** A fixed seed, so that a finding reproduces; change it to explore. */
 const seed = 20261128;
 

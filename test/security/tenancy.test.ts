@@ -18,7 +18,6 @@ beforeEach(() => {
 });
 afterEach(() => h.close());
 
-
 /** Flips bit `bit` of character `index` of `text` (staying printable ASCII). */
 const flipChar = (text: string, index: number, bit = 0) =>
   text.slice(0, index) + String.fromCharCode(text.charCodeAt(index) ^ (1 << bit)) + text.slice(index + 1);
