@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { defaultQuotas } from '../functions/domain/security/quotas.js';
 import { defaultRateLimits } from '../functions/domain/security/rate-limit.js';
 import { ConfigError, readEnv } from './config.js';
 
@@ -13,6 +14,7 @@ describe('embedded config', () => {
       GPUAI_NODE_EXPIRY_MS: 7 * 24 * 3600_000,
       GPUAI_ALLOWED_HOSTS: [],
       GPUAI_RATE_LIMITS: defaultRateLimits,
+      GPUAI_QUOTAS: defaultQuotas,
     });
   });
   it('names the variable that holds a bad value', () => {
@@ -30,5 +32,7 @@ describe('embedded config', () => {
       address: { limit: 0, windowSeconds: 60 },
     });
     expect(env.GPUAI_ALLOWED_HOSTS).toEqual(['gpu.lan', 'box:8080']);
+    expect(readEnv({ GPUAI_QUOTAS: 'gpuHoursPerDay=0' }).GPUAI_QUOTAS).toEqual({ ...defaultQuotas, gpuHoursPerDay: 0 });
+    expect(() => readEnv({ GPUAI_QUOTAS: 'gpus=8' })).toThrow(/GPUAI_QUOTAS.*"gpus=8"/);
   });
 });

@@ -3,6 +3,7 @@ import { parseRegionPolicy } from '../functions/domain/resource/pools.js';
 import { Enrollment } from '../protocol/index.js';
 import { attestationSettingsFromEnv } from '../functions/domain/security/attestation/env.js';
 import type { AttestationSettings } from '../functions/domain/security/attestation/settings.js';
+import { parseQuotas } from '../functions/domain/security/quotas.js';
 import { parseRateLimits } from '../functions/domain/security/rate-limit.js';
 import { parseAllowedHosts } from './host-check.js';
 
@@ -39,6 +40,18 @@ const Env = z.object({
     .transform((text, ctx) => {
       try {
         return parseRateLimits(text ?? '');
+      } catch (error) {
+        ctx.addIssue({ code: 'custom', message: (error as Error).message });
+        return z.NEVER;
+      }
+    }),
+  /** Per-tenant quotas over the defaults, `maxOpenTasks=<n>,gpuHoursPerDay=<n>` (functions/domain/security/quotas.ts). */
+  GPUAI_QUOTAS: z
+    .string()
+    .optional()
+    .transform((text, ctx) => {
+      try {
+        return parseQuotas(text ?? '');
       } catch (error) {
         ctx.addIssue({ code: 'custom', message: (error as Error).message });
         return z.NEVER;

@@ -56,6 +56,7 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<{ url: st
       nodeExpiryMs: env.GPUAI_NODE_EXPIRY_MS,
       ...(env.GPUAI_REGIONS === undefined ? {} : { regions: env.GPUAI_REGIONS }),
       rateLimits: env.GPUAI_RATE_LIMITS,
+      quotas: env.GPUAI_QUOTAS,
     },
     reaperIntervalMs: env.GPUAI_REAPER_INTERVAL_MS,
     log,

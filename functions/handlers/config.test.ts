@@ -35,6 +35,8 @@ describe('readConfig', () => {
       registerGlobal: { limit: 60, windowSeconds: 60 },
     });
     expect(() => readConfig({ ...complete, RATE_LIMITS: 'register=10' })).toThrow(/RATE_LIMITS.*"register=10"/);
+    expect(readConfig({ ...complete, QUOTAS: 'maxOpenTasks=50' }).settings.quotas).toMatchObject({ maxOpenTasks: 50 });
+    expect(() => readConfig({ ...complete, QUOTAS: 'maxOpenTasks=lots' })).toThrow(/QUOTAS/);
   });
 
   it('reads the sqs dispatch mode, whose prefix and node role are required', () => {

@@ -23,6 +23,7 @@ import {
 } from '../control-plane.js';
 import { parseRegionPolicy } from '../domain/resource/pools.js';
 import { attestationEnvGiven, attestationSettingsFromEnv } from '../domain/security/attestation/env.js';
+import { parseQuotas } from '../domain/security/quotas.js';
 import { parseRateLimits } from '../domain/security/rate-limit.js';
 import { systemClock } from '../ports/clock.js';
 import { queueDefinitions } from '../workers/queues.js';
@@ -86,6 +87,19 @@ const Env = z
         if (text === undefined) return undefined;
         try {
           return parseRateLimits(text);
+        } catch (error) {
+          ctx.addIssue({ code: 'custom', message: (error as Error).message });
+          return z.NEVER;
+        }
+      }),
+    /** Per-tenant quotas over the defaults, `maxOpenTasks=<n>,gpuHoursPerDay=<n>` (functions/domain/security/quotas.ts). */
+    QUOTAS: z
+      .string()
+      .optional()
+      .transform((text, ctx) => {
+        if (text === undefined) return undefined;
+        try {
+          return parseQuotas(text);
         } catch (error) {
           ctx.addIssue({ code: 'custom', message: (error as Error).message });
           return z.NEVER;
@@ -161,6 +175,7 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): LambdaConfig {
       ...(e.NODE_EXPIRY_MS === undefined ? {} : { nodeExpiryMs: e.NODE_EXPIRY_MS }),
       ...(e.NODE_REGIONS === undefined ? {} : { regions: e.NODE_REGIONS }),
       ...(e.RATE_LIMITS === undefined ? {} : { rateLimits: e.RATE_LIMITS }),
+      ...(e.QUOTAS === undefined ? {} : { quotas: e.QUOTAS }),
     },
     endpoints: {
       ...endpoint('dynamodb', e.GPUAI_DYNAMODB_ENDPOINT),

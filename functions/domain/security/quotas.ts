@@ -184,3 +184,22 @@ function neverFits(quota: string, asked: string, limit: string): DomainError {
     { quota },
   );
 }
+
+/**
+ * Reads quotas written as `name=value` pairs over the defaults: `GPUAI_QUOTAS=maxOpenTasks=200,gpuHoursPerDay=0`
+ * (embedded) or `QUOTAS` (Lambda). 0 turns a quota off.
+ *
+ * @throws Error naming the pair it cannot read.
+ */
+export function parseQuotas(text: string, base: QuotaSettings = defaultQuotas): QuotaSettings {
+  const settings = { ...base };
+  for (const pair of text.split(',').map((p) => p.trim())) {
+    if (pair === '') continue;
+    const match = /^(maxOpenTasks|gpuHoursPerDay)=(\d{1,9})$/.exec(pair);
+    if (match?.[1] === undefined) {
+      throw new Error(`cannot read "${pair}": expected maxOpenTasks=<n> or gpuHoursPerDay=<n>`);
+    }
+    settings[match[1] as keyof QuotaSettings] = Number(match[2]);
+  }
+  return settings;
+}
