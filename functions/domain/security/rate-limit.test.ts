@@ -19,7 +19,10 @@ describe('RateLimiter', () => {
     const refused = await l.consume('address', 'a').catch((e: unknown) => e);
     expect(refused).toBeInstanceOf(RateLimitedError);
     expect((refused as RateLimitedError).retryAfterSeconds).toBe(60);
-    const counter = await store.get<{ count: number }>({ pk: 'RATE#address#a', sk: String(Date.parse('2026-11-25T12:00:00Z') / 1000) });
+    const counter = await store.get<{ count: number }>({
+      pk: 'RATE#address#a',
+      sk: String(Date.parse('2026-11-25T12:00:00Z') / 1000),
+    });
     expect(counter?.data.count).toBe(3);
     expect(counter?.expiresAt).toBe(Date.parse('2026-11-25T12:01:00Z') / 1000 + 60);
 
