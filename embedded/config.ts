@@ -1,10 +1,10 @@
 import { z } from 'zod';
 import { parseRegionPolicy } from '../functions/domain/resource/pools.js';
-import { Enrollment } from '../protocol/index.js';
 import { attestationSettingsFromEnv } from '../functions/domain/security/attestation/env.js';
 import type { AttestationSettings } from '../functions/domain/security/attestation/settings.js';
 import { parseQuotas } from '../functions/domain/security/quotas.js';
 import { parseRateLimits } from '../functions/domain/security/rate-limit.js';
+import { Enrollment } from '../protocol/index.js';
 import { parseAllowedHosts } from './host-check.js';
 
 /**
@@ -17,20 +17,6 @@ const Env = z.object({
   GPUAI_HEARTBEAT_MS: z.coerce.number().int().min(100).default(5000),
   GPUAI_REAPER_INTERVAL_MS: z.coerce.number().int().min(50).default(1000),
   GPUAI_LOG_FORMAT: z.enum(['text', 'json']).default('text'),
-  /** `token` (default): agents other than the launcher's own need a join token; `open`: any agent may join. */
-  GPUAI_ENROLLMENT: Enrollment.default('token'),
-  /** A node unseen this long is removed and must enroll again (default 7 days). */
-  GPUAI_NODE_EXPIRY_MS: z.coerce
-    .number()
-    .int()
-    .min(60_000)
-    .default(7 * 24 * 3600_000),
-  /** The regions nodes may report: comma-separated slugs, or `*` (default: the canonical list). */
-  GPUAI_REGIONS: z
-    .string()
-    .refine((text) => parseRegionPolicy(text) !== undefined, 'must be * or comma-separated region slugs')
-    .transform((text) => parseRegionPolicy(text) ?? '*')
-    .optional(),
   /** Host header values answered besides localhost's when bound to loopback (embedded/host-check.ts). */
   GPUAI_ALLOWED_HOSTS: z.string().optional().transform(parseAllowedHosts),
   /** Rate limits over the defaults, `scope=limit/seconds,...` (functions/domain/security/rate-limit.ts). */
@@ -57,6 +43,20 @@ const Env = z.object({
         return z.NEVER;
       }
     }),
+  /** `token` (default): agents other than the launcher's own need a join token; `open`: any agent may join. */
+  GPUAI_ENROLLMENT: Enrollment.default('token'),
+  /** A node unseen this long is removed and must enroll again (default 7 days). */
+  GPUAI_NODE_EXPIRY_MS: z.coerce
+    .number()
+    .int()
+    .min(60_000)
+    .default(7 * 24 * 3600_000),
+  /** The regions nodes may report: comma-separated slugs, or `*` (default: the canonical list). */
+  GPUAI_REGIONS: z
+    .string()
+    .refine((text) => parseRegionPolicy(text) !== undefined, 'must be * or comma-separated region slugs')
+    .transform((text) => parseRegionPolicy(text) ?? '*')
+    .optional(),
 });
 export type EmbeddedEnv = z.infer<typeof Env>;
 
