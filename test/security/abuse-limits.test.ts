@@ -124,3 +124,19 @@ describe('rate limits', () => {
     });
   });
 });
+
+describe('quotas', () => {
+  it("refuses a submission over the tenant's open-task quota, writing nothing; another tenant is not affected", async () => {
+    h = inProcessControlPlane({ settings: { quotas: { maxOpenTasks: 3, gpuHoursPerDay: 0 } } });
+    const a = await h.createKey('tenant-a');
+    const b = await h.createKey('tenant-b');
+    expect((await h.api('/v1/jobs', jsonInit('POST', { command: ['true'], tasks: 3 }), a)).status).toBe(201);
+    await unchanged(h, async () => {
+      const response = await h.api('/v1/jobs', jsonInit('POST', { command: ['true'] }), a);
+      expect([403, 429]).toContain(response.status);
+      await expectRefused(response, response.status, 'quota_exceeded');
+    });
+    expect(((await (await h.api('/v1/jobs', {}, a)).json()) as { jobs: unknown[] }).jobs).toHaveLength(1);
+    expect((await h.api('/v1/jobs', jsonInit('POST', { command: ['true'] }), b)).status).toBe(201);
+  });
+});
