@@ -140,9 +140,13 @@ describe('jobs sealed to the node', () => {
     expect(assignment?.jobId).toBe(open.id);
     expect(assignment?.sealedEnv).toBeUndefined();
     expect((await plain.work()).status).toBe(204);
-    // The secret job is still queued, and a node that can open it gets it.
+    // Nor a job with a result key: an agent without a sealing key would report its logs in the clear.
+    const resultKeyJob = await submitJob({ command: ['true'], resultKey: generateSealingKeyPair().publicKey });
+    expect((await plain.work()).status).toBe(204);
+    // Both are still queued, and a node that can open and seal gets them.
     const sealing = await registered(true);
-    expect((await sealing.work()).assignment?.jobId).toBe(secretJob.id);
+    const taken = [(await sealing.work()).assignment?.jobId, (await sealing.work()).assignment?.jobId];
+    expect(taken.sort()).toEqual([secretJob.id, resultKeyJob.id].sort());
   });
 
   it('seals to the key of the latest signed registration (an agent that made a new key)', async () => {

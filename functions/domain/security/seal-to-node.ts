@@ -6,6 +6,7 @@ export interface SealableJob {
   id: string;
   sealedEnv?: string;
   wrappedKey?: string;
+  spec?: { resultKey?: string | undefined };
 }
 
 /** What sealing reads of a node record: its id and the X25519 key of its signed registration. */
@@ -17,9 +18,13 @@ export interface SealingNode {
 /** Whether the job carries env secrets that only a node with a sealing key may receive. */
 export const hasSecrets = (job: SealableJob): boolean => job.sealedEnv !== undefined;
 
-/** Whether the node may receive the job at all: a job with secrets needs a node that can open them. */
+/**
+ * Whether the node may receive the job at all: a job with secrets needs a node that can open
+ * them, and a job with a result key a node that seals its output. Both came with the same agent
+ * version; an older agent (no sealing key) would drop `resultKey` and report its logs in the clear.
+ */
 export const canReceive = (node: SealingNode, job: SealableJob): boolean =>
-  !hasSecrets(job) || node.sealingKey !== undefined;
+  (!hasSecrets(job) && job.spec?.resultKey === undefined) || node.sealingKey !== undefined;
 
 export class NodeCannotOpenSecretsError extends Error {
   override name = 'NodeCannotOpenSecretsError';
