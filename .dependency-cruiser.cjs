@@ -29,10 +29,11 @@ module.exports = {
     {
       name: 'domain-talks-to-ports-only',
       severity: 'error',
-      comment: 'The domain imports no adapter, transport, SDK or I/O: only ports, protocol and zod.',
+      comment:
+        'The domain imports no adapter, transport, SDK or I/O: only ports, protocol, zod and node:crypto (pure computation: hashes, signatures, constant-time compares).',
       from: { path: '^functions/domain/' },
       to: {
-        pathNot: '^(functions/domain/|functions/ports/|protocol/|node_modules/zod/)',
+        pathNot: '^(functions/domain/|functions/ports/|protocol/|node_modules/zod/|(node:)?crypto$)',
       },
     },
     {

@@ -23,7 +23,7 @@ import type { Context, MiddlewareHandler } from 'hono';
 import { type Scope, Scope as ScopeSchema, TenantId } from '../../protocol/api-keys.js';
 import { DomainError, UnauthenticatedError } from '../domain/errors.js';
 import { type ApiKeys, hasScope, type Principal } from '../domain/security/api-keys.js';
-import type { AppEnv } from './context.js';
+import type { AppEnv, OidcOptions } from './context.js';
 
 /** The OpenAPI security scheme of application routes (registered in app.ts). */
 export const apiKeySchemeName = 'apiKey';
@@ -37,11 +37,6 @@ export interface AuthOptions {
    * client cannot forge them; the embedded server leaves this unset.
    */
   oidc?: OidcOptions;
-}
-
-export interface OidcOptions {
-  /** The claim that names the tenant (`GPUAI_OIDC_TENANT_CLAIM`, default `sub`). */
-  tenantClaim: string;
 }
 
 /** Scopes in the token's `scope` claim (space-separated) map to ours: `gpuai:submit` -> `submit`. */

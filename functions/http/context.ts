@@ -1,8 +1,6 @@
 import type { Context } from 'hono';
 import type { ControlPlane } from '../control-plane.js';
 import type { Principal } from '../domain/security/api-keys.js';
-import type { OidcOptions } from './auth.js';
-import type { SourceAddress } from './limits.js';
 
 /** Values each request carries through the app. */
 export interface AppEnv {
@@ -25,3 +23,17 @@ export interface AppDeps {
   /** The request's source address as the transport saw it, for per-address rate limits (functions/http/limits.ts). */
   sourceAddress?: SourceAddress;
 }
+
+/** How the API Lambda reads principals from API Gateway's JWT authorizer claims (functions/http/auth.ts). */
+export interface OidcOptions {
+  /** The claim that names the tenant (`GPUAI_OIDC_TENANT_CLAIM`, default `sub`). */
+  tenantClaim: string;
+}
+
+/**
+ * Where a request came from, as the transport saw it: the socket's peer in the embedded server
+ * (@hono/node-server's conninfo), API Gateway's `requestContext.http.sourceIp` in the cloud. Never
+ * a client-supplied header such as X-Forwarded-For, which anyone can set to anything.
+ * `undefined` where the transport knows no address (in-process tests): the address scopes are skipped.
+ */
+export type SourceAddress = (c: Context<AppEnv>) => string | undefined;

@@ -1,14 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Context, MiddlewareHandler } from 'hono';
-import type { AppDeps, AppEnv } from './context.js';
-
-/**
- * Where a request came from, as the transport saw it: the socket's peer in the embedded server
- * (@hono/node-server's conninfo), API Gateway's `requestContext.http.sourceIp` in the cloud. Never
- * a client-supplied header such as X-Forwarded-For, which anyone can set to anything.
- * `undefined` where the transport knows no address (in-process tests): the address scopes are skipped.
- */
-export type SourceAddress = (c: Context<AppEnv>) => string | undefined;
+import type { AppDeps, AppEnv, SourceAddress } from './context.js';
 
 /** The source address of an API Gateway HTTP API (payload 2.0) request, from the Lambda event. */
 export const apiGatewaySourceAddress: SourceAddress = (c) => {
