@@ -179,15 +179,20 @@ export class Api {
   }
   /** Waits until every job has finished, whatever its outcome, and returns them. */
   async finished(jobs: readonly { id: string }[], timeoutMs: number): Promise<JobWithTasks[]> {
-    return waitFor(
+    // One listing per probe, not one request per job: polling fifty jobs every 300 ms would be
+    // ten thousand requests a minute, far past the per-key rate limit.
+    const ids = new Set(jobs.map((j) => j.id));
+    await waitFor(
       'every job to finish',
       async () => {
-        const latest = await Promise.all(jobs.map((j) => this.job(j.id)));
-        return latest.every((j) => ['succeeded', 'failed', 'cancelled'].includes(j.status)) ? latest : undefined;
+        const listed = (await this.jobs()).filter((j) => ids.has(j.id));
+        const done = listed.filter((j) => ['succeeded', 'failed', 'cancelled'].includes(j.status));
+        return done.length === ids.size ? true : undefined;
       },
       timeoutMs,
       300,
     );
+    return Promise.all(jobs.map((j) => this.job(j.id)));
   }
   async jobs(): Promise<JobView[]> {
     const all: JobView[] = [];
