@@ -7,13 +7,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { z } from 'zod';
 import { ApiKeyList, ApiKeyView, type CreateApiKeyInput, CreatedApiKey } from '../protocol/api-keys.js';
 import { ErrorBody } from '../protocol/common.js';
+import { CreatedJoinToken, type CreateJoinTokenRequest, JoinTokenList, JoinTokenView } from '../protocol/enrollment.js';
 import { JobList, type JobSpecInput, type JobStatus, JobWithTasks, TaskList } from '../protocol/job.js';
-import {
-  type CreateJoinTokenRequest,
-  CreatedJoinToken,
-  JoinTokenList,
-  JoinTokenView,
-} from '../protocol/enrollment.js';
 import { NodeList, NodeView } from '../protocol/node.js';
 import { ApiError, isTransient, UnreachableError } from './errors.js';
 

@@ -99,10 +99,13 @@ function createProgram(io: CliIo, setExitCode: (code: number) => void): Command 
     .addOption(
       new Option(
         '--gpu-token-command <command>',
-        'prints an NVIDIA GPU attestation token for the nonce in $GPUAI_ATTESTATION_NONCE (e.g. NVIDIA\'s local verifier)',
+        "prints an NVIDIA GPU attestation token for the nonce in $GPUAI_ATTESTATION_NONCE (e.g. NVIDIA's local verifier)",
       ).env('GPUAI_AGENT_GPU_TOKEN_COMMAND'),
     )
-    .option('--gpu-token-file <path>', 'file holding the NVIDIA GPU attestation token ({nonce} in the path is replaced)')
+    .option(
+      '--gpu-token-file <path>',
+      'file holding the NVIDIA GPU attestation token ({nonce} in the path is replaced)',
+    )
     .option('--no-attest', 'do not attest: the node stays at level none and gets no job that requires more')
     .addHelpText(
       'after',

@@ -46,14 +46,9 @@ export type ErrorBody = z.infer<typeof ErrorBody>;
 /** Cursor pagination shared by list endpoints. */
 export const PageQuery = z.strictObject({
   limit: z.coerce.number().int().min(1).max(200).default(50),
-  cursor: z
-    .string()
-    .max(512)
-    .optional()
-    .meta({
-      description:
-        'Opaque: the `cursor` of the previous page, as it was returned; anything else is 400 invalid_cursor.',
-    }),
+  cursor: z.string().max(512).optional().meta({
+    description: 'Opaque: the `cursor` of the previous page, as it was returned; anything else is 400 invalid_cursor.',
+  }),
 });
 
 export const taskIdOf = (jobId: string, index: number): string => `${jobId}.${index}`;

@@ -8,6 +8,6 @@ export * from './envelope.js';
 export * from './job.js';
 export * from './node.js';
 export * from './result-hash.js';
+export * from './sealing.js';
 export * from './signing.js';
 export * from './task.js';
-export * from './sealing.js';

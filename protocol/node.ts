@@ -81,7 +81,9 @@ export const NodeView = z
     agentVersion: z.string(),
     inventory: NodeInventory,
     pools: z.array(z.string()),
-    operator: OperatorName.meta({ description: "The operator whose join token enrolled the node; 'anonymous' under open enrollment." }),
+    operator: OperatorName.meta({
+      description: "The operator whose join token enrolled the node; 'anonymous' under open enrollment.",
+    }),
     status: NodeStatus,
     attestation: NodeAttestation.optional().meta({
       description: 'The attestation level this node has proved and until when; `none` once expired.',

@@ -42,7 +42,8 @@ export function errorResponder(log: Logger) {
       );
     if (error instanceof DomainError) {
       const status = statusOfKind[error.kind];
-      if (error instanceof RateLimitedError) c.header('Retry-After', String(Math.max(1, Math.ceil(error.retryAfterSeconds))));
+      if (error instanceof RateLimitedError)
+        c.header('Retry-After', String(Math.max(1, Math.ceil(error.retryAfterSeconds))));
       if (status < 500) return body(status, error.code, error.message, error.details);
       log({ level: 'warn', msg: 'unavailable', code: error.code, error: error.message, requestId });
       if (error.retryable) c.header('Retry-After', '1');

@@ -104,7 +104,9 @@ export function inProcessControlPlane(
    */
   const snapshot = () =>
     db
-      .prepare("SELECT pk, sk, version, data FROM items WHERE pk NOT LIKE 'NONCE#%' AND pk NOT LIKE 'RATE#%' ORDER BY pk, sk")
+      .prepare(
+        "SELECT pk, sk, version, data FROM items WHERE pk NOT LIKE 'NONCE#%' AND pk NOT LIKE 'RATE#%' ORDER BY pk, sk",
+      )
       .all();
   return {
     cp,
