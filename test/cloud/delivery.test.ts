@@ -24,7 +24,9 @@ let scheduler: Handler;
 let verifier: Handler;
 
 beforeAll(async () => {
-  deployment = await deployToEmulators({ leaseMs: 60_000, heartbeatMs: 5000, recheckMs: 250 });
+  // Each property run registers its node in a region of its own (`r<N>`), so that runs cannot take
+  // each other's tasks: the deployment allows any region.
+  deployment = await deployToEmulators({ leaseMs: 60_000, heartbeatMs: 5000, recheckMs: 250, regions: '*' });
   cp = (await import('../../functions/handlers/config.js')).controlPlane();
   scheduler = (await import('../../functions/handlers/scheduler.js')).handler as Handler;
   verifier = (await import('../../functions/handlers/verifier.js')).handler as Handler;

@@ -19,6 +19,8 @@ export async function deployToEmulators(settings: {
   recheckMs: number;
   /** `sqs`: agents long-poll pool queues with STS credentials and claim through the API. */
   dispatch?: 'long-poll' | 'sqs';
+  /** The regions nodes may report (`NODE_REGIONS`): `*` or comma-separated slugs; default the canonical list. */
+  regions?: string;
 }) {
   const endpoints = inject('awsEndpoints');
   const setup = awsClients({ region: 'us-east-1', endpoints, credentials: emulatorCredentials });
@@ -58,6 +60,7 @@ export async function deployToEmulators(settings: {
     // Enrollment is not what the cloud suites test: their agents join without a token.
     GPUAI_ENROLLMENT: 'open',
     DISPATCH_MODE: settings.dispatch ?? 'long-poll',
+    ...(settings.regions === undefined ? {} : { NODE_REGIONS: settings.regions }),
     ...(settings.dispatch === 'sqs'
       ? {
           POOL_QUEUE_PREFIX: `gpuai-${suffix}`,
