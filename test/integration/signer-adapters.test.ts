@@ -59,8 +59,15 @@ describe('LocalEvmSigner', () => {
       [Buffer.alloc(32), /not a secp256k1 private key/],
       [Buffer.from(toBeHex(N, 32).slice(2), 'hex'), /not a secp256k1 private key/],
     ] as const) {
-      await writeFile(file, contents);
+      await writeFile(file, contents, { mode: 0o600 });
       expect(() => LocalEvmSigner.open(dataDir)).toThrow(message);
     }
+  });
+
+  it('refuses a key file that others may read', async () => {
+    const dataDir = await temporaryDirectory();
+    const file = join(dataDir, 'payout.key');
+    await writeFile(file, Buffer.alloc(32, 1), { mode: 0o644 });
+    expect(() => LocalEvmSigner.open(dataDir)).toThrow(/mode 0644.*chmod 600/);
   });
 });

@@ -49,6 +49,6 @@ export function assertPrivateKeyFile(file: string): void {
   throw new ExposedKeyFileError(
     `key file ${file} has mode ${modeText(mode)}: other users may read it. ` +
       `Run \`chmod 600 ${file}\` to start again; if anyone else could have read it, treat the key as ` +
-      'compromised (whoever holds the master key opens every job secret sealed under it).',
+      'compromised and replace it.',
   );
 }
