@@ -74,14 +74,21 @@ export function notFoundOrNotAllowed(routes: () => readonly { method: string; pa
           error: {
             code: 'method_not_allowed',
             message: `${c.req.method} is not allowed on ${c.req.path}; allowed: ${allowed.join(', ')}`,
+            ...requestIdOf(c),
           },
         },
         405,
       );
     }
     return c.json<ErrorBody>(
-      { error: { code: 'route_not_found', message: `no route ${c.req.method} ${c.req.path}` } },
+      { error: { code: 'route_not_found', message: `no route ${c.req.method} ${c.req.path}`, ...requestIdOf(c) } },
       404,
     );
   };
+}
+
+/** The request id, as every other error body carries it (functions/http/errors.ts). */
+function requestIdOf(c: Context): { requestId?: string } {
+  const requestId = c.get('requestId') as string | undefined;
+  return requestId ? { requestId } : {};
 }

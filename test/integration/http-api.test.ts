@@ -186,6 +186,21 @@ describe('bad input is a 4xx in one shape and changes nothing', () => {
   });
 });
 
+describe('error bodies', () => {
+  it('carry the request id on every error, unknown routes and methods included', async () => {
+    for (const response of [
+      await h.api('/v1/nope'),
+      await h.api('/v1/jobs', { method: 'DELETE' }),
+      await h.api('/v1/jobs/job_01JD7Z5C2Q9W8V6T4R2P0N8M6K'),
+      await h.request('/v1/jobs'),
+    ]) {
+      const body = (await response.json()) as { error: { requestId?: string } };
+      expect(body.error.requestId, `${response.status}`).toBe(response.headers.get('x-request-id'));
+      expect(body.error.requestId).toMatch(/.+/);
+    }
+  });
+});
+
 describe('node requests', () => {
   it('registers idempotently: the same key keeps its node id', async () => {
     const node = new TestNode(h.request);
