@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { defaultRateLimits } from '../functions/domain/security/rate-limit.js';
-import { type RunningControlPlane, startControlPlane } from './control-plane-server.js';
+import { isLoopbackPeer, type RunningControlPlane, startControlPlane } from './control-plane-server.js';
 import { allowedHosts } from './host-check.js';
 
 /** A GET with exactly the headers given (fetch would not let a test set Host). */
@@ -35,6 +35,9 @@ beforeAll(async () => {
     reaperIntervalMs: 60_000,
     log: () => undefined,
     allowedHosts: ['gpu.lan'],
+    // Loopback peers are exempt from the address limits by default; this server counts them so
+    // that the socket-address counting below can be tested from this machine.
+    exemptLoopback: false,
     settings: { rateLimits: { ...defaultRateLimits, address: { limit: 8, windowSeconds: 3600 } } },
   });
   port = Number(new URL(cp.url).port);
@@ -43,10 +46,11 @@ afterAll(() => cp.stop());
 
 describe('the embedded server bound to loopback', () => {
   it("answers this machine's names and the allowed ones, and refuses any other Host with 421 (DNS rebinding)", async () => {
-    for (const host of [`127.0.0.1:${port}`, `localhost:${port}`, `[::1]:${port}`, `gpu.lan:${port}`]) {
+    for (const host of [`127.0.0.1:${port}`, `LOCALHOST:${port}`, `[::1]:${port}`, `GPU.lan:${port}`]) {
       expect((await get(`${cp.url}/healthz`, { host })).status, host).toBe(200);
     }
-    for (const host of [`attacker.example:${port}`, 'localhost:1', `localhost.attacker.example:${port}`]) {
+    // A Host without a port means port 80, which this server is not on.
+    for (const host of [`attacker.example:${port}`, 'localhost:1', `localhost.attacker.example:${port}`, '127.0.0.1']) {
       const refused = await get(`${cp.url}/healthz`, { host });
       expect(refused.status, host).toBe(421);
       expect(JSON.parse(refused.body)).toMatchObject({ error: { code: 'host_not_allowed' } });
@@ -63,6 +67,49 @@ describe('the embedded server bound to loopback', () => {
     // 4 requests of the test above reached the app from this address; 8 are allowed per hour.
     expect(statuses.filter((s) => s === 200)).toHaveLength(4);
     expect(statuses.slice(4).every((s) => s === 429)).toBe(true);
+  });
+});
+
+describe('the embedded server by default', () => {
+  it('does not count loopback peers per address: local agents and the CLI share 127.0.0.1', async () => {
+    const local = await startControlPlane({
+      port: 0,
+      host: '127.0.0.1',
+      dataDir: mkdtempSync(join(tmpdir(), 'gpuai-server-')),
+      reaperIntervalMs: 60_000,
+      log: () => undefined,
+      settings: {
+        rateLimits: {
+          ...defaultRateLimits,
+          address: { limit: 2, windowSeconds: 3600 },
+          register: { limit: 1, windowSeconds: 3600 },
+        },
+      },
+    });
+    try {
+      const host = new URL(local.url).host;
+      const statuses: number[] = [];
+      for (let i = 0; i < 6; i++) statuses.push((await get(`${local.url}/healthz`, { host })).status);
+      expect(statuses).toEqual([200, 200, 200, 200, 200, 200]);
+      // Nor per address on registration: bad requests, but never 429.
+      for (let i = 0; i < 3; i++) {
+        const response = await fetch(`${local.url}/v1/nodes`, { method: 'POST', body: '{}' });
+        expect(response.status).not.toBe(429);
+      }
+    } finally {
+      await local.stop();
+    }
+  });
+});
+
+describe('isLoopbackPeer', () => {
+  it('knows 127.0.0.0/8, ::1 and IPv4-mapped loopback, and nothing else', () => {
+    for (const a of ['127.0.0.1', '127.8.9.10', '::1', '::ffff:127.0.0.1', '0:0:0:0:0:0:0:1', '::FFFF:127.1.2.3']) {
+      expect(isLoopbackPeer(a), a).toBe(true);
+    }
+    for (const a of ['10.0.0.1', '::ffff:10.0.0.1', '128.0.0.1', '::2', 'fe80::1', '1270.0.0.1', '']) {
+      expect(isLoopbackPeer(a), a).toBe(false);
+    }
   });
 });
 

@@ -32,6 +32,22 @@ export interface ControlPlaneServerOptions {
    * loopback, any other Host is refused with 421 (embedded/host-check.ts).
    */
   allowedHosts?: readonly string[];
+  /**
+   * Leave loopback peers out of the per-address rate limits (`address`, `register`); default true.
+   * Tests turn it off to exercise socket-address counting from this machine.
+   */
+  exemptLoopback?: boolean;
+}
+
+/**
+ * Whether a socket peer address is this machine: 127.0.0.0/8, `::1`, or IPv4-mapped loopback
+ * (`::ffff:127.x.y.z`, which a dual-stack socket reports for IPv4 peers).
+ */
+export function isLoopbackPeer(address: string): boolean {
+  const a = address.toLowerCase();
+  const v4 = a.startsWith('::ffff:') ? a.slice('::ffff:'.length) : a;
+  if (/^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(v4)) return true;
+  return a === '::1' || /^(0{1,4}:){7}0{0,3}1$/.test(a);
 }
 
 export interface RunningControlPlane {
@@ -61,7 +77,18 @@ export async function startControlPlane(options: ControlPlaneServerOptions): Pro
   // The CLI on this machine finds this key by default, so the quickstart needs no setup.
   await ensureAdminKey(cp.apiKeys, options.dataDir, log);
   // The socket's peer: the address rate limits count per. Never X-Forwarded-For, which the client writes.
-  const app = createApp({ cp, log, sourceAddress: (c) => getConnInfo(c).remote.address });
+  // Loopback peers are not counted per address: the local agent, other agents on this host and the
+  // CLI all share 127.0.0.1, so a burst from any one of them (or an unauthenticated flood from a
+  // local process) would lock the agents out and fail their running tasks for want of heartbeats.
+  // Nothing is given away: a process on this machine can read the data dir (the admin key, the
+  // database) anyway, and the Host check (host-check.ts) stops web pages in a local browser from
+  // borrowing the loopback address. The per-key, per-node and registerGlobal limits still apply.
+  const exemptLoopback = options.exemptLoopback ?? true;
+  const sourceAddress = (c: Parameters<typeof getConnInfo>[0]): string | undefined => {
+    const address = getConnInfo(c).remote.address;
+    return address !== undefined && exemptLoopback && isLoopbackPeer(address) ? undefined : address;
+  };
+  const app = createApp({ cp, log, sourceAddress });
 
   const stopWorkers = startQueueWorkers(cp, queue, Object.values(queueNames), log);
   let reaping = Promise.resolve();

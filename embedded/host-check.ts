@@ -62,6 +62,9 @@ export function guardHost<E>(
   if (allowed === undefined) return fetch;
   return (request, env) => {
     // @hono/node-server builds the URL from the Host header (or the bind address, without one).
+    // The URL parser lowercases the name, so `LOCALHOST:8787` matches `localhost:8787`. A Host
+    // without a port means port 80 (browsers always send a port that is not the scheme's default),
+    // so a portless `127.0.0.1` is answered only by a server on port 80 (see allowedHosts).
     const host = new URL(request.url).host.toLowerCase();
     if (allowed.has(host)) return fetch(request, env);
     const body: ErrorBody = {

@@ -76,6 +76,23 @@ describe('start', () => {
       expect(() => JSON.parse(runs[host]?.stdout ?? '')).not.toThrow();
     }
     for (const host of ['127.0.0.1', 'localhost', '::1']) expect(runs[host]?.stderr).not.toContain('warning');
+    for (const host of ['0.0.0.0', '192.168.1.20', '::']) {
+      expect(runs[host]?.stderr).toContain('The Host check (the DNS rebinding defence) is off');
+      expect(runs[host]?.stderr).toContain('GPUAI_ALLOWED_HOSTS');
+    }
+  });
+
+  it('bound beyond loopback with GPUAI_ALLOWED_HOSTS set, does not say the Host check is off', async () => {
+    const h = harness();
+    const running = runGpuai(['start', '--host', '0.0.0.0', '--json'], {
+      io: h.io,
+      env: { GPUAI_ALLOWED_HOSTS: 'gpu.lan' },
+    });
+    await h.ready;
+    h.signal('SIGINT');
+    const run = await running;
+    expect(run.stderr).toContain('warning: listening on 0.0.0.0');
+    expect(run.stderr).not.toContain('Host check');
   });
 
   it('starts the embedded control plane with the defaults, prints the next steps, stops on SIGINT', async () => {

@@ -51,7 +51,11 @@ async function start(ctx: CommandContext, options: StartOptions): Promise<ExitCo
     ctx.note(
       `${ctx.style.yellow('warning:')} listening on ${host}: the API is reachable from the network, over plain ` +
         'HTTP. Only API keys protect it, and the local agent runs submitted commands as your user. Put TLS in ' +
-        'front (a reverse proxy such as Caddy or nginx) or bind to 127.0.0.1; see docs/security.md.',
+        'front (a reverse proxy such as Caddy or nginx) or bind to 127.0.0.1; see docs/security.md.' +
+        (ctx.io.env.GPUAI_ALLOWED_HOSTS?.trim()
+          ? ''
+          : ' The Host check (the DNS rebinding defence) is off, so any name that resolves here is answered: ' +
+            'set GPUAI_ALLOWED_HOSTS to the names it is reached by.'),
     );
   }
 
