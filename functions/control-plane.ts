@@ -116,7 +116,7 @@ export interface ControlPlane {
 
 export function createControlPlane(ports: Ports, settings: ControlPlaneSettings): ControlPlane {
   const { store, queue, keys, clock, signal, hints } = ports;
-  const joinTokens = new JoinTokens(store, clock);
+  const joinTokens = new JoinTokens(store, clock, settings.regions);
   const nodes = new NodeRegistry(
     store,
     clock,

@@ -86,6 +86,8 @@ describe('join tokens', () => {
     await expectError(await w.createToken({ operator: 'anonymous' }), 400, 'validation_failed');
     await expectError(await w.createToken({ operator: 'Acme Corp' }), 400, 'validation_failed');
     await expectError(await w.createToken({ operator: 'acme', pools: ['eu-west'] }), 400, 'validation_failed');
+    await expectError(await w.createToken({ operator: 'acme', pools: ['mars/h100'] }), 400, 'pool_not_served');
+    await expectError(await w.createToken({ operator: 'acme', pools: ['*/warp-drive'] }), 400, 'pool_not_served');
     await expectError(await w.createToken({ operator: 'acme', ttlSeconds: 1 }), 400, 'validation_failed');
     await expectError(await w.createToken({ operator: 'acme', uses: 1 }), 400, 'validation_failed');
     await expectError(

@@ -7,10 +7,10 @@ import {
 } from '../../../protocol/index.js';
 import type { Clock } from '../../ports/clock.js';
 import type { ItemKey, Store, Write } from '../../ports/store.js';
-import { ForbiddenError, NotFoundError, UnauthenticatedError } from '../errors.js';
+import { ForbiddenError, InvalidRequestError, NotFoundError, UnauthenticatedError } from '../errors.js';
 import { isoTime, sortableTime, updateWithRetry } from '../records.js';
 import { newJobId } from '../scheduling/job-id.js';
-import { poolInScope } from './pools.js';
+import { acceleratorClasses, poolInScope, type RegionPolicy, regionAllowed } from './pools.js';
 
 /**
  * A join token as stored: `JOINTOKEN#<id>` / `JOINTOKEN`, listed through byOwner `JOINTOKENS`
@@ -93,6 +93,8 @@ export class JoinTokens {
   constructor(
     private readonly store: Store,
     private readonly clock: Clock,
+    /** The regions this deployment serves: a scope naming another could admit no node. */
+    private readonly regions: RegionPolicy = '*',
   ) {}
 
   /** Makes a token; the returned `secret` is the only copy the control plane ever hands out. */
@@ -100,6 +102,7 @@ export class JoinTokens {
     request: Omit<CreateJoinTokenRequest, 'ttlSeconds'> & { ttlSeconds: number },
     createdBy?: JoinTokenRecord['createdBy'],
   ): Promise<{ token: JoinTokenRecord; secret: string }> {
+    for (const scope of request.pools ?? []) this.assertServable(scope);
     const now = this.clock.now();
     const id = `jt_${newJobId(now).slice('job_'.length)}`;
     const secretPart = randomBytes(32).toString('base64url');
@@ -117,6 +120,26 @@ export class JoinTokens {
     };
     await this.store.transact([putJoinToken(token, 0)]);
     return { token, secret: `${id}.${secretPart}` };
+  }
+
+  /**
+   * @throws {@link InvalidRequestError} `pool_not_served` when a scope names a region this
+   *   deployment does not serve or an accelerator class that does not exist (no node could use it).
+   */
+  private assertServable(scope: string): void {
+    const [region = '', cls = ''] = scope.split('/');
+    if (region !== '*' && !regionAllowed(region, this.regions)) {
+      throw new InvalidRequestError(
+        'pool_not_served',
+        `no node can join pool scope ${scope}: region '${region}' is not served here`,
+      );
+    }
+    if (cls !== '*' && !acceleratorClasses.has(cls)) {
+      throw new InvalidRequestError(
+        'pool_not_served',
+        `no node can join pool scope ${scope}: '${cls}' is not an accelerator class (${[...acceleratorClasses].join(', ')})`,
+      );
+    }
   }
 
   /** The token as the API shows it, its status as of now. */
