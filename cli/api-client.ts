@@ -26,6 +26,11 @@ export interface ApiClientOptions {
   timeoutMs?: number;
   /** Sent as `Authorization: Bearer <apiKey>` on every request. */
   apiKey?: string;
+  /**
+   * Lines shown under a `401 missing_api_key` error: where the CLI looked for a key and what to do
+   * (cli/credentials.ts), since the server cannot know.
+   */
+  missingKeyHint?: readonly string[];
 }
 
 /** Cursor pagination, as in `PageQuery`. */
@@ -49,6 +54,7 @@ export class ApiClient {
   private readonly fetch: typeof fetch;
   private readonly timeoutMs: number;
   private readonly apiKey: string | undefined;
+  private readonly missingKeyHint: readonly string[];
 
   /** @param baseUrl the control plane root, e.g. `http://127.0.0.1:8787` (a path prefix is kept). */
   constructor(
@@ -58,6 +64,7 @@ export class ApiClient {
     this.fetch = options.fetch ?? globalThis.fetch;
     this.timeoutMs = options.timeoutMs ?? 30_000;
     this.apiKey = options.apiKey;
+    this.missingKeyHint = options.missingKeyHint ?? [];
   }
 
   /**
@@ -178,6 +185,7 @@ export class ApiClient {
     if (!response.ok) {
       const error = ErrorBody.safeParse(json);
       // A proxy or load balancer in front of the control plane may answer in its own format.
+      const missingKey = response.status === 401 && error.success && error.data.error.code === 'missing_api_key';
       throw new ApiError(
         response.status,
         error.success
@@ -185,6 +193,7 @@ export class ApiClient {
           : {
               error: { code: `http_${response.status}`, message: `${where}: HTTP ${response.status} ${snippet(text)}` },
             },
+        missingKey ? this.missingKeyHint : [],
       );
     }
     const body = schema.safeParse(json);

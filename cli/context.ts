@@ -67,6 +67,7 @@ export class CommandContext {
       this.client = new ApiClient(url, {
         fetch: this.io.fetch,
         ...(resolved.key === undefined ? {} : { apiKey: resolved.key }),
+        ...(resolved.tried === undefined ? {} : { missingKeyHint: resolved.tried }),
       });
     }
     return this.client;

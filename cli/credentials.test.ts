@@ -1,4 +1,6 @@
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -81,12 +83,48 @@ describe('where the CLI finds its API key', () => {
 
   it('sends the local admin key only to a control plane on this machine, warning when its mode is wide', () => {
     const file = writeAdminKey(0o640);
-    expect(resolveApiKey(undefined, env, 'https://gpuai.example.com')).toEqual({ source: 'none' });
+    expect(resolveApiKey(undefined, env, 'https://gpuai.example.com')).toMatchObject({ source: 'none' });
+    expect(resolveApiKey(undefined, env, 'https://gpuai.example.com').key).toBeUndefined();
     expect(resolveApiKey(undefined, env, 'http://localhost:9000').key).toBe(adminKey);
     expect(resolveApiKey(undefined, env, 'http://[::1]:8787').key).toBe(adminKey);
     expect(resolveApiKey(undefined, env, local).warning).toBe(
       `${file} is readable by others (mode 640); run: chmod 600 ${file}`,
     );
+  });
+
+  it('counts as this machine only loopback IP literals, localhost, [::1] and 0.0.0.0, never a name that starts with 127.', () => {
+    writeAdminKey();
+    for (const url of [
+      'http://127.0.0.1:8787',
+      'http://127.1.2.3:8787',
+      'http://LOCALHOST:8787',
+      'http://[::1]:8787',
+      'http://0.0.0.0:8787',
+    ]) {
+      expect(resolveApiKey(undefined, env, url).key, url).toBe(adminKey);
+    }
+    for (const url of [
+      'http://127.attacker.example',
+      'http://127.0.0.1.nip.io:8787',
+      'http://127.0.0.1.attacker.example',
+      'http://127.0.0.256:8787',
+      'http://localhost.attacker.example:8787',
+      'http://10.0.0.1:8787',
+    ]) {
+      expect(resolveApiKey(undefined, env, url).key, url).toBeUndefined();
+    }
+  });
+
+  it('says where it looked when it finds no key', () => {
+    const none = resolveApiKey(undefined, env, local);
+    expect(none.source).toBe('none');
+    const text = (none.tried ?? []).join('\n');
+    expect(text).toContain('--api-key');
+    expect(text).toContain('GPUAI_API_KEY');
+    expect(text).toContain(join(root, 'config', 'gpuai', 'credentials'));
+    expect(text).toContain(join(root, 'data', 'admin-key'));
+    const remote = resolveApiKey(undefined, env, 'https://gpuai.example.com');
+    expect((remote.tried ?? []).join('\n')).toMatch(/only sent to a control plane on this machine/);
   });
 });
 
@@ -131,5 +169,32 @@ describe('gpuai sends the key it found', () => {
     const { authorization, run } = await sent([], env);
     expect(authorization).toBeUndefined();
     expect(run.code).toBe(0); // the fake needs no key
+  });
+
+  it('on 401 missing_api_key, says which sources it tried and what to do', async () => {
+    const server = createServer((_req, res) => {
+      res.writeHead(401, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ error: { code: 'missing_api_key', message: 'this route needs an API key' } }));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const api = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const run = await runGpuai(['nodes', 'list', '--api', api], { env });
+      expect(run.code).toBe(4);
+      expect(run.stderr).toContain('this route needs an API key');
+      expect(run.stderr).toContain('no API key found');
+      expect(run.stderr).toContain('--api-key');
+      expect(run.stderr).toContain('GPUAI_API_KEY');
+      expect(run.stderr).toContain(join(root, 'config', 'gpuai', 'credentials'));
+      expect(run.stderr).toContain(join(root, 'data', 'admin-key'));
+      expect(run.stderr).toContain('GPUAI_DATA_DIR');
+      // --json keeps the server's body as it was sent.
+      const json = await runGpuai(['nodes', 'list', '--api', api, '--json'], { env });
+      expect(JSON.parse(json.stderr)).toEqual({
+        error: { code: 'missing_api_key', message: 'this route needs an API key' },
+      });
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
   });
 });

@@ -14,7 +14,8 @@
  *
  *   4. the embedded control plane's admin key, `$GPUAI_DATA_DIR/admin-key` (default
  *      `./.gpuai/admin-key`), which `npm start` writes on first start. Only ever sent to a control
- *      plane on this machine (a loopback --api), so a local admin key never travels to a remote one.
+ *      plane on this machine (--api naming 127.x.y.z, localhost, [::1] or 0.0.0.0), so a local admin key
+ *      never travels to a remote one.
  *
  * @module
  */
@@ -39,6 +40,8 @@ export interface ResolvedKey {
   file?: string;
   /** Something the user should know (a file with a too-wide mode that was still used). */
   warning?: string;
+  /** With no key: the sources tried and how to provide one, for the error a 401 turns into. */
+  tried?: string[];
 }
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -54,14 +57,26 @@ export function adminKeyPath(env: Env): string {
   return join(resolve(env.GPUAI_DATA_DIR || '.gpuai'), 'admin-key');
 }
 
-const loopbackHosts = new Set(['127.0.0.1', 'localhost', '[::1]', '::1']);
-const isLoopback = (apiUrl: string): boolean => {
+/**
+ * Whether `apiUrl` names this machine, so the local admin key may be sent there: an IPv4 literal
+ * in 127.0.0.0/8, `localhost`, `[::1]`, or `0.0.0.0` (which connects to this host, and which
+ * `gpuai start --host 0.0.0.0` prints in its next steps). Only literals: a name such as
+ * `127.0.0.1.nip.io` or `127.attacker.example` resolves wherever its owner wants.
+ */
+export const isLoopbackUrl = (apiUrl: string): boolean => {
+  let host: string;
   try {
-    const host = new URL(apiUrl).hostname;
-    return loopbackHosts.has(host) || host.startsWith('127.');
+    // The URL parser lowercases names and writes IPv4 literals as four decimal octets.
+    host = new URL(apiUrl).hostname;
   } catch {
     return false;
   }
+  return (
+    host === 'localhost' ||
+    host === '[::1]' ||
+    host === '0.0.0.0' ||
+    /^127\.(25[0-5]|2[0-4]\d|1?\d?\d)\.(25[0-5]|2[0-4]\d|1?\d?\d)\.(25[0-5]|2[0-4]\d|1?\d?\d)$/.test(host)
+  );
 };
 
 const normalizeUrl = (url: string): string => url.trim().replace(/\/+$/, '');
@@ -129,7 +144,7 @@ export function resolveApiKey(flag: string | undefined, env: Env, apiUrl: string
     }
   }
 
-  if (isLoopback(apiUrl)) {
+  if (isLoopbackUrl(apiUrl)) {
     const file = adminKeyPath(env);
     const stat = wideMode(file);
     if (stat.exists) {
@@ -146,5 +161,26 @@ export function resolveApiKey(flag: string | undefined, env: Env, apiUrl: string
       }
     }
   }
-  return { source: 'none' };
+  return { source: 'none', tried: triedSources(env, apiUrl) };
+}
+
+/** Where {@link resolveApiKey} looked, each with why it gave nothing, and what to do. */
+function triedSources(env: Env, apiUrl: string): string[] {
+  const credentials = credentialsFilePath(env);
+  const adminKey = adminKeyPath(env);
+  const exists = (file: string) => wideMode(file).exists;
+  return [
+    'no API key found; looked in:',
+    '  --api-key                 not given',
+    '  $GPUAI_API_KEY            not set',
+    credentials === undefined
+      ? '  credentials file          none (neither $XDG_CONFIG_HOME nor $HOME is set)'
+      : `  ${credentials}  ${exists(credentials) ? `no api_key for ${apiUrl}` : 'no such file'}`,
+    isLoopbackUrl(apiUrl)
+      ? `  ${adminKey}  ${exists(adminKey) ? 'empty' : 'no such file'} ($GPUAI_DATA_DIR, else ./.gpuai)`
+      : `  ${adminKey}  not used: the local admin key is only sent to a control plane on this machine`,
+    'to fix: pass --api-key, set GPUAI_API_KEY, or put "api_key = gpk_..." in the credentials file (chmod 600);',
+    '  for the control plane `gpuai start` runs here, run from the directory it was started in,',
+    '  or set GPUAI_DATA_DIR to its data dir',
+  ];
 }

@@ -104,9 +104,14 @@ export class ApiError extends CliError {
   readonly details: unknown;
   readonly requestId: string | undefined;
 
+  /**
+   * @param hint lines the CLI adds under the server's own details in human output (where it
+   *   looked for a missing key); `--json` still passes the body through untouched.
+   */
   constructor(
     readonly status: number,
     readonly body: ErrorBody,
+    readonly hint: readonly string[] = [],
   ) {
     super(body.error.message);
     this.code = body.error.code;
@@ -126,6 +131,7 @@ export class ApiError extends CliError {
     const issues = issuesOf(this.details);
     if (issues !== undefined) lines.push(...issues.map(issueLine));
     else if (this.details !== undefined) lines.push(`  details: ${JSON.stringify(this.details)}`);
+    lines.push(...this.hint);
     return lines;
   }
 }
