@@ -7,7 +7,8 @@ import { AgentError, NodeNotRegisteredError, RequestAbortedError } from './error
 import { loadOrCreateIdentity, type NodeIdentity } from './identity.js';
 import { type Logger, silentLogger } from './log.js';
 import { type ProbeReport, probeInventory } from './probe/index.js';
-import { workRootFor } from './runner/process-runner.js';
+import { removeWorkRootIfEmpty, workRootFor } from './runner/process-runner.js';
+import type { TaskUser } from './runner/task-user.js';
 import { SqsLongPoll, type SqsPortFactory } from './sqs-work-source.js';
 import { TaskRun } from './task-run.js';
 import { agentVersion } from './version.js';
@@ -17,8 +18,13 @@ import { HttpLongPoll, type WorkSource } from './work-source.js';
 export interface AgentOptions {
   /** Control plane base URL. */
   api: string;
-  /** Holds the node key, identity.json and the tasks' work dirs. */
+  /** Holds the node key and identity.json; tasks' work dirs are under `workRootFor(dataDir)`, outside it. */
   dataDir: string;
+  /**
+   * The user tasks run as; the agent must be root. Undefined: the agent's own user. The CLI
+   * passes `resolveTaskUser`'s choice (runner/task-user.ts): `nobody` when the agent is root.
+   */
+  taskUser?: TaskUser;
   name?: string;
   region: string;
   /** Tasks run at once; each slot long-polls for its own work. */
@@ -169,6 +175,7 @@ export class Agent {
     for (const task of this.tasks.values()) task.kill();
     await this.heartbeat;
     await this.attesting;
+    await removeWorkRootIfEmpty(this.options.dataDir);
     this.logger.info('stopped');
     this.markStopped();
   }
@@ -305,6 +312,7 @@ export class Agent {
       nodeId: identity.nodeId,
       sealingPrivateKey: identity.sealing.privateKey,
       dataDir: this.options.dataDir,
+      ...(this.options.taskUser === undefined ? {} : { taskUser: this.options.taskUser }),
       killGraceMs: this.options.killGraceMs ?? 5_000,
       progressIntervalMs: this.options.progressIntervalMs ?? 2_000,
       reportSignal: this.reporting.signal,

@@ -12,6 +12,7 @@ import {
 import { ConfigError } from './errors.js';
 import { createLineLogger } from './log.js';
 import { type CommandRunner, probeInventory } from './probe/index.js';
+import { describeTaskUser, resolveTaskUser, type TaskUserChoice } from './runner/task-user.js';
 import { agentVersion } from './version.js';
 
 /** Where the CLI writes, and how it probes; tests replace them. */
@@ -60,7 +61,7 @@ function createProgram(io: CliIo, setExitCode: (code: number) => void): Command 
   program
     .command('run')
     .description('Register this node, then take, run and report tasks until SIGTERM or SIGINT.')
-    .addOption(new Option('--api <url>', 'control plane URL, e.g. http://127.0.0.1:8080 (required)').env('GPUAI_API'))
+    .addOption(new Option('--api <url>', 'control plane URL, e.g. http://127.0.0.1:8787 (required)').env('GPUAI_API'))
     .addOption(
       new Option(
         '--runtime <runtime>',
@@ -68,9 +69,16 @@ function createProgram(io: CliIo, setExitCode: (code: number) => void): Command 
       ),
     )
     .addOption(
-      new Option('--data-dir <dir>', 'keeps the node key (the node identity) and task work dirs (required)').env(
-        'GPUAI_AGENT_DATA_DIR',
-      ),
+      new Option(
+        '--data-dir <dir>',
+        "keeps the node key (the node identity) (required); tasks' work dirs are made under the system temp dir, in gpuai-work-<uid>/<hash>, never here",
+      ).env('GPUAI_AGENT_DATA_DIR'),
+    )
+    .addOption(
+      new Option(
+        '--task-user <user>',
+        'user the process runtime runs tasks as: <name|uid>[:gid] (default when the agent runs as root: nobody; only root can switch users)',
+      ).env('GPUAI_AGENT_TASK_USER'),
     )
     .option('--name <name>', 'display name of this node (1-64 characters)')
     .option('--region <region>', `region slug this node is in (default: ${runDefaults.region})`)
@@ -112,14 +120,17 @@ function createProgram(io: CliIo, setExitCode: (code: number) => void): Command 
       [
         '',
         'Example:',
-        '  GPUAI_JOIN_TOKEN=jt_... gpuai-agent run --api http://127.0.0.1:8080 --runtime process --data-dir ~/.gpuai-agent --slots 2',
+        '  GPUAI_JOIN_TOKEN=jt_... gpuai-agent run --api http://127.0.0.1:8787 --runtime process --data-dir ~/.gpuai-agent --slots 2',
         '',
         'SIGTERM or SIGINT stops taking work and waits --grace-seconds for running tasks; a second SIGINT',
         'kills them and exits at once.',
       ].join('\n'),
     )
-    .action(async (options: RawRunOptions) => {
-      setExitCode(await runAgent(parseRunConfig(options), io));
+    .action(async (options: RawRunOptions & { taskUser?: string }) => {
+      const config = parseRunConfig(options);
+      // Decided before anything starts: a --task-user that cannot be honoured is a usage error.
+      const taskUser = resolveTaskUser(options.taskUser);
+      setExitCode(await runAgent(config, taskUser, io));
     });
 
   program
@@ -144,11 +155,14 @@ function createProgram(io: CliIo, setExitCode: (code: number) => void): Command 
  * Runs the agent until a signal stops it. The first SIGTERM or SIGINT shuts down gracefully (exit
  * 0); a second SIGINT kills the tasks and exits at once (130, as shells report an interrupt).
  */
-async function runAgent(config: AgentConfig, io: CliIo): Promise<number> {
+async function runAgent(config: AgentConfig, taskUser: TaskUserChoice, io: CliIo): Promise<number> {
   const logger = createLineLogger({ json: config.jsonLogs, write: io.stderr });
+  if (taskUser.user !== undefined) logger.info(`the process runtime runs tasks as ${describeTaskUser(taskUser.user)}`);
+  if (taskUser.warning !== undefined) logger.warn(taskUser.warning);
   const agent = new Agent({
     api: config.api,
     dataDir: config.dataDir,
+    ...(taskUser.user === undefined ? {} : { taskUser: taskUser.user }),
     ...(config.name === undefined ? {} : { name: config.name }),
     region: config.region,
     slots: config.slots,

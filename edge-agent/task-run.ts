@@ -19,6 +19,7 @@ import {
 } from './errors.js';
 import type { LogFields, Logger } from './log.js';
 import { type ProcessTask, startProcessTask, type TaskOutcome } from './runner/process-runner.js';
+import type { TaskUser } from './runner/task-user.js';
 
 /** What a task run needs from the agent around it. */
 export interface TaskRunContext {
@@ -31,6 +32,8 @@ export interface TaskRunContext {
   /** This node's X25519 private key (raw, base64url): opens the data key sealed to this node. */
   sealingPrivateKey: string;
   dataDir: string;
+  /** The user tasks run as (the agent is root); undefined: the agent's own. */
+  taskUser?: TaskUser;
   killGraceMs: number;
   progressIntervalMs: number;
   /** Aborted when the agent stops trying to deliver reports (the end of a shutdown). */
@@ -120,6 +123,7 @@ export class TaskRun {
     this.process = await startProcessTask(opened, {
       dataDir: this.context.dataDir,
       killGraceMs: this.context.killGraceMs,
+      ...(this.context.taskUser === undefined ? {} : { taskUser: this.context.taskUser }),
     });
     // Stopped while the work dir was being prepared.
     if (this.releasing || !this.leased) this.process.abort();

@@ -17,6 +17,7 @@ export interface LocalAgentOptions {
 /**
  * Runs one edge agent as its own process beside the embedded control plane (the control plane
  * never imports the agent), restarting it if it dies, and stopping it gracefully with SIGTERM.
+ * Its tasks run as the agent's default task user: `nobody` when this process is root.
  */
 export function startLocalAgent(options: LocalAgentOptions): { stop(): Promise<void> } {
   let child: ChildProcess | undefined;
@@ -27,6 +28,10 @@ export function startLocalAgent(options: LocalAgentOptions): { stop(): Promise<v
     const args = ['run', '--api', options.api, '--runtime', 'process', '--data-dir', options.dataDir];
     args.push('--name', 'local', '--slots', String(options.slots));
     const env = { ...process.env };
+    // The agent stays root when the launcher is (it keeps its node key in `<dataDir>/agent`), and
+    // runs each task as `nobody` (its default): a task must not read the admin key or master key
+    // in the control plane's data dir. Not root: tasks run as this user, and the agent warns.
+    delete env.GPUAI_AGENT_TASK_USER;
     if (options.joinToken === undefined) delete env.GPUAI_JOIN_TOKEN;
     else env.GPUAI_JOIN_TOKEN = options.joinToken;
     const proc = spawn(process.execPath, [agentBin, ...args], { stdio: ['ignore', 'inherit', 'pipe'], env });

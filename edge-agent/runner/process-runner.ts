@@ -1,12 +1,13 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmod, mkdir, rm, stat } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, rm, rmdir, stat } from 'node:fs/promises';
 import { constants, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { type OpenedAssignment, type OutputEntry, resultHash } from '../../protocol/index.js';
 import { LogTail } from './log-tail.js';
 import { byName, digestOutputFiles, StreamDigest } from './output-digest.js';
 import { ProgressLineScanner, type ProgressMark } from './progress-lines.js';
+import type { TaskUser } from './task-user.js';
 
 /** How a task's process ended, as far as the agent reports it. */
 export type TaskOutcome =
@@ -61,6 +62,11 @@ export interface ProcessRunnerOptions {
   killGraceMs?: number;
   /** Where PATH and LANG are taken from (default: the agent's own environment). */
   baseEnv?: NodeJS.ProcessEnv;
+  /**
+   * The user the task runs as (the agent must be root to switch to it): its work dir is made its
+   * own. Undefined: the agent's own user. `resolveTaskUser` (task-user.ts) picks it for the CLI.
+   */
+  taskUser?: TaskUser;
 }
 
 /** Bytes of combined stdout and stderr kept for progress and result reports. */
@@ -75,7 +81,7 @@ const inheritedVariables = ['PATH', 'LANG'] as const;
 
 /**
  * The parent of an agent's task work dirs: `<tmp>/gpuai-work-<uid>/<hash of the data dir>`, one
- * per agent (an agent clears its own at start), in the system's temporary directory: outside the
+ * per agent (an agent clears its own at start, and removes it at stop when empty), in the system's temporary directory: outside the
  * agent's data dir (which holds the node's private key) and the embedded control plane's (which
  * holds the master key), so that no relative path from a task's cwd leads to either. This is no
  * sandbox: see {@link startProcessTask}.
@@ -88,17 +94,48 @@ export const workRootFor = (dataDir: string): string =>
   );
 
 /**
- * Makes the work root private (0700) and refuses one that another user owns: in a shared /tmp,
- * someone else could have made it first to read or plant tasks' files.
+ * Removes the agent's work root if no work dir is left in it (an agent that stops), so that the
+ * `<hash>` dirs of agents long gone do not pile up in the temporary directory.
  */
-async function preparePrivateRoot(root: string): Promise<void> {
-  await mkdir(root, { recursive: true, mode: 0o700 });
+export async function removeWorkRootIfEmpty(dataDir: string): Promise<void> {
+  try {
+    await rmdir(workRootFor(dataDir));
+  } catch {
+    // ENOENT: never made; ENOTEMPTY: a work dir is still there (a task that could not be removed).
+  }
+}
+
+/**
+ * Makes a work root the agent's own with `mode` and refuses one that another user owns: in a
+ * shared /tmp, someone else could have made it first to read or plant tasks' files. The mode is
+ * 0700, or 0711 when tasks run as another user: they must pass through it to their own work dir,
+ * and still cannot list it.
+ */
+async function prepareRoot(root: string, mode: number): Promise<void> {
+  await mkdir(root, { recursive: true, mode });
   if (process.platform === 'win32') return;
   const info = await stat(root);
   if (process.getuid !== undefined && info.uid !== process.getuid()) {
     throw new Error(`work root ${root} belongs to another user (uid ${info.uid})`);
   }
-  if ((info.mode & 0o077) !== 0) await chmod(root, 0o700);
+  if ((info.mode & 0o777) !== mode) await chmod(root, mode);
+}
+
+/**
+ * Throws unless `user` may search every directory from / down to `dir` (the task could not even
+ * enter its work dir): a /tmp left at mode 0700, say, says so here rather than as a failed spawn.
+ */
+async function assertReachable(dir: string, user: TaskUser): Promise<void> {
+  for (let path = resolve(dir); ; path = dirname(path)) {
+    const info = await stat(path);
+    const bit = info.uid === user.uid ? 0o100 : info.gid === user.gid ? 0o010 : 0o001;
+    if ((info.mode & bit) === 0) {
+      throw new Error(
+        `${path} (mode ${(info.mode & 0o7777).toString(8)}) does not let the task user ${user.name} (uid ${user.uid}) through`,
+      );
+    }
+    if (dirname(path) === path) return;
+  }
 }
 
 /**
@@ -112,10 +149,14 @@ async function preparePrivateRoot(root: string): Promise<void> {
  * keeping them would fill contributors' disks with data of jobs they do not own, and the log tail
  * travels with the failure report.
  *
- * The process runtime is no sandbox: the task runs as the agent's user and can read whatever that
- * user can, the node's key and any control plane data dir on the machine included, by absolute
- * path. Run the agent as a dedicated user with nothing else to read, or use a container runtime,
- * on any node that takes other people's jobs (docs/security.md).
+ * With `taskUser` (the CLI's default when the agent is root: `nobody`), the task runs as that user,
+ * with no supplementary groups, in a work dir it owns: the agent's keys, the control plane's data
+ * dir and /proc/<agent>/ are closed to it, as to any unprivileged user. It still reads what the
+ * world may read, shares that uid with the node's other tasks (which can signal and inspect one
+ * another), and shares the kernel, network and GPUs. Without `taskUser` the task runs as the
+ * agent's own user and can read whatever that user can, the node's key included, by absolute
+ * path. The process runtime is no sandbox: use a container runtime on any node that takes other
+ * people's jobs (docs/security.md).
  */
 export async function startProcessTask(
   assignment: OpenedAssignment,
@@ -124,20 +165,29 @@ export async function startProcessTask(
   const workRoot = options.workRoot ?? workRootFor(options.dataDir);
   const workDir = join(workRoot, `${assignment.taskId}-${assignment.attempt}`);
   const outputDir = join(workDir, 'out');
+  const user = options.taskUser;
+  const rootMode = user === undefined ? 0o700 : 0o711;
   try {
-    await preparePrivateRoot(dirname(workRoot));
-    await preparePrivateRoot(workRoot);
+    // `<tmp>/gpuai-work-<uid>` is the agent's too, but not the parent of a work root it was given.
+    if (options.workRoot === undefined) await prepareRoot(dirname(workRoot), rootMode);
+    await prepareRoot(workRoot, rootMode);
     // A directory left by a crashed earlier run of the same attempt must not leak into this one's outputs.
     await rm(workDir, { recursive: true, force: true });
     await mkdir(workDir, { mode: 0o700 });
     await mkdir(outputDir);
     await mkdir(join(workDir, 'tmp'));
+    if (user !== undefined) {
+      // The task's own, and no one else's (0700): it writes its outputs, HOME and TMPDIR there.
+      // The agent, root, still reads the outputs and removes the whole dir afterwards.
+      for (const dir of [workDir, outputDir, join(workDir, 'tmp')]) await chown(dir, user.uid, user.gid);
+      await assertReachable(workDir, user);
+    }
   } catch (error) {
     const message = `could not prepare work dir ${workDir}: ${error instanceof Error ? error.message : String(error)}`;
     return notStarted(workDir, message);
   }
   const env = taskEnvironment(assignment, workDir, options.baseEnv ?? process.env);
-  return new ChildProcessTask(assignment, workDir, outputDir, env, options.killGraceMs ?? 5_000);
+  return new ChildProcessTask(assignment, workDir, outputDir, env, options.killGraceMs ?? 5_000, user);
 }
 
 /**
@@ -203,11 +253,15 @@ class ChildProcessTask implements ProcessTask {
     private readonly outputDir: string,
     env: Record<string, string>,
     private readonly killGraceMs: number,
+    user: TaskUser | undefined,
   ) {
     const [program, ...args] = assignment.command;
     this.child = spawn(program ?? '', args, {
       cwd: workDir,
       env,
+      // setgid, then setuid, in the child before exec; libuv also clears the supplementary groups
+      // (setgroups(0)), so none of the agent's (root's) groups stay with the task.
+      ...(user === undefined ? {} : { uid: user.uid, gid: user.gid }),
       // A group of its own: signals reach the whole tree, and Ctrl-C at the agent's terminal does
       // not reach the task, whose end the agent manages (grace period, then release).
       detached: true,
@@ -275,6 +329,9 @@ class ChildProcessTask implements ProcessTask {
     if (this.stopReason === 'timeout') return { kind: 'timeout', metrics, logTail };
     if (this.stopReason === 'aborted') return { kind: 'aborted', logTail };
     try {
+      // The task owns its work dir and could have swapped `out` for a link to a directory of the
+      // host's, whose files the agent (root) would then hash and report.
+      if (!(await lstat(this.outputDir)).isDirectory()) throw new Error(`${this.outputDir} is no longer a directory`);
       const files = await digestOutputFiles(this.outputDir);
       const outputs = [{ name: 'stdout', ...this.stdout.result() }, ...files].sort(byName);
       return {
