@@ -40,9 +40,22 @@ async function readKeyFile(ctx: CommandContext, flag: string, path: string): Pro
   return parsed.data;
 }
 
-/** The public key for `--result-key`: from a key file (private or public JWK) or a file holding the bare key. */
-export async function readResultPublicKey(ctx: CommandContext, path: string): Promise<string> {
-  const key = await readKeyFile(ctx, '--result-key', path);
+/**
+ * The public key for `--result-key`: the key itself as `gpuai jobs keygen` printed it (43
+ * base64url characters), else a key file (private or public JWK, or a file holding the bare key).
+ */
+export async function readResultPublicKey(ctx: CommandContext, value: string): Promise<string> {
+  const trimmed = value.trim();
+  if (SealingPublicKey.safeParse(trimmed).success) return trimmed;
+  let key: Awaited<ReturnType<typeof readKeyFile>>;
+  try {
+    key = await readKeyFile(ctx, '--result-key', value);
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    throw new UsageError(
+      `${error.message}; --result-key takes a key file or the public key gpuai jobs keygen printed (43 base64url characters)`,
+    );
+  }
   return typeof key === 'string' ? key : key.x;
 }
 

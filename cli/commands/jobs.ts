@@ -166,7 +166,11 @@ async function keygen(ctx: CommandContext, file: string): Promise<ExitCode> {
   const publicKey = await writeNewResultKey(file);
   if (ctx.json) ctx.outJson(JSON.stringify({ file, publicKey }));
   else ctx.out(publicKey);
-  ctx.note(ctx.style.dim(`submit with --result-key ${file}; read logs with: gpuai jobs logs JOB --key ${file}`));
+  ctx.note(
+    ctx.style.dim(
+      `submit with --result-key ${file} (or the public key above); read logs with: gpuai jobs logs JOB --key ${file}`,
+    ),
+  );
   return ExitCode.ok;
 }
 
@@ -249,8 +253,9 @@ export function jobsCommand(app: App): Command {
     .option('--region <region>', 'allowed region, repeatable or comma-separated', collect)
     .option('--verify-hash <sha256>', 'accept only task results whose result hash is this')
     .option(
-      '--result-key <file>',
-      'seal log tails and progress to this X25519 key (gpuai jobs keygen); only its private key reads them',
+      '--result-key <file|key>',
+      'seal log tails and progress to this X25519 key: a key file from gpuai jobs keygen, or the printed public ' +
+        'key (43 base64url characters); only its private key reads them',
     )
     .optionsGroup('Request:')
     .option('--idempotency-key <key>', 'makes resubmitting return the same job (default: a random UUID per run)')
@@ -330,7 +335,8 @@ export function jobsCommand(app: App): Command {
     .summary('make a result key pair (for submit --result-key, logs --key)')
     .description(
       'Make an X25519 key pair for sealed results: writes the private key as a JWK to <file> (mode 0600, ' +
-        'never over an existing file) and prints the public key. A job submitted with --result-key <file> has ' +
+        'never over an existing file) and prints the public key. A job submitted with --result-key <file> (or ' +
+        'the printed public key) has ' +
         'its log tails and progress messages sealed by the node to this key: the control plane stores only ' +
         'ciphertext, and gpuai jobs logs --key <file> opens them.',
     )

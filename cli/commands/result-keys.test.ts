@@ -55,6 +55,21 @@ describe('result keys', () => {
     expect(bad.stderr).toContain('--result-key');
   });
 
+  it('submit --result-key also takes the public key keygen printed, as a string', async () => {
+    const publicKey = (await gpuai(['jobs', 'keygen', join(dir, 'result.jwk')])).stdout.trim();
+    const dry = await gpuai(['jobs', 'submit', '--dry-run', '--result-key', publicKey, '--command', 'true']);
+    expect(dry.code).toBe(0);
+    expect(JSON.parse(dry.stdout).resultKey).toBe(publicKey);
+    // Neither a key nor a file: the error says both were tried.
+    const bad = await gpuai(['jobs', 'submit', '--result-key', 'nope', '--command', 'true']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('--result-key nope');
+    expect(bad.stderr).toMatch(/public key/);
+    const help = await gpuai(['jobs', 'submit', '--help']);
+    expect(help.stdout).toMatch(/--result-key <file\|key>/);
+    expect(help.stdout).toMatch(/printed\s+public\s+key/);
+  });
+
   it('logs --key opens sealed log tails; without it, or with another key, they stay sealed', async () => {
     const file = join(dir, 'result.jwk');
     const publicKey = (await gpuai(['jobs', 'keygen', file])).stdout.trim();
