@@ -114,4 +114,13 @@ describe('gpuai keys', () => {
     expect(help.stdout).toContain('must be mode 0600');
     expect(help.stdout).toContain('admin-key');
   });
+
+  it('says in keys create --help that an admin key operates the whole deployment, whatever its tenant', async () => {
+    const help = await runGpuai(['keys', 'create', '--help']);
+    expect(help.code).toBe(0);
+    const text = help.stdout.replace(/\s+/g, ' ');
+    expect(text).toContain('operator of the whole deployment');
+    expect(text).toContain("every tenant's keys and join tokens");
+    expect(text).toContain('whatever its tenant');
+  });
 });

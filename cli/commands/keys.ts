@@ -170,18 +170,22 @@ Where the key comes from (first match wins):
     .option('--tenant <tenant>', "the key's tenant: whose jobs it submits and sees (default: your key's tenant)")
     .option(
       '--scopes <list>',
-      'comma-separated: submit (submit, cancel), read (jobs, logs, nodes), admin (keys)',
+      'comma-separated: submit (submit, cancel), read (jobs, logs, nodes), admin (the operator of the whole ' +
+        "deployment, whatever its tenant: manages every tenant's keys and join tokens; implies submit and read)",
       'submit,read',
     )
     .option('--expires <when>', 'a lifetime (30d, 12h, 90m) or a date (2027-01-01); default: never')
     .option('--name <name>', 'a label to recognise the key by')
     .addHelpText(
       'after',
-      examples([
+      `${examples([
         'gpuai keys create --tenant acme --scopes submit,read --expires 30d --name ci',
         'export GPUAI_API_KEY=$(gpuai keys create --tenant acme --scopes read --expires 12h)',
         'gpuai keys create --tenant ops --scopes admin --json | jq -r .key',
-      ]),
+      ])}
+An admin key is the operator of the whole deployment, whatever its tenant: it creates, lists and
+revokes every tenant's keys and join tokens, and implies submit and read. Give it only to operators.
+`,
     )
     .action(async (options: CreateOptions, command: Command) => {
       app.exitCode = await create(app.context(command), options);
