@@ -124,7 +124,7 @@ describe('where the CLI finds its API key', () => {
     expect(text).toContain(join(root, 'config', 'gpuai', 'credentials'));
     expect(text).toContain(join(root, 'data', 'admin-key'));
     const remote = resolveApiKey(undefined, env, 'https://gpuai.example.com');
-    expect((remote.tried ?? []).join('\n')).toMatch(/only sent to a control plane on this machine/);
+    expect((remote.tried ?? []).join('\n')).toMatch(/not used, it is only sent to a control plane on this machine/);
   });
 });
 

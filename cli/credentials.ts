@@ -171,14 +171,14 @@ function triedSources(env: Env, apiUrl: string): string[] {
   const exists = (file: string) => wideMode(file).exists;
   return [
     'no API key found; looked in:',
-    '  --api-key                 not given',
-    '  $GPUAI_API_KEY            not set',
+    '  --api-key: not given',
+    '  $GPUAI_API_KEY: not set',
     credentials === undefined
-      ? '  credentials file          none (neither $XDG_CONFIG_HOME nor $HOME is set)'
-      : `  ${credentials}  ${exists(credentials) ? `no api_key for ${apiUrl}` : 'no such file'}`,
+      ? '  the credentials file: none (neither $XDG_CONFIG_HOME nor $HOME is set)'
+      : `  the credentials file ${credentials}: ${exists(credentials) ? `no api_key for ${apiUrl}` : 'no such file'}`,
     isLoopbackUrl(apiUrl)
-      ? `  ${adminKey}  ${exists(adminKey) ? 'empty' : 'no such file'} ($GPUAI_DATA_DIR, else ./.gpuai)`
-      : `  ${adminKey}  not used: the local admin key is only sent to a control plane on this machine`,
+      ? `  the local admin key ${adminKey}: ${exists(adminKey) ? 'empty' : 'no such file'} (in $GPUAI_DATA_DIR, else ./.gpuai)`
+      : `  the local admin key ${adminKey}: not used, it is only sent to a control plane on this machine`,
     'to fix: pass --api-key, set GPUAI_API_KEY, or put "api_key = gpk_..." in the credentials file (chmod 600);',
     '  for the control plane `gpuai start` runs here, run from the directory it was started in,',
     '  or set GPUAI_DATA_DIR to its data dir',
