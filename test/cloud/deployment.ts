@@ -21,6 +21,8 @@ export async function deployToEmulators(settings: {
   dispatch?: 'long-poll' | 'sqs';
   /** The regions nodes may report (`NODE_REGIONS`): `*` or comma-separated slugs; default the canonical list. */
   regions?: string;
+  /** Rate limits over the defaults (`RATE_LIMITS`), `scope=limit/seconds,...`; a limit of 0 turns a scope off. */
+  rateLimits?: string;
 }) {
   const endpoints = inject('awsEndpoints');
   const setup = awsClients({ region: 'us-east-1', endpoints, credentials: emulatorCredentials });
@@ -61,6 +63,7 @@ export async function deployToEmulators(settings: {
     GPUAI_ENROLLMENT: 'open',
     DISPATCH_MODE: settings.dispatch ?? 'long-poll',
     ...(settings.regions === undefined ? {} : { NODE_REGIONS: settings.regions }),
+    ...(settings.rateLimits === undefined ? {} : { RATE_LIMITS: settings.rateLimits }),
     ...(settings.dispatch === 'sqs'
       ? {
           POOL_QUEUE_PREFIX: `gpuai-${suffix}`,
