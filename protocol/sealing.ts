@@ -1,4 +1,11 @@
-import { createHmac, createPrivateKey, createPublicKey, generateKeyPairSync, timingSafeEqual } from 'node:crypto';
+import {
+  createHmac,
+  createPrivateKey,
+  createPublicKey,
+  diffieHellman,
+  generateKeyPairSync,
+  timingSafeEqual,
+} from 'node:crypto';
 import { Aes256Gcm, CipherSuite, DhkemX25519HkdfSha256, HkdfSha256 } from '@hpke/core';
 import { z } from 'zod';
 import { canonicalJson } from './canonical-json.js';
@@ -23,10 +30,27 @@ const suite = new CipherSuite({ kem: new DhkemX25519HkdfSha256(), kdf: new HkdfS
 /** Identifies the suite and the framing in sealed payloads, so a later suite can be told apart. */
 export const sealingSuite = 'hpke-x25519-sha256-aes256gcm-v1';
 
+/**
+ * Whether an X25519 public key can be sealed to: a trial Diffie-Hellman with a throwaway key,
+ * which OpenSSL refuses for the all-zero and other low-order points (their shared secret is
+ * all zeros, so HPKE could not seal to them and the agent would fail after running the task).
+ */
+export function isUsableSealingKey(x: string): boolean {
+  try {
+    const publicKey = createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x }, format: 'jwk' });
+    diffieHellman({ privateKey: trialKey, publicKey });
+    return true;
+  } catch {
+    return false;
+  }
+}
+const trialKey = generateKeyPairSync('x25519').privateKey;
+
 /** Raw 32-byte X25519 public key, base64url without padding. */
 export const SealingPublicKey = z
   .string()
   .regex(/^[A-Za-z0-9_-]{43}$/)
+  .refine(isUsableSealingKey, { message: 'not a usable X25519 public key (a low-order point)' })
   .meta({ id: 'SealingPublicKey', description: 'X25519 public key: raw 32 bytes, base64url without padding.' });
 
 /** A job's env as a node receives it: the at-rest envelope plus its data key sealed to the node. */

@@ -181,6 +181,19 @@ describe('jobs sealed to the node', () => {
     expect(unwrap).toHaveBeenCalledTimes(1);
   });
 
+  it('refuses a result key nothing can be sealed to (a low-order point), writing nothing', async () => {
+    const before = h.snapshot();
+    for (const hex of ['00'.repeat(32), `01${'00'.repeat(31)}`, `ec${'ff'.repeat(30)}7f`]) {
+      const { status, body } = await submit({
+        command: ['true'],
+        resultKey: Buffer.from(hex, 'hex').toString('base64url'),
+      });
+      expect(status, hex).toBe(400);
+      expect(body).toContain('low-order point');
+    }
+    expect(h.snapshot()).toEqual(before);
+  });
+
   it('keeps results sealed to the key given at submit: the control plane holds only ciphertext', async () => {
     const resultKey = generateSealingKeyPair();
     const node = await registered(true);
