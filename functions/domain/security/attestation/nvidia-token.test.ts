@@ -1,7 +1,7 @@
 import { generateKeyPairSync, type KeyObject, sign } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { AttestationRefusedError } from './errors.js';
 import { verifyNvidiaToken } from './nvidia-token.js';
+import { refusal } from './refusal.test-support.js';
 import type { JsonWebKey, NvidiaTokenSettings } from './settings.js';
 
 const now = Date.parse('2026-11-28T09:00:00Z');
@@ -44,16 +44,6 @@ const settings: NvidiaTokenSettings = {
   issuer: 'https://nras.attestation.nvidia.com',
   leewaySeconds: 30,
 };
-
-function refusal(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (error) {
-    if (error instanceof AttestationRefusedError) return error.code;
-    throw error;
-  }
-  throw new Error('expected a refusal');
-}
 
 describe('NVIDIA attestation token verifier', () => {
   it('accepts a token signed by a known key for this nonce with a passing overall result', () => {

@@ -1,7 +1,7 @@
 import { createHash, generateKeyPairSync, type KeyObject, sign } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import type { TpmQuoteEvidence } from '../../../../protocol/index.js';
-import { AttestationRefusedError } from './errors.js';
+import { refusal } from './refusal.test-support.js';
 import { parseQuote, verifyTpmQuote } from './tpm-quote.js';
 
 const nonce = '5a'.repeat(32);
@@ -68,16 +68,6 @@ function evidence(message: Buffer, signature: Buffer, akPublicKey = pem(ec.publi
 }
 
 const settings = { requiredPcrs: [0, 7] };
-
-function refusal(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (error) {
-    if (error instanceof AttestationRefusedError) return error.code;
-    throw error;
-  }
-  throw new Error('expected a refusal');
-}
 
 describe('TPM 2.0 quote verifier', () => {
   it('parses a TPMS_ATTEST quote: nonce, PCR selection, digest', () => {
