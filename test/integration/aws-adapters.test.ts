@@ -85,22 +85,26 @@ storeContract(
   { propertyRuns: 50 },
 );
 
-queueContract('SqsQueue on moto', async (definitions) => {
-  const urls = await newQueues(definitions);
-  const queues = [new SqsQueue(clients.sqs, urls, definitions)];
-  const [queue] = queues as [SqsQueue];
-  return {
-    queue,
-    reopen: async () => {
-      const reopened = new SqsQueue(clients.sqs, urls, definitions);
-      queues.push(reopened);
-      return reopened;
-    },
-    cleanup: async () => {
-      await Promise.all(queues.map((q) => q.close()));
-    },
-  };
-});
+queueContract(
+  'SqsQueue on moto',
+  async (definitions) => {
+    const urls = await newQueues(definitions);
+    const queues = [new SqsQueue(clients.sqs, urls, definitions)];
+    const [queue] = queues as [SqsQueue];
+    return {
+      queue,
+      reopen: async () => {
+        const reopened = new SqsQueue(clients.sqs, urls, definitions);
+        queues.push(reopened);
+        return reopened;
+      },
+      cleanup: async () => {
+        await Promise.all(queues.map((q) => q.close()));
+      },
+    };
+  },
+  { exclusiveReceive: false },
+);
 
 let dataKeyKey: Promise<string> | undefined;
 

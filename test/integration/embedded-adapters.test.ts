@@ -48,21 +48,25 @@ storeContract('SqliteStore', async () => {
   };
 });
 
-queueContract('SqliteQueue', async (definitions) => {
-  const { dir, remove } = await temporaryDirectory();
-  const file = join(dir, 'gpuai.db');
-  const queues = [new SqliteQueue(openDatabase(file), definitions)];
-  const [queue] = queues as [SqliteQueue];
-  return {
-    queue,
-    reopen: async () => {
-      const reopened = new SqliteQueue(openDatabase(file), definitions);
-      queues.push(reopened);
-      return reopened;
-    },
-    cleanup: () => closeAll(queues, remove),
-  };
-});
+queueContract(
+  'SqliteQueue',
+  async (definitions) => {
+    const { dir, remove } = await temporaryDirectory();
+    const file = join(dir, 'gpuai.db');
+    const queues = [new SqliteQueue(openDatabase(file), definitions)];
+    const [queue] = queues as [SqliteQueue];
+    return {
+      queue,
+      reopen: async () => {
+        const reopened = new SqliteQueue(openDatabase(file), definitions);
+        queues.push(reopened);
+        return reopened;
+      },
+      cleanup: () => closeAll(queues, remove),
+    };
+  },
+  { exclusiveReceive: true },
+);
 
 keysContract('LocalKeys', async () => LocalKeys.inMemory());
 
