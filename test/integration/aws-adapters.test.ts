@@ -20,6 +20,7 @@ import {
 import { createDataKeyKey, KmsKeys } from '../../functions/adapters/aws/kms-keys.js';
 import { createQueues, SqsQueue } from '../../functions/adapters/aws/sqs-queue.js';
 import { ContentionError } from '../../functions/domain/errors.js';
+import { retryPolicies } from '../../functions/domain/retry.js';
 import { KeyUnwrapError } from '../../functions/ports/keys.js';
 import type { QueueDefinition } from '../../functions/ports/queue.js';
 import { ConditionFailedError, type QueryOptions, type StoredItem, type Write } from '../../functions/ports/store.js';
@@ -289,7 +290,7 @@ describe('DynamoDbStore against transaction conflicts', () => {
     const error = await new DynamoDbStore(client, 'table').transact(writes).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(ContentionError);
     expect((error as ContentionError).retryable).toBe(true);
-    expect(send).toHaveBeenCalledTimes(4);
+    expect(send).toHaveBeenCalledTimes(retryPolicies.transactionRace.maxAttempts);
   });
 
   it('passes on cancellations that no retry can fix', async () => {

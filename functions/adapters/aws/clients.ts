@@ -2,6 +2,7 @@ import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { KMSClient } from '@aws-sdk/client-kms';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import { STSClient } from '@aws-sdk/client-sts';
+import { sdkMaxAttempts } from '../../domain/retry.js';
 
 /** The SDK clients the AWS adapters talk through. */
 export interface AwsClients {
@@ -40,6 +41,9 @@ export interface AwsClientOptions {
 export function awsClients(options: AwsClientOptions): AwsClients {
   const common = (endpoint: string | undefined) => ({
     region: options.region,
+    // Stated rather than left to the SDK's default, because the bound of a whole operation
+    // (functions/domain/retry.ts) multiplies it; AWS_MAX_ATTEMPTS in the environment cannot raise it.
+    maxAttempts: sdkMaxAttempts,
     ...(endpoint === undefined ? {} : { endpoint }),
     ...(options.credentials === undefined ? {} : { credentials: options.credentials }),
   });

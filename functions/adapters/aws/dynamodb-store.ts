@@ -82,6 +82,7 @@ import {
   waitUntilTableExists,
 } from '@aws-sdk/client-dynamodb';
 import { ContentionError } from '../../domain/errors.js';
+import { retrying, retryPolicies } from '../../domain/retry.js';
 import { type Clock, systemClock } from '../../ports/clock.js';
 import type { IndexName, ItemKey, QueryOptions, QueryPage, Store, StoredItem, Write } from '../../ports/store.js';
 import { ConditionFailedError } from '../../ports/store.js';
@@ -116,10 +117,6 @@ export const indexKeyAttributes: Readonly<Record<IndexName, { readonly pk: strin
 
 /** DynamoDB reads per query page before a page made short by expired items is returned as it is. */
 const maxReadsPerPage = 4;
-/** Attempts of a write that keeps meeting a concurrent transaction on one of its items. */
-const conflictAttempts = 4;
-/** The first back-off after a conflict; it doubles on each further attempt. */
-const conflictBackoffMs = 25;
 /** Cancellation reasons that say the transaction lost a race or was throttled, not that it was wrong. */
 const retryableCancellations = new Set(['TransactionConflict', 'ThrottlingError', 'ProvisionedThroughputExceeded']);
 
@@ -350,27 +347,17 @@ export class DynamoDbStore implements Store {
 
   /**
    * Runs `attempt` again, after a growing, jittered pause, while it loses races against concurrent
-   * transactions on the same items (which DynamoDB reports instead of queueing the writes). A
-   * ConditionFailedError is an answer, not a race, and is never retried.
+   * transactions on the same items (which DynamoDB reports instead of queueing the writes), as
+   * {@link retryPolicies}.transactionRace allows. A ConditionFailedError is an answer, not a race,
+   * and is never retried here (the domain's read-modify-write re-reads instead).
    */
   async #retryingConflicts(attempt: () => Promise<void>): Promise<void> {
-    for (let attempts = 1; ; attempts++) {
-      try {
-        await attempt();
-        return;
-      } catch (error) {
-        if (!isConflict(error)) {
-          throw error;
-        }
-        if (attempts >= conflictAttempts) {
-          throw new ContentionError(`the store write lost to concurrent transactions ${attempts} times in a row`, {
-            cause: error,
-          });
-        }
-        const backoff = conflictBackoffMs * 2 ** (attempts - 1);
-        await new Promise((resolve) => setTimeout(resolve, backoff / 2 + Math.random() * backoff));
-      }
-    }
+    await retrying(attempt, {
+      policy: retryPolicies.transactionRace,
+      retryOn: isConflict,
+      giveUp: (cause, attempts) =>
+        new ContentionError(`the store write lost to concurrent transactions ${attempts} times in a row`, { cause }),
+    });
   }
 
   #nowSeconds(): number {
