@@ -73,7 +73,7 @@ export const FailureReport = z
     ...AttemptRef,
     reason: z.enum(['error', 'timeout', 'released']).meta({
       description:
-        'released: the node hands the task back (shutting down); it does not count against the retry budget.',
+        'released: the node hands the task back (shutting down); it does not count against the retry budget until the task has been released twice as many times as its budget allows attempts.',
     }),
     message: z.string().max(2048),
     logTail: z.string().max(8192).optional(),

@@ -36,3 +36,18 @@ export class ResultHashMismatchError extends InvalidRequestError {
     );
   }
 }
+
+/**
+ * A transition the task's state does not allow: the caller acted on a state that moved on (a racing
+ * claim, a verify message for a task that is no longer reported). Nothing was written; re-read.
+ */
+export class InvalidTransitionError extends ConflictError {
+  override name = 'InvalidTransitionError';
+  constructor(taskId: string, transition: string, state: string) {
+    super('invalid_transition', `cannot ${transition} task ${taskId} in state ${state}`, {
+      taskId,
+      transition,
+      state,
+    });
+  }
+}

@@ -1,7 +1,7 @@
-import type { AttemptOutcome, ProgressReport, ResultReport, TaskResult } from '../../../protocol/index.js';
+import type { Attempt, AttemptOutcome, ProgressReport, ResultReport, TaskResult } from '../../../protocol/index.js';
 import { resultHash } from '../../../protocol/index.js';
 import { isoTime } from '../records.js';
-import { LeaseLostError, ResultHashMismatchError, TaskNotAssignedError } from './errors.js';
+import { InvalidTransitionError, LeaseLostError, ResultHashMismatchError, TaskNotAssignedError } from './errors.js';
 import { isTerminal, type TaskRecord } from './task-record.js';
 
 /**
@@ -18,6 +18,10 @@ import { isTerminal, type TaskRecord } from './task-record.js';
  *           (while the retry budget lasts; then ───► failed)
  *
  *   any non-terminal state ──cancel──► cancelled      ──deadline──► failed
+ *
+ * A transition the state does not allow throws {@link InvalidTransitionError} (409): the caller
+ * read a state that has moved on. Released attempts are free only up to {@link releaseAllowance},
+ * and the history keeps {@link attemptsKept}, so no path grows a task without bound.
  *
  * A lease's timeline: claim grants `leaseMs`; every progress report and heartbeat extends it to
  * now + leaseMs; if neither arrives before it runs out, the reaper calls {@link expireLease}.
@@ -40,6 +44,22 @@ export interface LeaseSettings {
  */
 export const timeoutGraceMs = 60_000;
 
+/**
+ * Releases a task may have for free: a node shutting down hands its work back, which should not
+ * cost the job a retry. Past twice the retry budget, handing back is what this task's nodes do
+ * instead of running it (a node that claims and releases in a loop, a job whose key the
+ * dispatcher cannot open for a while), so each further release counts as a failed attempt and
+ * the task ends as any failing task does. With it a task has at most 3 × maxAttempts attempts.
+ */
+export const releaseAllowance = (maxAttempts: number): number => 2 * maxAttempts;
+
+/**
+ * The attempt history a task keeps: the first attempt (when and where it first ran) and the
+ * latest. Whatever path adds attempts, the item stays far below DynamoDB's 400 KB limit (each
+ * attempt may carry a failure message of 2 KB); those dropped between are counted.
+ */
+export const attemptsKept = { first: 1, last: 16 } as const;
+
 /** The attempt has outrun its `timeoutSeconds`: its node must stop it. */
 export const timedOut = (task: TaskRecord, now: number): boolean =>
   task.timeoutAt !== undefined && now >= task.timeoutAt;
@@ -57,7 +77,7 @@ export function claim(
   now: number,
   leaseMs: number,
 ): TaskRecord {
-  if (task.state !== 'queued') throw new Error(`cannot claim task ${task.id} in state ${task.state}`);
+  if (task.state !== 'queued') throw new InvalidTransitionError(task.id, 'claim', task.state);
   const number = task.attempt + 1;
   const { progress: _dropped, ...rest } = task;
   const timeoutAt = now + task.timeoutSeconds * 1000;
@@ -69,10 +89,12 @@ export function claim(
     gpuIndices,
     timeoutAt,
     leaseExpiresAt: Math.min(now + leaseMs, timeoutAt + timeoutGraceMs),
-    attempts: [
-      ...task.attempts,
-      { number, nodeId, assignedAt: isoTime(now), ...(gpuUuids.length > 0 ? { gpus: gpuUuids } : {}) },
-    ],
+    ...withAttempt(task, {
+      number,
+      nodeId,
+      assignedAt: isoTime(now),
+      ...(gpuUuids.length > 0 ? { gpus: gpuUuids } : {}),
+    }),
     updatedAt: now,
   };
 }
@@ -82,7 +104,9 @@ export function claim(
  * the task is refused outright; one whose lease moved on learns that it lost it.
  */
 export function assertLease(task: TaskRecord, nodeId: string, attempt: number): void {
-  if (!task.attempts.some((a) => a.nodeId === nodeId)) throw new TaskNotAssignedError(task.id, nodeId);
+  if (!task.attempts.some((a) => a.nodeId === nodeId) && !wasDropped(task, attempt)) {
+    throw new TaskNotAssignedError(task.id, nodeId);
+  }
   if (task.state !== 'assigned' && task.state !== 'running') {
     throw new LeaseLostError(task.id, attempt, `the task is ${task.state}`);
   }
@@ -144,7 +168,13 @@ export function recordFailure(
   message: string,
   now: number,
 ): TaskRecord {
-  if (reason === 'released') return endAttempt(task, now, 'released', message, false);
+  if (reason === 'released') {
+    const releases = (task.releases ?? 0) + 1;
+    const allowance = releaseAllowance(task.maxAttempts);
+    const counts = releases > allowance;
+    const detail = counts ? `released ${releases} times, ${allowance} of them free: ${message}` : message;
+    return endAttempt({ ...task, releases }, now, 'released', detail, counts);
+  }
   return endAttempt(task, now, 'failed', `${reason}: ${message}`, true);
 }
 
@@ -157,13 +187,13 @@ export function expireLease(task: TaskRecord, now: number): TaskRecord {
 }
 
 export function markVerified(task: TaskRecord, now: number): TaskRecord {
-  if (task.state !== 'reported') throw new Error(`cannot verify task ${task.id} in state ${task.state}`);
+  if (task.state !== 'reported') throw new InvalidTransitionError(task.id, 'verify', task.state);
   return { ...task, state: 'verified', updatedAt: now };
 }
 
 /** Verification refused the reported result: the attempt counts as failed and the task runs again. */
 export function markRejected(task: TaskRecord, detail: string, now: number): TaskRecord {
-  if (task.state !== 'reported') throw new Error(`cannot reject task ${task.id} in state ${task.state}`);
+  if (task.state !== 'reported') throw new InvalidTransitionError(task.id, 'reject', task.state);
   const attempts = task.attempts.map((a) =>
     a.number === task.attempt ? { ...a, outcome: 'rejected' as const, detail } : a,
   );
@@ -240,5 +270,30 @@ function closeCurrentAttempt(task: TaskRecord, now: number, outcome: AttemptOutc
     a.number === task.attempt && a.outcome === undefined
       ? { ...a, endedAt: isoTime(now), outcome, ...(detail === undefined ? {} : { detail }) }
       : a,
+  );
+}
+
+/** The history with `attempt` added, cut to {@link attemptsKept}. */
+function withAttempt(task: TaskRecord, attempt: Attempt): Pick<TaskRecord, 'attempts' | 'attemptsDropped'> {
+  const all = [...task.attempts, attempt];
+  const over = all.length - (attemptsKept.first + attemptsKept.last);
+  if (over <= 0) return { attempts: all };
+  return {
+    attempts: [...all.slice(0, attemptsKept.first), ...all.slice(attemptsKept.first + over)],
+    attemptsDropped: (task.attemptsDropped ?? 0) + over,
+  };
+}
+
+/**
+ * Whether `attempt` was cut from the history: it was some node's lease once, so a late report for
+ * it is told the lease moved on (409), as it would be had the attempt been kept.
+ */
+function wasDropped(task: TaskRecord, attempt: number): boolean {
+  const kept = task.attempts.map((a) => a.number);
+  return (
+    (task.attemptsDropped ?? 0) > 0 &&
+    !kept.includes(attempt) &&
+    attempt > (kept[0] ?? Number.POSITIVE_INFINITY) &&
+    attempt < (kept.at(-1) ?? 0)
   );
 }

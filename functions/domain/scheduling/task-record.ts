@@ -22,8 +22,10 @@ export interface TaskRecord {
   state: TaskState;
   /** Attempts started so far; the current attempt number is the lease token. */
   attempt: number;
-  /** Attempts that count against the retry budget (released attempts do not). */
+  /** Attempts that count against the retry budget (released attempts only past their allowance). */
   failedAttempts: number;
+  /** Attempts handed back by their node (or by the dispatcher); absent on records written before it was counted. */
+  releases?: number;
   maxAttempts: number;
   requirements: TaskRequirements;
   timeoutSeconds: number;
@@ -37,7 +39,9 @@ export interface TaskRecord {
   progress?: { percent?: number; message?: string; logTail?: string; updatedAt: number };
   result?: TaskResult;
   error?: { code: string; message: string };
+  /** The first and the latest attempts; those between them are dropped and counted in `attemptsDropped`. */
   attempts: Attempt[];
+  attemptsDropped?: number;
   queuedAt: number;
   /** When the reaper last re-published this queued task's work hint (see `hintRedriveMs`). */
   hintedAt?: number;
