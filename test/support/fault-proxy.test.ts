@@ -73,6 +73,26 @@ describe('fault proxy', () => {
     expect((await fetch(`${proxy.url}/nodes/n/heartbeat`)).status).toBe(201);
   });
 
+  it('logs each request body it forwarded', async () => {
+    await fetch(`${proxy.url}/r`, { method: 'POST', body: '{"tasks":[]}' });
+    expect(proxy.requests).toMatchObject([{ path: '/r', body: '{"tasks":[]}' }]);
+  });
+
+  it('rewriteNext forwards and hands the client the rewritten answer, with the target status', async () => {
+    proxy.rewriteNext(
+      1,
+      (body, request) => JSON.stringify({ ...JSON.parse(body), tampered: request.path }),
+      (r) => r.path === '/t',
+    );
+    expect(await (await fetch(`${proxy.url}/u`)).json()).not.toHaveProperty('tampered');
+    const res = await fetch(`${proxy.url}/t`, { method: 'POST', body: 'x' });
+    expect(res.status).toBe(201);
+    expect(await res.json()).toMatchObject({ url: '/t', body: 'x', tampered: '/t' });
+    expect(await (await fetch(`${proxy.url}/t`)).json()).not.toHaveProperty('tampered');
+    expect(seenUpstream).toEqual(['GET /u', 'POST /t', 'GET /t']);
+    expect(proxy.requests.map((r) => r.outcome)).toEqual(['forwarded', 'rewritten', 'forwarded']);
+  });
+
   it('garbleNext answers 200 with a body that does not parse as JSON', async () => {
     proxy.garbleNext(1);
     const res = await fetch(`${proxy.url}/x`);

@@ -17,10 +17,21 @@ export interface ProxiedRequest {
   /** Path with query, as the client sent it. */
   path: string;
   at: number;
-  outcome: 'forwarded' | 'failed' | 'garbled' | 'cut' | 'upstream-error';
+  outcome: 'forwarded' | 'rewritten' | 'failed' | 'garbled' | 'cut' | 'upstream-error';
   /** The status the client got; absent when it got none (cut, upstream down). */
   status?: number;
+  /** The request body as text, once it has been read (its first {@link loggedBodyLimit} bytes). */
+  body: string;
 }
+
+/** How much of each request body the log keeps. */
+export const loggedBodyLimit = 64 * 1024;
+
+/**
+ * Turns the target's answer into what the client gets: the body text, the request it answers.
+ * May be async; what it returns is sent with the target's status.
+ */
+export type ResponseRewrite = (body: string, request: { method: string; path: string }) => string | Promise<string>;
 
 export interface FaultProxy {
   /** Base URL of the proxy (`http://127.0.0.1:<port>`), to give clients in place of the target's. */
@@ -37,6 +48,12 @@ export interface FaultProxy {
   failNext(n: number, status: number, body?: unknown, when?: RequestMatcher): void;
   /** The next `n` matching requests get 200 with a body that is not JSON (or `body`), unforwarded. */
   garbleNext(n: number, body?: string, when?: RequestMatcher): void;
+  /**
+   * The next `n` matching requests are forwarded and the target's answer is rewritten by `rewrite`
+   * (a tampered or corrupted answer the real server would never give). An answer without a body
+   * (204) passes unchanged and does not count.
+   */
+  rewriteNext(n: number, rewrite: ResponseRewrite, when?: RequestMatcher): void;
   close(): Promise<void>;
 }
 
@@ -44,6 +61,12 @@ interface QueuedFault {
   left: number;
   when: RequestMatcher;
   answer: { outcome: 'failed' | 'garbled'; status: number; contentType: string; body: string };
+}
+
+interface QueuedRewrite {
+  left: number;
+  when: RequestMatcher;
+  rewrite: ResponseRewrite;
 }
 
 const everyRequest: RequestMatcher = () => true;
@@ -67,15 +90,16 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
   const sockets = new Set<Socket>();
   const held = new Set<Socket>();
   const faults: QueuedFault[] = [];
+  const rewrites: QueuedRewrite[] = [];
   const requests: ProxiedRequest[] = [];
   let cutMode: CutMode | undefined;
 
-  const takeFault = (method: string, path: string): QueuedFault['answer'] | undefined => {
-    const fault = faults.find((f) => f.left > 0 && f.when({ method, path }));
-    if (!fault) return undefined;
-    fault.left -= 1;
-    if (fault.left === 0) faults.splice(faults.indexOf(fault), 1);
-    return fault.answer;
+  const take = <T extends { left: number; when: RequestMatcher }>(queue: T[], method: string, path: string) => {
+    const found = queue.find((f) => f.left > 0 && f.when({ method, path }));
+    if (!found) return undefined;
+    found.left -= 1;
+    if (found.left === 0) queue.splice(queue.indexOf(found), 1);
+    return found;
   };
 
   const holdOrReset = (socket: Socket) => {
@@ -108,10 +132,25 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
           return;
         }
         entry.status = answer.statusCode ?? 502;
-        res.writeHead(entry.status, answer.headers);
-        answer.pipe(res);
+        const hasBody = entry.status !== 204 && entry.status !== 304;
+        const rewrite = hasBody ? take(rewrites, entry.method, entry.path) : undefined;
+        if (rewrite === undefined) {
+          res.writeHead(entry.status, answer.headers);
+          answer.pipe(res);
+          return;
+        }
+        void rewriteAnswer(answer, rewrite.rewrite, entry).then(
+          (text) => {
+            const { 'content-length': _length, 'transfer-encoding': _encoding, ...headers } = answer.headers;
+            res.writeHead(entry.status ?? 502, { ...headers, 'content-length': Buffer.byteLength(text) }).end(text);
+          },
+          () => req.socket.destroy(),
+        );
       },
     );
+    req.on('data', (chunk: Buffer) => {
+      if (entry.body.length < loggedBodyLimit) entry.body += chunk.toString('utf8').slice(0, loggedBodyLimit);
+    });
     out.on('error', () => {
       entry.outcome = 'upstream-error';
       // The target is down: the client sees its connection close, as it would without the proxy.
@@ -123,14 +162,14 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
   const server = createServer((req, res) => {
     const method = req.method ?? 'GET';
     const path = req.url ?? '/';
-    const entry: ProxiedRequest = { method, path, at: Date.now(), outcome: 'forwarded' };
+    const entry: ProxiedRequest = { method, path, at: Date.now(), outcome: 'forwarded', body: '' };
     requests.push(entry);
     if (cutMode) {
       entry.outcome = 'cut';
       holdOrReset(req.socket);
       return;
     }
-    const fault = takeFault(method, path);
+    const fault = take(faults, method, path)?.answer;
     if (fault) {
       entry.outcome = fault.outcome;
       entry.status = fault.status;
@@ -193,6 +232,10 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
         answer: { outcome: 'garbled', status: 200, contentType: 'application/json', body },
       });
     },
+    rewriteNext(n, rewrite, when) {
+      if (n <= 0) return;
+      rewrites.push({ left: n, when: when ?? everyRequest, rewrite });
+    },
     async close() {
       cutMode = undefined;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
@@ -202,4 +245,16 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
     },
   };
   return proxy;
+}
+
+async function rewriteAnswer(
+  answer: IncomingMessage,
+  rewrite: ResponseRewrite,
+  entry: ProxiedRequest,
+): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of answer) chunks.push(chunk as Buffer);
+  const text = await rewrite(Buffer.concat(chunks).toString('utf8'), { method: entry.method, path: entry.path });
+  entry.outcome = 'rewritten';
+  return text;
 }
