@@ -24,7 +24,16 @@ const t0 = Date.parse('2026-11-25T12:00:00Z');
 const leaseMs = 30_000;
 
 const queuedTask = (maxAttempts = 3): TaskRecord =>
-  newTaskRecord(`job_${'0'.repeat(26)}`, 0, 1, maxAttempts, { gpus: { count: 0 } }, 60, undefined, t0);
+  newTaskRecord(
+    `job_${'0'.repeat(26)}`,
+    0,
+    1,
+    maxAttempts,
+    { gpus: { count: 0 }, needsContainer: false },
+    60,
+    undefined,
+    t0,
+  );
 
 const claimed = (task: TaskRecord, nodeId = 'node-a', now = t0): TaskRecord =>
   claim(task, nodeId, [], [], now, leaseMs);
