@@ -3,53 +3,73 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorBody } from '../../protocol/common.js';
-import { JobSpec } from '../../protocol/job.js';
-import { type FakeControlPlane, fakeJobId, startFakeControlPlane } from '../testing/fake-control-plane.js';
+import { resultHash, sha256Hex } from '../../protocol/index.js';
+import { type JobList, JobSpec, type JobStatus, type JobWithTasks } from '../../protocol/job.js';
+import { startFaultProxy } from '../../test/support/fault-proxy.js';
+import { startTestControlPlane, type TestControlPlane, taskStdout } from '../testing/control-plane.js';
 import { runGpuai, type TestRunOptions } from '../testing/run-cli.js';
 
-let fake: FakeControlPlane;
+/** `gpuai jobs ...` in-process against the real embedded control plane, behind the fault proxy. */
+
+let cp: TestControlPlane;
 beforeAll(async () => {
-  fake = await startFakeControlPlane();
+  cp = await startTestControlPlane();
 });
-afterAll(() => fake.close());
+afterAll(() => cp.stop());
 
 const gpuai = (args: readonly string[], options: TestRunOptions = {}) =>
-  runGpuai(args, { ...options, env: { GPUAI_API: fake.url, ...options.env } });
+  runGpuai(args, { ...options, env: { ...cp.env, ...options.env }, io: { fetch: cp.fetch, ...options.io } });
 
-const lastRequest = () => {
-  const request = fake.requests.at(-1);
-  if (request === undefined) throw new Error('no request reached the fake');
+const lastSent = () => {
+  const request = cp.sent.at(-1);
+  if (request === undefined) throw new Error('the CLI sent nothing');
   return request;
 };
+
+/** A job id that is well formed and not in the store. */
+const missingJobId = `job_${'0'.repeat(26)}`;
+const hash = resultHash([{ name: 'stdout', sha256: sha256Hex(taskStdout), bytes: Buffer.byteLength(taskStdout) }]);
+
+/**
+ * A sleep for `jobs wait` that runs the next step instead of waiting: each poll then sees exactly
+ * the state the test set, however loaded the machine is.
+ */
+const stepping = (...steps: (() => unknown)[]) => ({
+  sleep: async () => {
+    await steps.shift()?.();
+  },
+});
 
 describe('jobs submit', () => {
   it('sends the spec with an Idempotency-Key and prints the job id', async () => {
     const run = await gpuai(['jobs', 'submit', '--command', 'echo hello', '--gpus', 'H100:8', '--tasks', '2']);
     expect(run).toMatchObject({ code: 0, stderr: '' });
     expect(run.stdout).toMatch(/^job_[0-9A-Z]{26}\n$/);
-    const request = lastRequest();
+    const request = lastSent();
     expect(request.method).toBe('POST');
-    expect(request.headers['idempotency-key']).toMatch(/^[0-9a-f-]{36}$/);
-    expect(JSON.parse(request.body)).toMatchObject({
+    expect(request.headers.get('idempotency-key')).toMatch(/^[0-9a-f-]{36}$/);
+    const job = await cp.getJob(run.stdout.trim());
+    expect(job.spec).toMatchObject({
       command: ['sh', '-c', 'echo hello'],
       resources: { gpus: { count: 8, models: ['H100'] } },
       tasks: 2,
     });
+    expect(job.status).toBe('queued');
   });
 
   it('takes the argv after -- verbatim, even when it looks like options', async () => {
     const run = await gpuai(['jobs', 'submit', '--gpus', '1', '--', 'python', 'train.py', '--lr', '3e-4', '--json']);
     expect(run.code).toBe(0);
-    expect(JSON.parse(lastRequest().body).command).toEqual(['python', 'train.py', '--lr', '3e-4', '--json']);
     // --json after -- belongs to the job, so the CLI prints the human id.
     expect(run.stdout).toMatch(/^job_\w+\n$/);
+    expect((await cp.getJob(run.stdout.trim())).spec.command).toEqual(['python', 'train.py', '--lr', '3e-4', '--json']);
   });
 
   it('prints exactly the API body with --json, and returns the same job for a reused key', async () => {
     const args = ['jobs', 'submit', '--json', '--command', 'nvidia-smi', '--idempotency-key', 'deploy-42'];
     const first = await gpuai(args);
     expect(first.code).toBe(0);
-    expect(lastRequest().headers['idempotency-key']).toBe('deploy-42');
+    expect(lastSent().headers.get('idempotency-key')).toBe('deploy-42');
     const job = JSON.parse(first.stdout);
     expect(JSON.stringify(job)).toBe(first.stdout.trim());
     expect(JobSpec.parse(job.spec).command).toEqual(['sh', '-c', 'nvidia-smi']);
@@ -57,16 +77,32 @@ describe('jobs submit', () => {
     const again = await gpuai(args.filter((arg) => arg !== '--json'));
     expect(again.stdout).toBe(`${job.id}\n`);
     expect(again.stderr).toContain('already used with the same spec');
+
+    const other = await gpuai(['jobs', 'submit', '--command', 'nvidia-smi -L', '--idempotency-key', 'deploy-42']);
+    expect(other.code).toBe(4);
+    expect(other.stderr).toContain('HTTP 409 idempotency_key_reused');
   });
 
-  it('retries a transient failure with the same Idempotency-Key', async () => {
-    const before = fake.requests.length;
-    fake.inject('drop', 503);
-    const run = await gpuai(['jobs', 'submit', '--command', 'echo retried']);
+  it('retries a lost answer and a 503 with the same Idempotency-Key, creating one job', async () => {
+    const command = `echo retried-${Date.now()}`;
+    const before = cp.proxy.requests.length;
+    // The first attempt meets a 503; the second creates the job but its answer is lost.
+    cp.proxy.failNext(1, 503, undefined, (request) => request.method === 'POST');
+    cp.loseAnswers(1, (request, answer) => request.method === 'POST' && answer.status === 201);
+    const run = await gpuai(['jobs', 'submit', '--command', command]);
     expect(run.code).toBe(0);
-    const attempts = fake.requests.slice(before);
-    expect(attempts).toHaveLength(3);
-    expect(new Set(attempts.map((request) => request.headers['idempotency-key'])).size).toBe(1);
+    // The key was the CLI's own: that its retry found the job is no news to the user.
+    expect(run.stderr).toBe('');
+    const attempts = cp.proxy.requests.slice(before);
+    expect(attempts.map((r) => [r.method, r.outcome, r.status])).toEqual([
+      ['POST', 'failed', 503],
+      ['POST', 'forwarded', 201],
+      ['POST', 'forwarded', 200],
+    ]);
+    expect(new Set(cp.sent.slice(-3).map((request) => request.headers.get('idempotency-key'))).size).toBe(1);
+    const { jobs } = await cp.api<JobList>('/v1/jobs?limit=200');
+    const created = jobs.filter((job) => job.spec.command.at(-1) === command);
+    expect(created.map((job) => job.id)).toEqual([run.stdout.trim()]);
   });
 
   it('merges --file with the flags', async () => {
@@ -75,23 +111,29 @@ describe('jobs submit', () => {
     await writeFile(file, JSON.stringify({ name: 'render', command: ['./render.sh'], env: { A: '1' }, tasks: 2 }));
     const run = await gpuai(['jobs', 'submit', '--file', file, '--tasks', '4', '-e', 'B=2']);
     expect(run.code).toBe(0);
-    expect(JSON.parse(lastRequest().body)).toMatchObject({
+    expect(JSON.parse(lastSent().body ?? '')).toMatchObject({
       name: 'render',
       command: ['./render.sh'],
       env: { A: '1', B: '2' },
       tasks: 4,
     });
+    // The server seals env values; the spec it keeps has both names.
+    expect((await cp.getJob(run.stdout.trim())).spec).toMatchObject({
+      name: 'render',
+      env: { A: '[sealed]', B: '[sealed]' },
+      tasks: 4,
+    });
   });
 
   it('refuses an invalid spec before sending anything (exit 2)', async () => {
-    const before = fake.requests.length;
+    const before = cp.sent.length;
     const run = await gpuai(['jobs', 'submit', '--command', 'x', '--tasks', '65', '--vendor', 'ibm']);
     expect(run.code).toBe(2);
     expect(run.stdout).toBe('');
     expect(run.stderr).toContain('error: the job spec is invalid');
     expect(run.stderr).toMatch(/ {2}tasks \(--tasks\): .*64/);
     expect(run.stderr).toMatch(/ {2}resources\.gpus\.vendor \(--vendor\): /);
-    expect(fake.requests.length).toBe(before);
+    expect(cp.sent.length).toBe(before);
   });
 
   it('reports an invalid spec as the API error shape with --json', async () => {
@@ -115,54 +157,57 @@ describe('jobs submit', () => {
   });
 
   it('prints the spec and sends nothing with --dry-run', async () => {
-    const before = fake.requests.length;
+    const before = cp.sent.length;
     const run = await gpuai(['jobs', 'submit', '--dry-run', '--gpus', '2', '--', 'nvidia-smi']);
     expect(run.code).toBe(0);
     expect(JSON.parse(run.stdout)).toMatchObject({ command: ['nvidia-smi'], resources: { gpus: { count: 2 } } });
-    expect(fake.requests.length).toBe(before);
+    expect(cp.sent.length).toBe(before);
   });
 });
 
 describe('jobs get, tasks, cancel', () => {
   it('shows a job with its task table', async () => {
-    const job = fake.addJob({ name: 'hello', tasks: 2 }, 'succeeded');
+    const job = await cp.jobIn('succeeded', { name: 'hello', tasks: 2 });
     const run = await gpuai(['jobs', 'get', job.id]);
     expect(run.code).toBe(0);
     expect(run.stdout).toMatch(new RegExp(`^id +${job.id}$`, 'm'));
     expect(run.stdout).toMatch(/^status +succeeded$/m);
     expect(run.stdout).toMatch(/^tasks +2 \(2 verified\)$/m);
     expect(run.stdout).toMatch(/^TASK +STATE +ATTEMPT +NODE +EXIT +RESULT +DURATION$/m);
-    expect(run.stdout).toMatch(/^ {3}1 +verified +1\/3 +node_\w+ +0 +abababababab +2s$/m);
+    expect(run.stdout).toMatch(new RegExp(`^ {3}1 +verified +1/3 +node_\\w+ +0 +${hash.slice(0, 12)} +\\S+$`, 'm'));
   });
 
   it('shows why tasks failed', async () => {
-    const job = fake.addJob({ tasks: 2 }, 'failed');
+    const job = await cp.jobIn('failed', { tasks: 2 });
     const run = await gpuai(['jobs', 'get', job.id]);
-    expect(run.stdout).toContain('task 0: task_failed: exit code 1 on every attempt');
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/^status +failed$/m);
+    expect(run.stdout).toMatch(/task 0: \w+: .*exit code 1/);
   });
 
   it('prints the body verbatim with --json', async () => {
-    const job = fake.addJob();
+    const job = await cp.jobIn('queued');
     const run = await gpuai(['--json', 'jobs', 'get', job.id]);
     expect(run.code).toBe(0);
-    expect(JSON.parse(run.stdout)).toEqual(JSON.parse(JSON.stringify(job)));
+    expect(run.stdout.trim()).toBe(JSON.stringify(await cp.getJob(job.id)));
   });
 
   it('renders a 404 with exit code 4, and passes the error body through with --json', async () => {
-    const missing = fakeJobId(999);
-    const human = await gpuai(['jobs', 'get', missing]);
+    const human = await gpuai(['jobs', 'get', missingJobId]);
     expect(human).toMatchObject({ code: 4, stdout: '' });
-    expect(human.stderr).toBe(`error: job ${missing} not found\n  HTTP 404 job_not_found (request req_1)\n`);
+    expect(human.stderr).toMatch(
+      new RegExp(`^error: no job ${missingJobId}\\n {2}HTTP 404 job_not_found \\(request [\\w-]+\\)\\n$`),
+    );
 
-    const json = await gpuai(['jobs', 'get', missing, '--json']);
+    const json = await gpuai(['jobs', 'get', missingJobId, '--json']);
     expect(json.code).toBe(4);
     expect(JSON.parse(json.stderr)).toEqual({
-      error: { code: 'job_not_found', message: `job ${missing} not found`, requestId: 'req_1' },
+      error: { code: 'job_not_found', message: `no job ${missingJobId}`, requestId: expect.any(String) },
     });
   });
 
   it("lists a job's tasks", async () => {
-    const job = fake.addJob({ tasks: 3 }, 'running');
+    const job = await cp.jobIn('running', { tasks: 3 });
     const run = await gpuai(['jobs', 'tasks', job.id]);
     expect(run.code).toBe(0);
     expect(run.stdout.trim().split('\n')).toHaveLength(4);
@@ -170,9 +215,10 @@ describe('jobs get, tasks, cancel', () => {
   });
 
   it('cancels, and reports a second cancel as a 409', async () => {
-    const job = fake.addJob({ tasks: 2 }, 'running');
+    const job = await cp.jobIn('running', { tasks: 2 });
     const run = await gpuai(['jobs', 'cancel', job.id]);
     expect(run).toMatchObject({ code: 0, stdout: `${job.id} cancelled: 2 cancelled\n` });
+    expect((await cp.getJob(job.id)).status).toBe('cancelled');
     const again = await gpuai(['jobs', 'cancel', job.id]);
     expect(again.code).toBe(4);
     expect(again.stderr).toContain('HTTP 409 job_finished');
@@ -181,32 +227,48 @@ describe('jobs get, tasks, cancel', () => {
 
 describe('jobs list', () => {
   it('pages with --limit and --cursor, and follows every cursor with --all', async () => {
-    const fresh = await startFakeControlPlane();
+    const fresh = await startTestControlPlane();
     try {
-      const ids = [1, 2, 3].map(() => fresh.addJob({ name: 'batch' }).id);
-      const env = { GPUAI_API: fresh.url };
+      const ids: string[] = [];
+      for (let i = 0; i < 3; i++) ids.push((await fresh.jobIn('queued', { name: 'batch' })).id);
+      const env = fresh.env;
       const first = await runGpuai(['jobs', 'list', '--limit', '2'], { env });
       expect(first.code).toBe(0);
       const rows = first.stdout.trim().split('\n');
       expect(rows[0]).toMatch(/^ID +NAME +STATUS +TASKS +GPUS +CREATED$/);
       expect(rows.slice(1).map((row) => row.split(' ')[0])).toEqual([ids[2], ids[1]]);
-      expect(first.stderr).toBe('more: gpuai jobs list --cursor 2 (or --all)\n');
+      const cursor = /^more: gpuai jobs list --cursor (\S+) \(or --all\)\n$/.exec(first.stderr)?.[1];
+      expect(cursor).toBeDefined();
 
-      const second = await runGpuai(['jobs', 'list', '--limit', '2', '--cursor', '2'], { env });
-      expect(second.stdout).toContain(ids[0]);
+      const second = await runGpuai(['jobs', 'list', '--limit', '2', '--cursor', cursor ?? ''], { env });
+      expect(
+        second.stdout
+          .trim()
+          .split('\n')
+          .slice(1)
+          .map((row) => row.split(' ')[0]),
+      ).toEqual([ids[0]]);
       expect(second.stderr).toBe('');
 
+      const before = fresh.proxy.requests.length;
       const all = await runGpuai(['jobs', 'list', '--all', '--limit', '1', '--json'], { env });
       expect(JSON.parse(all.stdout).jobs.map((job: { id: string }) => job.id)).toEqual([...ids].reverse());
-      expect(fresh.requests.filter((r) => r.path.startsWith('/v1/jobs?'))).toHaveLength(2 + 3);
+      // One request per page; the server may not know that the third page is the last.
+      const pages = fresh.proxy.requests.slice(before).filter((r) => r.path.startsWith('/v1/jobs?'));
+      expect(pages.length).toBeGreaterThanOrEqual(3);
+      expect(pages.length).toBeLessThanOrEqual(4);
     } finally {
-      await fresh.close();
+      await fresh.stop();
     }
   });
 
   it('filters by status, and refuses unknown statuses and limits', async () => {
-    await gpuai(['jobs', 'list', '--status', 'failed']);
-    expect(lastRequest().path).toBe('/v1/jobs?status=failed');
+    const failed = await cp.jobIn('failed');
+    const run = await gpuai(['jobs', 'list', '--status', 'failed', '--json']);
+    expect(cp.proxy.requests.at(-1)?.path).toBe('/v1/jobs?status=failed');
+    const listed = (JSON.parse(run.stdout) as JobList).jobs;
+    expect(listed.map((job) => job.id)).toContain(failed.id);
+    expect(new Set(listed.map((job) => job.status))).toEqual(new Set(['failed']));
     const status = await gpuai(['jobs', 'list', '--status', 'done']);
     expect(status.code).toBe(2);
     expect(status.stderr).toContain(
@@ -219,12 +281,14 @@ describe('jobs list', () => {
 });
 
 describe('jobs wait', () => {
-  const wait = (id: string, ...more: string[]) => gpuai(['jobs', 'wait', id, '--interval', '100ms', ...more]);
+  const wait = (id: string, more: string[] = [], options: TestRunOptions = {}) =>
+    gpuai(['jobs', 'wait', id, '--interval', '100ms', ...more], options);
+  const to = (job: JobWithTasks, status: JobStatus) => () => cp.advance(job, status);
 
   it('polls until the job succeeds, exits 0, prints progress lines only on change', async () => {
-    const job = fake.addJob({ tasks: 2 });
-    fake.script(job.id, ['queued', 'running', 'running', 'succeeded']);
-    const run = await wait(job.id);
+    // Queued where a test node can take it; nothing else is queued there while it waits.
+    const job = await cp.jobIn('queued', { tasks: 2, regions: ['eu-west'] });
+    const run = await wait(job.id, [], { io: stepping(() => undefined, to(job, 'running'), to(job, 'succeeded')) });
     expect(run.code).toBe(0);
     expect(run.stderr.split('\n')).toEqual([
       `${job.id} queued: 2 queued`,
@@ -236,43 +300,50 @@ describe('jobs wait', () => {
   });
 
   it('exits 1 when the job fails, and 1 when it is cancelled', async () => {
-    const failed = fake.addJob();
-    fake.script(failed.id, ['running', 'failed']);
-    expect((await wait(failed.id)).code).toBe(1);
-    const cancelled = fake.addJob({}, 'cancelled');
-    const run = await wait(cancelled.id, '--json');
+    const failing = await cp.jobIn('running', { retries: 0 });
+    const failed = await wait(failing.id, [], { io: stepping(to(failing, 'failed')) });
+    expect(failed.code).toBe(1);
+    expect(failed.stdout).toMatch(/^status +failed$/m);
+    const cancelled = await cp.jobIn('cancelled');
+    const run = await wait(cancelled.id, ['--json']);
     expect(run.code).toBe(1);
     expect(run.stderr).toBe('');
     expect(JSON.parse(run.stdout).status).toBe('cancelled');
   });
 
   it('exits 124 when its own timeout passes first', async () => {
-    const job = fake.addJob({}, 'running');
-    const run = await wait(job.id, '--timeout', '300ms');
+    const job = await cp.jobIn('running');
+    const run = await wait(job.id, ['--timeout', '300ms']);
     expect(run.code).toBe(124);
     expect(run.stdout).toBe('');
     expect(run.stderr).toContain(`error: gave up after 300ms: job ${job.id} is still running (1 running)`);
   });
 
-  it('rides out a dropped connection and a 503, saying so on stderr', async () => {
-    const job = fake.addJob();
-    fake.script(job.id, ['running', 'running', 'succeeded']);
-    const polls = fake.requests.length;
-    const waiting = wait(job.id);
-    // Let the first poll through, then break the next two.
-    while (fake.requests.length === polls) await new Promise((resolve) => setTimeout(resolve, 5));
-    fake.inject('drop', 503);
-    const run = await waiting;
+  it('rides out a refused connection, a 503 and a proxy error page, saying so on stderr', async () => {
+    const job = await cp.jobIn('running');
+    const run = await wait(job.id, [], {
+      io: stepping(
+        () => cp.proxy.cut(),
+        () => {
+          cp.proxy.restore();
+          cp.proxy.failNext(1, 503);
+          cp.proxy.failNext(1, 502, '<html>Bad Gateway</html>');
+        },
+        () => undefined,
+        to(job, 'succeeded'),
+      ),
+    });
     expect(run.code).toBe(0);
     expect(run.stderr).toMatch(/lost the control plane at http:\/\/127\.0\.0\.1:\d+ \(.+\); retrying in 1s/);
-    expect(run.stderr).toContain('injected fault; retrying in 2s');
+    expect(run.stderr).toContain('fault proxy answered 503; retrying in 2s');
+    expect(run.stderr).toContain('HTTP 502 <html>Bad Gateway</html>; retrying in 4s');
     expect(run.stderr).toContain('reconnected to the control plane');
-  }, 10_000);
+    expect(run.stdout).toMatch(/^status +succeeded$/m);
+  });
 
   it('draws one updating line on a terminal and clears it before the result', async () => {
-    const job = fake.addJob();
-    fake.script(job.id, ['running', 'succeeded']);
-    const run = await gpuai(['jobs', 'wait', job.id, '--interval', '100ms'], { tty: true });
+    const job = await cp.jobIn('running');
+    const run = await wait(job.id, [], { tty: true, io: stepping(to(job, 'succeeded')) });
     expect(run.code).toBe(0);
     expect(run.stderr).toMatch(new RegExp(`^${job.id} running: 1 running \\(\\d+s\\)`));
     expect(run.stderr).toContain(`\r\u001b[2K${job.id} succeeded: 1 verified`);
@@ -281,24 +352,42 @@ describe('jobs wait', () => {
   });
 
   it('fails at once for an unknown job (exit 4)', async () => {
-    const run = await wait(fakeJobId(998));
+    const run = await wait(missingJobId);
     expect(run.code).toBe(4);
     expect(run.stderr).toContain('job_not_found');
   });
 });
 
-describe('reachability and usage', () => {
+describe('reachability and bad answers', () => {
   it('names the URL when nothing answers (exit 3), in both output modes', async () => {
-    const down = await startFakeControlPlane();
-    await down.close();
-    const human = await runGpuai(['jobs', 'list'], { env: { GPUAI_API: down.url } });
+    const gone = await startFaultProxy(cp.directUrl);
+    await gone.close();
+    const human = await runGpuai(['jobs', 'list'], { env: { ...cp.env, GPUAI_API: gone.url } });
     expect(human.code).toBe(3);
     expect(human.stderr).toContain(
-      `cannot reach the control plane at ${down.url}: is \`npm start\` running? (ECONNREFUSED`,
+      `cannot reach the control plane at ${gone.url}: is \`npm start\` running? (ECONNREFUSED`,
     );
-    const json = await runGpuai(['jobs', 'list', '--json', '--api', down.url]);
+    const json = await runGpuai(['jobs', 'list', '--json', '--api', gone.url], { env: cp.env });
     expect(json.code).toBe(3);
     expect(JSON.parse(json.stderr).error.code).toBe('unreachable');
+  });
+
+  it('exits 3 when the network to a running control plane is cut', async () => {
+    cp.proxy.cut();
+    try {
+      const run = await gpuai(['jobs', 'list']);
+      expect(run.code).toBe(3);
+      expect(run.stderr).toContain(`cannot reach the control plane at ${cp.url}`);
+    } finally {
+      cp.proxy.restore();
+    }
+  });
+
+  it('refuses an answer that is not the API (exit 4), naming the route', async () => {
+    cp.proxy.garbleNext(1);
+    const run = await gpuai(['jobs', 'list']);
+    expect(run.code).toBe(4);
+    expect(run.stderr).toContain('GET /v1/jobs: the control plane sent a response this CLI does not understand');
   });
 
   it('exits 2 for unknown options and bad --api values', async () => {
@@ -313,7 +402,7 @@ describe('reachability and usage', () => {
   });
 
   it('colours only terminals without NO_COLOR', async () => {
-    const job = fake.addJob({}, 'succeeded');
+    const job = await cp.jobIn('succeeded');
     const tty = await gpuai(['jobs', 'get', job.id], { tty: true });
     expect(tty.stdout).toContain('\u001b[32msucceeded\u001b[39m');
     const noColor = await gpuai(['jobs', 'get', job.id], { tty: true, env: { NO_COLOR: '1' } });

@@ -57,7 +57,11 @@ async function submit(ctx: CommandContext, argv: string[], options: SubmitOption
   }
   const job = response.body;
   ctx.out(job.id);
-  if (response.status === 200) ctx.note('this idempotency key was already used with the same spec: that job is shown');
+  // Only news about a key the user chose: a 200 for the CLI's own key means its retry found the job
+  // that an attempt whose answer was lost had created, which is the retry working.
+  if (response.status === 200 && options.idempotencyKey !== undefined) {
+    ctx.note('this idempotency key was already used with the same spec: that job is shown');
+  }
   if (ctx.io.stderr.isTTY === true) {
     ctx.note(ctx.style.dim(`submitted ${job.spec.tasks} task(s); follow with: gpuai jobs wait ${job.id}`));
   }

@@ -1,44 +1,59 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type FakeControlPlane, fakeNodeId, startFakeControlPlane } from '../testing/fake-control-plane.js';
+import type { NodeView } from '../../protocol/node.js';
+import { startTestControlPlane, type TestControlPlane } from '../testing/control-plane.js';
 import { runGpuai } from '../testing/run-cli.js';
 
-let fake: FakeControlPlane;
+let cp: TestControlPlane;
+let rig: NodeView;
 beforeAll(async () => {
-  fake = await startFakeControlPlane();
+  cp = await startTestControlPlane();
+  const gpus = [0, 1].map((index) => ({
+    index,
+    vendor: 'nvidia' as const,
+    model: 'NVIDIA H100 80GB HBM3',
+    vramMiB: 81559,
+    uuid: `GPU-rig-${index}`,
+    computeCapability: '9.0',
+  }));
+  rig = await cp.addNode({ gpus, cpu: { model: 'AMD EPYC 9654', cores: 96 } });
+  await cp.addNode({ region: 'local' });
+  await cp.addNode();
 });
-afterAll(() => fake.close());
+afterAll(() => cp.stop());
 
-const gpuai = (...args: string[]) => runGpuai(args, { env: { GPUAI_API: fake.url } });
+const gpuai = (...args: string[]) => runGpuai(args, { env: cp.env });
 
 describe('nodes', () => {
   it('lists nodes with their GPUs summarized', async () => {
-    fake.addNode();
-    fake.addNode({ name: 'laptop', status: 'unavailable', inventory: { ...fake.addNode().inventory, gpus: [] } });
     const run = await gpuai('nodes', 'list');
-    expect(run.code).toBe(0);
+    expect(run).toMatchObject({ code: 0, stderr: '' });
     const lines = run.stdout.trim().split('\n');
+    expect(lines).toHaveLength(4);
     expect(lines[0]).toMatch(/^ID +NAME +STATUS +REGION +GPUS +TASKS DONE +LAST SEEN$/);
-    expect(lines[1]).toMatch(/^node_\w{26} +rig-1 +live +eu-west +2x H100 80GB +42 +\S/);
-    expect(lines.some((line) => /laptop +unavailable +eu-west +- +42/.test(line))).toBe(true);
+    expect(lines.find((line) => line.startsWith(rig.id))).toMatch(
+      /^node_\w{26} +\S+ +live +eu-west +2x H100 80GB +0 +\S/,
+    );
+    expect(lines.some((line) => / live +local +- +0 +/.test(line))).toBe(true);
   });
 
   it('follows cursors with --all', async () => {
     const run = await gpuai('nodes', 'list', '--all', '--limit', '1', '--json');
     expect(run.code).toBe(0);
     expect(JSON.parse(run.stdout).nodes).toHaveLength(3);
+    expect(cp.proxy.requests.filter((r) => r.path.startsWith('/v1/nodes?limit=1'))).toHaveLength(3);
   });
 
   it('shows one node with a GPU table', async () => {
-    const run = await gpuai('nodes', 'get', fakeNodeId(1));
+    const run = await gpuai('nodes', 'get', rig.id);
     expect(run.code).toBe(0);
     expect(run.stdout).toMatch(/^gpus +2x H100 80GB$/m);
     expect(run.stdout).toMatch(/^cpu +AMD EPYC 9654 \(96 cores\)$/m);
-    expect(run.stdout).toMatch(/^tasks +42 completed, 1 failed, 0 leases lost$/m);
-    expect(run.stdout).toMatch(/^ {2}0 +NVIDIA H100 80GB HBM3 +79\.6 GiB +cc 9\.0 +- +GPU-1-0$/m);
+    expect(run.stdout).toMatch(/^tasks +0 completed, 0 failed, 0 leases lost$/m);
+    expect(run.stdout).toMatch(/^ {2}0 +NVIDIA H100 80GB HBM3 +79\.6 GiB +cc 9\.0 +- +GPU-rig-0$/m);
   });
 
   it('renders an unknown node as an API error (exit 4)', async () => {
-    const run = await gpuai('nodes', 'get', fakeNodeId(99));
+    const run = await gpuai('nodes', 'get', `node_${'a'.repeat(26)}`);
     expect(run.code).toBe(4);
     expect(run.stderr).toContain('HTTP 404 node_not_found');
   });
