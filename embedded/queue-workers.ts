@@ -1,14 +1,15 @@
 import type { ControlPlane } from '../functions/control-plane.js';
 import type { Queue } from '../functions/ports/queue.js';
-import { handleMessage, PoisonMessageError } from '../functions/workers/messages.js';
+import { fateOfFailedMessage } from '../functions/workers/failed-messages.js';
+import { handleMessage } from '../functions/workers/messages.js';
 import { deadLetterQueueOf } from '../functions/workers/queues.js';
 import type { Log } from './log.js';
 
 /**
  * The embedded stand-in for SQS event sources: one long-polling loop per queue. A handled message
- * is deleted; a poison message is parked in the dead-letter queue at once; any other failure
- * leaves the message to be redelivered after its visibility timeout (and dead-lettered after
- * too many receives).
+ * is deleted; a failed one is dead-lettered at once or left to be redelivered after its visibility
+ * timeout (and dead-lettered after too many receives), by the rule the cloud's consumer follows
+ * too ({@link fateOfFailedMessage}).
  */
 export function startQueueWorkers(
   cp: ControlPlane,
@@ -26,8 +27,13 @@ export function startQueueWorkers(
             await handleMessage(cp, name, message.body);
             await queue.delete(name, message.receiptHandle);
           } catch (error) {
-            if (error instanceof PoisonMessageError) {
-              log({ level: 'warn', msg: 'poison message dead-lettered', queue: name, error: error.message });
+            if (fateOfFailedMessage(error) === 'dead-letter') {
+              log({
+                level: 'warn',
+                msg: 'message cannot be handled; dead-lettered',
+                queue: name,
+                error: String(error),
+              });
               await queue.send(deadLetterQueueOf(name), message.body);
               await queue.delete(name, message.receiptHandle);
             } else {

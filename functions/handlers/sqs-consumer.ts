@@ -1,7 +1,7 @@
+import { BatchProcessor, EventType, processPartialResponse } from '@aws-lambda-powertools/batch';
 import { MetricUnit } from '@aws-lambda-powertools/metrics';
-import sqsPartialBatchFailure from '@middy/sqs-partial-batch-failure';
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
-import { DomainError } from '../domain/errors.js';
+import { fateOfFailedMessage } from '../workers/failed-messages.js';
 import { handleMessage } from '../workers/messages.js';
 import { deadLetterQueueOf } from '../workers/queues.js';
 import { cloudDeployment } from './config.js';
@@ -11,44 +11,44 @@ import { instrumented, logger, metrics } from './runtime.js';
 export type SqsBatchHandler = (event: SQSEvent, context: Context) => Promise<SQSBatchResponse>;
 
 /**
- * The SQS event handler for one of the control plane's queues. Records are handled concurrently;
- * each one that fails with a retryable error is reported as a batch item failure, so SQS
- * redelivers it alone and dead-letters it after `maxReceives`. A message no redelivery can fix (a
- * non-retryable domain error, such as a poison message) is moved to the dead-letter queue at
- * once, as the embedded queue workers do, so it raises the DLQ alarm instead of looping.
+ * The SQS event handler for one of the control plane's queues, on Powertools' batch processor:
+ * records are handled concurrently, and each one that fails is reported as a batch item failure,
+ * so SQS redelivers it alone and dead-letters it after `maxReceives`. A message no redelivery can
+ * fix is moved to the dead-letter queue at once instead, by the rule the embedded queue workers
+ * follow too ({@link fateOfFailedMessage}), so it raises the DLQ alarm instead of looping.
  *
  * @example
  * export const handler = sqsConsumer(queueNames.schedule);
  */
 export function sqsConsumer(queue: string): SqsBatchHandler {
   const { cp, ports } = cloudDeployment();
+  const processor = new BatchProcessor(EventType.SQS);
 
   const consume = async (record: SQSRecord): Promise<void> => {
     try {
       await handleMessage(cp, queue, record.body);
     } catch (error) {
-      if (!(error instanceof DomainError) || error.retryable) throw error;
+      if (fateOfFailedMessage(error) === 'redeliver') {
+        logger.warn('message failed; SQS will redeliver it', { queue, messageId: record.messageId, error });
+        throw error;
+      }
       logger.warn('message cannot be handled; dead-lettered', { queue, messageId: record.messageId, error });
       await ports.queue.send(deadLetterQueueOf(queue), record.body);
       metrics.addMetric('messages.deadLettered', MetricUnit.Count, 1);
     }
   };
 
-  const consumeAll = async (event: SQSEvent) => {
+  return instrumented(async (event: SQSEvent, context: Context): Promise<SQSBatchResponse> => {
     metrics.addDimension('queue', queue);
-    const settled = await Promise.allSettled(event.Records.map(consume));
-    const failed = settled.filter((s) => s.status === 'rejected').length;
-    metrics.addMetric('messages.handled', MetricUnit.Count, settled.length - failed);
+    // A batch that failed whole is answered like any other, every record listed, rather than
+    // thrown: SQS redelivers the same records either way, and the metrics below still get written.
+    const response = await processPartialResponse(event, consume, processor, {
+      context,
+      throwOnFullBatchFailure: false,
+    });
+    const failed = response.batchItemFailures.length;
+    metrics.addMetric('messages.handled', MetricUnit.Count, event.Records.length - failed);
     metrics.addMetric('messages.failed', MetricUnit.Count, failed);
-    return settled;
-  };
-
-  const handler = instrumented(consumeAll).use(
-    sqsPartialBatchFailure({
-      logger: (reason: unknown, record: SQSRecord) =>
-        logger.warn('message failed; SQS will redeliver it', { queue, messageId: record.messageId, error: reason }),
-    }),
-  );
-  // The middleware replaces the settled results with the batch response, which middy's types cannot express.
-  return handler as unknown as SqsBatchHandler;
+    return response;
+  });
 }
