@@ -16,6 +16,7 @@ import { createApp } from '../functions/http/app.js';
 import { systemClock } from '../functions/ports/clock.js';
 import { queueDefinitions } from '../functions/workers/queues.js';
 import { ensureAdminKey } from './admin-key.js';
+import { type DataDirLock, lockDataDir } from './data-dir-lock.js';
 import { allowedHosts, guardHost } from './host-check.js';
 import type { Log } from './log.js';
 import { startQueueWorkers } from './queue-workers.js';
@@ -57,80 +58,135 @@ export interface RunningControlPlane {
   stop(): Promise<void>;
 }
 
+/** Something else listens on the address the control plane was asked to serve on. */
+export class PortInUseError extends Error {
+  override name = 'PortInUseError';
+  constructor(
+    readonly host: string,
+    readonly port: number,
+    options?: ErrorOptions,
+  ) {
+    super(`port ${port} on ${host} is already in use`, options);
+  }
+}
+
+type Server = ReturnType<typeof serve>;
+
+/**
+ * Binds the port. Until `ready` swaps in the app, requests are answered 503 (retryable to every
+ * client): the window is the few milliseconds the store takes to open.
+ */
+async function listen(host: string, port: number): Promise<{ server: Server; ready(fetch: Fetch): void }> {
+  let handler: Fetch = () =>
+    Response.json(
+      { error: { code: 'starting', message: 'the control plane is starting; retry shortly' } },
+      { status: 503, headers: { 'retry-after': '1' } },
+    );
+  const server = serve({ fetch: (request, env) => handler(request, env), port, hostname: host });
+  await new Promise<void>((resolve, reject) => {
+    server.once('listening', resolve);
+    server.once('error', (error: NodeJS.ErrnoException) =>
+      reject(error.code === 'EADDRINUSE' ? new PortInUseError(host, port, { cause: error }) : error),
+    );
+  });
+  return {
+    server,
+    ready: (fetch) => {
+      handler = fetch;
+    },
+  };
+}
+
+type Fetch = (request: Request, env: unknown) => Response | Promise<Response>;
+
+function close(server: Server): Promise<void> {
+  return new Promise<void>((resolve) => {
+    server.close(() => resolve());
+    // Long polls would hold the server open for up to 20 s; agents retry them anyway.
+    if ('closeAllConnections' in server) server.closeAllConnections();
+  });
+}
+
 /**
  * The embedded composition root: SQLite store and queue in `<dataDir>/gpuai.db`, local keys,
  * in-process wake-ups, the hono app on node's HTTP server, the queue workers and the reaper.
+ *
+ * The order is what a failed start leaves behind: the port is bound first, so a port someone else
+ * holds fails before the data dir is touched; then the data dir is locked (data-dir-lock.ts), so a
+ * second control plane on it fails before opening its database. A start that fails half-way
+ * closes what it opened, so the process can exit.
  */
 export async function startControlPlane(options: ControlPlaneServerOptions): Promise<RunningControlPlane> {
   const { log } = options;
-  mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
-  const db = openDatabase(join(options.dataDir, 'gpuai.db'));
-  const store = new SqliteStore(db);
-  const queue = new SqliteQueue(db, queueDefinitions);
-  const keys = LocalKeys.open(options.dataDir);
-  const signal = new MemorySignal();
-  const cp = createControlPlane(
-    { store, queue, keys, clock: systemClock, signal, hints: new SignalWorkHints(), credentials: noCredentials },
-    // Long polls are woken by the signal; hints carry nothing here, so there is nothing to re-drive.
-    defaultSettings(systemClock.now(), { hintRedriveMs: Number.POSITIVE_INFINITY, ...options.settings }),
-  );
-  // The CLI on this machine finds this key by default, so the quickstart needs no setup.
-  await ensureAdminKey(cp.apiKeys, options.dataDir, log);
-  // The socket's peer: the address rate limits count per. Never X-Forwarded-For, which the client writes.
-  // Loopback peers are not counted per address: the local agent, other agents on this host and the
-  // CLI all share 127.0.0.1, so a burst from any one of them (or an unauthenticated flood from a
-  // local process) would lock the agents out and fail their running tasks for want of heartbeats.
-  // Nothing is given away: a process on this machine can read the data dir (the admin key, the
-  // database) anyway, and the Host check (host-check.ts) stops web pages in a local browser from
-  // borrowing the loopback address. The per-key, per-node and registerGlobal limits still apply.
-  const exemptLoopback = options.exemptLoopback ?? true;
-  const sourceAddress = (c: Parameters<typeof getConnInfo>[0]): string | undefined => {
-    const address = getConnInfo(c).remote.address;
-    return address !== undefined && exemptLoopback && isLoopbackPeer(address) ? undefined : address;
-  };
-  const app = createApp({ cp, log, sourceAddress });
-
-  const stopWorkers = startQueueWorkers(cp, queue, Object.values(queueNames), log);
+  const { server, ready } = await listen(options.host, options.port);
+  let lock: DataDirLock | undefined;
+  let store: SqliteStore | undefined;
+  let queue: SqliteQueue | undefined;
+  let stopWorkers: (() => Promise<void>) | undefined;
+  let reaper: NodeJS.Timeout | undefined;
   let reaping = Promise.resolve();
-  let ticks = 0;
-  const reaper = setInterval(() => {
-    reaping = reaping.then(async () => {
-      try {
-        // Expired idempotency records and nonces are invisible already; this reclaims their rows.
-        if (++ticks % 600 === 0) store.deleteExpired();
-        const report = await cp.reaper.tick();
-        if (report.leasesExpired + report.deadlinesEnforced > 0) log({ msg: 'reaper', ...report });
-      } catch (error) {
-        log({ level: 'error', msg: 'reaper failed', error: String(error) });
-      }
-    });
-  }, options.reaperIntervalMs);
-
-  // The Host check needs the port the server got (0 asks for any), so it is set once listening.
-  let fetch: typeof app.fetch = app.fetch;
-  const server = serve({ fetch: (request, env) => fetch(request, env), port: options.port, hostname: options.host });
-  await new Promise<void>((resolve, reject) => {
-    server.once('listening', resolve);
-    server.once('error', reject);
-  });
-  const { port } = server.address() as AddressInfo;
-  fetch = guardHost(allowedHosts(options.host, port, options.allowedHosts), app.fetch);
-  const url = `http://${options.host.includes(':') ? `[${options.host}]` : options.host}:${port}`;
-
-  return {
-    url,
-    joinTokens: cp.joinTokens,
-    async stop() {
-      clearInterval(reaper);
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        // Long polls would hold the server open for up to 20 s; agents retry them anyway.
-        if ('closeAllConnections' in server) server.closeAllConnections();
-      });
-      await stopWorkers();
-      await reaping;
-      await queue.close();
-      await store.close();
-    },
+  const stop = async () => {
+    clearInterval(reaper);
+    await close(server);
+    await stopWorkers?.();
+    await reaping;
+    await queue?.close();
+    await store?.close();
+    lock?.release();
   };
+
+  try {
+    mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
+    lock = lockDataDir(options.dataDir);
+    const db = openDatabase(join(options.dataDir, 'gpuai.db'));
+    store = new SqliteStore(db);
+    queue = new SqliteQueue(db, queueDefinitions);
+    const keys = LocalKeys.open(options.dataDir);
+    const signal = new MemorySignal();
+    const cp = createControlPlane(
+      { store, queue, keys, clock: systemClock, signal, hints: new SignalWorkHints(), credentials: noCredentials },
+      // Long polls are woken by the signal; hints carry nothing here, so there is nothing to re-drive.
+      defaultSettings(systemClock.now(), { hintRedriveMs: Number.POSITIVE_INFINITY, ...options.settings }),
+    );
+    // The CLI on this machine finds this key by default, so the quickstart needs no setup.
+    await ensureAdminKey(cp.apiKeys, options.dataDir, log);
+    // The socket's peer: the address rate limits count per. Never X-Forwarded-For, which the client writes.
+    // Loopback peers are not counted per address: the local agent, other agents on this host and the
+    // CLI all share 127.0.0.1, so a burst from any one of them (or an unauthenticated flood from a
+    // local process) would lock the agents out and fail their running tasks for want of heartbeats.
+    // Nothing is given away: a process on this machine can read the data dir (the admin key, the
+    // database) anyway, and the Host check (host-check.ts) stops web pages in a local browser from
+    // borrowing the loopback address. The per-key, per-node and registerGlobal limits still apply.
+    const exemptLoopback = options.exemptLoopback ?? true;
+    const sourceAddress = (c: Parameters<typeof getConnInfo>[0]): string | undefined => {
+      const address = getConnInfo(c).remote.address;
+      return address !== undefined && exemptLoopback && isLoopbackPeer(address) ? undefined : address;
+    };
+    const app = createApp({ cp, log, sourceAddress });
+
+    const storeForReaper = store;
+    stopWorkers = startQueueWorkers(cp, queue, Object.values(queueNames), log);
+    let ticks = 0;
+    reaper = setInterval(() => {
+      reaping = reaping.then(async () => {
+        try {
+          // Expired idempotency records and nonces are invisible already; this reclaims their rows.
+          if (++ticks % 600 === 0) storeForReaper.deleteExpired();
+          const report = await cp.reaper.tick();
+          if (report.leasesExpired + report.deadlinesEnforced > 0) log({ msg: 'reaper', ...report });
+        } catch (error) {
+          log({ level: 'error', msg: 'reaper failed', error: String(error) });
+        }
+      });
+    }, options.reaperIntervalMs);
+
+    // The Host check needs the port the server got (0 asks for any).
+    const { port } = server.address() as AddressInfo;
+    ready(guardHost(allowedHosts(options.host, port, options.allowedHosts), app.fetch));
+    const url = `http://${options.host.includes(':') ? `[${options.host}]` : options.host}:${port}`;
+    return { url, joinTokens: cp.joinTokens, stop };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
 }

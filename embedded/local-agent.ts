@@ -15,6 +15,23 @@ export interface LocalAgentOptions {
 }
 
 /**
+ * One line the agent printed, as a log entry marked `source: 'agent'`: its JSON log lines keep their
+ * own time, level and fields; anything else (a crash's stack trace, a warning from Node) is a
+ * warning with the line as its message.
+ */
+export function agentEntry(line: string): Record<string, unknown> {
+  try {
+    const parsed: unknown = JSON.parse(line);
+    if (typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed) && 'msg' in parsed) {
+      return { ...parsed, source: 'agent' };
+    }
+  } catch {
+    // not one of its log lines
+  }
+  return { level: 'warn', msg: line, source: 'agent' };
+}
+
+/**
  * Runs one edge agent as its own process beside the embedded control plane (the control plane
  * never imports the agent), restarting it if it dies, and stopping it gracefully with SIGTERM.
  * Its tasks run as the agent's default task user: `nobody` when this process is root.
@@ -26,7 +43,8 @@ export function startLocalAgent(options: LocalAgentOptions): { stop(): Promise<v
 
   const launch = () => {
     const args = ['run', '--api', options.api, '--runtime', 'process', '--data-dir', options.dataDir];
-    args.push('--name', 'local', '--slots', String(options.slots));
+    // JSON lines, so its entries reach the launcher's log as entries, in whichever format that writes.
+    args.push('--name', 'local', '--slots', String(options.slots), '--json-logs');
     const env = { ...process.env };
     // The agent stays root when the launcher is (it keeps its node key in `<dataDir>/agent`), and
     // runs each task as `nobody` (its default): a task must not read the admin key or master key
@@ -34,10 +52,10 @@ export function startLocalAgent(options: LocalAgentOptions): { stop(): Promise<v
     delete env.GPUAI_AGENT_TASK_USER;
     if (options.joinToken === undefined) delete env.GPUAI_JOIN_TOKEN;
     else env.GPUAI_JOIN_TOKEN = options.joinToken;
-    const proc = spawn(process.execPath, [agentBin, ...args], { stdio: ['ignore', 'inherit', 'pipe'], env });
+    const proc = spawn(process.execPath, [agentBin, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
     child = proc;
-    if (proc.stderr) {
-      createInterface({ input: proc.stderr }).on('line', (line) => options.log({ msg: `[agent] ${line}` }));
+    for (const stream of [proc.stdout, proc.stderr]) {
+      if (stream) createInterface({ input: stream }).on('line', (line) => options.log(agentEntry(line)));
     }
     proc.on('exit', (code, signal) => {
       child = undefined;

@@ -63,15 +63,23 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<{ url: st
     allowedHosts: env.GPUAI_ALLOWED_HOSTS,
   });
   log({ msg: 'control plane listening', url: cp.url, dataDir });
-  const agent = options.agent
-    ? startLocalAgent({
+  let agent: { stop(): Promise<void> } | undefined;
+  try {
+    if (options.agent) {
+      const joinToken = await localJoinToken(cp.joinTokens);
+      agent = startLocalAgent({
         api: cp.url,
         dataDir: resolve(dataDir, 'agent'),
         slots: options.agentSlots,
-        joinToken: await localJoinToken(cp.joinTokens),
+        joinToken,
         log,
-      })
-    : undefined;
+      });
+    }
+  } catch (error) {
+    // Half a start would keep the process alive with nobody to stop it.
+    await cp.stop();
+    throw error;
+  }
   return {
     url: cp.url,
     async stop() {

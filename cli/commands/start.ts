@@ -2,6 +2,7 @@
 import { resolve } from 'node:path';
 import { Command } from 'commander';
 import { isLoopback } from '../../embedded/host-check.js';
+import { createLog } from '../../embedded/log.js';
 import { type App, type CommandContext, defaultApiUrl } from '../context.js';
 import type { EmbeddedServer } from '../embedded.js';
 import { ExitCode, StartError, UsageError } from '../errors.js';
@@ -21,6 +22,39 @@ const interruptedExitCode = 130;
 
 const message = (error: unknown): string => (error instanceof Error ? error.message : String(error));
 
+/**
+ * What to do about the start failures a user can fix. Matched by name: importing the classes would
+ * load the server's dependencies into every command.
+ */
+const remedies: Record<string, string> = {
+  PortInUseError: 'choose another with --port (or $PORT)',
+  DataDirLockedError: 'stop that one first, or choose another --data-dir',
+};
+
+/**
+ * Where the launcher's own lines go. With GPUAI_LOG_FORMAT=json they are log entries like the control
+ * plane's and its agent's, so that everything `gpuai start` prints is one JSON object per line.
+ */
+function launcherOutput(ctx: CommandContext) {
+  const json = ctx.io.env.GPUAI_LOG_FORMAT === 'json';
+  const log = createLog({ json: true, write: (line) => ctx.note(line) });
+  return {
+    json,
+    /** A note on stderr; `styled` is the text form when it differs from the message. */
+    note(level: 'info' | 'warn' | 'error', msg: string, styled = msg): void {
+      if (json) log({ level, msg });
+      else ctx.note(styled);
+    },
+    /** A failure: an error entry and exit status 1 in JSON, else the CLI's usual error line. */
+    failed(text: string, cause: unknown): ExitCode {
+      if (!json) throw new StartError(text, { cause });
+      log({ level: 'error', msg: text });
+      return ExitCode.failed;
+    },
+    log,
+  };
+}
+
 async function start(ctx: CommandContext, options: StartOptions): Promise<ExitCode> {
   const port = countFlag('--port', options.port ?? (ctx.io.env.PORT || '8787'));
   if (port > 65_535) throw new UsageError(`--port must be at most 65535, got ${port}`);
@@ -28,6 +62,7 @@ async function start(ctx: CommandContext, options: StartOptions): Promise<ExitCo
   if (agentSlots < 1) throw new UsageError('--agent-slots must be at least 1');
   const dataDir = resolve(options.dataDir ?? (ctx.io.env.GPUAI_DATA_DIR || '.gpuai'));
   const host = options.host ?? (ctx.io.env.GPUAI_HOST || '127.0.0.1');
+  const output = launcherOutput(ctx);
 
   let server: EmbeddedServer;
   try {
@@ -41,26 +76,30 @@ async function start(ctx: CommandContext, options: StartOptions): Promise<ExitCo
       log: (line) => ctx.note(line),
     });
   } catch (error) {
-    throw new StartError(`could not start the control plane on ${host}:${port}: ${message(error)}`, {
-      cause: error,
-    });
+    const remedy = error instanceof Error ? remedies[error.name] : undefined;
+    return output.failed(
+      `could not start the control plane on ${host}:${port}: ${message(error)}${remedy ? `; ${remedy}` : ''}`,
+      error,
+    );
   }
 
   if (!isLoopback(host)) {
     // On stderr, so it shows with --json too and never mixes into output that scripts read.
-    ctx.note(
-      `${ctx.style.yellow('warning:')} listening on ${host}: the API is reachable from the network, over plain ` +
-        'HTTP. Only API keys protect it, and the local agent runs submitted commands as your user. Put TLS in ' +
-        'front (a reverse proxy such as Caddy or nginx) or bind to 127.0.0.1; see docs/security.md.' +
-        (ctx.io.env.GPUAI_ALLOWED_HOSTS?.trim()
-          ? ''
-          : ' The Host check (the DNS rebinding defence) is off, so any name that resolves here is answered: ' +
-            'set GPUAI_ALLOWED_HOSTS to the names it is reached by.'),
-    );
+    const warning =
+      `listening on ${host}: the API is reachable from the network, over plain ` +
+      'HTTP. Only API keys protect it, and the local agent runs submitted commands as your user. Put TLS in ' +
+      'front (a reverse proxy such as Caddy or nginx) or bind to 127.0.0.1; see docs/security.md.' +
+      (ctx.io.env.GPUAI_ALLOWED_HOSTS?.trim()
+        ? ''
+        : ' The Host check (the DNS rebinding defence) is off, so any name that resolves here is answered: ' +
+          'set GPUAI_ALLOWED_HOSTS to the names it is reached by.');
+    output.note('warn', warning, `${ctx.style.yellow('warning:')} ${warning}`);
   }
 
   if (ctx.json) {
     ctx.outJson(JSON.stringify({ url: server.url, dataDir, agent: options.agent, agentSlots }));
+  } else if (output.json) {
+    output.log({ msg: 'ready; press Ctrl-C to stop', url: server.url, dataDir, agent: options.agent, agentSlots });
   } else {
     const agent = options.agent ? `an agent with ${agentSlots} slot(s)` : 'no agent';
     const api = server.url === defaultApiUrl ? '' : ` --api ${server.url}`;
@@ -79,12 +118,12 @@ async function start(ctx: CommandContext, options: StartOptions): Promise<ExitCo
     let stopping = false;
     const onSignal = (): void => {
       if (stopping) {
-        ctx.note('stopping now, without waiting');
+        output.note('warn', 'stopping now, without waiting');
         ctx.io.exit(interruptedExitCode);
         return;
       }
       stopping = true;
-      ctx.note('stopping: finishing in-flight requests (Ctrl-C again to exit at once)');
+      output.note('info', 'stopping: finishing in-flight requests (Ctrl-C again to exit at once)');
       server.stop().then(
         () => {
           unsubscribe();
@@ -92,7 +131,11 @@ async function start(ctx: CommandContext, options: StartOptions): Promise<ExitCo
         },
         (error: unknown) => {
           unsubscribe();
-          fail(new StartError(`the control plane did not stop cleanly: ${message(error)}`, { cause: error }));
+          try {
+            settle(output.failed(`the control plane did not stop cleanly: ${message(error)}`, error));
+          } catch (failure) {
+            fail(failure);
+          }
         },
       );
     };
