@@ -24,7 +24,7 @@ interface Racer {
   child: ChildProcess;
   /** Lines it printed that nobody has taken yet, and the taker waiting for the next one. */
   lines: string[];
-  waiting?: (line: string) => void;
+  waiting: ((line: string) => void) | undefined;
   stderr: string;
 }
 
@@ -38,7 +38,7 @@ beforeAll(async () => {
       cwd: repoRoot,
       stdio: ['pipe', 'pipe', 'pipe'],
     });
-    const racer: Racer = { child, lines: [], stderr: '' };
+    const racer: Racer = { child, lines: [], waiting: undefined, stderr: '' };
     child.stderr?.on('data', (chunk: Buffer) => {
       racer.stderr += chunk.toString();
     });
