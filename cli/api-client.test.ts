@@ -1,21 +1,17 @@
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApiClient } from './api-client.js';
 import { ApiError, UnreachableError } from './errors.js';
-import { fakeJobId } from './testing/fake-control-plane.js';
+import { startTestControlPlane, type TestControlPlane } from './testing/control-plane.js';
 
-/** A client whose fetch answers every request with `respond`, recording the URLs asked for. */
-function clientAnswering(
-  respond: (url: URL, init: RequestInit) => Response | Promise<Response>,
-  base = 'http://cp.test',
-) {
-  const urls: string[] = [];
-  const fetchStub = async (input: string | URL | Request, init?: RequestInit) => {
-    const url = new URL(input instanceof Request ? input.url : input);
-    urls.push(url.toString());
-    return respond(url, init ?? {});
-  };
-  return { client: new ApiClient(base, { fetch: fetchStub, timeoutMs: 50 }), urls };
-}
+/** The client against the real embedded control plane, with the fault proxy's bad answers in front. */
+
+let cp: TestControlPlane;
+beforeAll(async () => {
+  cp = await startTestControlPlane();
+});
+afterAll(() => cp.stop());
+
+const client = (base = cp.url, timeoutMs = 5000) => new ApiClient(base, { apiKey: cp.adminKey, timeoutMs });
 
 const rejection = async (promise: Promise<unknown>): Promise<unknown> => {
   try {
@@ -28,36 +24,39 @@ const rejection = async (promise: Promise<unknown>): Promise<unknown> => {
 
 describe('ApiClient', () => {
   it('keeps a path prefix of the base URL and sends only the given query parameters', async () => {
-    const { client, urls } = clientAnswering(() => Response.json({ jobs: [] }), 'https://gw.test/prod/');
-    await client.listJobs({ status: 'running' });
-    expect(urls).toEqual(['https://gw.test/prod/v1/jobs?status=running']);
+    // An API Gateway stage prefix: the embedded server has none, so it answers 404, after the
+    // proxy has logged the path the client asked for.
+    await rejection(client(`${cp.url}/prod/`).listJobs({ status: 'running' }));
+    expect(cp.proxy.requests.at(-1)?.path).toBe('/prod/v1/jobs?status=running');
   });
 
   it('maps the error shape to a typed ApiError', async () => {
-    const body = { error: { code: 'job_not_found', message: 'no such job', requestId: 'r1' } };
-    const { client } = clientAnswering(() => Response.json(body, { status: 404 }));
-    const error = await rejection(client.getJob(fakeJobId(1)));
+    const missing = `job_${'0'.repeat(26)}`;
+    const error = await rejection(client().getJob(missing));
     expect(error).toBeInstanceOf(ApiError);
     expect(error).toMatchObject({
       status: 404,
       code: 'job_not_found',
-      message: 'no such job',
-      requestId: 'r1',
+      message: `no job ${missing}`,
+      requestId: expect.any(String),
       exitCode: 4,
     });
-    expect((error as ApiError).toErrorBody()).toEqual(body);
+    const { requestId } = error as ApiError;
+    expect((error as ApiError).toErrorBody()).toEqual({
+      error: { code: 'job_not_found', message: `no job ${missing}`, requestId },
+    });
   });
 
   it('turns a non-API error page (a proxy in front) into an ApiError with the status', async () => {
-    const { client } = clientAnswering(() => new Response('<html>Bad Gateway</html>', { status: 502 }));
-    const error = await rejection(client.listNodes());
+    cp.proxy.failNext(1, 502, '<html>Bad Gateway</html>');
+    const error = await rejection(client().listNodes());
     expect(error).toMatchObject({ status: 502, code: 'http_502' });
     expect((error as ApiError).message).toBe('GET /v1/nodes: HTTP 502 <html>Bad Gateway</html>');
   });
 
   it('refuses a success body that does not match the protocol schema', async () => {
-    const { client } = clientAnswering(() => Response.json({ jobs: [{ id: 'nope' }] }));
-    const error = await rejection(client.listJobs());
+    cp.proxy.garbleNext(1, JSON.stringify({ jobs: [{ id: 'nope' }] }));
+    const error = await rejection(client().listJobs());
     expect(error).toMatchObject({ code: 'invalid_response' });
     expect((error as ApiError).message).toMatch(
       /^GET \/v1\/jobs: the control plane sent a response this CLI does not understand \(jobs\.0\.id: /,
@@ -65,23 +64,22 @@ describe('ApiClient', () => {
   });
 
   it('reports a control plane that does not answer in time as unreachable', async () => {
-    const { client } = clientAnswering(
-      (_url, init) =>
-        new Promise((_resolve, reject) => init.signal?.addEventListener('abort', () => reject(init.signal?.reason))),
-    );
-    const error = await rejection(client.listJobs());
-    expect(error).toBeInstanceOf(UnreachableError);
-    expect((error as UnreachableError).reason).toBe('no answer within 0.05s');
+    cp.proxy.cut('hang');
+    try {
+      const error = await rejection(client(cp.url, 50).listJobs());
+      expect(error).toBeInstanceOf(UnreachableError);
+      expect((error as UnreachableError).reason).toBe('no answer within 0.05s');
+    } finally {
+      cp.proxy.restore();
+    }
   });
 
-  it('renders server validation issues one per line', () => {
-    const error = new ApiError(400, {
-      error: {
-        code: 'validation_failed',
-        message: 'invalid request at tasks',
-        details: { issues: [{ path: 'tasks', message: 'Too big', code: 'too_big' }], target: 'body' },
-      },
-    });
-    expect(error.detailLines()).toEqual(['  HTTP 400 validation_failed', '  tasks: Too big']);
+  it('renders server validation issues one per line', async () => {
+    // A spec the CLI would refuse before sending; sent raw, the server's own issues come back.
+    const error = await rejection(client().submitJob({ command: ['true'], tasks: 0 }, 'validation'));
+    expect(error).toMatchObject({ status: 400, code: 'validation_failed' });
+    const lines = (error as ApiError).detailLines();
+    expect(lines[0]).toMatch(/^ {2}HTTP 400 validation_failed \(request [\w-]+\)$/);
+    expect(lines.slice(1)).toEqual([expect.stringMatching(/^ {2}tasks: .+/)]);
   });
 });
