@@ -11,6 +11,13 @@ const lambdaTests = [
   'functions/handlers/**/*.test.ts',
 ];
 
+/**
+ * The deployable bundles under AWS's Lambda Runtime Interface Emulator: a project of their own with
+ * the same emulators, not in `lambda`, because they run on the Node 22 they install whatever Node
+ * runs vitest, so the Node 22 lane would only repeat them.
+ */
+const bundleTests = ['test/bundles/**/*.test.ts'];
+
 export default defineConfig({
   test: {
     testTimeout: 30_000,
@@ -22,7 +29,7 @@ export default defineConfig({
         test: {
           name: 'core',
           include: ['**/*.test.ts'],
-          exclude: ['**/node_modules/**', '**/cdk.out/**', '**/.tools/**', ...lambdaTests],
+          exclude: ['**/node_modules/**', '**/cdk.out/**', '**/.tools/**', ...lambdaTests, ...bundleTests],
         },
       },
       {
@@ -30,6 +37,14 @@ export default defineConfig({
         test: {
           name: 'lambda',
           include: lambdaTests,
+          globalSetup: ['test/emulators/global-setup.ts'],
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'bundles',
+          include: bundleTests,
           globalSetup: ['test/emulators/global-setup.ts'],
         },
       },
