@@ -1,27 +1,26 @@
 import { existsSync } from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { sha256Hex } from '../protocol/index.js';
+import { AgentHarness } from '../test/support/agent-harness.js';
 import { workRootFor } from './runner/process-runner.js';
 import { resolveTaskUser, type TaskUser } from './runner/task-user.js';
-import { AgentHarness } from './test-support/agent-harness.js';
-import { testAssignment } from './test-support/fixtures.js';
 
+/** Against the real embedded control plane (test/support/agent-harness.ts). */
 let harness: AgentHarness;
 
 beforeEach(async () => {
-  harness = await AgentHarness.start('gpuai-agent-taskuser-');
+  harness = await AgentHarness.start({ dataDirPrefix: 'gpuai-agent-taskuser-' });
 });
 
 afterEach(async () => {
   await harness.stop();
 });
 
-describe('Agent work root and task user', () => {
+describe('Agent work root and task user', { timeout: 60_000 }, () => {
   it('removes its own work root when it stops and no work dir is left in it', async () => {
-    const assignment = testAssignment(['printf', 'x']);
-    harness.fake.enqueue(assignment);
     const started = harness.startAgent();
-    await harness.fake.waitFor(() => harness.fake.results.get(assignment.taskId));
+    const job = await harness.submit({ command: ['printf', 'x'] });
+    expect((await harness.finished(job.id)).status).toBe('succeeded');
     expect(existsSync(workRootFor(harness.dataDir))).toBe(true);
     await started.agent.shutdown();
     await started.running;
@@ -31,12 +30,11 @@ describe('Agent work root and task user', () => {
 
   it.runIf(process.getuid?.() === 0)('runs tasks as its task user (agent as root)', async () => {
     const nobody = resolveTaskUser(undefined).user as TaskUser;
-    const assignment = testAssignment(['id', '-u']);
-    harness.fake.enqueue(assignment);
     harness.startAgent({ taskUser: nobody });
-    const result = await harness.fake.waitFor(() => harness.fake.results.get(assignment.taskId));
+    const job = await harness.submit({ command: ['id', '-u'] });
+    const done = await harness.finished(job.id);
     const stdout = `${nobody.uid}\n`;
-    expect(result).toMatchObject({
+    expect(done.tasks[0]?.result).toMatchObject({
       exitCode: 0,
       outputs: [{ name: 'stdout', sha256: sha256Hex(stdout), bytes: stdout.length }],
     });

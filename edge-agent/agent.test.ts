@@ -1,228 +1,304 @@
 import { existsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { setTimeout as delay } from 'node:timers/promises';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { nodeIdFromPublicKey, resultHash, sha256Hex } from '../protocol/index.js';
+import { afterEach, describe, expect, it } from 'vitest';
+import { type Assignment, HeartbeatRequest, resultHash, sha256Hex } from '../protocol/index.js';
+import { AgentHarness, type AgentHarnessOptions, waitUntil } from '../test/support/agent-harness.js';
 import type { Agent, AgentOptions } from './agent.js';
 import { workRootFor } from './runner/process-runner.js';
-import { AgentHarness } from './test-support/agent-harness.js';
-import type { FakeControlPlane } from './test-support/fake-control-plane.js';
-import { testAssignment, testJobId } from './test-support/fixtures.js';
 import { waitForExit } from './test-support/processes.js';
 
-let fake: FakeControlPlane;
-let dataDir: string;
-let _logLines: string[];
-let harness: AgentHarness;
+/**
+ * The agent against the real embedded control plane (test/support/agent-harness.ts), the fault
+ * proxy in front of it for outages and answers the server would never give.
+ */
+let harness: AgentHarness | undefined;
 
-beforeEach(async () => {
-  harness = await AgentHarness.start('gpuai-agent-');
-  fake = harness.fake;
-  dataDir = harness.dataDir;
-  _logLines = harness.logLines;
-});
+async function setUp(options: AgentHarnessOptions = {}): Promise<AgentHarness> {
+  harness = await AgentHarness.start({ dataDirPrefix: 'gpuai-agent-', ...options });
+  return harness;
+}
 
 afterEach(async () => {
-  await harness.stop();
+  await harness?.stop();
+  harness = undefined;
 });
 
-function startAgent(overrides: Partial<AgentOptions> = {}): { agent: Agent; running: Promise<void> } {
-  return harness.startAgent({ name: 'test-node', ...overrides });
+function startAgent(h: AgentHarness, overrides: Partial<AgentOptions> = {}) {
+  return h.startAgent({ name: 'test-node', ...overrides });
 }
 
 /** Stops the agent the way SIGTERM does and waits for it to finish. */
-async function stopAgent(started: { agent: Agent; running: Promise<void> }): Promise<void> {
+async function stopAgent(h: AgentHarness, started: { agent: Agent; running: Promise<void> }): Promise<void> {
   await started.agent.shutdown();
   await started.running;
-  harness.forget(started);
+  h.forget(started);
 }
 
-const logged = (fragment: string) => harness.logged(fragment);
+/** A command that prints its pid, then waits until `file` exists: the test decides when it ends. */
+const untilFile = (file: string, then = 'true') => [
+  'sh',
+  '-c',
+  `echo $$; while [ ! -e '${file}' ]; do sleep 0.05; done; ${then}`,
+];
 
-describe('Agent', () => {
-  it('registers, runs an assignment and reports its result with the hash and attempt', async () => {
-    const assignment = testAssignment(['printf', 'hello'], { attempt: 2 });
-    fake.enqueue(assignment);
-    const started = startAgent();
+/** The pid the task printed first, from its progress log tail on the server. */
+async function taskPid(h: AgentHarness, jobId: string): Promise<number> {
+  const task = await h.waitForTask(jobId, (t) => /^\d+/.test(t.progress?.logTail ?? ''), 'a log tail with the pid');
+  return Number(task.progress?.logTail?.split('\n')[0]);
+}
 
-    const result = await fake.waitFor(() => fake.results.get(assignment.taskId));
+describe('Agent', { timeout: 60_000 }, () => {
+  it('registers, runs a job and reports its result, which the server verifies', async () => {
+    const h = await setUp();
+    const started = startAgent(h);
+    const job = await h.submit({ command: ['printf', 'hello'] });
+
+    const done = await h.finished(job.id);
+    expect(done.status).toBe('succeeded');
+    const [task] = done.tasks;
     const stdout = { name: 'stdout', sha256: sha256Hex('hello'), bytes: 5 };
-    expect(result).toMatchObject({ attempt: 2, exitCode: 0, outputs: [stdout], resultHash: resultHash([stdout]) });
+    expect(task?.result).toMatchObject({ exitCode: 0, outputs: [stdout], resultHash: resultHash([stdout]) });
+    const nodeId = started.agent.nodeId ?? '';
+    expect(task?.attempts).toMatchObject([{ number: 1, nodeId, outcome: 'completed' }]);
 
-    const [registration] = fake.registrations;
-    expect(registration).toMatchObject({ name: 'test-node', inventory: { region: 'local' } });
-    expect(started.agent.nodeId).toBe(nodeIdFromPublicKey(registration?.publicKey ?? ''));
-    expect(fake.progress.get(assignment.taskId)?.[0]).toEqual({ attempt: 2 });
-    expect(fake.badSignatures).toBe(0);
-    expect(logged(`registered as ${started.agent.nodeId}`)).toBe(true);
-    expect(logged(`task ${assignment.taskId} attempt 2 started`)).toBe(true);
-    expect(logged(`task ${assignment.taskId} attempt 2 finished`)).toBe(true);
+    expect(await h.node(nodeId)).toMatchObject({ name: 'test-node', inventory: { region: 'local' } });
+    expect(h.sent('POST', `/tasks/${task?.id}/progress`)[0]?.body).toBe('{"attempt":1}');
+    expect(h.logged(`registered as ${nodeId}`)).toBe(true);
+    expect(h.logged(`task ${task?.id} attempt 1 started`)).toBe(true);
+    expect(h.logged(`task ${task?.id} attempt 1 finished`)).toBe(true);
 
-    await stopAgent(started);
-    expect(existsSync(join(workRootFor(dataDir), `${assignment.taskId}-2`))).toBe(false);
+    await stopAgent(h, started);
+    expect(existsSync(join(workRootFor(h.dataDir), `${task?.id}-1`))).toBe(false);
   });
 
   it('keeps its node id across restarts with the same data dir', async () => {
-    const first = startAgent();
-    await fake.waitFor(() => fake.registrations.length === 1);
-    await stopAgent(first);
-    const second = startAgent();
-    await fake.waitFor(() => fake.registrations.length === 2);
+    const h = await setUp();
+    const first = startAgent(h);
+    await waitUntil('a registration', () => h.sent('POST', '/v1/nodes').length === 1);
+    await stopAgent(h, first);
+    const second = startAgent(h);
+    await waitUntil('a second registration', () => h.sent('POST', '/v1/nodes').length === 2);
     expect(second.agent.nodeId).toBe(first.agent.nodeId);
-    expect(fake.registrations[1]?.publicKey).toBe(fake.registrations[0]?.publicKey);
+    expect((await h.api.nodes()).map((node) => node.id)).toEqual([first.agent.nodeId]);
   });
 
   it('streams progress and heartbeats the running task', async () => {
-    const assignment = testAssignment(['sh', '-c', 'echo "::progress 40 warming up"; sleep 0.4; echo done']);
-    fake.enqueue(assignment);
-    startAgent();
-    await fake.waitFor(() => fake.results.get(assignment.taskId));
-    expect(fake.progress.get(assignment.taskId)).toContainEqual(
-      expect.objectContaining({ attempt: 1, percent: 40, message: 'warming up' }),
+    const h = await setUp();
+    const go = join(h.dataDir, 'go');
+    const job = await h.submit({ command: ['sh', '-c', `echo "::progress 40 warming up"; ${untilFile(go)[2]}`] });
+    startAgent(h);
+    const running = await h.waitForTask(job.id, (t) => t.progress?.percent === 40, 'progress 40');
+    expect(running).toMatchObject({ state: 'running', progress: { percent: 40, message: 'warming up' } });
+    await waitUntil('a heartbeat that lists the task', () =>
+      h
+        .sent('POST', '/heartbeat')
+        .some((r) => HeartbeatRequest.parse(JSON.parse(r.body)).tasks.some((t) => t.taskId === running.id)),
     );
-    expect(fake.heartbeats.some((beat) => beat.tasks.some((task) => task.taskId === assignment.taskId))).toBe(true);
+    await writeFile(go, '');
+    expect((await h.finished(job.id)).status).toBe('succeeded');
   });
 
   it('reports a program that cannot start, and a timeout, as failures', async () => {
-    const missing = testAssignment(['/nonexistent/program'], { jobId: testJobId('A') });
-    const slow = testAssignment(['sleep', '100'], { jobId: testJobId('B'), timeoutSeconds: 1 });
-    fake.enqueue(missing);
-    fake.enqueue(slow);
-    startAgent();
-    expect(await fake.waitFor(() => fake.failures.get(missing.taskId))).toMatchObject({ reason: 'error' });
-    expect(await fake.waitFor(() => fake.failures.get(slow.taskId))).toMatchObject({ reason: 'timeout' });
+    const h = await setUp();
+    const missing = await h.submit({ command: ['/nonexistent/program'], retries: 0 });
+    const slow = await h.submit({ command: ['sleep', '100'], timeoutSeconds: 1, retries: 0 });
+    startAgent(h);
+    // The server records the agent's reason first in the attempt's detail.
+    expect((await h.finished(missing.id)).tasks[0]).toMatchObject({
+      state: 'failed',
+      attempts: [
+        { outcome: 'failed', detail: expect.stringMatching(/^error: could not start \/nonexistent\/program/) },
+      ],
+    });
+    expect((await h.finished(slow.id)).tasks[0]).toMatchObject({
+      state: 'failed',
+      attempts: [{ outcome: 'failed', detail: expect.stringMatching(/^timeout: /) }],
+    });
   });
 
-  it('turns what it cannot run or report into failures with reason error', async () => {
-    const image = testAssignment(['true'], { jobId: testJobId('E'), image: 'ghcr.io/example/job:1' });
+  it('fails what it cannot report: more outputs than a result may list', async () => {
+    const h = await setUp();
     const script = 'i=0; while [ $i -lt 1100 ]; do : > "$GPUAI_OUTPUT_DIR/f$i"; i=$((i+1)); done';
-    const tooManyOutputs = testAssignment(['sh', '-c', script], { jobId: testJobId('F') });
-    fake.enqueue(image);
-    fake.enqueue(tooManyOutputs);
-    startAgent();
-    expect(await fake.waitFor(() => fake.failures.get(image.taskId))).toMatchObject({
-      reason: 'error',
-      message: expect.stringContaining('runs processes only'),
-    });
-    expect(await fake.waitFor(() => fake.failures.get(tooManyOutputs.taskId))).toMatchObject({
+    const job = await h.submit({ command: ['sh', '-c', script], retries: 0 });
+    startAgent(h);
+    const [task] = (await h.finished(job.id)).tasks;
+    expect(task?.state).toBe('failed');
+    expect(JSON.parse(h.sent('POST', `/tasks/${task?.id}/fail`)[0]?.body ?? '{}')).toMatchObject({
       reason: 'error',
       message: expect.stringContaining('result cannot be reported'),
     });
   });
 
-  it('keeps the lease of a task that prints nothing', async () => {
-    const assignment = testAssignment(['sleep', '0.6'], { leaseMs: 300 });
-    fake.enqueue(assignment);
-    startAgent();
-    await fake.waitFor(() => fake.results.get(assignment.taskId));
-    // The start report, then one about every 100 ms (a third of the lease) while the task is silent.
-    expect(fake.progress.get(assignment.taskId)?.length).toBeGreaterThanOrEqual(4);
+  it('fails an assignment with a container image, which it cannot run', async () => {
+    const h = await setUp();
+    // The server never sends an image job to a node without a container runtime (resource/fit.ts),
+    // so the proxy adds the image to a real assignment: the agent must still refuse it, not run it.
+    h.proxy.rewriteNext(
+      1,
+      (body) => {
+        const { assignment } = JSON.parse(body) as { assignment: Assignment };
+        return JSON.stringify({ assignment: { ...assignment, image: 'ghcr.io/example/job:1' } });
+      },
+      (r) => r.path.includes('/work'),
+    );
+    const job = await h.submit({ command: ['sh', '-c', 'echo ran'], retries: 0 });
+    startAgent(h);
+    const [task] = (await h.finished(job.id)).tasks;
+    expect(task?.state).toBe('failed');
+    expect(JSON.parse(h.sent('POST', `/tasks/${task?.id}/fail`)[0]?.body ?? '{}')).toMatchObject({
+      reason: 'error',
+      message: expect.stringContaining('runs processes only'),
+    });
+  });
+
+  it('keeps the lease of a task that prints nothing, with reports a third of the lease apart', async () => {
+    const h = await setUp({ settings: { leaseMs: 1_500, heartbeatIntervalMs: 200 } });
+    const job = await h.submit({ command: ['sleep', '4'], retries: 0 });
+    startAgent(h, { progressIntervalMs: 50 });
+    const done = await h.finished(job.id);
+    // The reaper runs every 100 ms: a lease the agent let lapse would show as a lease-expired attempt.
+    expect(done.status).toBe('succeeded');
+    expect(done.tasks[0]?.attempts).toMatchObject([{ number: 1, outcome: 'completed' }]);
+    // The start report, then about one every 500 ms while the task is silent.
+    expect(h.sent('POST', '/progress').length).toBeGreaterThanOrEqual(6);
   });
 
   it('clears work dirs left behind by an earlier run', async () => {
-    const stale = join(workRootFor(dataDir), 'job_stale.0-1');
+    const h = await setUp();
+    const stale = join(workRootFor(h.dataDir), 'job_stale.0-1');
     await mkdir(stale, { recursive: true });
-    startAgent();
-    await fake.waitFor(() => fake.registrations.length === 1);
+    startAgent(h);
+    await waitUntil('a registration', () => h.sent('POST', '/v1/nodes').length === 1);
     expect(existsSync(stale)).toBe(false);
   });
 
   it('runs as many tasks at once as it has slots', async () => {
-    const tasks = ['C', 'D'].map((suffix) => testAssignment(['sleep', '0.5'], { jobId: testJobId(suffix) }));
-    for (const task of tasks) fake.enqueue(task);
-    startAgent({ slots: 2 });
-    await fake.waitFor(() => tasks.every((task) => fake.progress.has(task.taskId)));
-    expect(fake.results.size).toBe(0);
-    await fake.waitFor(() => fake.results.size === 2);
+    const h = await setUp();
+    const go = join(h.dataDir, 'go');
+    const job = await h.submit({ command: untilFile(go), tasks: 2 });
+    startAgent(h, { slots: 2 });
+    await h.waitForTask(job.id, (t) => t.state === 'running', 'task 0 running', 0);
+    await h.waitForTask(job.id, (t) => t.state === 'running', 'task 1 running', 1);
+    await writeFile(go, '');
+    expect((await h.finished(job.id)).status).toBe('succeeded');
   });
 
-  it('stops a task and reports nothing once its lease is lost', async () => {
-    const assignment = testAssignment(['sh', '-c', 'echo $$; while :; do sleep 0.05; echo tick; done']);
-    fake.enqueue(assignment);
-    startAgent();
-    await fake.waitFor(() => fake.progress.get(assignment.taskId)?.some((report) => report.logTail !== undefined));
-    fake.lostLeases.add(assignment.taskId);
-    await fake.waitFor(() => logged('stopped: lease lost'));
-    const pid = Number(fake.progress.get(assignment.taskId)?.at(-1)?.logTail?.split('\n')[0]);
+  it('stops a task and reports nothing once its lease is lost to a network cut longer than the lease', async () => {
+    const h = await setUp({ settings: { leaseMs: 1_500 } });
+    const go = join(h.dataDir, 'go');
+    const job = await h.submit({ command: untilFile(go, 'printf late'), retries: 0 });
+    startAgent(h);
+    const pid = await taskPid(h, job.id);
+    h.proxy.cut();
+    // The server's reaper takes the lease back; with no retries left the task fails.
+    const [lost] = (await h.finished(job.id)).tasks;
+    expect(lost).toMatchObject({ state: 'failed', attempts: [{ outcome: 'lease-expired' }] });
+    h.proxy.restore();
+    await waitUntil('the agent to drop the task', () => h.logged('stopped: lease lost'));
     expect(await waitForExit(pid)).toBe(true);
-    await delay(200);
-    expect(fake.results.has(assignment.taskId) || fake.failures.has(assignment.taskId)).toBe(false);
+    await writeFile(go, '');
+    // Nothing was reported for it after the cut: no result, no failure report reached the server.
+    expect(h.sent('POST', '/result')).toEqual([]);
+    expect(h.sent('POST', '/fail').filter((r) => r.outcome === 'forwarded' && r.status === 200)).toEqual([]);
+    expect((await h.task(job.id)).result).toBeUndefined();
   });
 
-  it('kills a task the heartbeat says to abort, without reporting it', async () => {
-    const assignment = testAssignment(['sleep', '100']);
-    fake.enqueue(assignment);
-    startAgent();
-    await fake.waitFor(() => fake.heartbeats.some((beat) => beat.tasks.length > 0));
-    fake.pendingAborts = [{ taskId: assignment.taskId, attempt: 1, reason: 'job cancelled' }];
-    await fake.waitFor(() => logged('stopped: aborted by the control plane (job cancelled)'));
-    await fake.waitFor(() => fake.heartbeats.at(-1)?.tasks.length === 0);
-    expect(fake.results.has(assignment.taskId) || fake.failures.has(assignment.taskId)).toBe(false);
+  it('kills a task whose job is cancelled (the heartbeat says abort), without reporting it', async () => {
+    const h = await setUp();
+    const job = await h.submit({ command: ['sleep', '100'] });
+    startAgent(h);
+    await h.waitForTask(job.id, (t) => t.state === 'running', 'the task running');
+    await h.cancel(job.id);
+    await waitUntil('the abort', () => h.logged('stopped: aborted by the control plane'));
+    await waitUntil('a heartbeat without the task', () => {
+      const last = h.sent('POST', '/heartbeat').at(-1);
+      return last !== undefined && HeartbeatRequest.parse(JSON.parse(last.body)).tasks.length === 0;
+    });
+    expect(h.sent('POST', '/result')).toEqual([]);
+    expect(h.sent('POST', '/fail')).toEqual([]);
+    expect((await h.task(job.id)).state).toBe('cancelled');
   });
 
   it('on shutdown, lets a short task finish and report its result', async () => {
-    const assignment = testAssignment(['sh', '-c', 'sleep 0.3; printf ok']);
-    fake.enqueue(assignment);
-    const started = startAgent();
-    await fake.waitFor(() => fake.progress.has(assignment.taskId));
-    await stopAgent(started);
-    expect(fake.results.get(assignment.taskId)).toMatchObject({ exitCode: 0 });
+    const h = await setUp();
+    const job = await h.submit({ command: ['sh', '-c', 'sleep 0.5; printf ok'] });
+    const started = startAgent(h);
+    await h.waitForTask(job.id, (t) => t.state === 'running', 'the task running');
+    await stopAgent(h, started);
+    expect((await h.finished(job.id)).tasks[0]?.result).toMatchObject({ exitCode: 0 });
   });
 
-  it('on shutdown, releases a task that outlives the grace period', async () => {
-    const assignment = testAssignment(['sleep', '100']);
-    fake.enqueue(assignment);
-    const started = startAgent({ graceSeconds: 0 });
-    await fake.waitFor(() => fake.progress.has(assignment.taskId));
+  it('on shutdown, releases a task that outlives the grace period, and the server queues it again', async () => {
+    const h = await setUp();
+    const job = await h.submit({ command: ['sleep', '100'] });
+    const started = startAgent(h, { graceSeconds: 0 });
+    await h.waitForTask(job.id, (t) => t.state === 'running', 'the task running');
     const stoppingAt = Date.now();
-    await stopAgent(started);
+    await stopAgent(h, started);
     expect(Date.now() - stoppingAt).toBeLessThan(2_000);
-    expect(fake.failures.get(assignment.taskId)).toMatchObject({ attempt: 1, reason: 'released' });
-    expect(logged('stopped')).toBe(true);
+    expect(await h.task(job.id)).toMatchObject({ state: 'queued', attempts: [{ number: 1, outcome: 'released' }] });
+    expect(h.logged('stopped')).toBe(true);
   });
 
-  it('survives a control plane outage and delivers the result once it is back', async () => {
-    const assignment = testAssignment(['sh', '-c', 'sleep 0.3; printf late']);
-    fake.enqueue(assignment);
-    startAgent();
-    await fake.waitFor(() => fake.progress.has(assignment.taskId));
-    await fake.stop();
-    await delay(800);
-    expect(logged('connection lost')).toBe(true);
-    await fake.restart();
-    const result = await fake.waitFor(() => fake.results.get(assignment.taskId));
-    expect(result.outputs).toEqual([{ name: 'stdout', sha256: sha256Hex('late'), bytes: 4 }]);
-    await fake.waitFor(() => logged('connection restored'));
+  it('survives a network outage and delivers the result once it is back', async () => {
+    const h = await setUp();
+    const go = join(h.dataDir, 'go');
+    const job = await h.submit({ command: untilFile(go, 'printf late') });
+    startAgent(h);
+    await taskPid(h, job.id);
+    h.proxy.cut();
+    await writeFile(go, '');
+    await waitUntil('the agent to notice', () => h.logged('connection lost'));
+    h.proxy.restore();
+    const done = await h.finished(job.id);
+    expect(done.status).toBe('succeeded');
+    const pid = (await h.task(job.id)).progress?.logTail?.split('\n')[0];
+    const stdout = `${pid}\nlate`;
+    expect(done.tasks[0]?.result?.outputs).toEqual([
+      { name: 'stdout', sha256: sha256Hex(stdout), bytes: stdout.length },
+    ]);
+    await waitUntil('the agent to notice', () => h.logged('connection restored'));
   });
 
-  it('waits for a control plane that is not up yet', async () => {
-    await fake.stop();
-    startAgent();
-    await delay(300);
-    await fake.restart();
-    await fake.waitFor(() => fake.registrations.length === 1);
+  it('survives a control plane restart mid-task and delivers the result to the restarted server', async () => {
+    const h = await setUp();
+    const go = join(h.dataDir, 'go');
+    const job = await h.submit({ command: untilFile(go, 'printf late') });
+    startAgent(h);
+    await taskPid(h, job.id);
+    await h.restartControlPlane();
+    await writeFile(go, '');
+    const done = await h.finished(job.id);
+    expect(done.status).toBe('succeeded');
+    expect(done.tasks[0]?.attempts).toMatchObject([{ number: 1, outcome: 'completed' }]);
+  });
+
+  it('waits for a control plane that cannot be reached yet', async () => {
+    const h = await setUp();
+    h.proxy.cut();
+    startAgent(h);
+    await waitUntil('two refused connections', () => h.proxy.connectionsCut >= 2);
+    h.proxy.restore();
+    await waitUntil('the node registered', async () => (await h.api.nodes()).length === 1);
   });
 
   it('registers again when the control plane has forgotten the node', async () => {
-    startAgent();
-    await fake.waitFor(() => fake.registrations.length === 1);
-    fake.forgetNodes();
-    await fake.waitFor(() => fake.registrations.length === 2);
-    expect(logged('control plane does not know this node')).toBe(true);
-    const assignment = testAssignment(['true']);
-    fake.enqueue(assignment);
-    await fake.waitFor(() => fake.results.get(assignment.taskId));
+    const h = await setUp();
+    const started = startAgent(h);
+    await waitUntil('a registration', () => h.sent('POST', '/v1/nodes').length === 1);
+    await h.replaceControlPlane();
+    await waitUntil('a second registration', () => h.sent('POST', '/v1/nodes').length === 2);
+    expect(h.logged('control plane does not know this node')).toBe(true);
+    expect((await h.api.nodes()).map((node) => node.id)).toEqual([started.agent.nodeId]);
+    const job = await h.submit({ command: ['true'] });
+    expect((await h.finished(job.id)).status).toBe('succeeded');
   });
 
-  it('fails fast when the control plane refuses the registration', async () => {
-    fake.override = (request) =>
-      request.path === '/v1/nodes'
-        ? { status: 400, body: { error: { code: 'validation_failed', message: 'no' } } }
-        : undefined;
-    const started = startAgent();
-    const { running } = started;
-    await expect(running).rejects.toThrow('400 validation_failed: no');
-    harness.forget(started);
+  it('fails fast when the control plane refuses the registration (no join token where one is needed)', async () => {
+    const h = await setUp({ settings: { enrollment: 'token' } });
+    const started = startAgent(h);
+    await expect(started.running).rejects.toThrow(/401 join_token_required/);
+    h.forget(started);
   });
 });

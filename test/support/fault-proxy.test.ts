@@ -107,6 +107,7 @@ describe('fault proxy', () => {
     await expect(fetch(`${proxy.url}/x`)).rejects.toThrow();
     await expect(fetch(`${proxy.url}/y`)).rejects.toThrow();
     expect(seenUpstream).toEqual([]);
+    expect(proxy.connectionsCut).toBeGreaterThanOrEqual(2);
     proxy.restore();
     expect((await fetch(`${proxy.url}/z`)).status).toBe(201);
     expect(seenUpstream).toEqual(['GET /z']);

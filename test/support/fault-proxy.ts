@@ -38,6 +38,8 @@ export interface FaultProxy {
   readonly url: string;
   /** Every request seen so far, oldest first. */
   readonly requests: readonly ProxiedRequest[];
+  /** Connections a `reset` cut closed before any request was read (so absent from {@link requests}). */
+  readonly connectionsCut: number;
   /** Added latency before each request is forwarded. */
   delayMs: number;
   /** Cuts the network: see {@link CutMode}. */
@@ -93,6 +95,7 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
   const rewrites: QueuedRewrite[] = [];
   const requests: ProxiedRequest[] = [];
   let cutMode: CutMode | undefined;
+  let connectionsCut = 0;
 
   const take = <T extends { left: number; when: RequestMatcher }>(queue: T[], method: string, path: string) => {
     const found = queue.find((f) => f.left > 0 && f.when({ method, path }));
@@ -186,6 +189,7 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
       sockets.delete(socket);
       held.delete(socket);
     });
+    if (cutMode === 'reset') connectionsCut += 1;
     if (cutMode) holdOrReset(socket);
   });
   // A client that gives up on a hung connection must not crash the test process.
@@ -200,6 +204,9 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
   const proxy: FaultProxy = {
     url: `http://127.0.0.1:${port}`,
     requests,
+    get connectionsCut() {
+      return connectionsCut;
+    },
     delayMs: 0,
     cut(mode = 'reset') {
       cutMode = mode;
