@@ -1,12 +1,9 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { NodeInventory } from '../protocol/index.js';
+import { AgentHarness, waitUntil } from '../test/support/agent-harness.js';
 import { runCli } from './cli.js';
-import { FakeControlPlane } from './test-support/fake-control-plane.js';
-import { testAssignment } from './test-support/fixtures.js';
 import { waitForExit } from './test-support/processes.js';
 
 const agentBin = join(import.meta.dirname, '../bin/gpuai-agent.js');
@@ -61,20 +58,18 @@ describe('gpuai-agent (in process)', () => {
   });
 });
 
-describe('gpuai-agent (as a process)', () => {
-  let fake: FakeControlPlane;
-  let dataDir: string;
+/** A real agent process against the real embedded control plane (test/support/agent-harness.ts). */
+describe('gpuai-agent (as a process)', { timeout: 60_000 }, () => {
+  let harness: AgentHarness;
   let agent: ChildProcess | undefined;
 
   beforeEach(async () => {
-    fake = await FakeControlPlane.start();
-    dataDir = await mkdtemp(join(tmpdir(), 'gpuai-agent-cli-'));
+    harness = await AgentHarness.start({ dataDirPrefix: 'gpuai-agent-cli-' });
   });
 
   afterEach(async () => {
     agent?.kill('SIGKILL');
-    await fake.stop();
-    await rm(dataDir, { recursive: true, force: true });
+    await harness.stop();
   });
 
   function startAgent(...args: string[]) {
@@ -82,7 +77,7 @@ describe('gpuai-agent (as a process)', () => {
       process.execPath,
       [agentBin, 'run', '--runtime', 'process', '--poll-wait', '1', '--json-logs', ...args],
       {
-        env: { ...process.env, GPUAI_API: fake.url, GPUAI_AGENT_DATA_DIR: dataDir },
+        env: { ...process.env, GPUAI_API: harness.url, GPUAI_AGENT_DATA_DIR: harness.dataDir },
         stdio: ['ignore', 'ignore', 'pipe'],
       },
     );
@@ -96,33 +91,30 @@ describe('gpuai-agent (as a process)', () => {
   }
 
   it('on SIGTERM releases the running task and exits 0', async () => {
-    const assignment = testAssignment(['sleep', '100']);
-    fake.enqueue(assignment);
+    const job = await harness.submit({ command: ['sleep', '100'] });
     const { child, exited, logs } = startAgent('--grace-seconds', '0');
-    await fake.waitFor(() => fake.progress.has(assignment.taskId), 10_000);
+    await harness.waitForTask(job.id, (t) => t.state === 'running', 'the task running');
     child.kill('SIGTERM');
     expect(await exited).toBe(0);
-    expect(fake.failures.get(assignment.taskId)).toMatchObject({ reason: 'released' });
+    const task = await harness.task(job.id);
+    expect(task).toMatchObject({ state: 'queued', attempts: [{ outcome: 'released' }] });
     const messages = logs()
       .trim()
       .split('\n')
       .map((line) => (JSON.parse(line) as { msg: string }).msg);
     expect(messages.some((message) => /^registered as node_[a-z2-7]{26}$/.test(message))).toBe(true);
-    expect(messages).toContain(`task ${assignment.taskId} attempt 1 started`);
+    expect(messages).toContain(`task ${task.id} attempt 1 started`);
     expect(messages).toContain('stopped');
   });
 
   it('on a second SIGINT kills the task and exits at once', async () => {
-    const assignment = testAssignment(['sh', '-c', 'trap "" TERM; echo $$; sleep 100']);
-    fake.enqueue(assignment);
+    const job = await harness.submit({ command: ['sh', '-c', 'trap "" TERM; echo $$; sleep 100'] });
     const { child, exited, logs } = startAgent('--grace-seconds', '60');
-    const pid = await fake.waitFor(() => {
-      const tail = fake.progress.get(assignment.taskId)?.find((report) => report.logTail)?.logTail;
-      return tail === undefined ? undefined : Number(tail.trim());
-    }, 10_000);
+    const task = await harness.waitForTask(job.id, (t) => /^\d+/.test(t.progress?.logTail ?? ''), 'the pid');
+    const pid = Number(task.progress?.logTail?.trim());
     child.kill('SIGINT');
     // Signals do not queue: the second must arrive after the first was handled.
-    await fake.waitFor(() => logs().includes('shutting down'));
+    await waitUntil('the first signal handled', () => logs().includes('shutting down'));
     child.kill('SIGINT');
     expect(await exited).toBe(130);
     expect(await waitForExit(pid)).toBe(true);
