@@ -3,15 +3,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { generateSealingKeyPair, sealResultText } from '../../protocol/index.js';
-import { type FakeControlPlane, startFakeControlPlane } from '../testing/fake-control-plane.js';
+import { startTestControlPlane, type TestControlPlane } from '../testing/control-plane.js';
 import { runGpuai, type TestRunOptions } from '../testing/run-cli.js';
 
-let fake: FakeControlPlane;
+let cp: TestControlPlane;
 let dir: string;
 beforeAll(async () => {
-  fake = await startFakeControlPlane();
+  cp = await startTestControlPlane();
 });
-afterAll(() => fake.close());
+afterAll(() => cp.stop());
 beforeEach(async () => {
   dir = await mkdtemp(join(tmpdir(), 'gpuai-result-keys-'));
 });
@@ -20,7 +20,7 @@ afterEach(async () => {
 });
 
 const gpuai = (args: readonly string[], options: TestRunOptions = {}) =>
-  runGpuai(args, { ...options, env: { GPUAI_API: fake.url, ...options.env } });
+  runGpuai(args, { ...options, env: { ...cp.env, ...options.env } });
 
 describe('result keys', () => {
   it('keygen writes an owner-only X25519 JWK, prints the public key, and never overwrites', async () => {
@@ -43,8 +43,9 @@ describe('result keys', () => {
   it('submit --result-key puts the public key in the spec, from a key file or a bare key', async () => {
     const file = join(dir, 'result.jwk');
     const publicKey = (await gpuai(['jobs', 'keygen', file])).stdout.trim();
-    expect((await gpuai(['jobs', 'submit', '--result-key', file, '--command', 'true'])).code).toBe(0);
-    expect(JSON.parse(fake.requests.at(-1)?.body ?? '{}').resultKey).toBe(publicKey);
+    const submitted = await gpuai(['jobs', 'submit', '--result-key', file, '--command', 'true']);
+    expect(submitted.code).toBe(0);
+    expect((await cp.getJob(submitted.stdout.trim())).spec.resultKey).toBe(publicKey);
     const bare = join(dir, 'result.pub');
     await writeFile(bare, `${publicKey}\n`);
     const dry = await gpuai(['jobs', 'submit', '--dry-run', '--result-key', bare, '--command', 'true']);
@@ -73,30 +74,24 @@ describe('result keys', () => {
   it('logs --key opens sealed log tails; without it, or with another key, they stay sealed', async () => {
     const file = join(dir, 'result.jwk');
     const publicKey = (await gpuai(['jobs', 'keygen', file])).stdout.trim();
-    const job = fake.addJob({ command: ['true'], resultKey: publicKey }, 'succeeded');
-    const [task] = job.tasks;
-    if (task?.result === undefined) throw new Error('no result');
-    const logTail = await sealResultText(publicKey, 'the secret output\n', {
-      jobId: job.id,
-      taskId: task.id,
-      field: 'logTail',
-    });
-    const tasks = { tasks: [{ ...task, result: { ...task.result, logTail } }] };
-    const io = {
-      fetch: (async () =>
-        new Response(JSON.stringify(tasks), {
-          status: 200,
-          headers: { 'content-type': 'application/json' },
-        })) as typeof fetch,
-    };
-    const opened = await gpuai(['jobs', 'logs', job.id, '--key', file], { io });
+    // The test node seals its log tail to the job's result key, as the agent does.
+    const job = await cp.jobIn(
+      'succeeded',
+      { resultKey: publicKey },
+      {
+        logTail: ({ jobId, taskId }) =>
+          sealResultText(publicKey, 'the secret output\n', { jobId, taskId, field: 'logTail' }),
+      },
+    );
+    expect(JSON.stringify(await cp.getJob(job.id))).not.toContain('the secret output');
+    const opened = await gpuai(['jobs', 'logs', job.id, '--key', file]);
     expect(opened.code).toBe(0);
     expect(opened.stdout).toContain('the secret output');
 
-    const json = await gpuai(['jobs', 'logs', job.id, '--key', file, '--json'], { io });
+    const json = await gpuai(['jobs', 'logs', job.id, '--key', file, '--json']);
     expect(JSON.parse(json.stdout).tasks[0]).toMatchObject({ logTail: 'the secret output\n', sealed: 'opened' });
 
-    const without = await gpuai(['jobs', 'logs', job.id], { io });
+    const without = await gpuai(['jobs', 'logs', job.id]);
     expect(without.stdout).toContain('sealed');
     expect(without.stdout).not.toContain('the secret output');
 
@@ -106,13 +101,13 @@ describe('result keys', () => {
       other,
       JSON.stringify({ kty: 'OKP', crv: 'X25519', x: otherKey.publicKey, d: otherKey.privateKey }),
     );
-    const wrong = await gpuai(['jobs', 'logs', job.id, '--key', other], { io });
+    const wrong = await gpuai(['jobs', 'logs', job.id, '--key', other]);
     expect(wrong.stdout).toContain('sealed to another key');
     expect(wrong.stdout).not.toContain('the secret output');
 
     const publicOnly = join(dir, 'public.jwk');
     await writeFile(publicOnly, JSON.stringify({ kty: 'OKP', crv: 'X25519', x: publicKey }));
-    const refused = await gpuai(['jobs', 'logs', job.id, '--key', publicOnly], { io });
+    const refused = await gpuai(['jobs', 'logs', job.id, '--key', publicOnly]);
     expect(refused.code).not.toBe(0);
     expect(refused.stderr).toContain('public key only');
   });

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { adminKeyFileName } from '../../embedded/admin-key.js';
 import { startControlPlane } from '../../embedded/control-plane-server.js';
 import {
+  generateSealingKeyPair,
   type JobSpecInput,
   type JobStatus,
   type JobWithTasks,
@@ -40,6 +41,12 @@ export interface SentRequest {
   path: string;
   headers: Headers;
   body: string | undefined;
+}
+
+/** How the test nodes report. */
+export interface DriveOptions {
+  /** The log tail each succeeding task reports (e.g. sealed to the job's result key, as an agent does). */
+  logTail?: (task: { jobId: string; taskId: string }) => string | Promise<string>;
 }
 
 /** A running control plane and the means to put jobs and nodes into it. */
@@ -73,9 +80,9 @@ export interface TestControlPlane {
    * (each task prints `stdout` and is verified), `failed` (task 0 fails, the others succeed),
    * `cancelled`.
    */
-  jobIn(status: JobStatus, spec?: Partial<JobSpecInput>): Promise<JobWithTasks>;
+  jobIn(status: JobStatus, spec?: Partial<JobSpecInput>, options?: DriveOptions): Promise<JobWithTasks>;
   /** Brings a queued or running job (made by {@link jobIn}) to `status`, as {@link jobIn} does. */
-  advance(job: JobWithTasks, status: JobStatus): Promise<JobWithTasks>;
+  advance(job: JobWithTasks, status: JobStatus, options?: DriveOptions): Promise<JobWithTasks>;
   /** Registers a node with `inventory` (default: a CPU node in the driven region). */
   addNode(inventory?: Partial<NodeInventory>): Promise<NodeView>;
   stop(): Promise<void>;
@@ -131,7 +138,15 @@ export async function startTestControlPlane(): Promise<TestControlPlane> {
   });
   const joinNode = async (inventory: Partial<NodeInventory> = {}): Promise<TestNode> => {
     const node = new TestNode(direct);
-    const registered = await node.register(cpuInventory({ region: drivenRegion, ...inventory }), joinToken);
+    // With a sealing key, as today's agent registers: without one no job with a result key or env
+    // secrets is handed to the node.
+    const registered = await node.call('POST', '/v1/nodes', {
+      publicKey: node.key.publicKey,
+      sealingKey: generateSealingKeyPair().publicKey,
+      agentVersion: '0.1.0',
+      inventory: cpuInventory({ region: drivenRegion, ...inventory }),
+      joinToken,
+    });
     if (registered.status !== 201) throw new Error(`register: HTTP ${registered.status} ${await registered.text()}`);
     return node;
   };
@@ -149,14 +164,17 @@ export async function startTestControlPlane(): Promise<TestControlPlane> {
     const node = spares.get(jobId)?.pop() ?? (await joinNode());
     // The long poll is woken as soon as the schedule worker has routed the task.
     const work = await node.poll(10);
-    if (work.status !== 200) throw new Error(`no work for a test node of job ${jobId}: HTTP ${work.status}`);
+    if (work.status !== 200) {
+      const tasks = (await getJob(jobId)).tasks.map(({ state, progress }) => ({ state, progress }));
+      throw new Error(`no work for a test node of job ${jobId}: HTTP ${work.status}, tasks ${JSON.stringify(tasks)}`);
+    }
     const { assignment } = (await work.json()) as { assignment: Assignment };
     if (assignment.jobId !== jobId) throw new Error(`a test node got task ${assignment.taskId}, not one of ${jobId}`);
     await call(node, `/tasks/${assignment.taskId}/progress`, { attempt: assignment.attempt });
     return { node, assignment };
   };
 
-  const advance = async (job: JobWithTasks, status: JobStatus): Promise<JobWithTasks> => {
+  const advance = async (job: JobWithTasks, status: JobStatus, options: DriveOptions = {}): Promise<JobWithTasks> => {
     if (status === 'queued') return job;
     if (status === 'cancelled') {
       await api(`/v1/jobs/${job.id}/cancel`, { method: 'POST' });
@@ -185,12 +203,17 @@ export async function startTestControlPlane(): Promise<TestControlPlane> {
         resultHash: resultHash(outputs),
         outputs,
         metrics: { wallMs: 2500 },
+        ...(options.logTail === undefined ? {} : { logTail: await options.logTail(assignment) }),
       });
     }
     return settled(job.id, status);
   };
 
-  const jobIn = async (status: JobStatus, spec: Partial<JobSpecInput> = {}): Promise<JobWithTasks> => {
+  const jobIn = async (
+    status: JobStatus,
+    spec: Partial<JobSpecInput> = {},
+    options: DriveOptions = {},
+  ): Promise<JobWithTasks> => {
     // A failed job fails on its first attempt; `retries` would otherwise requeue the task.
     const body: JobSpecInput = {
       command: ['true'],
@@ -203,7 +226,7 @@ export async function startTestControlPlane(): Promise<TestControlPlane> {
       : [];
     const job = await api<JobWithTasks>('/v1/jobs', { method: 'POST', body: JSON.stringify(body) });
     spares.set(job.id, nodes);
-    return advance(job, status);
+    return advance(job, status, options);
   };
 
   const sent: SentRequest[] = [];
