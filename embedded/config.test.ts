@@ -24,6 +24,13 @@ describe('embedded config', () => {
     expect(() => readEnv({ GPUAI_RATE_LIMITS: 'register=ten/60' })).toThrow(/GPUAI_RATE_LIMITS.*register=ten\/60/);
     expect(() => readEnv({ GPUAI_RATE_LIMITS: 'everything=1/60' })).toThrow(/GPUAI_RATE_LIMITS/);
   });
+  it('refuses a heartbeat that is not below the lease, as the cloud config does', () => {
+    expect(() => readEnv({ GPUAI_LEASE_MS: '3000', GPUAI_HEARTBEAT_MS: '5000' })).toThrow(
+      /GPUAI_HEARTBEAT_MS: must be below GPUAI_LEASE_MS/,
+    );
+    expect(() => readEnv({ GPUAI_LEASE_MS: '5000', GPUAI_HEARTBEAT_MS: '5000' })).toThrow(ConfigError);
+    expect(readEnv({ GPUAI_LEASE_MS: '5001', GPUAI_HEARTBEAT_MS: '5000' }).GPUAI_LEASE_MS).toBe(5001);
+  });
   it('reads rate limits over the defaults and the allowed hosts', () => {
     const env = readEnv({ GPUAI_RATE_LIMITS: 'register=5/30, address=0/60', GPUAI_ALLOWED_HOSTS: 'gpu.lan, box:8080' });
     expect(env.GPUAI_RATE_LIMITS).toEqual({

@@ -13,6 +13,8 @@ const complete = {
   KEY_ID: 'arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab',
   LEASE_MS: '30000',
   HEARTBEAT_MS: '5000',
+  // No default here: the stack names the mode (infra/context.ts holds the one default, `sqs`).
+  DISPATCH_MODE: 'long-poll',
 };
 
 describe('readConfig', () => {
@@ -51,7 +53,13 @@ describe('readConfig', () => {
     expect(() => readConfig({ ...complete, DISPATCH_MODE: 'websocket' })).toThrow(/DISPATCH_MODE: /);
   });
 
-  it.each(['AWS_REGION', 'TABLE_NAME', 'QUEUE_URLS', 'KEY_ID', 'LEASE_MS', 'HEARTBEAT_MS'] as const)(
+  it('refuses a heartbeat that is not below the lease, as the embedded config does', () => {
+    expect(() => readConfig({ ...complete, HEARTBEAT_MS: '30000' })).toThrow(
+      /HEARTBEAT_MS: must be below LEASE_MS, or leases run out between heartbeats/,
+    );
+  });
+
+  it.each(['AWS_REGION', 'TABLE_NAME', 'QUEUE_URLS', 'KEY_ID', 'LEASE_MS', 'HEARTBEAT_MS', 'DISPATCH_MODE'] as const)(
     'fails naming %s when it is missing or empty',
     (name) => {
       const { [name]: _, ...missing } = complete;

@@ -26,6 +26,7 @@ import { attestationEnvGiven, attestationSettingsFromEnv } from '../domain/secur
 import { parseQuotas } from '../domain/security/quotas.js';
 import { parseRateLimits } from '../domain/security/rate-limit.js';
 import { systemClock } from '../ports/clock.js';
+import { settingMinimums, settingProblems } from '../settings-rules.js';
 import { queueDefinitions } from '../workers/queues.js';
 import { PollingSignal } from './polling-signal.js';
 
@@ -52,16 +53,20 @@ const Env = z
     TABLE_NAME: z.string().min(1),
     QUEUE_URLS: QueueUrls,
     KEY_ID: z.string().min(1),
-    LEASE_MS: z.coerce.number().int().min(500),
-    HEARTBEAT_MS: z.coerce.number().int().min(100),
+    LEASE_MS: z.coerce.number().int().min(settingMinimums.leaseMs),
+    HEARTBEAT_MS: z.coerce.number().int().min(settingMinimums.heartbeatIntervalMs),
     /** How often a waiting long poll re-reads its pools: in Lambda nothing else wakes it. */
     RECHECK_MS: z.coerce.number().int().min(100).optional(),
     GPUAI_DYNAMODB_ENDPOINT: z.url().optional(),
     GPUAI_SQS_ENDPOINT: z.url().optional(),
     GPUAI_KMS_ENDPOINT: z.url().optional(),
     GPUAI_STS_ENDPOINT: z.url().optional(),
-    /** How nodes learn of work: the API's long poll, or their pools' SQS queues (docs/cost-model.md). */
-    DISPATCH_MODE: z.enum(['long-poll', 'sqs']).default('long-poll'),
+    /**
+     * How nodes learn of work: the API's long poll, or their pools' SQS queues (docs/cost-model.md).
+     * Required, with no default of its own: the stack sets it on every function from the one default
+     * (infra/context.ts `gpuai:dispatch`), and a second default here once disagreed with that one.
+     */
+    DISPATCH_MODE: z.enum(['long-poll', 'sqs']),
     /** Starts every pool queue's name; required in `sqs` mode. */
     POOL_QUEUE_PREFIX: z
       .string()
@@ -72,7 +77,7 @@ const Env = z
     /** How nodes join: `token` (default), or `open` to admit nodes without a join token. */
     GPUAI_ENROLLMENT: Enrollment.optional(),
     /** A node unseen this long is removed and must enroll again (default 7 days). */
-    NODE_EXPIRY_MS: z.coerce.number().int().min(60_000).optional(),
+    NODE_EXPIRY_MS: z.coerce.number().int().min(settingMinimums.nodeExpiryMs).optional(),
     /** The regions nodes may report: comma-separated slugs, or `*` (default: the canonical list). */
     NODE_REGIONS: z
       .string()
@@ -106,9 +111,14 @@ const Env = z
         }
       }),
   })
-  .refine((env) => env.HEARTBEAT_MS < env.LEASE_MS, {
-    path: ['HEARTBEAT_MS'],
-    message: 'must be below LEASE_MS, or leases run out between heartbeats',
+  .superRefine((env, ctx) => {
+    const timings = { leaseMs: env.LEASE_MS, heartbeatIntervalMs: env.HEARTBEAT_MS };
+    for (const { name, message } of settingProblems(timings, {
+      leaseMs: 'LEASE_MS',
+      heartbeatIntervalMs: 'HEARTBEAT_MS',
+    })) {
+      ctx.addIssue({ code: 'custom', path: [name], message });
+    }
   })
   .refine((env) => env.DISPATCH_MODE !== 'sqs' || env.POOL_QUEUE_PREFIX !== undefined, {
     path: ['POOL_QUEUE_PREFIX'],

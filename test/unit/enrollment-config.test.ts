@@ -33,6 +33,7 @@ describe('enrollment settings', () => {
       KEY_ID: 'k',
       LEASE_MS: '30000',
       HEARTBEAT_MS: '5000',
+      DISPATCH_MODE: 'long-poll',
     };
     expect(readConfig(base).settings).not.toHaveProperty('enrollment');
     expect(
