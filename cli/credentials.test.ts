@@ -1,11 +1,9 @@
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { parseCredentials, resolveApiKey } from './credentials.js';
-import { type FakeControlPlane, startFakeControlPlane } from './testing/fake-control-plane.js';
+import { startTestControlPlane, type TestControlPlane } from './testing/control-plane.js';
 import { runGpuai } from './testing/run-cli.js';
 
 const key = (c: string) => `gpk_${c.repeat(20)}_${c.toUpperCase().repeat(43)}`;
@@ -29,11 +27,11 @@ function writeCredentials(text: string, mode = 0o600): string {
   return file;
 }
 
-function writeAdminKey(mode = 0o600): string {
+function writeAdminKey(mode = 0o600, key = adminKey): string {
   const dir = join(root, 'data');
   mkdirSync(dir, { recursive: true });
   const file = join(dir, 'admin-key');
-  writeFileSync(file, `${adminKey}\n`);
+  writeFileSync(file, `${key}\n`);
   chmodSync(file, mode);
   return file;
 }
@@ -129,72 +127,78 @@ describe('where the CLI finds its API key', () => {
 });
 
 describe('gpuai sends the key it found', () => {
-  let fake: FakeControlPlane;
+  /** The real control plane; each source below holds a key it issued. */
+  let cp: TestControlPlane;
+  const real: Record<'flag' | 'env' | 'file', string> = { flag: '', env: '', file: '' };
   beforeAll(async () => {
-    fake = await startFakeControlPlane();
+    cp = await startTestControlPlane();
+    for (const source of ['flag', 'env', 'file'] as const) {
+      const created = await cp.api<{ key: string }>('/v1/keys', {
+        method: 'POST',
+        body: JSON.stringify({ scopes: ['read'], name: source }),
+      });
+      real[source] = created.key;
+    }
   });
-  afterAll(async () => {
-    await fake.close();
-  });
+  afterAll(() => cp.stop());
 
+  const gpuai = (args: string[], runEnv: Record<string, string>) =>
+    runGpuai(['nodes', 'list', '--api', cp.url, ...args], { env: runEnv, io: { fetch: cp.fetch } });
   const sent = async (args: string[], runEnv: Record<string, string>) => {
-    const before = fake.requests.length;
-    const run = await runGpuai(['nodes', 'list', '--api', fake.url, ...args], { env: runEnv });
-    return { run, authorization: fake.requests[before]?.headers.authorization };
+    const before = cp.sent.length;
+    const run = await gpuai(args, runEnv);
+    return { run, authorization: cp.sent[before]?.headers.get('authorization') ?? undefined };
   };
 
-  it('as a bearer token, from each source in order', async () => {
-    writeAdminKey();
-    expect((await sent([], env)).authorization).toBe(`Bearer ${adminKey}`);
-    writeCredentials(`api_key = ${fileKey}\n`);
-    expect((await sent([], env)).authorization).toBe(`Bearer ${fileKey}`);
-    expect((await sent([], { ...env, GPUAI_API_KEY: envKey })).authorization).toBe(`Bearer ${envKey}`);
-    expect((await sent(['--api-key', flagKey], { ...env, GPUAI_API_KEY: envKey })).authorization).toBe(
-      `Bearer ${flagKey}`,
-    );
+  it('as a bearer token, from each source in order, and the server takes it', async () => {
+    writeAdminKey(0o600, cp.adminKey);
+    const steps: [string[], Record<string, string>, string][] = [
+      [[], env, cp.adminKey],
+      [[], env, real.file],
+      [[], { ...env, GPUAI_API_KEY: real.env }, real.env],
+      [['--api-key', real.flag], { ...env, GPUAI_API_KEY: real.env }, real.flag],
+    ];
+    for (const [index, [args, runEnv, expected]] of steps.entries()) {
+      if (index === 1) writeCredentials(`api_key = ${real.file}\n`);
+      const { run, authorization } = await sent(args, runEnv);
+      expect(authorization).toBe(`Bearer ${expected}`);
+      expect(run).toMatchObject({ code: 0, stderr: '' });
+    }
   });
 
   it('stops with exit 2 and the chmod to run when the credentials file is readable by others', async () => {
     const file = writeCredentials(`api_key = ${fileKey}\n`, 0o604);
-    const before = fake.requests.length;
-    const { code, stderr } = await runGpuai(['nodes', 'list', '--api', fake.url], { env });
+    const before = cp.sent.length;
+    const { code, stderr } = await gpuai([], env);
     expect(code).toBe(2);
     expect(stderr).toContain(`run: chmod 600 ${file}`);
-    expect(fake.requests.length).toBe(before);
-    const json = await runGpuai(['nodes', 'list', '--api', fake.url, '--json'], { env });
+    expect(cp.sent.length).toBe(before);
+    const json = await gpuai(['--json'], env);
     expect(JSON.parse(json.stderr)).toMatchObject({ error: { code: 'credentials_error' } });
   });
 
-  it('sends none when there is none: the server then says what is missing', async () => {
+  it('sends none when there is none; on 401 missing_api_key, says which sources it tried and what to do', async () => {
     const { authorization, run } = await sent([], env);
     expect(authorization).toBeUndefined();
-    expect(run.code).toBe(0); // the fake needs no key
+    expect(run.code).toBe(4);
+    expect(run.stderr).toContain('HTTP 401 missing_api_key');
+    expect(run.stderr).toContain('no API key found');
+    expect(run.stderr).toContain('--api-key');
+    expect(run.stderr).toContain('GPUAI_API_KEY');
+    expect(run.stderr).toContain(join(root, 'config', 'gpuai', 'credentials'));
+    expect(run.stderr).toContain(join(root, 'data', 'admin-key'));
+    expect(run.stderr).toContain('GPUAI_DATA_DIR');
+    // --json keeps the server's body as it was sent.
+    const json = await gpuai(['--json'], env);
+    expect(JSON.parse(json.stderr)).toEqual({
+      error: { code: 'missing_api_key', message: expect.any(String), requestId: expect.any(String) },
+    });
   });
 
-  it('on 401 missing_api_key, says which sources it tried and what to do', async () => {
-    const server = createServer((_req, res) => {
-      res.writeHead(401, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ error: { code: 'missing_api_key', message: 'this route needs an API key' } }));
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    try {
-      const api = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-      const run = await runGpuai(['nodes', 'list', '--api', api], { env });
-      expect(run.code).toBe(4);
-      expect(run.stderr).toContain('this route needs an API key');
-      expect(run.stderr).toContain('no API key found');
-      expect(run.stderr).toContain('--api-key');
-      expect(run.stderr).toContain('GPUAI_API_KEY');
-      expect(run.stderr).toContain(join(root, 'config', 'gpuai', 'credentials'));
-      expect(run.stderr).toContain(join(root, 'data', 'admin-key'));
-      expect(run.stderr).toContain('GPUAI_DATA_DIR');
-      // --json keeps the server's body as it was sent.
-      const json = await runGpuai(['nodes', 'list', '--api', api, '--json'], { env });
-      expect(JSON.parse(json.stderr)).toEqual({
-        error: { code: 'missing_api_key', message: 'this route needs an API key' },
-      });
-    } finally {
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    }
+  it('reports a key the server refuses as the server words it, with no hint about finding one', async () => {
+    const { run } = await sent(['--api-key', fileKey], env);
+    expect(run.code).toBe(4);
+    expect(run.stderr).toMatch(/HTTP 401 \w+/);
+    expect(run.stderr).not.toContain('no API key found');
   });
 });
