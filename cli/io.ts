@@ -1,7 +1,7 @@
 /**
  * Everything the CLI touches outside its own code: streams, environment, clock, network, files,
  * signals. Commands receive it instead of reaching for `process`, so tests run them in-process
- * with captured output and a fake control plane.
+ * with captured output against a control plane started in the test (cli/testing/control-plane.ts).
  */
 import { readFile } from 'node:fs/promises';
 import { loadEmbedded, type StartEmbedded } from './embedded.js';
