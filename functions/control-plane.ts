@@ -141,7 +141,7 @@ export function createControlPlane(ports: Ports, settings: ControlPlaneSettings)
     jobs: new JobService(store, queue, keys, clock, new Quotas(store, clock, settings.quotas)),
     nodes,
     auth: new RequestAuthenticator(store, nodes, clock),
-    dispatcher: new Dispatcher(store, nodes, keys, signal, clock, settings),
+    dispatcher: new Dispatcher(store, queue, nodes, keys, signal, clock, settings),
     reports: new TaskReports(store, queue, nodes, clock, settings),
     router,
     scheduler: new Scheduler(store, router),

@@ -289,10 +289,10 @@ describe('no secret in responses, errors or logs', () => {
     await text(h.api(`/v1/jobs/${job.id}/cancel`, { method: 'POST' }));
     await text(h.api(`/v1/nodes/${node.id}`));
     await text(h.api('/v1/nodes'));
-    // A sealing failure after the claim (KMS down) answers 500 and logs the error: without the secret.
+    // A sealing failure after the claim (KMS down) answers 503 and logs the error: without the secret.
     await submitJob({ command: ['true'], env: { TOKEN: secret } });
     vi.spyOn(LocalKeys.prototype, 'unwrap').mockRejectedValueOnce(new Error('KMS is unavailable'));
-    expect((await node.work()).status).toBe(500);
+    expect((await node.work()).status).toBe(503);
     expect(bodies.length).toBeGreaterThan(10);
     for (const body of bodies) expect(body).not.toContain(secret);
     expect(h.logs.length).toBeGreaterThan(0);

@@ -1,21 +1,34 @@
 import { type Assignment, parseTaskId } from '../../../protocol/index.js';
 import type { Clock } from '../../ports/clock.js';
-import type { Keys } from '../../ports/keys.js';
+import { type Keys, KeyUnwrapError } from '../../ports/keys.js';
+import type { Queue } from '../../ports/queue.js';
 import type { Signal } from '../../ports/signal.js';
-import { ConditionFailedError, type Store, type StoredItem } from '../../ports/store.js';
+import { ConditionFailedError, type Store, type StoredItem, type Write } from '../../ports/store.js';
 import { ConflictError, NotFoundError } from '../errors.js';
 import { isoTime } from '../records.js';
 import { attestationFits, demandOf, fitOnNode, type HeldTask, type TaskRequirements } from '../resource/fit.js';
 import { type NodeRecord, nodeKey, putNode } from '../resource/node-record.js';
 import type { NodeRegistry } from '../resource/node-registry.js';
 import { canReceive, sealEnvToNode } from '../security/seal-to-node.js';
+import { DispatchUnavailableError } from './errors.js';
 import { type JobRecord, jobKey } from './job-record.js';
+import { queueNames } from './messages.js';
 import { markSeen } from './node-seen.js';
-import { claim, type LeaseSettings } from './task-machine.js';
+import { claim, type LeaseSettings, recordFailure } from './task-machine.js';
 import { poolPk, putTask, type TaskRecord, taskKey } from './task-record.js';
 
 /** Rounds a claim retries when only the node item moved (a heartbeat's touch, a racing poll's claim). */
 const claimRounds = 8;
+/** Rounds a give-back retries when the task or node item moved under it; then the lease runs out instead. */
+const giveBackRounds = 4;
+
+/** Where the dispatcher reports what it skipped; one JSON object per entry, as the deployments log. */
+export type DispatchLog = (entry: Record<string, unknown>) => void;
+const logToStderr: DispatchLog = (entry) =>
+  process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level: 'warn', ...entry })}\n`);
+
+/** What one candidate came to: an assignment, or why not. `given_back`: claimed, then handed back at once. */
+type CandidateOutcome = Assignment | 'does_not_fit' | 'busy' | 'given_back' | undefined;
 
 /**
  * A node's item as one poll round read it, and the tasks it holds: read lazily, pruned at most
@@ -44,24 +57,41 @@ export interface DispatchSettings extends LeaseSettings {
  * GPUs, cores and memory), the fit check takes those off the node's inventory, and the claim
  * writes the task and the node item in one transaction, each conditional on the version read. Two
  * polls of one node therefore never hand out the same GPU, and never more GPUs than it has.
+ *
+ * Each candidate is isolated: one whose job cannot be read or whose key does not open is skipped
+ * (and not tried again by the same poll), and the poll goes on to the next. The poll fails, with a
+ * retryable {@link DispatchUnavailableError}, only when it handed out nothing and a candidate met a
+ * fault that passes. A claim won for an assignment that cannot be built is given back at once
+ * ({@link Dispatcher.giveBack}), so neither the task nor the node's slot waits for the lease.
  */
 export class Dispatcher {
   constructor(
     private readonly store: Store,
+    private readonly queue: Queue,
     private readonly registry: NodeRegistry,
     private readonly keys: Keys,
     private readonly signal: Signal,
     private readonly clock: Clock,
     private readonly settings: DispatchSettings,
+    private readonly log: DispatchLog = logToStderr,
   ) {}
 
   /** Waits up to `waitSeconds` for a task this node fits; undefined when none came. */
   async poll(nodeId: string, waitSeconds: number, abort?: AbortSignal): Promise<Assignment | undefined> {
     const node = await markSeen(this.registry, nodeId);
     const until = this.clock.now() + waitSeconds * 1000;
+    // Each failure costs its task a release or an attempt: this poll does not try that task again.
+    const failed = new Set<string>();
     for (;;) {
-      const assignment = await this.tryClaim(node);
+      const { assignment, fault } = await this.tryClaim(node, failed);
       if (assignment !== undefined) return assignment;
+      if (fault !== undefined) {
+        throw fault instanceof DispatchUnavailableError
+          ? fault
+          : new DispatchUnavailableError(`no task could be handed to node ${nodeId}: ${describe(fault)}`, {
+              cause: fault,
+            });
+      }
       const left = until - this.clock.now();
       if (left <= 0 || abort?.aborted) return undefined;
       await this.signal.wait(node.pools, Math.min(left, this.settings.recheckMs), abort);
@@ -105,12 +135,19 @@ export class Dispatcher {
         { reason: 'busy' },
       );
     }
+    if (outcome === 'given_back') throw notAvailable(taskId, "its job's key could not be opened");
     if (outcome === undefined) throw notAvailable(taskId, 'another node claimed it first, or it is past its deadline');
     return outcome;
   }
 
-  private async tryClaim(node: NodeRecord): Promise<Assignment | undefined> {
+  /**
+   * One round over the node's pools. A candidate that throws is logged, remembered in `failed`
+   * and skipped; the first fault that passes comes back with the round's outcome. Only the pool
+   * query itself fails the round: without it there is nothing to try.
+   */
+  private async tryClaim(node: NodeRecord, failed: Set<string>): Promise<{ assignment?: Assignment; fault?: unknown }> {
     let holding: Holding | undefined;
+    let fault: unknown;
     for (const pool of node.pools) {
       const page = await this.store.query<TaskRecord>({
         index: 'byPool',
@@ -118,13 +155,26 @@ export class Dispatcher {
         limit: this.settings.scanLimit,
       });
       for (const item of page.items) {
+        if (failed.has(item.data.id)) continue;
         if (fitOnNode(item.data.requirements, node.inventory) === undefined) continue;
-        holding ??= await this.readHolding(node.id);
-        const assignment = await this.tryClaimTask(holding, item);
-        if (typeof assignment === 'object') return assignment;
+        try {
+          holding ??= await this.readHolding(node.id);
+          const outcome = await this.tryClaimTask(holding, item);
+          if (typeof outcome === 'object') return { assignment: outcome };
+          if (outcome === 'given_back') failed.add(item.data.id);
+        } catch (error) {
+          failed.add(item.data.id);
+          fault ??= error;
+          this.log({
+            msg: 'dispatch candidate skipped',
+            nodeId: node.id,
+            taskId: item.data.id,
+            error: describe(error),
+          });
+        }
       }
     }
-    return undefined;
+    return fault === undefined ? {} : { fault };
   }
 
   private async readHolding(nodeId: string): Promise<Holding> {
@@ -163,10 +213,7 @@ export class Dispatcher {
    * Binds the task to the node; undefined when it was not available after all, `busy` when the
    * node could run it but not beside what it holds now.
    */
-  private async tryClaimTask(
-    holding: Holding,
-    item: StoredItem<TaskRecord>,
-  ): Promise<Assignment | 'does_not_fit' | 'busy' | undefined> {
+  private async tryClaimTask(holding: Holding, item: StoredItem<TaskRecord>): Promise<CandidateOutcome> {
     const now = this.clock.now();
     const task = item.data;
     if (task.deadline !== undefined && task.deadline <= now) return undefined; // the reaper fails it
@@ -202,10 +249,22 @@ export class Dispatcher {
       }
     }
     if (bound === undefined) return undefined;
-    // Only the winner of the claim pays for the unwrap (a KMS call in the cloud). If it fails, the
-    // poll fails and the lease runs out: the reaper requeues the task.
-    const sealedEnv = await sealEnvToNode(this.keys, job.data, holding.node, bound.claimed);
     const { claimed, gpuIndices } = bound;
+    // Only the winner of the claim pays for the unwrap (a KMS call in the cloud).
+    let sealedEnv: Awaited<ReturnType<typeof sealEnvToNode>>;
+    try {
+      sealedEnv = await sealEnvToNode(this.keys, job.data, holding.node, claimed);
+    } catch (error) {
+      const keyIsBroken = error instanceof KeyUnwrapError;
+      await this.giveBack(holding, claimed, error, keyIsBroken);
+      if (keyIsBroken) return 'given_back';
+      throw new DispatchUnavailableError(
+        `the key of job ${claimed.jobId} could not be opened now: ${describe(error)}`,
+        {
+          cause: error,
+        },
+      );
+    }
     const spec = job.data.spec;
     return {
       taskId: claimed.id,
@@ -223,7 +282,69 @@ export class Dispatcher {
       gpuIndices,
     };
   }
+
+  /**
+   * Hands a won claim back at once when its assignment cannot be built: the attempt ends, the task
+   * is queued again (or fails, past its budget) and the node's `held` entry goes, instead of both
+   * waiting for the lease to run out. A key that does not open is the job's own fault and costs an
+   * attempt, so a job with a broken key fails after its budget instead of looping; anything else
+   * (a throttle, an outage) says nothing about the job and is a release, free up to the allowance
+   * (task-machine.ts `releaseAllowance`). When the items keep moving the give-back stops: the
+   * lease runs out and the reaper requeues the task, and the next poll prunes the stale entry.
+   */
+  private async giveBack(holding: Holding, claimed: TaskRecord, cause: unknown, countsAgainstBudget: boolean) {
+    const message = `the control plane could not open the job's key: ${describe(cause)}`;
+    const owns = (t: TaskRecord) =>
+      (t.state === 'assigned' || t.state === 'running') &&
+      t.nodeId === holding.node.id &&
+      t.attempt === claimed.attempt;
+    for (let round = 0; round < giveBackRounds; round++) {
+      const task = await this.store.get<TaskRecord>(taskKey(claimed.jobId, claimed.index));
+      const node = await this.store.get<NodeRecord>(nodeKey(holding.node.id));
+      const writes: Write[] = [];
+      let requeued: TaskRecord | undefined;
+      if (task !== undefined && owns(task.data)) {
+        requeued = recordFailure(task.data, countsAgainstBudget ? 'error' : 'released', message, this.clock.now());
+        writes.push(putTask(requeued, task.version));
+      }
+      const held = node?.data.held ?? [];
+      const kept = held.filter((h) => !(h.taskId === claimed.id && h.attempt === claimed.attempt));
+      if (node !== undefined && kept.length !== held.length)
+        writes.push(putNode({ ...node.data, held: kept }, node.version));
+      if (writes.length === 0) return;
+      try {
+        await this.store.transact(writes);
+      } catch (error) {
+        if (error instanceof ConditionFailedError) continue;
+        this.log({ msg: 'give-back failed; the lease will run out', taskId: claimed.id, error: describe(error) });
+        return;
+      }
+      if (node !== undefined && kept.length !== held.length) {
+        Object.assign(holding, { node: { ...node.data, held: kept }, version: node.version + 1, held: kept });
+      }
+      this.log({ msg: 'claim given back', nodeId: holding.node.id, taskId: claimed.id, error: describe(cause) });
+      if (requeued?.state === 'queued') await this.reschedule(requeued);
+      return;
+    }
+    this.log({ msg: 'give-back kept conflicting; the lease will run out', taskId: claimed.id });
+  }
+
+  /** The requeued task goes back through routing; if the message is lost, the reaper routes it. */
+  private async reschedule(task: TaskRecord): Promise<void> {
+    try {
+      await this.queue.send(queueNames.schedule, JSON.stringify({ jobId: task.jobId }));
+    } catch (error) {
+      this.log({
+        msg: 'schedule message not sent; the reaper routes the task',
+        taskId: task.id,
+        error: describe(error),
+      });
+    }
+  }
 }
+
+const describe = (error: unknown): string =>
+  error instanceof Error ? `${error.name}: ${error.message}` : String(error);
 
 const notAvailable = (taskId: string, why: string) =>
   new ConflictError('task_not_available', `task ${taskId} cannot be claimed: ${why}`, { taskId });

@@ -1,4 +1,4 @@
-import { ConflictError, ForbiddenError, InvalidRequestError } from '../errors.js';
+import { ConflictError, DomainError, ForbiddenError, InvalidRequestError } from '../errors.js';
 
 /**
  * The report names a lease the node no longer holds: the lease expired and the task moved on,
@@ -49,5 +49,17 @@ export class InvalidTransitionError extends ConflictError {
       transition,
       state,
     });
+  }
+}
+
+/**
+ * A poll or claim found work but could not hand it out for a reason that passes (a KMS throttle,
+ * an unreachable key service, a store fault on one candidate). Whatever it had claimed was given
+ * back; the node should retry after a short wait.
+ */
+export class DispatchUnavailableError extends DomainError {
+  override name = 'DispatchUnavailableError';
+  constructor(message: string, options?: ErrorOptions) {
+    super('unavailable', 'dispatch_unavailable', message, undefined, { ...options, retryable: true });
   }
 }

@@ -1,6 +1,15 @@
 import { createRoute, type OpenAPIHono } from '@hono/zod-openapi';
 import { z } from 'zod';
-import { JobId, JobList, JobSpec, JobStatus, JobWithTasks, PageQuery, TaskList } from '../../../protocol/index.js';
+import {
+  JobId,
+  JobList,
+  JobSpec,
+  JobStatus,
+  JobWithTasks,
+  limits,
+  PageQuery,
+  TaskList,
+} from '../../../protocol/index.js';
 import { authorized } from '../auth.js';
 import type { AppDeps, AppEnv } from '../context.js';
 import { errorResponses, json } from './responses.js';
@@ -57,7 +66,9 @@ const listTasks = createRoute({
   tags: ['jobs'],
   ...authorized('read'),
   summary: "List a job's tasks",
-  request: { params: JobParams },
+  description: `All of them in one answer (a job has at most ${limits.maxTasksPerJob}): the list takes no cursor or other query parameter.`,
+  // Strict, so a client that pages this list (`?cursor=`) learns that it does not, instead of getting page one again.
+  request: { params: JobParams, query: z.strictObject({}) },
   responses: { 200: json(TaskList, 'The tasks, by index'), ...errorResponses(400, 401, 403, 404) },
 });
 
