@@ -196,6 +196,14 @@ export class ApiClient {
         missingKey ? this.missingKeyHint : [],
       );
     }
+    if (json === undefined) {
+      throw new ApiError(response.status, {
+        error: {
+          code: 'invalid_response',
+          message: `${where}: the control plane sent a response this CLI does not understand (not JSON: ${snippet(text)})`,
+        },
+      });
+    }
     const body = schema.safeParse(json);
     if (!body.success) {
       const first = body.error.issues[0];

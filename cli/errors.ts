@@ -169,9 +169,12 @@ export class StartError extends CliError {
 }
 
 /**
- * Whether retrying could help: no answer at all, or a gateway (or the control plane itself, with
- * 503) saying it is restarting or overloaded. Errors the server meant, like a 404, are final.
+ * Whether retrying could help: no answer at all, a gateway (or the control plane itself, with
+ * 503) saying it is restarting or overloaded, or an answer this CLI cannot read (a proxy or portal
+ * in the path answering for the server). Errors the server meant, like a 404, are final. Callers
+ * retry only what is safe to repeat: a submit with its idempotency key, a wait's next poll.
  */
 export const isTransient = (error: unknown): error is UnreachableError | ApiError =>
   error instanceof UnreachableError ||
-  (error instanceof ApiError && (error.status === 502 || error.status === 503 || error.status === 504));
+  (error instanceof ApiError &&
+    (error.status === 502 || error.status === 503 || error.status === 504 || error.code === 'invalid_response'));

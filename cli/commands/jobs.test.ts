@@ -105,6 +105,15 @@ describe('jobs submit', () => {
     expect(created.map((job) => job.id)).toEqual([run.stdout.trim()]);
   });
 
+  it('retries an answer it cannot read with the same key: the job exists once, and the user learns its id', async () => {
+    const command = `echo garbled-${Date.now()}`;
+    cp.proxy.garbleNext(1, undefined, (request) => request.method === 'POST');
+    const run = await gpuai(['jobs', 'submit', '--command', command]);
+    expect(run).toMatchObject({ code: 0, stderr: '' });
+    const { jobs } = await cp.api<JobList>('/v1/jobs?limit=200');
+    expect(jobs.filter((job) => job.spec.command.at(-1) === command).map((job) => job.id)).toEqual([run.stdout.trim()]);
+  });
+
   it('merges --file with the flags', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'gpuai-cli-'));
     const file = join(dir, 'spec.json');
@@ -341,6 +350,21 @@ describe('jobs wait', () => {
     expect(run.stdout).toMatch(/^status +succeeded$/m);
   });
 
+  it('rides out an answer that is not the API once the job has been seen, as a proxy hiccup', async () => {
+    const job = await cp.jobIn('running');
+    const run = await wait(job.id, [], {
+      io: stepping(
+        () => cp.proxy.garbleNext(1),
+        () => undefined,
+        to(job, 'succeeded'),
+      ),
+    });
+    expect(run.code).toBe(0);
+    expect(run.stderr).toContain('the control plane sent a response this CLI does not understand');
+    expect(run.stderr).toContain('reconnected to the control plane');
+    expect(run.stdout).toMatch(/^status +succeeded$/m);
+  });
+
   it('draws one updating line on a terminal and clears it before the result', async () => {
     const job = await cp.jobIn('running');
     const run = await wait(job.id, [], { tty: true, io: stepping(to(job, 'succeeded')) });
@@ -387,7 +411,9 @@ describe('reachability and bad answers', () => {
     cp.proxy.garbleNext(1);
     const run = await gpuai(['jobs', 'list']);
     expect(run.code).toBe(4);
-    expect(run.stderr).toContain('GET /v1/jobs: the control plane sent a response this CLI does not understand');
+    expect(run.stderr).toContain(
+      'GET /v1/jobs: the control plane sent a response this CLI does not understand (not JSON: <html>502 Bad Gateway</html> {"not":)',
+    );
   });
 
   it('exits 2 for unknown options and bad --api values', async () => {
