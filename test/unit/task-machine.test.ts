@@ -8,6 +8,8 @@ import {
   claim,
   markRejected,
   markVerified,
+  maxAttemptsKept,
+  maxAttemptsStarted,
   recordFailure,
   releaseAllowance,
 } from '../../functions/domain/scheduling/task-machine.js';
@@ -79,6 +81,7 @@ describe('released attempts', () => {
     expect(releaseAllowance(maxAttempts)).toBe(2 * maxAttempts);
     // The allowance of free releases, then one budget's worth that count.
     expect(cycles).toBe(releaseAllowance(maxAttempts) + maxAttempts);
+    expect(task.attempt).toBe(maxAttemptsStarted(maxAttempts));
     expect(task.state).toBe('failed');
     expect(task.releases).toBe(cycles);
     expect(task.failedAttempts).toBe(maxAttempts);
@@ -104,9 +107,10 @@ describe('attempt history', () => {
     }
     return task;
   }
-  const bound = attemptsKept.first + attemptsKept.last;
+  const bound = maxAttemptsKept;
 
   it('keeps the first and the last attempts, counting those dropped between them', () => {
+    expect(maxAttemptsKept).toBe(attemptsKept.first + attemptsKept.last);
     const task = churned(500);
     expect(task.attempts.length).toBe(bound);
     expect(task.attemptsDropped).toBe(500 - bound);

@@ -53,12 +53,18 @@ export const timeoutGraceMs = 60_000;
  */
 export const releaseAllowance = (maxAttempts: number): number => 2 * maxAttempts;
 
+/** The most attempts a task can start: its budget of counted ones plus the free releases. */
+export const maxAttemptsStarted = (maxAttempts: number): number => maxAttempts + releaseAllowance(maxAttempts);
+
 /**
  * The attempt history a task keeps: the first attempt (when and where it first ran) and the
  * latest. Whatever path adds attempts, the item stays far below DynamoDB's 400 KB limit (each
  * attempt may carry a failure message of 2 KB); those dropped between are counted.
  */
 export const attemptsKept = { first: 1, last: 16 } as const;
+
+/** The invariant the cap gives: `attempts.length <= maxAttemptsKept` for every stored task. */
+export const maxAttemptsKept = attemptsKept.first + attemptsKept.last;
 
 /** The attempt has outrun its `timeoutSeconds`: its node must stop it. */
 export const timedOut = (task: TaskRecord, now: number): boolean =>
