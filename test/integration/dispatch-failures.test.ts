@@ -154,6 +154,22 @@ describe('a candidate whose key unwrap fails for a while (a KMS throttle)', () =
   });
 });
 
+describe('a throttle on one candidate among several', () => {
+  it('skips that candidate and hands out the next, with no 5xx', async () => {
+    const node = await sealingNode();
+    const throttled = await submit({ command: ['true'], env: { TOKEN: 'one' } });
+    const next = await submit({ command: ['true'], env: { TOKEN: 'two' } });
+    const throttle = Object.assign(new Error('Rate exceeded'), { name: 'ThrottlingException' });
+    vi.spyOn(LocalKeys.prototype, 'unwrap').mockRejectedValueOnce(throttle);
+
+    const { status, body, assignment } = await poll(node);
+    expect(status, body).toBe(200);
+    expect(assignment?.taskId).toBe(next.tasks[0]?.id);
+    expect(await taskOf(throttled.tasks[0]?.id ?? '')).toMatchObject({ state: 'queued', releases: 1 });
+    expect(await heldBy(node)).toEqual([next.tasks[0]?.id]);
+  });
+});
+
 describe('a node that claims and releases in a loop', () => {
   it('ends the task after the free releases and one retry budget, with its history bounded', async () => {
     const node = await sealingNode();
