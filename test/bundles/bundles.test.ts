@@ -43,6 +43,8 @@ let sendToSchedule: (body: string) => Promise<void>;
 const agentDir = tempDir('bundles-agent');
 const stops: (() => Promise<unknown>)[] = [];
 let agent: Proc | undefined;
+/** Every SQS record handed to a consumer bundle, and whether its answer asked SQS to redeliver it. */
+const deliveries: { queue: string; body: string; failed: boolean }[] = [];
 
 beforeAll(async () => {
   [app] = await Promise.all([synthesise(), ensureLambdaEmulatorInstalled()]);
@@ -90,6 +92,10 @@ beforeAll(async () => {
     return payload as APIGatewayProxyResultV2;
   }, deployment.meter);
   stops.push(gateway.close);
+  // The API bundle loads here first, so a bundling mistake fails with the function's own words
+  // rather than as an agent that never joins.
+  const health = await fetch(`${gateway.url}/healthz`);
+  expect(health.status, functions.Api.logs()).toBe(200);
   for (const [queue, fn] of [
     ['schedule', functions.Scheduler],
     ['verify', functions.Verifier],
@@ -101,10 +107,15 @@ beforeAll(async () => {
       async (event: SQSEvent) => {
         const { payload, functionError } = await fn.invoke(event);
         // A failed invocation fails the whole batch: every message comes back after its timeout.
-        if (functionError !== undefined) {
-          return { batchItemFailures: event.Records.map((r) => ({ itemIdentifier: r.messageId })) };
+        const failed = new Set(
+          functionError === undefined
+            ? ((payload as SQSBatchResponse | null)?.batchItemFailures ?? []).map((f) => f.itemIdentifier)
+            : event.Records.map((r) => r.messageId),
+        );
+        for (const record of event.Records) {
+          deliveries.push({ queue, body: record.body, failed: failed.has(record.messageId) });
         }
-        return payload as SQSBatchResponse | null;
+        return { batchItemFailures: [...failed].map((itemIdentifier) => ({ itemIdentifier })) };
       },
       deployment.meter,
     );
@@ -158,6 +169,22 @@ afterAll(async () => {
   }
 });
 
+/**
+ * Rejects as soon as any invocation fails, with that function's output: a bundle that cannot
+ * handle its events fails the test at once instead of as a job that never finishes.
+ */
+async function firstFunctionError(signal: AbortSignal): Promise<never> {
+  for (;;) {
+    signal.throwIfAborted();
+    for (const [name, fn] of Object.entries(functions)) {
+      if (fn.functionErrors.length > 0) {
+        throw new Error(`${name} failed: ${JSON.stringify(fn.functionErrors[0])}; its output:\n${fn.logs()}`);
+      }
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
 /** Fails with the functions' own output, which says why an invocation went wrong. */
 function expectNoFunctionErrors(): void {
   for (const [name, fn] of Object.entries(functions)) {
@@ -178,7 +205,10 @@ describe('the bundles cdk deploy would upload', () => {
 
   it('run a job end to end: API Gateway, the schedule and verify queues, a real agent, the reaper', async () => {
     const job = await api.submit({ name: 'bundled', command: ['sh', '-c', line], tasks: 2 }, 'bundles-happy');
-    const [finished] = await api.finished([job], 90_000);
+    const watching = new AbortController();
+    const [finished] = await Promise.race([api.finished([job], 90_000), firstFunctionError(watching.signal)]).finally(
+      () => watching.abort(),
+    );
     expect(finished?.status).toBe('succeeded');
     for (const task of finished?.tasks ?? []) {
       expect(task.attempts.filter((a) => a.outcome === 'completed')).toHaveLength(1);
@@ -216,6 +246,14 @@ describe('the bundles cdk deploy would upload', () => {
       0,
     );
     expect(dead).toContain(poison);
+    // The scheduler bundle moved it at its first delivery (the queue's own redrive would have
+    // needed five), and reported the batch a success.
+    // (The bundle sends to the dead-letter queue before its invocation returns: wait for its answer.)
+    const delivered = await waitFor('the scheduler to answer', async () => {
+      const mine = deliveries.filter((d) => d.body === poison);
+      return mine.length > 0 ? mine : undefined;
+    });
+    expect(delivered).toEqual([{ queue: 'schedule', body: poison, failed: false }]);
     expectNoFunctionErrors();
   }, 90_000);
 });
