@@ -21,6 +21,23 @@ const dirs = [tempDir('cp'), tempDir('agent0'), tempDir('agent1')];
 const [cpDir, ...agentDirs] = dirs as [ReturnType<typeof tempDir>, ...ReturnType<typeof tempDir>[]];
 const procs: Proc[] = [];
 
+/** Resolves once `proc` prints, from now on, a line containing `text`; fails after `timeoutMs`. */
+function nextLine(proc: Proc, text: string, timeoutMs = 30_000): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      proc.child.stderr?.off('data', seen);
+      reject(new Error(`no "${text}" within ${timeoutMs} ms; the process printed:\n${proc.tail()}`));
+    }, timeoutMs);
+    const seen = (chunk: Buffer) => {
+      if (!chunk.toString().includes(text)) return;
+      clearTimeout(timer);
+      proc.child.stderr?.off('data', seen);
+      resolve();
+    };
+    proc.child.stderr?.on('data', seen);
+  });
+}
+
 afterAll(async () => {
   await Promise.all(procs.map((p) => p.kill('SIGKILL')));
   for (const d of dirs) d.remove();
@@ -50,11 +67,15 @@ describe('a restart of the control plane', () => {
       return jobs.flatMap((j) => j.tasks).filter((t) => t.state === 'verified').length >= 4 ? true : undefined;
     });
 
+    // Down until every agent has noticed the outage, whatever the load makes of timings.
+    const noticed = agents.map((a) => nextLine(a, 'connection lost'));
     await controlPlane.kill('SIGKILL');
-    await new Promise((r) => setTimeout(r, 1500)); // the agents run into connection errors meanwhile
+    await Promise.all(noticed);
+    const restored = agents.map((a) => nextLine(a, 'connection restored'));
     controlPlane = startControlPlane(port, cpDir.path);
     procs.push(controlPlane);
     await waitFor('the restarted control plane', () => api.healthy());
+    await Promise.all(restored);
 
     // A retried submission after the restart is recognised by its idempotency key.
     const replay = await api.submit(
