@@ -365,6 +365,21 @@ describe('jobs wait', () => {
     expect(run.stdout).toMatch(/^status +succeeded$/m);
   });
 
+  it('rides out a restart of the control plane, and sees the job finish on the restarted one', async () => {
+    const job = await cp.jobIn('running');
+    const run = await wait(job.id, [], {
+      io: stepping(
+        () => cp.stopServer(),
+        () => cp.startServer(),
+        to(job, 'succeeded'),
+      ),
+    });
+    expect(run.code).toBe(0);
+    expect(run.stderr).toMatch(/lost the control plane at http:\/\/127\.0\.0\.1:\d+ \(.+\); retrying in 1s/);
+    expect(run.stderr).toContain('reconnected to the control plane');
+    expect(run.stdout).toMatch(/^status +succeeded$/m);
+  });
+
   it('draws one updating line on a terminal and clears it before the result', async () => {
     const job = await cp.jobIn('running');
     const run = await wait(job.id, [], { tty: true, io: stepping(to(job, 'succeeded')) });

@@ -83,6 +83,10 @@ export interface TestControlPlane {
   jobIn(status: JobStatus, spec?: Partial<JobSpecInput>, options?: DriveOptions): Promise<JobWithTasks>;
   /** Brings a queued or running job (made by {@link jobIn}) to `status`, as {@link jobIn} does. */
   advance(job: JobWithTasks, status: JobStatus, options?: DriveOptions): Promise<JobWithTasks>;
+  /** Stops the server (the proxy stays: clients see connections close), as `npm start` killed. */
+  stopServer(): Promise<void>;
+  /** Starts the stopped server again on the same port and data dir, as `npm start` run again. */
+  startServer(): Promise<void>;
   /** Registers a node with `inventory` (default: a CPU node in the driven region). */
   addNode(inventory?: Partial<NodeInventory>): Promise<NodeView>;
   stop(): Promise<void>;
@@ -94,22 +98,26 @@ export const taskStdout = 'hello\n';
 /** Starts the embedded control plane in a fresh data dir, and the fault proxy in front of it. */
 export async function startTestControlPlane(): Promise<TestControlPlane> {
   const dataDir = mkdtempSync(join(tmpdir(), 'gpuai-cli-cp-'));
-  const server = await startControlPlane({
-    port: 0,
-    host: '127.0.0.1',
-    dataDir,
-    // No lease runs out and no reaper requeues a task a test left running on purpose.
-    reaperIntervalMs: 3_600_000,
-    settings: { leaseMs: 3_600_000 },
-    log: () => undefined,
-  });
+  const start = (port: number) =>
+    startControlPlane({
+      port,
+      host: '127.0.0.1',
+      dataDir,
+      // No lease runs out and no reaper requeues a task a test left running on purpose.
+      reaperIntervalMs: 3_600_000,
+      settings: { leaseMs: 3_600_000 },
+      log: () => undefined,
+    });
+  let server = await start(0);
+  const port = Number(new URL(server.url).port);
   const proxy = await startFaultProxy(server.url);
   const adminKey = readFileSync(join(dataDir, adminKeyFileName), 'utf8').trim();
   const direct = (path: string, init: RequestInit = {}) => fetch(`${server.url}${path}`, init);
 
+  let harnessKey = adminKey;
   const api = async <T>(path: string, init: RequestInit = {}): Promise<T> => {
     const headers = new Headers(init.headers);
-    headers.set('authorization', `Bearer ${adminKey}`);
+    headers.set('authorization', `Bearer ${harnessKey}`);
     if (init.body !== undefined) headers.set('content-type', 'application/json');
     const response = await direct(path, { ...init, headers });
     const text = await response.text();
@@ -117,17 +125,26 @@ export async function startTestControlPlane(): Promise<TestControlPlane> {
     return JSON.parse(text) as T;
   };
   const getJob = (id: string) => api<JobWithTasks>(`/v1/jobs/${id}`);
+  // The harness's own requests count against a key of their own, not the per-key rate limit of
+  // the admin key the CLI under test uses.
+  harnessKey = (
+    await api<{ key: string }>('/v1/keys', {
+      method: 'POST',
+      body: JSON.stringify({ scopes: ['admin', 'submit', 'read'], name: 'test harness' }),
+    })
+  ).key;
 
   /** Waits until the job shows `status`: the queue workers verify reports asynchronously. */
   const settled = async (id: string, status: JobStatus): Promise<JobWithTasks> => {
-    const until = Date.now() + 15_000;
+    // Generous: the verify worker runs on a machine other tests load too.
+    const until = Date.now() + 25_000;
     for (;;) {
       const job = await getJob(id);
       if (job.status === status) return job;
       if (terminalJobStatuses.includes(job.status) || Date.now() > until) {
         throw new Error(`job ${id} is ${job.status}, expected ${status}`);
       }
-      await new Promise((resolve) => setTimeout(resolve, 20));
+      await new Promise((resolve) => setTimeout(resolve, 50));
     }
   };
 
@@ -163,7 +180,8 @@ export async function startTestControlPlane(): Promise<TestControlPlane> {
   const claim = async (jobId: string): Promise<{ node: TestNode; assignment: Assignment }> => {
     const node = spares.get(jobId)?.pop() ?? (await joinNode());
     // The long poll is woken as soon as the schedule worker has routed the task.
-    const work = await node.poll(10);
+    let work = await node.poll(10);
+    if (work.status === 204) work = await node.poll(10);
     if (work.status !== 200) {
       const tasks = (await getJob(jobId)).tasks.map(({ state, progress }) => ({ state, progress }));
       throw new Error(`no work for a test node of job ${jobId}: HTTP ${work.status}, tasks ${JSON.stringify(tasks)}`);
@@ -264,6 +282,10 @@ export async function startTestControlPlane(): Promise<TestControlPlane> {
     getJob,
     jobIn,
     advance,
+    stopServer: () => server.stop(),
+    async startServer() {
+      server = await start(port);
+    },
     async addNode(inventory = {}) {
       const node = await joinNode(inventory);
       return api<NodeView>(`/v1/nodes/${node.id}`);
