@@ -1,4 +1,4 @@
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 
@@ -33,6 +33,8 @@ const pidFile = 'gpuai.pid';
 export function lockDataDir(dataDir: string): DataDirLock {
   const db = new Database(join(dataDir, lockFile), { timeout: 0 });
   try {
+    // Empty, but like every file of the data dir not for others (docs/security.md).
+    chmodSync(join(dataDir, lockFile), 0o600);
     db.pragma('locking_mode = EXCLUSIVE');
     // The first write in exclusive locking mode takes the lock, and the connection keeps it until closed.
     db.exec('BEGIN EXCLUSIVE; COMMIT;');
