@@ -1,38 +1,34 @@
-import { setTimeout as delay } from 'node:timers/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { generateNodeKeyPair, loadNodeKeyPair, nodeIdFromPublicKey, sha256Hex } from '../protocol/index.js';
+import { AgentHarness, waitUntil } from '../test/support/agent-harness.js';
+import { cpuInventory, TestNode } from '../test/support/in-process.js';
+import { MemorySqsWorkHints, memoryPoolQueueUrl, ShortLivedCredentials } from '../test/support/sqs-dispatch.js';
 import type { Agent, AgentOptions } from './agent.js';
 import { ControlPlaneClient } from './client.js';
 import { CredentialCache } from './credentials.js';
 import { ClaimRefusedError, RequestRejectedError } from './errors.js';
-import { AgentHarness } from './test-support/agent-harness.js';
-import type { FakeControlPlane } from './test-support/fake-control-plane.js';
-import { testAssignment, testJobId, testProbe } from './test-support/fixtures.js';
+import { testJobId, testProbe } from './test-support/fixtures.js';
 import { MemorySqs } from './test-support/memory-sqs.js';
 
-const queueA = 'https://sqs.eu-west-1.amazonaws.com/123456789012/gpuai-pool-a';
-const queueB = 'https://sqs.eu-west-1.amazonaws.com/123456789012/gpuai-pool-b';
+/**
+ * The agent's `sqs` dispatch against the real control plane (test/support/agent-harness.ts), whose
+ * pool queues are the in-memory SQS here and whose credentials come from a stand-in for STS
+ * (test/support/sqs-dispatch.ts); test/integration/aws-agent-sqs.test.ts runs it over moto.
+ * testProbe's node has one NVIDIA L40S in region `local`: one pool.
+ */
+const pool = 'local/l40s';
+const queue = memoryPoolQueueUrl(pool);
 
-let fake: FakeControlPlane;
 let sqs: MemorySqs;
-let _dataDir: string;
-let _logLines: string[];
+let hints: MemorySqsWorkHints;
+let credentials: ShortLivedCredentials;
 let harness: AgentHarness;
 
 beforeEach(async () => {
-  harness = await AgentHarness.start('gpuai-agent-sqs-');
-  fake = harness.fake;
-  _dataDir = harness.dataDir;
-  _logLines = harness.logLines;
-  fake.dispatch = {
-    mode: 'sqs',
-    region: 'eu-west-1',
-    queues: [
-      { pool: 'eu-west-1/a', url: queueA },
-      { pool: 'eu-west-1/b', url: queueB },
-    ],
-  };
   sqs = new MemorySqs();
+  hints = new MemorySqsWorkHints(sqs);
+  credentials = new ShortLivedCredentials();
+  harness = await AgentHarness.start({ dataDirPrefix: 'gpuai-agent-sqs-', ports: { hints, credentials } });
 });
 
 afterEach(async () => {
@@ -45,91 +41,143 @@ function startAgent(overrides: Partial<AgentOptions> = {}): { agent: Agent; runn
   return harness.startAgent({ name: 'sqs-node', sqs: sqs.port, ...overrides });
 }
 
-const hint = (taskId: string, pool = 'eu-west-1/a') => ({ taskId, pool, queuedAt: new Date().toISOString() });
+/** Starts an agent and waits until it receives from its queues. */
+async function receivingAgent(overrides: Partial<AgentOptions> = {}) {
+  const started = startAgent(overrides);
+  await waitUntil('a receive', () => sqs.receives.length >= 1);
+  return started;
+}
 
-describe('Agent with sqs dispatch', () => {
-  it('claims the hinted task, runs it and reports its result', async () => {
-    const assignment = testAssignment(['printf', 'hello']);
-    fake.offer(assignment);
-    sqs.send(queueA, hint(assignment.taskId));
-    startAgent();
+const hint = (taskId: string) => ({ taskId, pool, queuedAt: new Date().toISOString() });
 
-    const result = await fake.waitFor(() => fake.results.get(assignment.taskId));
-    expect(result).toMatchObject({ exitCode: 0, outputs: [{ name: 'stdout', sha256: sha256Hex('hello'), bytes: 5 }] });
-    expect(fake.claims).toEqual([{ taskId: assignment.taskId, queueUrl: queueA, receiptHandle: 'rh-1' }]);
+/**
+ * A job for two L40S: hints name pools, not nodes, so once a node with two joins the agent's pool
+ * the server hints the job there, and the agent (one L40S) receives a hint of a task it cannot run.
+ */
+async function jobForTheBigNode(): Promise<{ taskId: string }> {
+  const bigNode = new TestNode((path, init) => fetch(`${harness.api.url}${path}`, init));
+  const l40s = (await testProbe()).inventory.gpus[0];
+  if (l40s === undefined) throw new Error('testProbe has a GPU');
+  const registered = await bigNode.register(cpuInventory({ gpus: [l40s, { ...l40s, index: 1, uuid: 'GPU-2' }] }));
+  expect(registered.status).toBe(201);
+  const job = await harness.submit({ command: ['true'], resources: { gpus: { count: 2 } } });
+  return { taskId: job.tasks[0]?.id ?? '' };
+}
+
+describe('Agent with sqs dispatch', { timeout: 60_000 }, () => {
+  it('claims the hinted task, runs it and reports its result; the server deletes the hint', async () => {
+    const { agent } = await receivingAgent();
+    const job = await harness.submit({ command: ['printf', 'hello'] });
+    const done = await harness.finished(job.id);
+    expect(done.status).toBe('succeeded');
+    expect(done.tasks[0]?.result).toMatchObject({
+      exitCode: 0,
+      outputs: [{ name: 'stdout', sha256: sha256Hex('hello'), bytes: 5 }],
+    });
+
+    const [claim] = harness.sent('POST', '/claims');
+    expect(JSON.parse(claim?.body ?? '{}')).toEqual({
+      taskId: done.tasks[0]?.id,
+      queueUrl: queue,
+      receiptHandle: 'rh-1',
+    });
+    expect(hints.acknowledged).toEqual(['rh-1']);
+    expect(sqs.visible(queue)).toBe(0);
     expect(sqs.configs[0]).toMatchObject({ region: 'eu-west-1', credentials: { accessKeyId: 'ASIAFAKE1' } });
     expect(sqs.configs[0]?.endpoint).toBeUndefined();
-    expect(fake.issuedCredentials).toHaveLength(1);
-    expect(fake.received.some((request) => request.path.endsWith('/work'))).toBe(false);
-    expect(fake.badSignatures).toBe(0);
-    expect(logged('work dispatch: sqs, 2 pool queue(s)')).toBe(true);
+    expect(credentials.issued).toMatchObject([{ nodeId: agent.nodeId, queueUrls: [queue] }]);
+    expect(harness.sent('GET', '/work')).toEqual([]);
+    expect(logged('work dispatch: sqs, 1 pool queue(s)')).toBe(true);
   });
 
   it('polls its pools in turn, so a hint in the second pool is found', async () => {
-    const assignment = testAssignment(['true']);
-    fake.offer(assignment);
-    sqs.send(queueB, hint(assignment.taskId, 'eu-west-1/b'));
-    startAgent();
-    await fake.waitFor(() => fake.results.get(assignment.taskId));
-    await fake.waitFor(() => sqs.receives.length >= 4);
+    const twoPools = async () => {
+      const report = await testProbe();
+      const h100 = {
+        index: 1,
+        vendor: 'nvidia' as const,
+        model: 'NVIDIA H100 80GB HBM3',
+        vramMiB: 81559,
+        uuid: 'GPU-2',
+      };
+      return { ...report, inventory: { ...report.inventory, gpus: [...report.inventory.gpus, h100] } };
+    };
+    startAgent({ probe: twoPools });
+    await waitUntil('four receives', () => sqs.receives.length >= 4);
     const queues = sqs.receives.slice(0, 4).map((receive) => receive.queueUrl);
-    expect(queues).toEqual([queueA, queueB, queueA, queueB]);
+    const [first, second] = ['local/h100', 'local/l40s'].map(memoryPoolQueueUrl);
+    expect(queues).toEqual([first, second, first, second]);
+    const job = await harness.submit({ command: ['true'], resources: { gpus: { count: 1, models: ['L40S'] } } });
+    expect((await harness.finished(job.id)).status).toBe('succeeded');
+    expect(JSON.parse(harness.sent('POST', '/claims')[0]?.body ?? '{}')).toMatchObject({ queueUrl: second });
   });
 
-  it('releases a hint that does not fit, and releases it unclaimed when it comes back', async () => {
-    const assignment = testAssignment(['true']);
-    fake.doesNotFit.add(assignment.taskId);
-    sqs.send(queueA, hint(assignment.taskId));
-    startAgent();
-    await fake.waitFor(() => sqs.releases.length >= 2);
+  it('releases a hint of a task that does not fit, and releases it unclaimed when it comes back', async () => {
+    await receivingAgent();
+    const { taskId } = await jobForTheBigNode();
+    await waitUntil('two releases', () => sqs.releases.length >= 2);
     expect(sqs.releases.slice(0, 2)).toEqual(['rh-1', 'rh-2']);
-    expect(fake.claims).toHaveLength(1);
-    expect(logged(`task ${assignment.taskId} does not fit this node; hint released`)).toBe(true);
+    const claims = harness.sent('POST', '/claims');
+    expect(claims).toHaveLength(1);
+    expect(claims[0]?.status).toBe(409);
+    expect(logged(`task ${taskId} does not fit this node; hint released`)).toBe(true);
+    expect((await harness.task(taskId.slice(0, taskId.lastIndexOf('.')))).state).toBe('queued');
   });
 
-  it('leaves a stale hint alone', async () => {
+  it('leaves a stale hint alone: one of a task the server does not know (404)', async () => {
+    await receivingAgent();
     const taskId = `${testJobId('S')}.0`;
-    sqs.send(queueA, hint(taskId));
-    startAgent();
-    await fake.waitFor(() => fake.claims.length === 1);
-    await delay(300);
+    sqs.send(queue, hint(taskId));
+    await waitUntil('the claim answered', () => harness.sent('POST', '/claims')[0]?.status);
+    await waitUntil('the agent to log it', () => logged(`stale work hint for task ${taskId}`));
     expect(sqs.releases).toEqual([]);
-    expect(sqs.visible(queueA)).toBe(0);
-    expect(fake.claims).toHaveLength(1);
-    expect(logged(`stale work hint for task ${taskId}`)).toBe(true);
+    expect(sqs.visible(queue)).toBe(0);
+    expect(harness.sent('POST', '/claims')).toHaveLength(1);
+  });
+
+  it('leaves a stale hint alone: a duplicate of a hint whose task it already ran (409)', async () => {
+    await receivingAgent();
+    const job = await harness.submit({ command: ['true'] });
+    expect((await harness.finished(job.id)).status).toBe('succeeded');
+    const taskId = job.tasks[0]?.id ?? '';
+    sqs.send(queue, hint(taskId));
+    await waitUntil('the agent to log it', () => logged(`stale work hint for task ${taskId} (409 task_not_available`));
+    expect(harness.sent('POST', '/claims').map((claim) => claim.status)).toEqual([200, 409]);
+    expect(sqs.releases).toEqual([]);
   });
 
   it('releases and logs a malformed hint', async () => {
-    sqs.send(queueA, 'not json');
-    sqs.send(queueB, { taskId: 'nope' });
+    sqs.send(queue, 'not json');
+    sqs.send(queue, { taskId: 'nope' });
     startAgent();
-    await fake.waitFor(() => sqs.releases.length >= 2);
-    expect(fake.claims).toEqual([]);
-    expect(logged('malformed work hint released: not JSON')).toBe(true);
-    expect(logged('malformed work hint released: taskId')).toBe(true);
+    await waitUntil(
+      'both logged',
+      () => logged('malformed work hint released: not JSON') && logged('malformed work hint released: taskId'),
+    );
+    expect(sqs.releases.length).toBeGreaterThanOrEqual(2);
+    expect(harness.sent('POST', '/claims')).toEqual([]);
   });
 
   it('refreshes the credentials at 75 % of their life, and when SQS says they expired', async () => {
-    fake.credentialLifetimeMs = 1_400;
+    credentials.lifetimeMs = 1_400;
     startAgent();
-    await fake.waitFor(() => fake.issuedCredentials.length >= 2, 5_000);
-    await fake.waitFor(() => sqs.receives.some((receive) => receive.accessKeyId === 'ASIAFAKE2'));
+    await waitUntil('a second issue', () => credentials.issued.length >= 2);
+    await waitUntil('a receive with them', () => sqs.receives.some((receive) => receive.accessKeyId === 'ASIAFAKE2'));
 
-    fake.credentialLifetimeMs = 3_600_000;
-    await fake.waitFor(() => fake.issuedCredentials.length >= 3, 5_000);
-    const before = fake.issuedCredentials.length;
+    credentials.lifetimeMs = 3_600_000;
+    await waitUntil('a third, long-lived, issue', () => credentials.issued.length >= 3);
+    const before = credentials.issued.length;
     const expired = new Error('The security token included in the request is expired');
     expired.name = 'ExpiredToken';
     sqs.failNextReceive = expired;
-    await fake.waitFor(() => fake.issuedCredentials.length === before + 1);
+    await waitUntil('a fresh issue', () => credentials.issued.length === before + 1);
     expect(logged('SQS refused the node credentials')).toBe(true);
     // Each generation of credentials gets its own SQS client; the replaced ones are closed.
-    await fake.waitFor(() => sqs.destroyed >= sqs.configs.length - 1);
+    await waitUntil('the old clients closed', () => sqs.destroyed >= sqs.configs.length - 1);
   });
 
   it('stops a waiting receive at shutdown at once', async () => {
-    const started = startAgent({ pollWaitSeconds: 20 });
-    await fake.waitFor(() => sqs.receives.length === 1);
+    const started = await receivingAgent({ pollWaitSeconds: 20 });
     const stoppingAt = Date.now();
     await started.agent.shutdown();
     await started.running;
@@ -139,23 +187,22 @@ describe('Agent with sqs dispatch', () => {
   });
 
   it('switches to the dispatch a new registration names', async () => {
-    startAgent();
-    await fake.waitFor(() => sqs.receives.length >= 1);
-    fake.dispatch = undefined;
-    fake.forgetNodes();
-    // The next signed call (a heartbeat) gets 401, and the agent registers again: now long-poll.
-    await fake.waitFor(() => fake.registrations.length === 2);
-    const assignment = testAssignment(['true']);
-    fake.enqueue(assignment);
-    await fake.waitFor(() => fake.results.get(assignment.taskId));
+    await receivingAgent();
+    // A control plane that forgot the node and dispatches by long poll: the next signed call (a
+    // heartbeat) gets 401, and the agent registers again.
+    await harness.replaceControlPlane('embedded');
+    await waitUntil('a second registration', () => harness.sent('POST', '/v1/nodes').length === 2);
+    const job = await harness.submit({ command: ['true'] });
+    expect((await harness.finished(job.id)).status).toBe('succeeded');
+    expect(harness.sent('GET', '/work').length).toBeGreaterThan(0);
   });
 });
 
-describe('ControlPlaneClient claims and credentials', () => {
+describe('ControlPlaneClient claims and credentials', { timeout: 60_000 }, () => {
   async function registeredClient(): Promise<ControlPlaneClient> {
     const keyPair = loadNodeKeyPair(generateNodeKeyPair().privateKeyPem);
     const client = new ControlPlaneClient({
-      api: fake.url,
+      api: harness.url,
       nodeId: nodeIdFromPublicKey(keyPair.publicKey),
       keyPair,
       backoff: { initialMs: 10, maxMs: 20 },
@@ -165,37 +212,54 @@ describe('ControlPlaneClient claims and credentials', () => {
     return client;
   }
 
-  it('claims a task and gets its assignment', async () => {
+  it('claims a task and gets its assignment; the hint it names is deleted', async () => {
     const client = await registeredClient();
-    const assignment = testAssignment(['true']);
-    fake.offer(assignment);
-    await expect(client.claim(assignment.taskId, queueA, 'rh-x')).resolves.toEqual(assignment);
-    expect(fake.claims).toEqual([{ taskId: assignment.taskId, queueUrl: queueA, receiptHandle: 'rh-x' }]);
-    expect(fake.badSignatures).toBe(0);
+    const job = await harness.submit({ command: ['true'] });
+    const taskId = job.tasks[0]?.id ?? '';
+    await waitUntil('the task hinted', () => sqs.visible(queue) === 1);
+    await expect(client.claim(taskId, queue, 'rh-x')).resolves.toMatchObject({
+      taskId,
+      jobId: job.id,
+      attempt: 1,
+      command: ['true'],
+    });
+    expect(hints.acknowledged).toEqual(['rh-x']);
+    expect((await harness.task(job.id)).state).toBe('assigned');
   });
 
-  it('surfaces the 409 codes of a refused claim as ClaimRefusedError', async () => {
+  it('surfaces the 409 codes of a refused claim as ClaimRefusedError, and an unknown task as 404', async () => {
     const client = await registeredClient();
-    const taskId = `${testJobId('R')}.0`;
-    const stale = await client.claim(taskId, queueA, 'rh-y').catch((error: unknown) => error);
-    expect(stale).toBeInstanceOf(ClaimRefusedError);
-    expect(stale).toMatchObject({ status: 409, code: 'task_not_available' });
-    fake.doesNotFit.add(taskId);
-    const misfit = await client.claim(taskId, queueA, 'rh-y').catch((error: unknown) => error);
+    const job = await harness.submit({ command: ['true'] });
+    const taskId = job.tasks[0]?.id ?? '';
+    await waitUntil('the task hinted', () => sqs.visible(queue) === 1);
+    await client.claim(taskId, queue, 'rh-x');
+    const taken = await client.claim(taskId, queue, 'rh-y').catch((error: unknown) => error);
+    expect(taken).toBeInstanceOf(ClaimRefusedError);
+    expect(taken).toMatchObject({ status: 409, code: 'task_not_available' });
+
+    const misfit = await client
+      .claim((await jobForTheBigNode()).taskId, queue, 'rh-z')
+      .catch((error: unknown) => error);
+    expect(misfit).toBeInstanceOf(ClaimRefusedError);
     expect(misfit).toMatchObject({ status: 409, code: 'does_not_fit' });
-    expect(misfit).toBeInstanceOf(RequestRejectedError);
+
+    // A task the server never had is not a refused claim: 404, which the agent treats as a stale hint.
+    const unknown = await client.claim(`${testJobId('R')}.0`, queue, 'rh-w').catch((error: unknown) => error);
+    expect(unknown).toBeInstanceOf(RequestRejectedError);
+    expect(unknown).not.toBeInstanceOf(ClaimRefusedError);
+    expect(unknown).toMatchObject({ status: 404, code: 'task_not_found' });
   });
 
-  it('fetches credentials with an empty signed body', async () => {
+  it('fetches credentials scoped to its pool queues with an empty signed body', async () => {
     const client = await registeredClient();
-    const credentials = await client.credentials();
-    expect(credentials).toMatchObject({
+    expect(await client.credentials()).toMatchObject({
       accessKeyId: 'ASIAFAKE1',
       secretAccessKey: 'secret-1',
       sessionToken: 'token-1',
     });
-    expect(fake.received.at(-1)).toMatchObject({ method: 'POST', body: {} });
-    expect(fake.received.at(-1)?.path).toMatch(/\/credentials$/);
+    expect(credentials.issued).toMatchObject([{ queueUrls: [queue] }]);
+    const [sent] = harness.sent('POST', '/credentials');
+    expect(sent).toMatchObject({ body: '{}', status: 200 });
   });
 });
 

@@ -49,6 +49,13 @@ export class MemorySqs {
     });
   }
 
+  /** Deletes the message `receiptHandle` names, as DeleteMessage does; a stale handle is no error. */
+  delete(queueUrl: string, receiptHandle: string): void {
+    const queue = this.queue(queueUrl);
+    const index = queue.findIndex((message) => message.receiptHandle === receiptHandle);
+    if (index >= 0) queue.splice(index, 1);
+  }
+
   /** Messages of the queue visible now. */
   visible(queueUrl: string): number {
     return this.queue(queueUrl).filter((message) => message.visibleAt <= Date.now()).length;
@@ -85,7 +92,11 @@ export class MemorySqs {
     const deadline = Date.now() + request.waitSeconds * 1000;
     for (;;) {
       if (signal.aborted) throw new Error('Request aborted');
-      const message = this.queue(request.queueUrl).find((candidate) => candidate.visibleAt <= Date.now());
+      // SQS standard queues promise no order; the least received visible message comes first, so a
+      // released message does not hide the ones behind it (as a strict head of line would).
+      const message = this.queue(request.queueUrl)
+        .filter((candidate) => candidate.visibleAt <= Date.now())
+        .sort((a, b) => a.receives - b.receives)[0];
       if (message !== undefined) {
         message.visibleAt = Date.now() + request.visibilityTimeoutSeconds * 1000;
         message.receiptHandle = `rh-${++this.handles}`;

@@ -5,16 +5,23 @@
  * URL; the test drives jobs through the application API and reads back what the server recorded.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
+import { serve } from '@hono/node-server';
 import { Agent, type AgentOptions } from '../../edge-agent/agent.js';
 import type { Logger } from '../../edge-agent/log.js';
 import { testProbe } from '../../edge-agent/test-support/fixtures.js';
-import { type RunningControlPlane, startControlPlane } from '../../embedded/control-plane-server.js';
+import { startControlPlane } from '../../embedded/control-plane-server.js';
+import { startQueueWorkers } from '../../embedded/queue-workers.js';
 import type { ControlPlaneSettings } from '../../functions/control-plane.js';
+import { queueNames } from '../../functions/domain/scheduling/messages.js';
+import type { CredentialIssuer } from '../../functions/ports/node-credentials.js';
+import type { WorkHints } from '../../functions/ports/work-hints.js';
 import type { JobSpecInput, JobWithTasks, NodeView, TaskView } from '../../protocol/index.js';
 import { type FaultProxy, type ProxiedRequest, startFaultProxy } from './fault-proxy.js';
+import { inProcessControlPlane } from './in-process.js';
 import { Api, adminKeyOf } from './processes.js';
 
 /** Timings short enough for tests, long enough that a loaded machine does not lose leases. */
@@ -32,6 +39,20 @@ export interface AgentHarnessOptions {
   /** How often the reaper expires leases (default 100 ms). */
   reaperIntervalMs?: number;
   dataDirPrefix?: string;
+  /**
+   * How nodes learn of work and get cloud credentials. Given, the control plane is composed over
+   * these ports (SQLite in memory, the same app, queue workers and reaper) instead of being the
+   * embedded server, which has long-poll dispatch only: the `sqs` dispatch tests pass them.
+   */
+  ports?: { hints: WorkHints; credentials: CredentialIssuer };
+}
+
+/** A control plane serving HTTP on a loopback port. */
+interface Served {
+  url: string;
+  /** The admin key of tenant `default`. */
+  adminKey(): string;
+  stop(): Promise<void>;
 }
 
 /** Polls `probe` until it returns a value other than undefined or false. */
@@ -65,7 +86,7 @@ export class AgentHarness {
   private readonly agents: { agent: Agent; running: Promise<void> }[] = [];
 
   private constructor(
-    private server: RunningControlPlane,
+    private server: Served,
     private cpDir: string,
     private readonly port: number,
     readonly proxy: FaultProxy,
@@ -74,17 +95,19 @@ export class AgentHarness {
     /** The control plane's own log lines, for failure messages. */
     readonly serverLog: Record<string, unknown>[],
   ) {
-    this.api = new Api(server.url, () => adminKeyOf(this.cpDir));
+    this.api = new Api(server.url, () => this.server.adminKey());
   }
 
   static async start(options: AgentHarnessOptions = {}): Promise<AgentHarness> {
     const cpDir = await mkdtemp(join(tmpdir(), 'gpuai-agent-cp-'));
     const serverLog: Record<string, unknown>[] = [];
-    const server = await startServer(0, cpDir, options, serverLog);
+    const server = await (options.ports
+      ? servePorts(options, options.ports, serverLog)
+      : startServer(0, cpDir, options, serverLog));
     const port = Number(new URL(server.url).port);
     const proxy = await startFaultProxy(server.url);
     const dataDir = await mkdtemp(join(tmpdir(), options.dataDirPrefix ?? 'gpuai-agent-'));
-    return new AgentHarness(server, cpDir, port, proxy, dataDir, options, serverLog);
+    return new AgentHarness(server, cpDir, port, proxy, dataDir, { ...options }, serverLog);
   }
 
   /** What agents are given: the proxy in front of the control plane. */
@@ -155,7 +178,7 @@ export class AgentHarness {
   async cancel(jobId: string): Promise<void> {
     const response = await fetch(`${this.server.url}/v1/jobs/${jobId}/cancel`, {
       method: 'POST',
-      headers: { authorization: `Bearer ${adminKeyOf(this.cpDir)}` },
+      headers: { authorization: `Bearer ${this.server.adminKey()}` },
     });
     if (!response.ok) throw new Error(`cancel ${jobId}: ${response.status} ${await response.text()}`);
   }
@@ -163,7 +186,7 @@ export class AgentHarness {
   /** The node as the server has it; undefined when it does not know it. */
   async node(nodeId: string): Promise<NodeView | undefined> {
     const response = await fetch(`${this.server.url}/v1/nodes/${nodeId}`, {
-      headers: { authorization: `Bearer ${adminKeyOf(this.cpDir)}` },
+      headers: { authorization: `Bearer ${this.server.adminKey()}` },
     });
     if (response.status === 404) return undefined;
     if (!response.ok) throw new Error(`node ${nodeId}: ${response.status} ${await response.text()}`);
@@ -177,16 +200,23 @@ export class AgentHarness {
 
   /** Stops the control plane and starts it again on the same port over the same data dir. */
   async restartControlPlane(): Promise<void> {
+    if (this.options.ports) throw new Error('only the embedded control plane restarts over its data dir');
     await this.server.stop();
     this.server = await startServer(this.port, this.cpDir, this.options, this.serverLog);
   }
 
   /**
-   * Replaces the control plane by one with an empty data dir on the same port: a deployment whose
-   * store was reset, which knows no node.
+   * Replaces the control plane by one with an empty store on the same port: a deployment whose
+   * store was reset, which knows no node. `'embedded'` replaces one over ports by the embedded
+   * server (long-poll dispatch).
    */
-  async replaceControlPlane(): Promise<void> {
+  async replaceControlPlane(by: 'same' | 'embedded' = 'same'): Promise<void> {
     await this.server.stop();
+    if (by === 'embedded') delete this.options.ports;
+    if (this.options.ports) {
+      this.server = await servePorts(this.options, this.options.ports, this.serverLog, this.port);
+      return;
+    }
     await rm(this.cpDir, { recursive: true, force: true });
     this.cpDir = await mkdtemp(join(tmpdir(), 'gpuai-agent-cp-'));
     this.server = await startServer(this.port, this.cpDir, this.options, this.serverLog);
@@ -206,21 +236,65 @@ export class AgentHarness {
   }
 }
 
-function startServer(
+const keepLog = (serverLog: Record<string, unknown>[]) => (entry: Record<string, unknown>) => {
+  serverLog.push(entry);
+  if (serverLog.length > 500) serverLog.splice(0, 100);
+};
+
+async function startServer(
   port: number,
   dataDir: string,
   options: AgentHarnessOptions,
   serverLog: Record<string, unknown>[],
-): Promise<RunningControlPlane> {
-  return startControlPlane({
+): Promise<Served> {
+  const server = await startControlPlane({
     port,
     host: '127.0.0.1',
     dataDir,
     reaperIntervalMs: options.reaperIntervalMs ?? 100,
     settings: { ...agentTestSettings, ...options.settings },
-    log: (entry) => {
-      serverLog.push(entry);
-      if (serverLog.length > 500) serverLog.splice(0, 100);
-    },
+    log: keepLog(serverLog),
   });
+  return { url: server.url, adminKey: () => adminKeyOf(dataDir), stop: () => server.stop() };
+}
+
+/** The control plane over `ports`, wired as the embedded server wires its own (control-plane-server.ts). */
+async function servePorts(
+  options: AgentHarnessOptions,
+  ports: NonNullable<AgentHarnessOptions['ports']>,
+  serverLog: Record<string, unknown>[],
+  port = 0,
+): Promise<Served> {
+  const log = keepLog(serverLog);
+  const plane = inProcessControlPlane({ ...ports, settings: { ...agentTestSettings, ...options.settings } });
+  await plane.ready;
+  const stopWorkers = startQueueWorkers(plane.cp, plane.queue, Object.values(queueNames), log);
+  let reaping = Promise.resolve();
+  const reaper = setInterval(() => {
+    reaping = reaping.then(() =>
+      plane.cp.reaper.tick().then(
+        () => undefined,
+        (error: unknown) => log({ level: 'error', msg: 'reaper failed', error: String(error) }),
+      ),
+    );
+  }, options.reaperIntervalMs ?? 100);
+  const server = serve({ fetch: plane.app.fetch, port, hostname: '127.0.0.1' });
+  await new Promise<void>((resolve, reject) => {
+    server.once('listening', resolve);
+    server.once('error', reject);
+  });
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    adminKey: () => plane.adminKey,
+    async stop() {
+      clearInterval(reaper);
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        if ('closeAllConnections' in server) server.closeAllConnections();
+      });
+      await stopWorkers();
+      await reaping;
+      await plane.close();
+    },
+  };
 }
