@@ -218,7 +218,12 @@ export const TaskView = z
     progress: TaskProgress.optional(),
     result: TaskResult.optional(),
     error: z.object({ code: z.string(), message: z.string() }).optional(),
-    attempts: z.array(Attempt),
+    attempts: z.array(Attempt).meta({ description: 'The first attempt and the latest ones; see `attemptsDropped`.' }),
+    attemptsDropped: z
+      .int()
+      .min(1)
+      .optional()
+      .meta({ description: 'Attempts left out of `attempts`, between the first and the latest.' }),
     queuedAt: Timestamp,
     updatedAt: Timestamp,
   })

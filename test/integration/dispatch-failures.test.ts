@@ -3,7 +3,11 @@ import { LocalKeys } from '../../functions/adapters/embedded/local-keys.js';
 import { type NodeRecord, nodeKey } from '../../functions/domain/resource/node-record.js';
 import { type JobRecord, jobKey, putJob } from '../../functions/domain/scheduling/job-record.js';
 import { queueNames } from '../../functions/domain/scheduling/messages.js';
-import { maxAttemptsStarted, releaseAllowance } from '../../functions/domain/scheduling/task-machine.js';
+import {
+  maxAttemptsKept,
+  maxAttemptsStarted,
+  releaseAllowance,
+} from '../../functions/domain/scheduling/task-machine.js';
 import { type TaskRecord, taskKey } from '../../functions/domain/scheduling/task-record.js';
 import {
   type Assignment,
@@ -171,28 +175,37 @@ describe('a throttle on one candidate among several', () => {
 });
 
 describe('a node that claims and releases in a loop', () => {
-  it('ends the task after the free releases and one retry budget, with its history bounded', async () => {
-    const node = await sealingNode();
-    const job = await submit({ command: ['true'], retries: 1 });
-    const taskId = job.tasks[0]?.id ?? '';
-    let cycles = 0;
-    for (; cycles < 50; cycles++) {
-      const { status, assignment } = await poll(node);
-      if (status !== 200 || assignment === undefined) break;
-      const released = await node.call('POST', `/v1/nodes/${node.id}/tasks/${taskId}/fail`, {
-        attempt: assignment.attempt,
-        reason: 'released',
-        message: 'shutting down',
-      });
-      expect(released.status, await released.clone().text()).toBe(200);
-    }
-    expect(cycles).toBe(releaseAllowance(2) + 2);
-    const view = (await (await h.api(`/v1/jobs/${job.id}/tasks`)).json()) as { tasks: TaskView[] };
-    expect(view.tasks[0]).toMatchObject({ state: 'failed', error: { code: 'retries_exhausted' } });
-    // Every cycle started an attempt, and no more than the machine's bound.
-    expect(view.tasks[0]?.attempt).toBe(maxAttemptsStarted(2));
-    expect(view.tasks[0]?.attempts.map((a) => a.outcome)).toEqual(Array(cycles).fill('released'));
-  });
+  // retries 10 is the most a job may ask: 33 attempts, more than the history keeps.
+  it.each([1, 10])(
+    'ends the task after the free releases and one retry budget (retries %i), its history bounded',
+    async (retries) => {
+      const maxAttempts = retries + 1;
+      const node = await sealingNode();
+      const job = await submit({ command: ['true'], retries });
+      const taskId = job.tasks[0]?.id ?? '';
+      let cycles = 0;
+      for (; cycles < 100; cycles++) {
+        const { status, assignment } = await poll(node);
+        if (status !== 200 || assignment === undefined) break;
+        const released = await node.call('POST', `/v1/nodes/${node.id}/tasks/${taskId}/fail`, {
+          attempt: assignment.attempt,
+          reason: 'released',
+          message: 'shutting down',
+        });
+        expect(released.status, await released.clone().text()).toBe(200);
+      }
+      expect(cycles).toBe(releaseAllowance(maxAttempts) + maxAttempts);
+      const view = (await (await h.api(`/v1/jobs/${job.id}/tasks`)).json()) as { tasks: TaskView[] };
+      const task = view.tasks[0];
+      expect(task).toMatchObject({ state: 'failed', error: { code: 'retries_exhausted' } });
+      expect(task?.attempt).toBe(maxAttemptsStarted(maxAttempts));
+      // The history: every attempt kept up to the cap, then the first and the latest.
+      const kept = Math.min(cycles, maxAttemptsKept);
+      expect(task?.attempts.map((a) => a.outcome)).toEqual(Array(kept).fill('released'));
+      expect(task?.attempts.at(-1)?.number).toBe(cycles);
+      expect(task?.attemptsDropped).toBe(cycles > kept ? cycles - kept : undefined);
+    },
+  );
 });
 
 describe('bad cursors', () => {

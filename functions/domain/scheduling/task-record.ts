@@ -131,6 +131,7 @@ export function toTaskView(task: TaskRecord): TaskView {
     ...(task.result === undefined ? {} : { result: task.result }),
     ...(task.error === undefined ? {} : { error: task.error }),
     attempts: task.attempts,
+    ...(task.attemptsDropped === undefined ? {} : { attemptsDropped: task.attemptsDropped }),
     queuedAt: isoTime(task.queuedAt),
     updatedAt: isoTime(task.updatedAt),
   };
