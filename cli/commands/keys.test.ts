@@ -1,31 +1,25 @@
 import { mkdtempSync, rmSync } from 'node:fs';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { serve } from '@hono/node-server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ApiKeyList, CreatedApiKey } from '../../protocol/api-keys.js';
-import { inProcessControlPlane } from '../../test/support/in-process.js';
+import type { JobWithTasks } from '../../protocol/job.js';
+import { startTestControlPlane, type TestControlPlane } from '../testing/control-plane.js';
 import { runGpuai } from '../testing/run-cli.js';
 
-/** `gpuai keys` against the real HTTP app (in-memory store) on a local port. */
+/** `gpuai keys` against the real embedded control plane on a local port. */
 
-let h: ReturnType<typeof inProcessControlPlane>;
-let server: ReturnType<typeof serve>;
+let cp: TestControlPlane;
 let url: string;
 let emptyDataDir: string;
 
 beforeAll(async () => {
-  h = inProcessControlPlane();
-  await h.ready;
-  server = serve({ fetch: h.app.fetch, port: 0, hostname: '127.0.0.1' });
-  await new Promise<void>((resolve) => server.once('listening', resolve));
-  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  cp = await startTestControlPlane();
+  url = cp.url;
   emptyDataDir = mkdtempSync(join(tmpdir(), 'gpuai-keys-cli-'));
 });
 afterAll(async () => {
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  await h.close();
+  await cp.stop();
   rmSync(emptyDataDir, { recursive: true, force: true });
 });
 
@@ -39,7 +33,7 @@ describe('gpuai keys', () => {
   it('creates a key, printing only the key on stdout; the key works with its tenant and scopes', async () => {
     const created = await gpuai(
       ['keys', 'create', '--tenant', 'acme', '--scopes', 'submit,read', '--expires', '30d', '--name', 'ci'],
-      h.adminKey,
+      cp.adminKey,
     );
     expect(created.code).toBe(0);
     const key = created.stdout.trim();
@@ -50,7 +44,8 @@ describe('gpuai keys', () => {
     const submitted = await gpuai(['jobs', 'submit', '--command', 'true', '--gpus', '0'], key);
     expect(submitted.code).toBe(0);
     const jobId = submitted.stdout.trim();
-    expect((await h.cp.jobs.get('acme', jobId)).id).toBe(jobId);
+    const seen = await fetch(`${url}/v1/jobs/${jobId}`, { headers: { authorization: `Bearer ${key}` } });
+    expect(((await seen.json()) as JobWithTasks).id).toBe(jobId);
 
     // A submit+read key cannot manage keys.
     const refused = await gpuai(['keys', 'list'], key);
@@ -60,30 +55,30 @@ describe('gpuai keys', () => {
 
   it('lists keys without secrets, as a table or the API JSON', async () => {
     const made = JSON.parse(
-      (await gpuai(['keys', 'create', '--tenant', 'beta', '--scopes', 'read', '--json'], h.adminKey)).stdout,
+      (await gpuai(['keys', 'create', '--tenant', 'beta', '--scopes', 'read', '--json'], cp.adminKey)).stdout,
     ) as CreatedApiKey;
-    const table = await gpuai(['keys', 'list'], h.adminKey);
+    const table = await gpuai(['keys', 'list'], cp.adminKey);
     expect(table.code).toBe(0);
     expect(table.stdout).toMatch(/^ID\s+TENANT\s+SCOPES\s+NAME\s+STATUS\s+CREATED\s+EXPIRES/);
     expect(table.stdout).toContain(made.id);
     expect(table.stdout).not.toContain(made.key.slice(25));
 
-    const json = await gpuai(['keys', 'list', '--tenant', 'beta', '--json'], h.adminKey);
+    const json = await gpuai(['keys', 'list', '--tenant', 'beta', '--json'], cp.adminKey);
     const list = JSON.parse(json.stdout) as ApiKeyList;
     expect(list.keys.map((k) => [k.id, k.tenant, k.scopes, k.status])).toEqual([[made.id, 'beta', ['read'], 'active']]);
     expect(json.stdout).not.toContain('key":');
   });
 
   it('revokes a key: its next command fails with api_key_revoked', async () => {
-    const key = (await gpuai(['keys', 'create', '--tenant', 'gamma'], h.adminKey)).stdout.trim();
+    const key = (await gpuai(['keys', 'create', '--tenant', 'gamma'], cp.adminKey)).stdout.trim();
     const id = key.slice(4, 24);
-    const revoked = await gpuai(['keys', 'revoke', id], h.adminKey);
+    const revoked = await gpuai(['keys', 'revoke', id], cp.adminKey);
     expect(revoked.code).toBe(0);
     expect(revoked.stdout).toContain(`revoked ${id}`);
     const after = await gpuai(['jobs', 'list'], key);
     expect(after.code).toBe(4);
     expect(after.stderr).toContain('HTTP 401 api_key_revoked');
-    const unknown = await gpuai(['keys', 'revoke', 'a'.repeat(20), '--json'], h.adminKey);
+    const unknown = await gpuai(['keys', 'revoke', 'a'.repeat(20), '--json'], cp.adminKey);
     expect(unknown.code).toBe(4);
     expect(JSON.parse(unknown.stderr)).toMatchObject({ error: { code: 'api_key_not_found' } });
   });
@@ -95,7 +90,7 @@ describe('gpuai keys', () => {
       [['--expires', 'tomorrow'], '--expires expects a lifetime like 30d'],
       [['--tenant', 'a#b'], 'is not a tenant id'],
     ] as const) {
-      const run = await gpuai(['keys', 'create', ...args], h.adminKey);
+      const run = await gpuai(['keys', 'create', ...args], cp.adminKey);
       expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 2, stderr: expect.stringContaining(message) });
     }
   });
