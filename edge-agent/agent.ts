@@ -1,9 +1,9 @@
 import { rm } from 'node:fs/promises';
 import type { Assignment, Dispatch, HeartbeatResponse } from '../protocol/index.js';
 import { type AttestationOptions, Attester, attestedConfig } from './attest/attester.js';
-import { type BackoffPolicy, defaultBackoff, sleep } from './backoff.js';
+import { type BackoffPolicy, backoffDelayMs, defaultBackoff, sleep } from './backoff.js';
 import { ControlPlaneClient } from './client.js';
-import { AgentError, NodeNotRegisteredError, RequestAbortedError } from './errors.js';
+import { AgentError, NodeNotRegisteredError, RequestAbortedError, UnexpectedResponseError } from './errors.js';
 import { loadOrCreateIdentity, type NodeIdentity } from './identity.js';
 import { type Logger, silentLogger } from './log.js';
 import { type ProbeReport, probeInventory } from './probe/index.js';
@@ -218,18 +218,29 @@ export class Agent {
 
   private async sendRegistration(signal: AbortSignal): Promise<void> {
     const { client, identity, inventory } = this.requireSession();
-    const response = await client.register(
-      {
-        publicKey: identity.publicKey,
-        // Signed with the node key like the whole request: binds the sealing key to this node.
-        sealingKey: identity.sealing.publicKey,
-        agentVersion,
-        inventory,
-        ...(this.options.name === undefined ? {} : { name: this.options.name }),
-        ...(this.options.joinToken === undefined ? {} : { joinToken: this.options.joinToken }),
-      },
-      { retry: 'forever', signal },
-    );
+    const request = {
+      publicKey: identity.publicKey,
+      // Signed with the node key like the whole request: binds the sealing key to this node.
+      sealingKey: identity.sealing.publicKey,
+      agentVersion,
+      inventory,
+      ...(this.options.name === undefined ? {} : { name: this.options.name }),
+      ...(this.options.joinToken === undefined ? {} : { joinToken: this.options.joinToken }),
+    };
+    let response: Awaited<ReturnType<ControlPlaneClient['register']>>;
+    for (let failures = 0; ; failures++) {
+      try {
+        response = await client.register(request, { retry: 'forever', signal });
+        break;
+      } catch (error) {
+        // Only a refusal (a 4xx) stops the agent. An answer that does not parse came from something
+        // in the way (a proxy's error page, a connection cut mid-body): registering again is safe,
+        // since registration is idempotent per node key. The chaos run found agents exiting here.
+        if (!(error instanceof UnexpectedResponseError) || signal.aborted) throw error;
+        this.logger.warn(`registration answer unreadable (${error.message}); retrying`);
+        await sleep(backoffDelayMs(this.backoff, failures), signal);
+      }
+    }
     this.heartbeatIntervalMs = Math.max(minHeartbeatIntervalMs, response.heartbeatIntervalMs);
     this.useDispatch(client, response.dispatch);
     // A re-registration may follow a control plane that lost its state: attest again at once.
