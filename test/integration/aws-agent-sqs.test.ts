@@ -1,94 +1,89 @@
 import { randomUUID } from 'node:crypto';
 import {
-  CreateQueueCommand,
-  DeleteMessageCommand,
   DeleteQueueCommand,
   GetQueueAttributesCommand,
+  ListQueuesCommand,
   ReceiveMessageCommand,
   SendMessageCommand,
-  SQSClient,
 } from '@aws-sdk/client-sqs';
-import { afterAll, afterEach, beforeEach, describe, expect, inject, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, inject, it } from 'vitest';
 import type { Agent, AgentOptions } from '../../edge-agent/agent.js';
-import { AgentHarness } from '../../edge-agent/test-support/agent-harness.js';
-import type { FakeControlPlane } from '../../edge-agent/test-support/fake-control-plane.js';
-import { testAssignment, testJobId } from '../../edge-agent/test-support/fixtures.js';
+import { testJobId, testProbe } from '../../edge-agent/test-support/fixtures.js';
+import { awsClients } from '../../functions/adapters/aws/clients.js';
+import { SqsWorkHints } from '../../functions/adapters/aws/sqs-work-hints.js';
+import { StsCredentialIssuer } from '../../functions/adapters/aws/sts-credentials.js';
+import type { CredentialIssuer } from '../../functions/ports/node-credentials.js';
 import { sha256Hex } from '../../protocol/index.js';
+import { emulatorCredentials } from '../emulators/emulators.js';
+import { AgentHarness, waitUntil } from '../support/agent-harness.js';
+import { type FaultProxy, startFaultProxy } from '../support/fault-proxy.js';
+import { cpuInventory, TestNode } from '../support/in-process.js';
+import { ShortLivedCredentials } from '../support/sqs-dispatch.js';
 
 /**
- * The agent's `sqs` dispatch against a real SQS (moto): it receives work hints from its pools'
- * queues with the credentials the (fake) control plane hands out, claims them, and releases the
- * ones that do not fit.
+ * The agent's `sqs` dispatch against a real SQS (moto) and the real control plane
+ * (test/support/agent-harness.ts) over the cloud's work-hints adapter: the server creates the pool
+ * queues and sends the hints, the agent receives them with credentials from STS (moto's), claims
+ * them, releases the ones that do not fit, and the server deletes the hints of claims that held.
+ * Agents reach SQS through a fault proxy, whose log shows when their receive is in flight.
  */
 const endpoints = inject('awsEndpoints');
 if (endpoints === undefined) {
   throw new Error('no emulator endpoints: run with test/emulators/global-setup.ts as a vitest globalSetup');
 }
 const region = 'us-east-1';
-const admin = new SQSClient({
+// moto serves every service on one port, STS included.
+const clients = awsClients({
   region,
-  endpoint: endpoints.sqs,
-  credentials: { accessKeyId: 'testing', secretAccessKey: 'testing' },
+  endpoints: { ...endpoints, sts: endpoints.sqs },
+  credentials: emulatorCredentials,
 });
-const createdQueues: string[] = [];
+const pool = 'local/l40s';
+const prefixes: string[] = [];
 
-let fake: FakeControlPlane;
-let _dataDir: string;
-let queueA: string;
-let queueB: string;
-let logLines: string[];
-let harness: AgentHarness;
-
-async function createQueue(): Promise<string> {
-  const output = await admin.send(new CreateQueueCommand({ QueueName: `gpuai-agent-${randomUUID()}` }));
-  if (output.QueueUrl === undefined) throw new Error('CreateQueue returned no url');
-  createdQueues.push(output.QueueUrl);
-  return output.QueueUrl;
-}
-
-beforeEach(async () => {
-  [queueA, queueB] = await Promise.all([createQueue(), createQueue()]);
-  harness = await AgentHarness.start('gpuai-agent-sqs-');
-  fake = harness.fake;
-  _dataDir = harness.dataDir;
-  logLines = harness.logLines;
-  fake.dispatch = {
-    mode: 'sqs',
-    region,
-    endpoint: endpoints.sqs,
-    queues: [
-      { pool: 'us-east-1/a', url: queueA },
-      { pool: 'us-east-1/b', url: queueB },
-    ],
-  };
-  // As the real control plane does once a claim holds.
-  fake.onClaimed = async ({ queueUrl, receiptHandle }) => {
-    if (queueUrl !== undefined && receiptHandle !== undefined) {
-      await admin.send(new DeleteMessageCommand({ QueueUrl: queueUrl, ReceiptHandle: receiptHandle }));
-    }
-  };
-});
+let harness: AgentHarness | undefined;
+let sqsProxy: FaultProxy | undefined;
+let hints: SqsWorkHints;
 
 afterEach(async () => {
-  await harness.stop();
+  await harness?.stop();
+  await sqsProxy?.close();
+  harness = undefined;
+  sqsProxy = undefined;
 });
 
 afterAll(async () => {
-  await Promise.all(createdQueues.map((QueueUrl) => admin.send(new DeleteQueueCommand({ QueueUrl }))));
-  admin.destroy();
+  for (const prefix of prefixes) {
+    const { QueueUrls = [] } = await clients.sqs.send(new ListQueuesCommand({ QueueNamePrefix: prefix }));
+    await Promise.all(QueueUrls.map((QueueUrl) => clients.sqs.send(new DeleteQueueCommand({ QueueUrl }))));
+  }
+  for (const client of Object.values(clients)) client.destroy();
 });
 
-function startAgent(overrides: Partial<AgentOptions> = {}): { agent: Agent; running: Promise<void> } {
-  return harness.startAgent({ name: 'sqs-node', ...overrides });
+async function setUp(credentials: CredentialIssuer = new StsCredentialIssuer(clients.sts, roleArn, 900)) {
+  sqsProxy = await startFaultProxy(endpoints?.sqs ?? '');
+  const prefix = `gpuai-agent-${randomUUID().slice(0, 8)}`;
+  prefixes.push(prefix);
+  hints = new SqsWorkHints(clients.sqs, { prefix, region, endpoint: sqsProxy.url });
+  harness = await AgentHarness.start({ dataDirPrefix: 'gpuai-agent-sqs-', ports: { hints, credentials } });
+  return { harness, queue: await hints.queueUrl(pool) };
+}
+const roleArn = 'arn:aws:iam::123456789012:role/gpuai-node-work-reader';
+
+function startAgent(h: AgentHarness, overrides: Partial<AgentOptions> = {}): { agent: Agent; running: Promise<void> } {
+  return h.startAgent({ name: 'sqs-node', ...overrides });
 }
 
+/** Receives the agent's SQS client has sent through the proxy. */
+const receives = () => sqsProxy?.requests.filter((r) => r.body.includes('"WaitTimeSeconds"')) ?? [];
+
 async function sendHint(queueUrl: string, taskId: string): Promise<void> {
-  const body = JSON.stringify({ taskId, pool: 'us-east-1/a', queuedAt: new Date().toISOString() });
-  await admin.send(new SendMessageCommand({ QueueUrl: queueUrl, MessageBody: body }));
+  const body = JSON.stringify({ taskId, pool, queuedAt: new Date().toISOString() });
+  await clients.sqs.send(new SendMessageCommand({ QueueUrl: queueUrl, MessageBody: body }));
 }
 
 async function counts(queueUrl: string): Promise<{ visible: number; inFlight: number }> {
-  const { Attributes } = await admin.send(
+  const { Attributes } = await clients.sqs.send(
     new GetQueueAttributesCommand({
       QueueUrl: queueUrl,
       AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'],
@@ -100,75 +95,92 @@ async function counts(queueUrl: string): Promise<{ visible: number; inFlight: nu
   };
 }
 
-describe('edge agent with sqs dispatch (moto)', () => {
-  it('claims the hinted task, runs it and reports its result', async () => {
-    const assignment = testAssignment(['printf', 'hello']);
-    fake.offer(assignment);
-    await sendHint(queueB, assignment.taskId);
-    startAgent();
+describe('edge agent with sqs dispatch (moto)', { timeout: 60_000 }, () => {
+  it('claims the hinted task, runs it and reports its result; the server deletes the hint', async () => {
+    const { harness: h, queue } = await setUp();
+    startAgent(h);
+    await waitUntil('a receive', () => receives().length > 0);
+    const job = await h.submit({ command: ['printf', 'hello'] });
 
-    const result = await fake.waitFor(() => fake.results.get(assignment.taskId), 10_000);
-    expect(result).toMatchObject({ exitCode: 0, outputs: [{ name: 'stdout', sha256: sha256Hex('hello'), bytes: 5 }] });
-    expect(fake.claims).toEqual([{ taskId: assignment.taskId, queueUrl: queueB, receiptHandle: expect.any(String) }]);
-    expect(await counts(queueB)).toEqual({ visible: 0, inFlight: 0 });
-    expect(fake.issuedCredentials).toHaveLength(1);
-    expect(fake.badSignatures).toBe(0);
+    const done = await h.finished(job.id);
+    expect(done.status).toBe('succeeded');
+    expect(done.tasks[0]?.result).toMatchObject({
+      exitCode: 0,
+      outputs: [{ name: 'stdout', sha256: sha256Hex('hello'), bytes: 5 }],
+    });
+    expect(JSON.parse(h.sent('POST', '/claims')[0]?.body ?? '{}')).toEqual({
+      taskId: done.tasks[0]?.id,
+      queueUrl: queue,
+      receiptHandle: expect.any(String),
+    });
+    expect(await counts(queue)).toEqual({ visible: 0, inFlight: 0 });
+    expect(h.sent('POST', '/credentials')).toHaveLength(1);
   });
 
   it('makes a hint that does not fit visible again at once', async () => {
-    const taskId = `${testJobId('F')}.0`;
-    fake.doesNotFit.add(taskId);
-    await sendHint(queueA, taskId);
-    startAgent();
-    await fake.waitFor(() => fake.claims.length === 1, 10_000);
+    const { harness: h, queue } = await setUp();
+    startAgent(h);
+    await waitUntil('a receive', () => receives().length > 0);
+    // A node with two L40S joins the pool; the server hints a two-GPU job there, which the agent
+    // (one L40S) receives and cannot run.
+    const bigNode = new TestNode((path, init) => fetch(`${h.api.url}${path}`, init));
+    const l40s = (await testProbe()).inventory.gpus[0];
+    if (l40s === undefined) throw new Error('testProbe has a GPU');
+    await bigNode.register(cpuInventory({ gpus: [l40s, { ...l40s, index: 1, uuid: 'GPU-2' }] }));
+    const job = await h.submit({ command: ['true'], resources: { gpus: { count: 2 } } });
+    const taskId = job.tasks[0]?.id ?? '';
+    await waitUntil('the agent to refuse it', () => h.logged(`task ${taskId} does not fit this node`));
 
     // Another node's receive gets it well within the 30 s visibility timeout.
     const startedAt = Date.now();
     let received: string | undefined;
     while (received === undefined && Date.now() - startedAt < 3_000) {
-      const { Messages } = await admin.send(
-        new ReceiveMessageCommand({ QueueUrl: queueA, WaitTimeSeconds: 1, VisibilityTimeout: 30 }),
+      const { Messages } = await clients.sqs.send(
+        new ReceiveMessageCommand({ QueueUrl: queue, WaitTimeSeconds: 1, VisibilityTimeout: 30 }),
       );
       received = Messages?.[0]?.Body;
     }
     expect(received).toContain(taskId);
     expect(Date.now() - startedAt).toBeLessThan(2_500);
     // This node remembered the misfit: it did not claim the task again.
-    expect(fake.claims).toHaveLength(1);
-    expect(logLines.some((line) => line.includes(`task ${taskId} does not fit this node`))).toBe(true);
+    expect(h.sent('POST', '/claims').map((claim) => claim.status)).toEqual([409]);
   });
 
   it('leaves a stale hint alone', async () => {
+    const { harness: h, queue } = await setUp();
     const taskId = `${testJobId('S')}.0`;
-    await sendHint(queueA, taskId);
-    startAgent();
-    await fake.waitFor(() => fake.claims.length === 1, 10_000);
-    const { Messages } = await admin.send(new ReceiveMessageCommand({ QueueUrl: queueA, WaitTimeSeconds: 1 }));
+    await sendHint(queue, taskId);
+    startAgent(h);
+    await waitUntil('the claim answered', () => h.sent('POST', '/claims')[0]?.status);
+    await waitUntil('the agent to log it', () => h.logged(`stale work hint for task ${taskId}`));
+    const { Messages } = await clients.sqs.send(new ReceiveMessageCommand({ QueueUrl: queue, WaitTimeSeconds: 1 }));
     expect(Messages ?? []).toEqual([]);
-    expect(await counts(queueA)).toEqual({ visible: 0, inFlight: 1 });
-    expect(fake.claims).toHaveLength(1);
+    expect(await counts(queue)).toEqual({ visible: 0, inFlight: 1 });
+    expect(h.sent('POST', '/claims')).toHaveLength(1);
   });
 
   it('refreshes credentials that expire, and keeps working with the new ones', async () => {
-    fake.credentialLifetimeMs = 1_400;
-    startAgent();
-    await fake.waitFor(() => fake.issuedCredentials.length >= 3, 10_000);
-    const assignment = testAssignment(['true']);
-    fake.offer(assignment);
-    await sendHint(queueA, assignment.taskId);
-    await fake.waitFor(() => fake.results.get(assignment.taskId), 10_000);
-    expect(logLines.filter((line) => line.startsWith('warn') || line.startsWith('error'))).toEqual([]);
+    // STS gives at least 900 s; a stand-in issues credentials that expire while the test watches.
+    const credentials = new ShortLivedCredentials();
+    credentials.lifetimeMs = 1_400;
+    const { harness: h } = await setUp(credentials);
+    startAgent(h);
+    await waitUntil('three issues', () => credentials.issued.length >= 3);
+    const job = await h.submit({ command: ['true'] });
+    expect((await h.finished(job.id)).status).toBe('succeeded');
+    expect(h.logLines.filter((line) => line.startsWith('warn') || line.startsWith('error'))).toEqual([]);
   });
 
   it('aborts an in-flight ReceiveMessage at shutdown', async () => {
-    const started = startAgent({ pollWaitSeconds: 20 });
-    await fake.waitFor(() => fake.issuedCredentials.length === 1, 10_000);
-    // Let the 20-second receive reach moto.
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    const { harness: h } = await setUp();
+    const started = startAgent(h, { pollWaitSeconds: 20 });
+    await waitUntil('a 20-second receive in flight', () =>
+      receives().some((r) => r.body.includes('"WaitTimeSeconds":20')),
+    );
     const stoppingAt = Date.now();
     await started.agent.shutdown();
     await started.running;
-    harness.forget(started);
+    h.forget(started);
     expect(Date.now() - stoppingAt).toBeLessThan(2_000);
   });
 });
