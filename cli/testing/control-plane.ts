@@ -22,6 +22,7 @@ import {
 } from '../../protocol/index.js';
 import { type FaultProxy, startFaultProxy } from '../../test/support/fault-proxy.js';
 import { cpuInventory, TestNode } from '../../test/support/in-process.js';
+import { type RecordingFetch, recordingFetch, type SentRequest } from './recording-fetch.js';
 
 /** The region jobs are driven in; jobs meant to stay queued ask for another one, which no test node serves. */
 const drivenRegion = 'eu-west';
@@ -31,16 +32,8 @@ const idleRegion = 'us-east';
 interface Assignment {
   jobId: string;
   taskId: string;
+  index: number;
   attempt: number;
-}
-
-/** A request as the CLI sent it, recorded at its fetch (the proxy sees no headers or bodies). */
-export interface SentRequest {
-  method: string;
-  /** Path with query. */
-  path: string;
-  headers: Headers;
-  body: string | undefined;
 }
 
 /** How the test nodes report. */
@@ -65,12 +58,8 @@ export interface TestControlPlane {
   fetch: typeof fetch;
   /** Every request the CLI sent through {@link fetch}, oldest first. */
   sent: SentRequest[];
-  /**
-   * The next `n` answers to requests matching `when` are lost after the server has handled them:
-   * the CLI sees a dropped connection although the request took effect. The proxy cannot place
-   * this fault at a chosen request, so it is done here, at the CLI's side of the wire.
-   */
-  loseAnswers(n: number, when?: (request: SentRequest, answer: Response) => boolean): void;
+  /** See {@link RecordingFetch.loseAnswers}. */
+  loseAnswers: RecordingFetch['loseAnswers'];
   /** An application request straight to the server with the admin key. */
   api<T = unknown>(path: string, init?: RequestInit): Promise<T>;
   getJob(id: string): Promise<JobWithTasks>;
@@ -205,8 +194,7 @@ export async function startTestControlPlane(): Promise<TestControlPlane> {
     if (status === 'failed' && job.spec.retries > 0) throw new Error('a job driven to failed needs retries: 0');
     held.delete(job.id);
     for (const { node, assignment } of running) {
-      const index = Number(assignment.taskId.split('.').at(-1));
-      if (status === 'failed' && index === 0) {
+      if (status === 'failed' && assignment.index === 0) {
         await call(node, `/tasks/${assignment.taskId}/fail`, {
           attempt: assignment.attempt,
           reason: 'error',
@@ -247,24 +235,7 @@ export async function startTestControlPlane(): Promise<TestControlPlane> {
     return advance(job, status, options);
   };
 
-  const sent: SentRequest[] = [];
-  const losses: { left: number; when: (request: SentRequest, answer: Response) => boolean }[] = [];
-  const recordingFetch = (async (input: string | URL | Request, init?: RequestInit) => {
-    const url = new URL(input instanceof Request ? input.url : input);
-    const request: SentRequest = {
-      method: init?.method ?? 'GET',
-      path: `${url.pathname}${url.search}`,
-      headers: new Headers(init?.headers),
-      body: typeof init?.body === 'string' ? init.body : undefined,
-    };
-    sent.push(request);
-    const response = await fetch(input, init);
-    const loss = losses.find((l) => l.left > 0 && l.when(request, response));
-    if (loss === undefined) return response;
-    loss.left -= 1;
-    await response.arrayBuffer();
-    throw new TypeError('fetch failed', { cause: Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' }) });
-  }) as typeof fetch;
+  const cli = recordingFetch();
 
   return {
     url: proxy.url,
@@ -273,11 +244,9 @@ export async function startTestControlPlane(): Promise<TestControlPlane> {
     dataDir,
     adminKey,
     env: { GPUAI_API: proxy.url, GPUAI_API_KEY: adminKey },
-    fetch: recordingFetch,
-    sent,
-    loseAnswers(n, when = () => true) {
-      losses.push({ left: n, when });
-    },
+    fetch: cli.fetch,
+    sent: cli.sent,
+    loseAnswers: cli.loseAnswers,
     api,
     getJob,
     jobIn,
