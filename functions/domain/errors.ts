@@ -72,6 +72,22 @@ export class ContentionError extends DomainError {
 }
 
 /**
+ * A service the control plane depends on (the store, the queue, the key service) was throttling,
+ * failing or unreachable after its client's retries: nothing is known to have changed, and the
+ * same request may succeed shortly.
+ */
+export class DependencyUnavailableError extends DomainError {
+  override name = 'DependencyUnavailableError';
+  constructor(service: string, cause: unknown) {
+    const why = cause instanceof Error ? `${cause.name}: ${cause.message}` : String(cause);
+    super('unavailable', 'dependency_unavailable', `${service} is unavailable: ${why}`, undefined, {
+      cause,
+      retryable: true,
+    });
+  }
+}
+
+/**
  * The caller went over a rate limit or a quota; nothing was written. `retryAfterSeconds` becomes
  * the response's `Retry-After` (the time until the window that refused the request ends).
  */

@@ -3,6 +3,7 @@ import { KMSClient } from '@aws-sdk/client-kms';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import { STSClient } from '@aws-sdk/client-sts';
 import { sdkMaxAttempts } from '../../domain/retry.js';
+import { reportTransientErrorsAsUnavailable } from './transient-errors.js';
 
 /** The SDK clients the AWS adapters talk through. */
 export interface AwsClients {
@@ -48,11 +49,14 @@ export function awsClients(options: AwsClientOptions): AwsClients {
     ...(options.credentials === undefined ? {} : { credentials: options.credentials }),
   });
   return {
-    dynamodb: new DynamoDBClient(common(options.endpoints?.dynamodb)),
+    dynamodb: reportTransientErrorsAsUnavailable(new DynamoDBClient(common(options.endpoints?.dynamodb)), 'DynamoDB'),
     // A queue URL never chooses the host: some come from nodes (claims), and the SDK would otherwise
     // send a request signed with our credentials to whatever host a URL names.
-    sqs: new SQSClient({ ...common(options.endpoints?.sqs), useQueueUrlAsEndpoint: false }),
-    kms: new KMSClient(common(options.endpoints?.kms)),
-    sts: new STSClient(common(options.endpoints?.sts)),
+    sqs: reportTransientErrorsAsUnavailable(
+      new SQSClient({ ...common(options.endpoints?.sqs), useQueueUrlAsEndpoint: false }),
+      'SQS',
+    ),
+    kms: reportTransientErrorsAsUnavailable(new KMSClient(common(options.endpoints?.kms)), 'KMS'),
+    sts: reportTransientErrorsAsUnavailable(new STSClient(common(options.endpoints?.sts)), 'STS'),
   };
 }
