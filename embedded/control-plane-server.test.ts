@@ -1,11 +1,15 @@
-import { mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { defaultRateLimits } from '../functions/domain/security/rate-limit.js';
+import { freePort } from '../test/support/processes.js';
 import { isLoopbackPeer, type RunningControlPlane, startControlPlane } from './control-plane-server.js';
+import { DataDirLockedError, lockDataDir } from './data-dir-lock.js';
 import { allowedHosts } from './host-check.js';
+import { PortInUseError } from './http-listener.js';
 
 /** A GET with exactly the headers given (fetch would not let a test set Host). */
 function get(
@@ -120,5 +124,53 @@ describe('allowedHosts', () => {
     expect(allowedHosts('0.0.0.0', 8787, ['gpu.lan'])).toEqual(new Set(['gpu.lan', 'gpu.lan:8787']));
     expect(allowedHosts('127.0.0.1', 80)?.has('localhost')).toBe(true);
     expect(allowedHosts('127.0.0.1', 8787)?.has('localhost')).toBe(false);
+  });
+});
+
+describe('a start that fails', () => {
+  const free = (port: number) =>
+    new Promise<void>((resolve, reject) => {
+      const probe = createServer();
+      probe.once('error', reject);
+      probe.listen(port, '127.0.0.1', () => probe.close(() => resolve()));
+    });
+  const options = (dataDir: string, port = 0) => ({
+    port,
+    host: '127.0.0.1',
+    dataDir,
+    reaperIntervalMs: 60_000,
+    log: () => undefined,
+  });
+
+  it('on a data dir another control plane holds, names the holder and gives the port back', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'gpuai-server-'));
+    const holder = await startControlPlane(options(dataDir));
+    try {
+      const port = await freePort();
+      await expect(startControlPlane(options(dataDir, port))).rejects.toThrow(
+        new DataDirLockedError(dataDir, process.pid),
+      );
+      await free(port);
+    } finally {
+      await holder.stop();
+    }
+    // Stopped, it lets the next one in.
+    await (await startControlPlane(options(dataDir))).stop();
+  });
+
+  it('half-way (a master key that does not load) closes what it opened: the port and the data dir', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'gpuai-server-'));
+    writeFileSync(join(dataDir, 'master.key'), 'short', { mode: 0o600 });
+    const port = await freePort();
+    await expect(startControlPlane(options(dataDir, port))).rejects.toThrow(/master\.key/);
+    await free(port);
+    lockDataDir(dataDir).release();
+  });
+
+  it('on a port already taken, says so and leaves the data dir untouched', async () => {
+    const dataDir = join(mkdtempSync(join(tmpdir(), 'gpuai-server-')), 'never');
+    const taken = Number(new URL(cp.url).port);
+    await expect(startControlPlane(options(dataDir, taken))).rejects.toThrow(new PortInUseError('127.0.0.1', taken));
+    expect(existsSync(dataDir)).toBe(false);
   });
 });

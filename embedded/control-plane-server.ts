@@ -1,7 +1,6 @@
 import { mkdirSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { serve } from '@hono/node-server';
 import { getConnInfo } from '@hono/node-server/conninfo';
 import { LocalKeys } from '../functions/adapters/embedded/local-keys.js';
 import { MemorySignal } from '../functions/adapters/embedded/memory-signal.js';
@@ -9,7 +8,12 @@ import { noCredentials, SignalWorkHints } from '../functions/adapters/embedded/s
 import { openDatabase } from '../functions/adapters/embedded/sqlite.js';
 import { SqliteQueue } from '../functions/adapters/embedded/sqlite-queue.js';
 import { SqliteStore } from '../functions/adapters/embedded/sqlite-store.js';
-import { type ControlPlaneSettings, createControlPlane, defaultSettings } from '../functions/control-plane.js';
+import {
+  type ControlPlane,
+  type ControlPlaneSettings,
+  createControlPlane,
+  defaultSettings,
+} from '../functions/control-plane.js';
 import type { JoinTokens } from '../functions/domain/resource/join-tokens.js';
 import { queueNames } from '../functions/domain/scheduling/messages.js';
 import { createApp } from '../functions/http/app.js';
@@ -18,6 +22,7 @@ import { queueDefinitions } from '../functions/workers/queues.js';
 import { ensureAdminKey } from './admin-key.js';
 import { type DataDirLock, lockDataDir } from './data-dir-lock.js';
 import { allowedHosts, guardHost } from './host-check.js';
+import { close, listen } from './http-listener.js';
 import type { Log } from './log.js';
 import { startQueueWorkers } from './queue-workers.js';
 
@@ -58,53 +63,26 @@ export interface RunningControlPlane {
   stop(): Promise<void>;
 }
 
-/** Something else listens on the address the control plane was asked to serve on. */
-export class PortInUseError extends Error {
-  override name = 'PortInUseError';
-  constructor(
-    readonly host: string,
-    readonly port: number,
-    options?: ErrorOptions,
-  ) {
-    super(`port ${port} on ${host} is already in use`, options);
-  }
-}
-
-type Server = ReturnType<typeof serve>;
-
-/**
- * Binds the port. Until `ready` swaps in the app, requests are answered 503 (retryable to every
- * client): the window is the few milliseconds the store takes to open.
- */
-async function listen(host: string, port: number): Promise<{ server: Server; ready(fetch: Fetch): void }> {
-  let handler: Fetch = () =>
-    Response.json(
-      { error: { code: 'starting', message: 'the control plane is starting; retry shortly' } },
-      { status: 503, headers: { 'retry-after': '1' } },
-    );
-  const server = serve({ fetch: (request, env) => handler(request, env), port, hostname: host });
-  await new Promise<void>((resolve, reject) => {
-    server.once('listening', resolve);
-    server.once('error', (error: NodeJS.ErrnoException) =>
-      reject(error.code === 'EADDRINUSE' ? new PortInUseError(host, port, { cause: error }) : error),
-    );
-  });
-  return {
-    server,
-    ready: (fetch) => {
-      handler = fetch;
-    },
+/** Runs the reaper every `intervalMs`, one tick at a time; the stop function waits for a tick under way. */
+function startReaper(cp: ControlPlane, store: SqliteStore, intervalMs: number, log: Log): () => Promise<void> {
+  let reaping = Promise.resolve();
+  let ticks = 0;
+  const timer = setInterval(() => {
+    reaping = reaping.then(async () => {
+      try {
+        // Expired idempotency records and nonces are invisible already; this reclaims their rows.
+        if (++ticks % 600 === 0) store.deleteExpired();
+        const report = await cp.reaper.tick();
+        if (report.leasesExpired + report.deadlinesEnforced > 0) log({ msg: 'reaper', ...report });
+      } catch (error) {
+        log({ level: 'error', msg: 'reaper failed', error: String(error) });
+      }
+    });
+  }, intervalMs);
+  return () => {
+    clearInterval(timer);
+    return reaping;
   };
-}
-
-type Fetch = (request: Request, env: unknown) => Response | Promise<Response>;
-
-function close(server: Server): Promise<void> {
-  return new Promise<void>((resolve) => {
-    server.close(() => resolve());
-    // Long polls would hold the server open for up to 20 s; agents retry them anyway.
-    if ('closeAllConnections' in server) server.closeAllConnections();
-  });
 }
 
 /**
@@ -123,13 +101,12 @@ export async function startControlPlane(options: ControlPlaneServerOptions): Pro
   let store: SqliteStore | undefined;
   let queue: SqliteQueue | undefined;
   let stopWorkers: (() => Promise<void>) | undefined;
-  let reaper: NodeJS.Timeout | undefined;
-  let reaping = Promise.resolve();
+  let stopReaper: (() => Promise<void>) | undefined;
   const stop = async () => {
-    clearInterval(reaper);
+    const reaped = stopReaper?.();
     await close(server);
     await stopWorkers?.();
-    await reaping;
+    await reaped;
     await queue?.close();
     await store?.close();
     lock?.release();
@@ -164,21 +141,8 @@ export async function startControlPlane(options: ControlPlaneServerOptions): Pro
     };
     const app = createApp({ cp, log, sourceAddress });
 
-    const storeForReaper = store;
     stopWorkers = startQueueWorkers(cp, queue, Object.values(queueNames), log);
-    let ticks = 0;
-    reaper = setInterval(() => {
-      reaping = reaping.then(async () => {
-        try {
-          // Expired idempotency records and nonces are invisible already; this reclaims their rows.
-          if (++ticks % 600 === 0) storeForReaper.deleteExpired();
-          const report = await cp.reaper.tick();
-          if (report.leasesExpired + report.deadlinesEnforced > 0) log({ msg: 'reaper', ...report });
-        } catch (error) {
-          log({ level: 'error', msg: 'reaper failed', error: String(error) });
-        }
-      });
-    }, options.reaperIntervalMs);
+    stopReaper = startReaper(cp, store, options.reaperIntervalMs, log);
 
     // The Host check needs the port the server got (0 asks for any).
     const { port } = server.address() as AddressInfo;
