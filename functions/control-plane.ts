@@ -33,6 +33,8 @@ export interface Ports {
   hints: WorkHints;
   /** Credentials for nodes' own queue access; none in the embedded deployment. */
   credentials: CredentialIssuer;
+  /** Where the domain reports what it skipped or handed back (one object per entry); JSON lines on stderr when absent. */
+  log?: (entry: Record<string, unknown>) => void;
 }
 
 /** Timings of the control plane; every deployment reads them from its own config. */
@@ -141,7 +143,7 @@ export function createControlPlane(ports: Ports, settings: ControlPlaneSettings)
     jobs: new JobService(store, queue, keys, clock, new Quotas(store, clock, settings.quotas)),
     nodes,
     auth: new RequestAuthenticator(store, nodes, clock),
-    dispatcher: new Dispatcher(store, queue, nodes, keys, signal, clock, settings),
+    dispatcher: new Dispatcher(store, queue, nodes, keys, signal, clock, settings, ports.log),
     reports: new TaskReports(store, queue, nodes, clock, settings),
     router,
     scheduler: new Scheduler(store, router),

@@ -108,8 +108,20 @@ describe('a candidate whose job key does not open', () => {
     const good = await submit({ command: ['true'] });
     const badTask = bad.tasks[0]?.id ?? '';
 
+    const written: string[] = [];
+    vi.spyOn(process.stderr, 'write').mockImplementation((line) => written.push(String(line)) > 0);
     const first = await poll(node);
+    vi.mocked(process.stderr.write).mockRestore();
     expect(first.status, first.body).toBe(200);
+    // The operator learns of it: one JSON line naming the task and the reason.
+    expect(written.map((line) => JSON.parse(line))).toEqual([
+      expect.objectContaining({
+        level: 'warn',
+        msg: 'claim given back',
+        taskId: badTask,
+        error: expect.stringMatching(/KeyUnwrapError/),
+      }),
+    ]);
     expect(first.assignment?.taskId).toBe(good.tasks[0]?.id);
     // The bad task is queued again, its attempt counted, and the node's slot is free of it.
     expect(await taskOf(badTask)).toMatchObject({ state: 'queued', attempt: 1, failedAttempts: 1 });
