@@ -1,5 +1,6 @@
 import type { Node } from 'constructs';
 import { z } from 'zod';
+import { settingMinimums, settingProblems } from '../functions/settings-rules.js';
 import { dispatchModes } from './constructs/dispatch.js';
 import type { GpuaiSettings } from './gpuai-stack.js';
 
@@ -26,8 +27,8 @@ const Context = z
       .default('Gpuai'),
     'gpuai:retainData': flag.default(true),
     // The same bounds as the functions' config (functions/handlers/config.ts), checked before deploying.
-    'gpuai:leaseMs': count.min(500).default(30_000),
-    'gpuai:heartbeatMs': count.min(100).default(5000),
+    'gpuai:leaseMs': count.min(settingMinimums.leaseMs).default(30_000),
+    'gpuai:heartbeatMs': count.min(settingMinimums.heartbeatIntervalMs).default(5000),
     'gpuai:apiRateLimit': count.default(100),
     'gpuai:apiBurstLimit': count.default(200),
     'gpuai:alarmEmail': z.email().optional(),
@@ -42,9 +43,12 @@ const Context = z
       .regex(/^[A-Za-z0-9_:./-]{1,128}$/)
       .optional(),
   })
-  .refine((c) => c['gpuai:heartbeatMs'] < c['gpuai:leaseMs'], {
-    path: ['gpuai:heartbeatMs'],
-    message: 'must be below gpuai:leaseMs',
+  .superRefine((c, ctx) => {
+    const timings = { leaseMs: c['gpuai:leaseMs'], heartbeatIntervalMs: c['gpuai:heartbeatMs'] };
+    const names = { leaseMs: 'gpuai:leaseMs', heartbeatIntervalMs: 'gpuai:heartbeatMs' } as const;
+    for (const { name, message } of settingProblems(timings, names)) {
+      ctx.addIssue({ code: 'custom', path: [name], message });
+    }
   })
   .refine((c) => (c['gpuai:oidcIssuer'] === undefined) === (c['gpuai:oidcAudience'] === undefined), {
     path: ['gpuai:oidcAudience'],
