@@ -17,8 +17,10 @@ export function isLoopback(host: string): boolean {
 }
 
 /**
- * The Host header values the server answers, or `undefined` for any. `extra` entries are names
- * (any port) or `name:port`; `*` turns the check off.
+ * The Host header values the server answers, or `undefined` for any. An `extra` entry that is a
+ * bare name is answered without a port (the scheme's default, as a reverse proxy on 80 or 443
+ * sends it) and with the server's own port; `name:port` is answered with that port only (a proxy
+ * on another port); `*` turns the check off.
  */
 export function allowedHosts(bindHost: string, port: number, extra: readonly string[] = []): Set<string> | undefined {
   if (extra.includes('*')) return undefined;
