@@ -4,8 +4,10 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type Assignment, HeartbeatRequest, resultHash, sha256Hex } from '../protocol/index.js';
 import { AgentHarness, type AgentHarnessOptions, waitUntil } from '../test/support/agent-harness.js';
+import { TestNode } from '../test/support/in-process.js';
 import type { Agent, AgentOptions } from './agent.js';
 import { workRootFor } from './runner/process-runner.js';
+import { testProbe } from './test-support/fixtures.js';
 import { waitForExit } from './test-support/processes.js';
 
 /**
@@ -202,6 +204,38 @@ describe('Agent', { timeout: 60_000 }, () => {
     expect(h.sent('POST', '/result')).toEqual([]);
     expect(h.sent('POST', '/fail').filter((r) => r.outcome === 'forwarded' && r.status === 200)).toEqual([]);
     expect((await h.task(job.id)).result).toBeUndefined();
+  });
+
+  it('drops a task another node took while it was cut off, and the job completes with that node', async () => {
+    const h = await setUp({ settings: { leaseMs: 1_500 } });
+    const go = join(h.dataDir, 'go');
+    const job = await h.submit({ command: untilFile(go, 'printf mine'), retries: 1 });
+    startAgent(h);
+    const pid = await taskPid(h, job.id);
+    h.proxy.cut();
+    await h.waitForTask(job.id, (t) => t.state === 'queued' && t.attempts[0]?.outcome === 'lease-expired', 'requeued');
+    // Another node of the pool takes attempt 2 while this agent cannot reach the server.
+    const other = new TestNode((path, init) => fetch(`${h.api.url}${path}`, init));
+    expect((await other.register((await testProbe()).inventory)).status).toBe(201);
+    const work = await other.poll(5);
+    expect(work.status).toBe(200);
+    h.proxy.restore();
+    await waitUntil('the agent to drop it', () => h.logged(`task ${job.tasks[0]?.id} attempt 1 stopped`));
+    expect(await waitForExit(pid)).toBe(true);
+    await writeFile(go, '');
+    const outputs = [{ name: 'stdout', sha256: sha256Hex('theirs'), bytes: 6 }];
+    const reported = await other.call('POST', `/v1/nodes/${other.id}/tasks/${job.tasks[0]?.id}/result`, {
+      attempt: 2,
+      exitCode: 0,
+      resultHash: resultHash(outputs),
+      outputs,
+      metrics: { wallMs: 10 },
+    });
+    expect(reported.status).toBe(200);
+    const done = await h.finished(job.id);
+    expect(done.status).toBe('succeeded');
+    expect(done.tasks[0]?.result?.outputs).toEqual(outputs);
+    expect(h.sent('POST', '/result')).toEqual([]);
   });
 
   it('kills a task whose job is cancelled (the heartbeat says abort), without reporting it', async () => {
