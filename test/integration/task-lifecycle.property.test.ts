@@ -3,16 +3,31 @@ import { describe, expect, it } from 'vitest';
 import { fitOnNode, gpuMatches } from '../../functions/domain/resource/fit.js';
 import { LeaseLostError } from '../../functions/domain/scheduling/errors.js';
 import { queueNames } from '../../functions/domain/scheduling/messages.js';
-import { leaseDuePk, poolPk, type TaskRecord, unroutedPool } from '../../functions/domain/scheduling/task-record.js';
+import {
+  maxAttemptsKept,
+  maxAttemptsStarted,
+  releaseAllowance,
+} from '../../functions/domain/scheduling/task-machine.js';
+import {
+  isTerminal,
+  leaseDuePk,
+  poolPk,
+  type TaskRecord,
+  unroutedPool,
+  verifyGraceMs,
+} from '../../functions/domain/scheduling/task-record.js';
 import type { Assignment, JobSpecInput, NodeInventory } from '../../protocol/index.js';
 import { generateNodeKeyPair, JobSpec, nodeIdFromPublicKey, resultHash, sha256Hex } from '../../protocol/index.js';
 import { cpuInventory, inProcessControlPlane, ManualClock } from '../support/in-process.js';
 
 /**
- * The task state machine as a model-based test: random interleavings of submissions, polls,
- * reports (good, bad, stale), cancellations, lost messages and the passing of time, against the
- * real domain over the real embedded store. After every step the invariants below must hold, and
- * at the end every accepted task must reach a terminal state.
+ * The task state machine as a model-based test: random interleavings of submissions (with and
+ * without deadlines), polls, reports (good, bad, stale), releases in a loop, node deaths,
+ * cancellations, queue messages lost, delivered twice, out of order and replayed late, and the
+ * passing of time with liveness on, against the real domain over the real embedded store. After
+ * every step the invariants below must hold, and at the end every accepted task must reach a
+ * terminal state: exactly one, with its attempts bounded, no lease left to a dead node and no
+ * result accepted without the verification its job asked for.
  */
 
 const goodOutputs = [{ name: 'stdout', sha256: sha256Hex('ok\n'), bytes: 3 }];
@@ -21,6 +36,9 @@ const goodHash = resultHash(goodOutputs);
 const badOutputs = [{ name: 'stdout', sha256: sha256Hex('lazy\n'), bytes: 5 }];
 const badHash = resultHash(badOutputs);
 const leaseMs = 10_000;
+const heartbeatIntervalMs = 1000;
+/** Liveness on: a node unseen for three heartbeats is down, and its pools' queued tasks move. */
+const livenessMs = 3 * heartbeatIntervalMs;
 
 const inventories: NodeInventory[] = [
   cpuInventory(),
@@ -44,20 +62,33 @@ const inventories: NodeInventory[] = [
 type World = ReturnType<typeof inProcessControlPlane> & {
   clock: ManualClock;
   nodes: string[];
+  /** Nodes that died: they never send anything again. */
+  dead: Set<string>;
   held: Assignment[];
   submitted: number;
+  /** Jobs whose results must match an expected hash to be accepted. */
+  verified: Set<string>;
+  /** Every queue message handled so far, for late replays. */
+  delivered: { queue: string; body: string }[];
 };
+
+const alive = (w: World): string[] => w.nodes.filter((n) => !w.dead.has(n));
 
 async function allTasks(w: World): Promise<TaskRecord[]> {
   const rows = w.snapshot() as { sk: string; data: string }[];
   return rows.filter((r) => r.sk.startsWith('TASK#')).map((r) => JSON.parse(r.data) as TaskRecord);
 }
 
+/** What the queue workers do with one message; a duplicate or a stale one must change nothing it should not. */
+async function handle(w: World, queue: string, body: string): Promise<void> {
+  w.delivered.push({ queue, body });
+  if (queue === queueNames.schedule) await w.cp.scheduler.schedule(JSON.parse(body));
+  else await w.cp.verifier.verify(JSON.parse(body));
+}
+
 async function drain(w: World, queue: string): Promise<void> {
   for (const m of await w.queue.receive(queue, { maxMessages: 10 })) {
-    const body = JSON.parse(m.body);
-    if (queue === queueNames.schedule) await w.cp.scheduler.schedule(body);
-    else await w.cp.verifier.verify(body);
+    await handle(w, queue, m.body);
     await w.queue.delete(queue, m.receiptHandle);
   }
 }
@@ -88,143 +119,253 @@ const cmd = (name: string, run: (w: World) => Promise<void>): Cmd => ({
   toString: () => name,
 });
 
-const commands = [
-  fc
-    .record({
-      tasks: fc.integer({ min: 1, max: 3 }),
-      retries: fc.integer({ min: 0, max: 2 }),
-      gpus: fc.constantFrom(0, 1, 2, 3),
-      vendor: fc.constantFrom(undefined, 'nvidia' as const, 'amd' as const),
-      verify: fc.boolean(),
-    })
-    .map((s) =>
-      cmd(`submit(${JSON.stringify(s)})`, async (w) => {
-        const input: JobSpecInput = {
-          command: ['echo', 'ok'],
-          tasks: s.tasks,
-          retries: s.retries,
-          resources: { gpus: { count: s.gpus, ...(s.vendor ? { vendor: s.vendor } : {}) } },
-          verification: s.verify ? { mode: 'expected-hash', sha256: goodHash } : { mode: 'none' },
-        };
-        await w.cp.jobs.submit('default', JobSpec.parse(input));
-        w.submitted += s.tasks;
+const submit = fc
+  .record({
+    tasks: fc.integer({ min: 1, max: 3 }),
+    // 10: a budget whose attempts outgrow the kept history (maxAttemptsKept) under releases.
+    retries: fc.constantFrom(0, 1, 2, 10),
+    gpus: fc.constantFrom(0, 1, 2, 3),
+    vendor: fc.constantFrom(undefined, 'nvidia' as const, 'amd' as const),
+    verify: fc.boolean(),
+    deadlineMs: fc.option(fc.integer({ min: 1000, max: 60_000 }), { nil: undefined }),
+  })
+  .map((s) =>
+    cmd(`submit(${JSON.stringify(s)})`, async (w) => {
+      const input: JobSpecInput = {
+        command: ['echo', 'ok'],
+        tasks: s.tasks,
+        retries: s.retries,
+        resources: { gpus: { count: s.gpus, ...(s.vendor ? { vendor: s.vendor } : {}) } },
+        verification: s.verify ? { mode: 'expected-hash', sha256: goodHash } : { mode: 'none' },
+        ...(s.deadlineMs === undefined ? {} : { deadline: new Date(w.clock.now() + s.deadlineMs).toISOString() }),
+      };
+      const { job } = await w.cp.jobs.submit('default', JobSpec.parse(input));
+      if (s.verify) w.verified.add(job.id);
+      w.submitted += s.tasks;
+    }),
+  );
+
+const register = fc.nat(2).map((i) =>
+  cmd(`register(${i})`, async (w) => {
+    const key = generateNodeKeyPair().publicKey;
+    const { node } = await w.cp.nodes.register({
+      publicKey: key,
+      agentVersion: 't',
+      inventory: inventories[i] as NodeInventory,
+    });
+    expect(node.id).toBe(nodeIdFromPublicKey(key));
+    w.nodes.push(node.id);
+    w.cp.router.invalidate();
+  }),
+);
+
+const poll = fc.nat(5).map((i) =>
+  cmd(`poll(${i})`, async (w) => {
+    const nodeId = alive(w)[i % Math.max(1, alive(w).length)];
+    if (nodeId === undefined) return;
+    const a = await w.cp.dispatcher.poll(nodeId, 0);
+    if (a === undefined) return;
+    // Invariant: a node never receives a task it does not fit, on GPUs that match the task
+    // (checkInvariants: and that no other task the node holds uses).
+    const node = await w.cp.nodes.get(nodeId);
+    const task = (await allTasks(w)).find((t) => t.id === a.taskId) as TaskRecord;
+    expect(fitOnNode(task.requirements, node.inventory)).toBeDefined();
+    expect(a.gpuIndices).toHaveLength(task.requirements.gpus.count);
+    for (const i of a.gpuIndices) {
+      const gpu = node.inventory.gpus.find((g) => g.index === i);
+      expect(gpu !== undefined && gpuMatches(task.requirements.gpus, gpu)).toBe(true);
+    }
+    nodeOfAssignment.set(a, nodeId);
+    w.held.push(a);
+  }),
+);
+
+const progress = fc.nat(5).map((i) =>
+  cmd(`progress(${i})`, async (w) => {
+    const a = w.held[i % Math.max(1, w.held.length)];
+    if (a === undefined) return;
+    try {
+      await w.cp.reports.progress(nodeOf(w, a), a.taskId, { attempt: a.attempt, percent: 50 });
+    } catch (error) {
+      if (!(error instanceof LeaseLostError)) throw error;
+      w.held = w.held.filter((x) => x !== a);
+    }
+  }),
+);
+
+const result = fc.tuple(fc.nat(5), fc.constantFrom(0, 0, 1), fc.boolean()).map(([i, exitCode, good]) =>
+  cmd(`result(${i}, exit ${exitCode}, ${good ? 'good' : 'bad'} hash)`, (w) =>
+    report(w, i, (a, node) =>
+      w.cp.reports.result(node, a.taskId, {
+        attempt: a.attempt,
+        exitCode,
+        resultHash: good ? goodHash : badHash,
+        outputs: good ? goodOutputs : badOutputs,
+        metrics: { wallMs: 1 },
       }),
     ),
-  fc.nat(2).map((i) =>
-    cmd(`register(${i})`, async (w) => {
-      const key = generateNodeKeyPair().publicKey;
-      const { node } = await w.cp.nodes.register({
-        publicKey: key,
-        agentVersion: 't',
-        inventory: inventories[i] as NodeInventory,
-      });
-      expect(node.id).toBe(nodeIdFromPublicKey(key));
-      w.nodes.push(node.id);
-      w.cp.router.invalidate();
-    }),
   ),
-  fc.nat(5).map((i) =>
-    cmd(`poll(${i})`, async (w) => {
-      const nodeId = w.nodes[i % Math.max(1, w.nodes.length)];
-      if (nodeId === undefined) return;
+);
+
+const fail = fc
+  .tuple(fc.nat(5), fc.constantFrom('error' as const, 'timeout' as const, 'released' as const))
+  .map(([i, reason]) =>
+    cmd(`fail(${i}, ${reason})`, (w) =>
+      report(w, i, (a, node) => w.cp.reports.fail(node, a.taskId, { attempt: a.attempt, reason, message: 'x' })),
+    ),
+  );
+
+const staleReport = fc.nat(5).map((i) =>
+  cmd(`staleReport(${i})`, async (w) => {
+    const a = w.held[i % Math.max(1, w.held.length)];
+    if (a === undefined) return;
+    const before = w.snapshot();
+    await expect(
+      w.cp.reports.fail(nodeOf(w, a), a.taskId, { attempt: a.attempt + 1, reason: 'error', message: 'stale' }),
+    ).rejects.toBeInstanceOf(LeaseLostError);
+    expect(w.snapshot()).toEqual(before);
+  }),
+);
+
+const heartbeat = fc.nat(3).map((i) =>
+  cmd(`heartbeat(${i})`, async (w) => {
+    const nodeId = alive(w)[i % Math.max(1, alive(w).length)];
+    if (nodeId === undefined) return;
+    const mine = w.held.filter((a) => nodeOf(w, a) === nodeId);
+    const { abort } = await w.cp.reports.heartbeat(nodeId, {
+      tasks: mine.map((a) => ({ taskId: a.taskId, attempt: a.attempt })),
+    });
+    w.held = w.held.filter((a) => !abort.some((x) => x.taskId === a.taskId && x.attempt === a.attempt));
+  }),
+);
+
+const advance = fc.constantFrom(500, livenessMs + 1, leaseMs / 2, leaseMs + 1).map((ms) =>
+  cmd(`advance(${ms}) + reaper`, async (w) => {
+    w.clock.advance(ms);
+    await w.cp.reaper.tick();
+    await checkRedriven(w);
+  }),
+);
+
+const kill = fc.nat(3).map((i) =>
+  cmd(`kill node(${i})`, async (w) => {
+    const nodeId = alive(w)[i % Math.max(1, alive(w).length)];
+    if (nodeId === undefined) return;
+    w.dead.add(nodeId);
+    w.held = w.held.filter((a) => nodeOf(w, a) !== nodeId);
+  }),
+);
+
+const releaseLoop = fc.nat(3).map((i) =>
+  cmd(`claim and release in a loop(${i})`, async (w) => {
+    const nodeId = alive(w)[i % Math.max(1, alive(w).length)];
+    if (nodeId === undefined) return;
+    // Enough rounds to pass a 10-retry task's free releases and its kept history.
+    for (let round = 0; round < 40; round++) {
       const a = await w.cp.dispatcher.poll(nodeId, 0);
       if (a === undefined) return;
-      // Invariant: a node never receives a task it does not fit, on GPUs that match the task
-      // (checkInvariants: and that no other task the node holds uses).
-      const node = await w.cp.nodes.get(nodeId);
-      const task = (await allTasks(w)).find((t) => t.id === a.taskId) as TaskRecord;
-      expect(fitOnNode(task.requirements, node.inventory)).toBeDefined();
-      expect(a.gpuIndices).toHaveLength(task.requirements.gpus.count);
-      for (const i of a.gpuIndices) {
-        const gpu = node.inventory.gpus.find((g) => g.index === i);
-        expect(gpu !== undefined && gpuMatches(task.requirements.gpus, gpu)).toBe(true);
+      await w.cp.reports.fail(nodeId, a.taskId, { attempt: a.attempt, reason: 'released', message: 'shutting down' });
+      await drain(w, queueNames.schedule); // the released task is routed again
+    }
+  }),
+);
+
+const deliverTwice = fc.constantFrom(queueNames.schedule, queueNames.verify).map((queue) =>
+  cmd(`deliver ${queue} twice, out of order`, async (w) => {
+    const messages = await w.queue.receive(queue, { maxMessages: 10 });
+    for (const m of [...messages].reverse()) await handle(w, queue, m.body);
+    for (const m of messages) await handle(w, queue, m.body);
+    for (const m of messages) await w.queue.delete(queue, m.receiptHandle);
+  }),
+);
+
+const replay = fc.nat(50).map((i) =>
+  cmd(`replay an old message(${i})`, async (w) => {
+    const old = w.delivered[i % Math.max(1, w.delivered.length)];
+    if (old !== undefined) await handle(w, old.queue, old.body);
+  }),
+);
+
+const drainSchedule = fc.constant(cmd('drain schedule queue', (w) => drain(w, queueNames.schedule)));
+
+const drainVerify = fc.constant(cmd('drain verify queue', (w) => drain(w, queueNames.verify)));
+
+const lose = fc.constant(
+  cmd('lose a queue message', async (w) => {
+    for (const q of [queueNames.schedule, queueNames.verify]) {
+      const [m] = await w.queue.receive(q);
+      if (m) await w.queue.delete(q, m.receiptHandle);
+    }
+  }),
+);
+
+const cancel = fc.nat(5).map((i) =>
+  cmd(`cancel(${i})`, async (w) => {
+    const { jobs } = await w.cp.jobs.list('default', 10);
+    const job = jobs[i % Math.max(1, jobs.length)];
+    if (job === undefined) return;
+    try {
+      await w.cp.jobs.cancel('default', job.id);
+    } catch (error) {
+      expect((error as { code?: string }).code).toBe('job_finished');
+    }
+  }),
+);
+
+/**
+ * Keeps the time passing while the live nodes do what agents do every heartbeat interval: report
+ * the tasks they hold (dropping those the server aborts). Their leases hold; only dead nodes and
+ * silent stretches (`advance`) lose theirs.
+ */
+const advanceWithHeartbeats = fc.constantFrom(2 * heartbeatIntervalMs, leaseMs + 1).map((ms) =>
+  cmd(`advance(${ms}) with heartbeats + reaper`, async (w) => {
+    for (let passed = 0; passed < ms; passed += heartbeatIntervalMs) {
+      w.clock.advance(Math.min(heartbeatIntervalMs, ms - passed));
+      for (const nodeId of alive(w)) {
+        const mine = w.held.filter((a) => nodeOf(w, a) === nodeId);
+        const { abort } = await w.cp.reports.heartbeat(nodeId, {
+          tasks: mine.map((a) => ({ taskId: a.taskId, attempt: a.attempt })),
+        });
+        w.held = w.held.filter((a) => !abort.some((x) => x.taskId === a.taskId && x.attempt === a.attempt));
       }
-      nodeOfAssignment.set(a, nodeId);
-      w.held.push(a);
-    }),
-  ),
-  fc.nat(5).map((i) =>
-    cmd(`progress(${i})`, async (w) => {
-      const a = w.held[i % Math.max(1, w.held.length)];
-      if (a === undefined) return;
-      try {
-        await w.cp.reports.progress(nodeOf(w, a), a.taskId, { attempt: a.attempt, percent: 50 });
-      } catch (error) {
-        if (!(error instanceof LeaseLostError)) throw error;
-        w.held = w.held.filter((x) => x !== a);
-      }
-    }),
-  ),
-  fc.tuple(fc.nat(5), fc.constantFrom(0, 0, 1), fc.boolean()).map(([i, exitCode, good]) =>
-    cmd(`result(${i}, exit ${exitCode}, ${good ? 'good' : 'bad'} hash)`, (w) =>
-      report(w, i, (a, node) =>
-        w.cp.reports.result(node, a.taskId, {
-          attempt: a.attempt,
-          exitCode,
-          resultHash: good ? goodHash : badHash,
-          outputs: good ? goodOutputs : badOutputs,
-          metrics: { wallMs: 1 },
-        }),
-      ),
-    ),
-  ),
-  fc
-    .tuple(fc.nat(5), fc.constantFrom('error' as const, 'timeout' as const, 'released' as const))
-    .map(([i, reason]) =>
-      cmd(`fail(${i}, ${reason})`, (w) =>
-        report(w, i, (a, node) => w.cp.reports.fail(node, a.taskId, { attempt: a.attempt, reason, message: 'x' })),
-      ),
-    ),
-  fc.nat(5).map((i) =>
-    cmd(`staleReport(${i})`, async (w) => {
-      const a = w.held[i % Math.max(1, w.held.length)];
-      if (a === undefined) return;
-      const before = w.snapshot();
-      await expect(
-        w.cp.reports.fail(nodeOf(w, a), a.taskId, { attempt: a.attempt + 1, reason: 'error', message: 'stale' }),
-      ).rejects.toBeInstanceOf(LeaseLostError);
-      expect(w.snapshot()).toEqual(before);
-    }),
-  ),
-  fc.nat(3).map((i) =>
-    cmd(`heartbeat(${i})`, async (w) => {
-      const nodeId = w.nodes[i % Math.max(1, w.nodes.length)];
-      if (nodeId === undefined) return;
-      const mine = w.held.filter((a) => nodeOf(w, a) === nodeId);
-      const { abort } = await w.cp.reports.heartbeat(nodeId, {
-        tasks: mine.map((a) => ({ taskId: a.taskId, attempt: a.attempt })),
-      });
-      w.held = w.held.filter((a) => !abort.some((x) => x.taskId === a.taskId && x.attempt === a.attempt));
-    }),
-  ),
-  fc.constantFrom(leaseMs / 2, leaseMs + 1, 3000).map((ms) =>
-    cmd(`advance(${ms}) + reaper`, async (w) => {
-      w.clock.advance(ms);
-      await w.cp.reaper.tick();
-    }),
-  ),
-  fc.constant(cmd('drain schedule queue', (w) => drain(w, queueNames.schedule))),
-  fc.constant(cmd('drain verify queue', (w) => drain(w, queueNames.verify))),
-  fc.constant(
-    cmd('lose a queue message', async (w) => {
-      for (const q of [queueNames.schedule, queueNames.verify]) {
-        const [m] = await w.queue.receive(q);
-        if (m) await w.queue.delete(q, m.receiptHandle);
-      }
-    }),
-  ),
-  fc.nat(5).map((i) =>
-    cmd(`cancel(${i})`, async (w) => {
-      const { jobs } = await w.cp.jobs.list('default', 10);
-      const job = jobs[i % Math.max(1, jobs.length)];
-      if (job === undefined) return;
-      try {
-        await w.cp.jobs.cancel('default', job.id);
-      } catch (error) {
-        expect((error as { code?: string }).code).toBe('job_finished');
-      }
-    }),
-  ),
+    }
+    await w.cp.reaper.tick();
+    await checkRedriven(w);
+  }),
+);
+
+/**
+ * How often each command comes up: an agent's everyday calls (poll, report) and the queue
+ * workers more often than the faults, so that runs reach claims, verification and retries.
+ */
+const commands = [
+  submit,
+  submit,
+  register,
+  poll,
+  poll,
+  poll,
+  poll,
+  progress,
+  result,
+  result,
+  result,
+  fail,
+  staleReport,
+  heartbeat,
+  advance,
+  advanceWithHeartbeats,
+  advanceWithHeartbeats,
+  kill,
+  releaseLoop,
+  deliverTwice,
+  replay,
+  drainSchedule,
+  drainSchedule,
+  drainVerify,
+  drainVerify,
+  lose,
+  cancel,
 ];
 
 async function checkInvariants(w: World, before: TaskRecord[]): Promise<void> {
@@ -248,14 +389,24 @@ async function checkInvariants(w: World, before: TaskRecord[]): Promise<void> {
     }
   }
   for (const t of tasks) {
-    expect(t.attempts).toHaveLength(t.attempt);
+    // Attempts are bounded, and the history is bounded whatever the attempts.
+    expect(t.attempt).toBeLessThanOrEqual(maxAttemptsStarted(t.maxAttempts));
+    expect(t.attempts.length).toBeLessThanOrEqual(maxAttemptsKept);
+    expect(t.attempts.length + (t.attemptsDropped ?? 0)).toBe(t.attempt);
     const open = t.attempts.filter((a) => a.outcome === undefined).length;
     expect(open).toBe(t.state === 'assigned' || t.state === 'running' ? 1 : 0);
-    const counted = t.attempts.filter((a) => ['failed', 'lease-expired', 'rejected'].includes(a.outcome ?? '')).length;
-    expect(t.failedAttempts).toBe(counted);
+    const releases = t.attempts.filter((a) => a.outcome === 'released').length + (t.attemptsDropped ?? 0);
+    expect(t.releases ?? 0).toBeLessThanOrEqual(releases);
+    const counted =
+      t.attempts.filter((a) => ['failed', 'lease-expired', 'rejected'].includes(a.outcome ?? '')).length +
+      Math.max(0, (t.releases ?? 0) - releaseAllowance(t.maxAttempts));
+    if ((t.attemptsDropped ?? 0) === 0) expect(t.failedAttempts).toBe(counted);
+    else expect(t.failedAttempts).toBeGreaterThanOrEqual(counted - (t.attemptsDropped ?? 0));
     expect(t.failedAttempts).toBeLessThanOrEqual(t.maxAttempts);
     expect(t.error?.code === 'retries_exhausted').toBe(t.state === 'failed' && t.failedAttempts === t.maxAttempts);
     if (t.state === 'verified') expect(t.result?.exitCode).toBe(0);
+    // No result accepted without the verification its job asked for.
+    if (t.state === 'verified' && w.verified.has(t.jobId)) expect(t.result?.resultHash).toBe(goodHash);
     expect(pooled.has(t.id)).toBe(t.state === 'queued');
     expect(leased.has(t.id)).toBe(t.state === 'assigned' || t.state === 'running');
     const previous = before.find((p) => p.id === t.id);
@@ -266,15 +417,32 @@ async function checkInvariants(w: World, before: TaskRecord[]): Promise<void> {
   }
 }
 
-/** Runs every node honestly until nothing is left: every accepted task must end. */
+/**
+ * Right after a reaper tick, from table state alone: no lease is held past its expiry (a dead
+ * node's included), no report waits for a lost verify message past its grace, and no task of a
+ * job past its deadline is still open.
+ */
+async function checkRedriven(w: World): Promise<void> {
+  const now = w.clock.now();
+  for (const t of await allTasks(w)) {
+    if (t.state === 'assigned' || t.state === 'running') expect(t.leaseExpiresAt ?? 0).toBeGreaterThanOrEqual(now);
+    if (t.state === 'reported') expect(t.updatedAt + verifyGraceMs).toBeGreaterThanOrEqual(now);
+    if (t.deadline !== undefined && t.deadline < now) expect(isTerminal(t.state)).toBe(true);
+  }
+}
+
+/** Runs every live node honestly until nothing is left: every accepted task must end. */
 async function settle(w: World): Promise<void> {
   for (let round = 0; round < 200; round++) {
     const tasks = await allTasks(w);
-    if (tasks.every((t) => ['verified', 'failed', 'cancelled'].includes(t.state))) return;
+    if (tasks.every((t) => isTerminal(t.state))) break;
     w.clock.advance(leaseMs + 1);
+    // The live nodes say so before the reaper looks, so their pools keep their tasks.
+    for (const nodeId of alive(w)) await w.cp.reports.heartbeat(nodeId, { tasks: [] });
     await w.cp.reaper.tick();
+    await checkRedriven(w);
     await drain(w, queueNames.schedule);
-    for (const nodeId of w.nodes) {
+    for (const nodeId of alive(w)) {
       const a = await w.cp.dispatcher.poll(nodeId, 0);
       if (a) {
         await w.cp.reports.result(nodeId, a.taskId, {
@@ -288,10 +456,13 @@ async function settle(w: World): Promise<void> {
     }
     await drain(w, queueNames.verify);
   }
-  const stuck = (await allTasks(w)).filter((t) => !['verified', 'failed', 'cancelled'].includes(t.state));
-  // Only tasks no registered node can ever fit may wait (until their deadline, if any).
+  const stuck = (await allTasks(w)).filter((t) => !isTerminal(t.state));
+  // Only queued tasks no live node can ever fit may wait, and only without a deadline; no task is
+  // left to a dead node.
   for (const t of stuck) {
-    for (const nodeId of w.nodes)
+    expect(t.state).toBe('queued');
+    expect(t.deadline).toBeUndefined();
+    for (const nodeId of alive(w))
       expect(fitOnNode(t.requirements, (await w.cp.nodes.get(nodeId)).inventory)).toBeUndefined();
   }
 }
@@ -301,9 +472,28 @@ describe('task lifecycle (model-based)', () => {
     await fc.assert(
       fc.asyncProperty(fc.commands(commands, { maxCommands: 80, size: 'max' }), async (cmds) => {
         const clock = new ManualClock();
-        const h = inProcessControlPlane({ clock, settings: { leaseMs, heartbeatIntervalMs: 1000, livenessMs: 1e12 } });
-        const w: World = { ...h, clock, nodes: [], held: [], submitted: 0 };
+        const h = inProcessControlPlane({ clock, settings: { leaseMs, heartbeatIntervalMs, livenessMs } });
+        const w: World = {
+          ...h,
+          clock,
+          nodes: [],
+          dead: new Set(),
+          held: [],
+          submitted: 0,
+          verified: new Set(),
+          delivered: [],
+        };
         try {
+          // One node of each kind is there from the start, so that runs reach claims early.
+          for (const inventory of inventories) {
+            const { node } = await w.cp.nodes.register({
+              publicKey: generateNodeKeyPair().publicKey,
+              agentVersion: 't',
+              inventory,
+            });
+            w.nodes.push(node.id);
+          }
+          w.cp.router.invalidate();
           await fc.asyncModelRun(() => ({ model: {}, real: w }), cmds);
           // An honest CPU node joins so that every CPU task has somewhere to run.
           const { node } = await w.cp.nodes.register({
