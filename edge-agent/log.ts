@@ -1,3 +1,5 @@
+import { formatLogLine } from '../protocol/log-line.js';
+
 /** Values attached to a log line; they become `key=value` pairs in text mode and fields in JSON mode. */
 export type LogFields = Readonly<Record<string, string | number | boolean | undefined>>;
 
@@ -17,31 +19,18 @@ export interface LineLoggerOptions {
   now?: () => Date;
 }
 
-/** A logger writing one line per event, to stderr unless `write` says otherwise. */
+/** A logger writing one line per event (protocol/log-line.ts), to stderr unless `write` says otherwise. */
 export function createLineLogger(options: LineLoggerOptions): Logger {
   const write = options.write ?? ((line: string) => process.stderr.write(line));
   const now = options.now ?? (() => new Date());
   const emit = (level: LogLevel, message: string, fields: LogFields = {}) => {
-    const time = now().toISOString();
-    const defined = Object.entries(fields).filter((entry): entry is [string, string | number | boolean] => {
-      return entry[1] !== undefined;
-    });
-    if (options.json) {
-      write(`${JSON.stringify({ time, level, msg: message, ...Object.fromEntries(defined) })}\n`);
-      return;
-    }
-    const suffix = defined.map(([key, value]) => ` ${key}=${formatValue(value)}`).join('');
-    write(`${time} ${level.toUpperCase().padEnd(5)} ${message}${suffix}\n`);
+    write(`${formatLogLine({ ...fields, level, msg: message }, { json: options.json, now: now() })}\n`);
   };
   return {
     info: (message, fields) => emit('info', message, fields),
     warn: (message, fields) => emit('warn', message, fields),
     error: (message, fields) => emit('error', message, fields),
   };
-}
-
-function formatValue(value: string | number | boolean): string {
-  return typeof value === 'string' && /[\s"=]/.test(value) ? JSON.stringify(value) : String(value);
 }
 
 /** A logger that drops everything (for tests and library use that do not care). */

@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { type LogEntry, parseLogLine } from '../protocol/log-line.js';
 import type { Log } from './log.js';
 
 const agentBin = fileURLToPath(new URL('../bin/gpuai-agent.js', import.meta.url));
@@ -19,16 +20,9 @@ export interface LocalAgentOptions {
  * own time, level and fields; anything else (a crash's stack trace, a warning from Node) is a
  * warning with the line as its message.
  */
-export function agentEntry(line: string): Record<string, unknown> {
-  try {
-    const parsed: unknown = JSON.parse(line);
-    if (typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed) && 'msg' in parsed) {
-      return { ...parsed, source: 'agent' };
-    }
-  } catch {
-    // not one of its log lines
-  }
-  return { level: 'warn', msg: line, source: 'agent' };
+export function agentEntry(line: string): LogEntry {
+  const entry = parseLogLine(line);
+  return entry === undefined ? { level: 'warn', msg: line, source: 'agent' } : { ...entry, source: 'agent' };
 }
 
 /**
