@@ -142,8 +142,8 @@ export class Dispatcher {
 
   /**
    * One round over the node's pools. A candidate that throws is logged, remembered in `failed`
-   * and skipped; the first fault that passes comes back with the round's outcome. Only the pool
-   * query itself fails the round: without it there is nothing to try.
+   * and skipped; the first fault comes back with the round's outcome. Only the pool query and the
+   * node's own item fail the round: without them there is nothing to try.
    */
   private async tryClaim(node: NodeRecord, failed: Set<string>): Promise<{ assignment?: Assignment; fault?: unknown }> {
     let holding: Holding | undefined;
@@ -157,8 +157,9 @@ export class Dispatcher {
       for (const item of page.items) {
         if (failed.has(item.data.id)) continue;
         if (fitOnNode(item.data.requirements, node.inventory) === undefined) continue;
+        // The node's own item is not a candidate's: without it the poll cannot go on (404 when it is gone).
+        holding ??= await this.readHolding(node.id);
         try {
-          holding ??= await this.readHolding(node.id);
           const outcome = await this.tryClaimTask(holding, item);
           if (typeof outcome === 'object') return { assignment: outcome };
           if (outcome === 'given_back') failed.add(item.data.id);
