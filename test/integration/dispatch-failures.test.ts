@@ -170,6 +170,37 @@ describe('a candidate whose key unwrap fails for a while (a KMS throttle)', () =
   });
 });
 
+describe('a claim of a named task (a work hint) whose key cannot be opened', () => {
+  const claimOf = (node: TestNode, taskId: string) => node.call('POST', `/v1/nodes/${node.id}/claims`, { taskId });
+
+  it('is 409 task_not_available when the key does not open, and the claim is given back', async () => {
+    const node = await sealingNode();
+    const bad = await submit({ command: ['true'], env: { TOKEN: 'secret' } });
+    await damageKey(bad.id);
+    const taskId = bad.tasks[0]?.id ?? '';
+    const response = await claimOf(node, taskId);
+    const text = await response.text();
+    expect(response.status, text).toBe(409);
+    expect(JSON.parse(text)).toMatchObject({ error: { code: 'task_not_available' } });
+    expect(await taskOf(taskId)).toMatchObject({ state: 'queued', failedAttempts: 1 });
+    expect(await heldBy(node)).toEqual([]);
+  });
+
+  it('is 503 dispatch_unavailable under a throttle, given back as a release', async () => {
+    const node = await sealingNode();
+    const job = await submit({ command: ['true'], env: { TOKEN: 'secret' } });
+    const taskId = job.tasks[0]?.id ?? '';
+    const throttle = Object.assign(new Error('Rate exceeded'), { name: 'ThrottlingException' });
+    vi.spyOn(LocalKeys.prototype, 'unwrap').mockRejectedValueOnce(throttle);
+    const response = await claimOf(node, taskId);
+    const text = await response.text();
+    expect(response.status, text).toBe(503);
+    expect(response.headers.get('retry-after')).toBe('1');
+    expect(await taskOf(taskId)).toMatchObject({ state: 'queued', failedAttempts: 0, releases: 1 });
+    expect(await heldBy(node)).toEqual([]);
+  });
+});
+
 describe('a throttle on one candidate among several', () => {
   it('skips that candidate and hands out the next, with no 5xx', async () => {
     const node = await sealingNode();

@@ -105,8 +105,10 @@ export class Dispatcher {
    *
    * @throws {@link NotFoundError} `task_not_found` when no such task exists.
    * @throws {@link ConflictError} `task_not_available` when the task is not queued in one of the
-   *   node's pools (taken by another node, not routed there, finished, past its deadline), or
-   *   `does_not_fit` when the node cannot run it.
+   *   node's pools (taken by another node, not routed there, finished, past its deadline, its
+   *   job's key does not open), or `does_not_fit` when the node cannot run it.
+   * @throws {@link DispatchUnavailableError} when the job's key cannot be opened now (the claim
+   *   was given back as a release).
    */
   async claim(nodeId: string, taskId: string): Promise<Assignment> {
     const node = await markSeen(this.registry, nodeId);
