@@ -59,7 +59,8 @@ describe('an agent meeting garbled answers', () => {
     await waitFor(
       'a second registration',
       async () =>
-        proxy.requests.filter((r) => r.path === '/v1/nodes' && r.outcome === 'forwarded' && (r.status ?? 0) < 300).length > 0
+        proxy.requests.filter((r) => r.path === '/v1/nodes' && r.outcome === 'forwarded' && (r.status ?? 0) < 300)
+          .length > 0
           ? true
           : undefined,
       10_000,

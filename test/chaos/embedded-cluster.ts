@@ -166,12 +166,20 @@ export class EmbeddedCluster {
 
   /** kill -9 the control plane; `downMs` later start it again on the same port and data dir. */
   async restartControlPlane(downMs: number): Promise<void> {
-    await this.controlPlane.kill('SIGKILL');
-    await new Promise((r) => setTimeout(r, downMs));
-    this.startControlPlane();
-    this.controlPlaneRestarts++;
-    await this.untilHealthy();
+    if (this.restarting !== undefined) return this.restarting;
+    this.restarting = (async () => {
+      await this.controlPlane.kill('SIGKILL');
+      await new Promise((r) => setTimeout(r, downMs));
+      this.startControlPlane();
+      this.controlPlaneRestarts++;
+      await this.untilHealthy();
+    })().finally(() => {
+      this.restarting = undefined;
+    });
+    return this.restarting;
   }
+
+  private restarting: Promise<void> | undefined;
 
   spawnAgent(agent: ChaosAgent): Proc {
     const env: NodeJS.ProcessEnv = { ...process.env };

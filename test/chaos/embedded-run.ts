@@ -4,14 +4,17 @@ import { join } from 'node:path';
 import { openDatabase } from '../../functions/adapters/embedded/sqlite.js';
 import { SqliteQueue } from '../../functions/adapters/embedded/sqlite-queue.js';
 import { queueNames } from '../../functions/domain/scheduling/messages.js';
+import { isTerminal } from '../../functions/domain/scheduling/task-record.js';
 import { queueDefinitions } from '../../functions/workers/queues.js';
 import { taskIdOf } from '../../protocol/index.js';
 import { type ChaosAgent, EmbeddedCluster, leaseMs } from './embedded-cluster.js';
+import { checkInvariants } from './invariants.js';
 import type { ChaosReport } from './report.js';
 import { RogueNode } from './rogue-node.js';
 import {
   FaultCounter,
   type FaultKind,
+  percentile,
   type RunOptions,
   Submitter,
   seededRandom,
@@ -133,6 +136,7 @@ export async function runEmbeddedChaos(options: RunOptions): Promise<ChaosReport
     );
     const weights: Partial<Record<EmbeddedFault, number>> = { 'control-plane-kill': 0.4, 'agent-sigkill': 1.5 };
 
+    const soak = new SoakMeter(startedAt, leaseMs);
     // Faults run while jobs are submitted; long ones (cuts, restarts) overlap the next ones.
     const busy = new Set<Promise<void>>();
     let lastRestart = Date.now();
@@ -163,7 +167,11 @@ export async function runEmbeddedChaos(options: RunOptions): Promise<ChaosReport
       void running.finally(() => busy.delete(running));
       if (Date.now() - progressAt > options.progressEveryMs) {
         progressAt = Date.now();
-        options.onProgress?.(progressLine(cluster, submitter, faults, startedAt));
+        options.onProgress?.(
+          options.soak
+            ? soak.line(cluster.dbFile, submitter, faults)
+            : progressLine(cluster, submitter, faults, startedAt),
+        );
       }
     }
     // Heal everything, then give the backlog time to drain.
@@ -249,6 +257,45 @@ function progressLine(cluster: EmbeddedCluster, submitter: Submitter, faults: Fa
   const s = Math.round((Date.now() - startedAt) / 1000);
   const live = cluster.agents.filter((a) => a.proc.alive).length;
   return `[${s}s] accepted ${submitter.acceptedCount} jobs, ${open} task(s) open, ${live} agent(s) up, faults ${faults.total} (${faults.describe()})`;
+}
+
+/** --soak: throughput, latency and the invariants that hold at every instant, per interval. */
+class SoakMeter {
+  private endedBefore = 0;
+  private at: number;
+  constructor(
+    private readonly startedAt: number,
+    private readonly leaseMs: number,
+  ) {
+    this.at = startedAt;
+  }
+  line(dbFile: string, submitter: Submitter, faults: FaultCounter): string {
+    const now = Date.now();
+    const state = readSqliteState(dbFile);
+    const ended = state.tasks.filter((t) => isTerminal(t.state));
+    const inInterval = ended.filter((t) => t.updatedAt > this.at);
+    const latencies = state.jobs
+      .map((j) => {
+        const tasks = state.tasks.filter((t) => t.jobId === j.id);
+        const last = Math.max(...tasks.map((t) => t.updatedAt));
+        return tasks.every((t) => isTerminal(t.state)) && last > this.at ? last - j.createdAt : undefined;
+      })
+      .filter((x): x is number => x !== undefined)
+      .sort((a, b) => a - b);
+    const results = checkInvariants(state, submitter.ledger(this.leaseMs));
+    const failed = results.filter((r) => !r.passed);
+    const rate = (ended.length - this.endedBefore) / ((now - this.at) / 1000);
+    this.endedBefore = ended.length;
+    this.at = now;
+    return [
+      `[${Math.round((now - this.startedAt) / 1000)}s]`,
+      `jobs ${submitter.acceptedCount}`,
+      `tasks ended ${ended.length} (+${inInterval.length}, ${rate.toFixed(2)}/s)`,
+      `latency p50 ${percentile(latencies, 50)} ms p95 ${percentile(latencies, 95)} ms`,
+      `invariants ${results.length - failed.length}/${results.length} passed${failed.length ? ` FAILED: ${failed.map((f) => f.name).join(', ')}` : ''}`,
+      `faults ${faults.total}`,
+    ].join(' | ');
+  }
 }
 
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
