@@ -240,6 +240,36 @@ export function storeContract(
       }
     });
 
+    it('loses no update when many writers read-modify-write one item at once', async () => {
+      // The domain's pattern (records.ts updateWithRetry): read, change, write on the version read,
+      // and read again on a lost condition. Every writer's reads and writes interleave with the
+      // others' at each await, so a write that lands on a stale version would lose an increment.
+      const counter = key('counter');
+      await store.transact([put(counter, 0, 0)]);
+      // Small: against moto every retry is a request, at a few hundred a second.
+      const writers = 5;
+      const times = 4;
+      let lost = 0;
+      await Promise.all(
+        Array.from({ length: writers }, async () => {
+          for (let done = 0; done < times; ) {
+            const item = await store.get<number>(counter);
+            try {
+              await store.transact([put(counter, (item?.data ?? Number.NaN) + 1, item?.version ?? 0)]);
+              done++;
+            } catch (error) {
+              if (!(error instanceof ConditionFailedError)) throw error;
+              lost++;
+            }
+          }
+        }),
+      );
+
+      expect(await store.get(counter)).toMatchObject({ version: writers * times + 1, data: writers * times });
+      // The writers did contend: some conditions were lost and retried.
+      expect(lost).toBeGreaterThan(0);
+    });
+
     it('behaves like a map of versioned items over random transactions', async () => {
       const ids = ['a', 'b', 'c', 'd'] as const;
       const writeArbitrary = fc.record({
