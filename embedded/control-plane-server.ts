@@ -121,7 +121,7 @@ export async function startControlPlane(options: ControlPlaneServerOptions): Pro
     const keys = LocalKeys.open(options.dataDir);
     const signal = new MemorySignal();
     const cp = createControlPlane(
-      { store, queue, keys, clock: systemClock, signal, hints: new SignalWorkHints(), credentials: noCredentials },
+      { store, queue, keys, clock: systemClock, signal, hints: new SignalWorkHints(), credentials: noCredentials, log },
       // Long polls are woken by the signal; hints carry nothing here, so there is nothing to re-drive.
       defaultSettings(systemClock.now(), { hintRedriveMs: Number.POSITIVE_INFINITY, ...options.settings }),
     );

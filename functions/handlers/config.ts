@@ -29,6 +29,7 @@ import { systemClock } from '../ports/clock.js';
 import { settingMinimums, settingProblems } from '../settings-rules.js';
 import { queueDefinitions } from '../workers/queues.js';
 import { PollingSignal } from './polling-signal.js';
+import { log } from './runtime.js';
 
 /** `QUEUE_URLS`: a JSON object from each queue's name (dead-letter queues included) to its URL. */
 const QueueUrls = z
@@ -234,6 +235,7 @@ export function createCloudDeployment(config: LambdaConfig): CloudDeployment {
     clock: systemClock,
     signal: new PollingSignal(),
     ...dispatchPorts(config, clients),
+    log,
   };
   // A cold start counts as a restart, so the reaper's first tick in a new sandbox (after a deploy,
   // say) leaves leases alone for one lease period: an expiry is delayed by at most that, and agents
