@@ -197,7 +197,15 @@ describe('Agent', { timeout: 60_000 }, () => {
     const [lost] = (await h.finished(job.id)).tasks;
     expect(lost).toMatchObject({ state: 'failed', attempts: [{ outcome: 'lease-expired' }] });
     h.proxy.restore();
-    await waitUntil('the agent to drop the task', () => h.logged('stopped: lease lost'));
+    // Whichever reaches the server first tells the agent: a progress report (409 lease_lost) or a
+    // heartbeat (abort: no longer leased).
+    const taskId = job.tasks[0]?.id ?? '';
+    await waitUntil('the agent to drop the task', () =>
+      h.logLines.find((line) => line.includes(`task ${taskId} attempt 1 stopped`)),
+    );
+    expect(h.logLines.find((line) => line.includes(`task ${taskId} attempt 1 stopped`))).toMatch(
+      /lease lost|no longer leased/,
+    );
     expect(await waitForExit(pid)).toBe(true);
     await writeFile(go, '');
     // Nothing was reported for it after the cut: no result, no failure report reached the server.

@@ -17,6 +17,7 @@ import { startControlPlane } from '../../embedded/control-plane-server.js';
 import { startQueueWorkers } from '../../embedded/queue-workers.js';
 import type { ControlPlaneSettings } from '../../functions/control-plane.js';
 import { queueNames } from '../../functions/domain/scheduling/messages.js';
+import { defaultRateLimits } from '../../functions/domain/security/rate-limit.js';
 import type { CredentialIssuer } from '../../functions/ports/node-credentials.js';
 import type { WorkHints } from '../../functions/ports/work-hints.js';
 import type { JobSpecInput, JobWithTasks, NodeView, TaskView } from '../../protocol/index.js';
@@ -31,6 +32,10 @@ export const agentTestSettings: Partial<ControlPlaneSettings> = {
   heartbeatIntervalMs: 200,
   livenessMs: 10_000,
   leaseMs: 30_000,
+  // Off per key and per node: the tests poll the API every few tens of ms and run agents with
+  // 50 ms progress intervals, past the 600 a minute a real node or client is allowed, and a 429
+  // would stall them for the rest of the window. The limits have their own tests.
+  rateLimits: { ...defaultRateLimits, key: { limit: 0, windowSeconds: 60 }, node: { limit: 0, windowSeconds: 60 } },
 };
 
 export interface AgentHarnessOptions {
@@ -66,7 +71,7 @@ export async function waitUntil<T>(
     const value = await probe();
     if (value !== undefined && value !== false) return value;
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await delay(20);
+    await delay(50);
   }
 }
 
