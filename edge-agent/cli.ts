@@ -91,7 +91,12 @@ function createProgram(io: CliIo, setExitCode: (code: number) => void): Command 
       '--grace-seconds <n>',
       `on SIGTERM/SIGINT, seconds running tasks may take to finish before they are released (default: ${runDefaults.graceSeconds})`,
     )
-    .option('--json-logs', 'log JSON lines instead of text (logs go to stderr)')
+    .option('--json-logs', 'log JSON lines instead of text (logs go to stderr); short for --log-format json')
+    .addOption(
+      new Option('--log-format <format>', 'text or json, as the launcher takes it (default: text)')
+        .choices(['text', 'json'])
+        .env('GPUAI_LOG_FORMAT'),
+    )
     .addOption(
       new Option(
         '--join-token <token>',

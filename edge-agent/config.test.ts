@@ -55,6 +55,11 @@ describe('parseRunConfig', () => {
     });
   });
 
+  it('logs JSON for --log-format json (GPUAI_LOG_FORMAT), as for --json-logs', () => {
+    expect(parseRunConfig({ ...minimal, logFormat: 'json' }).jsonLogs).toBe(true);
+    expect(parseRunConfig({ ...minimal, logFormat: 'text' }).jsonLogs).toBe(false);
+  });
+
   it.each<[RawRunOptions, string]>([
     [{ ...minimal, runtime: 'docker' }, "--runtime: 'docker' is not available in this agent; supported: process"],
     [{ ...minimal, runtime: undefined }, '--runtime: is required'],

@@ -32,6 +32,8 @@ export interface RawRunOptions {
   pollWait?: string | undefined;
   graceSeconds?: string | undefined;
   jsonLogs?: boolean | undefined;
+  /** `--log-format` or GPUAI_LOG_FORMAT: `json` is the same as `--json-logs`. */
+  logFormat?: string | undefined;
   joinToken?: string | undefined;
   tpm?: string | undefined;
   gpuTokenCommand?: string | undefined;
@@ -70,7 +72,7 @@ export function parseRunConfig(raw: RawRunOptions): AgentConfig {
       min: 0,
       max: 3600,
     }),
-    jsonLogs: raw.jsonLogs ?? false,
+    jsonLogs: raw.jsonLogs === true || raw.logFormat === 'json',
     ...parseJoinToken(raw.joinToken),
     attestation: parseAttestation(raw),
   };
