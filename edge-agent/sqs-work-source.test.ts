@@ -146,15 +146,18 @@ describe('Agent with sqs dispatch', { timeout: 60_000 }, () => {
     expect(sqs.releases).toEqual([]);
   });
 
-  it('releases and logs a malformed hint', async () => {
+  it('sets a malformed hint aside for 12 hours and logs it', async () => {
     sqs.send(queue, 'not json');
     sqs.send(queue, { taskId: 'nope' });
     startAgent();
     await waitUntil(
       'both logged',
-      () => logged('malformed work hint released: not JSON') && logged('malformed work hint released: taskId'),
+      () =>
+        logged('malformed work hint set aside for 12 h: not JSON') &&
+        logged('malformed work hint set aside for 12 h: taskId'),
     );
-    expect(sqs.releases.length).toBeGreaterThanOrEqual(2);
+    expect(sqs.releases).toHaveLength(2);
+    expect(sqs.visible(queue)).toBe(0);
     expect(harness.sent('POST', '/claims')).toEqual([]);
   });
 

@@ -18,8 +18,11 @@ export interface SqsPort {
     request: { queueUrl: string; waitSeconds: number; maxMessages: number; visibilityTimeoutSeconds: number },
     signal: AbortSignal,
   ): Promise<SqsMessage[]>;
-  /** `ChangeMessageVisibility(0)`: another node may receive the message at once. */
-  release(queueUrl: string, receiptHandle: string): Promise<void>;
+  /**
+   * `ChangeMessageVisibility`: another node may receive the message at once (`hideSeconds` 0), or
+   * only after `hideSeconds`.
+   */
+  release(queueUrl: string, receiptHandle: string, hideSeconds?: number): Promise<void>;
   destroy(): void;
 }
 
@@ -57,9 +60,13 @@ export const awsSqsPort: SqsPortFactory = (config) => {
         message.ReceiptHandle === undefined ? [] : [{ body: message.Body ?? '', receiptHandle: message.ReceiptHandle }],
       );
     },
-    async release(queueUrl, receiptHandle) {
+    async release(queueUrl, receiptHandle, hideSeconds = 0) {
       await client.send(
-        new ChangeMessageVisibilityCommand({ QueueUrl: queueUrl, ReceiptHandle: receiptHandle, VisibilityTimeout: 0 }),
+        new ChangeMessageVisibilityCommand({
+          QueueUrl: queueUrl,
+          ReceiptHandle: receiptHandle,
+          VisibilityTimeout: hideSeconds,
+        }),
       );
     },
     destroy() {
@@ -92,6 +99,8 @@ export interface SqsLongPollOptions {
 /** Seconds a received hint stays hidden from other nodes while this one claims it. */
 const visibilityTimeoutSeconds = 30;
 const maxWaitSeconds = 20;
+/** SQS's longest visibility timeout, for a hint no node can ever claim. */
+const malformedHintHideSeconds = 43_200;
 const credentialErrorPattern = /ExpiredToken|AccessDenied|InvalidClientTokenId|UnrecognizedClient|InvalidAccessKeyId/;
 
 interface PortLease {
@@ -194,8 +203,11 @@ export class SqsLongPoll implements WorkSource {
     const { logger, client, asNode, claimSignal } = this.options;
     const hint = parseHint(message.body);
     if (typeof hint === 'string') {
-      logger.error(`malformed work hint released: ${hint}`, { queue: queueUrl });
-      await this.release(lease, queueUrl, message);
+      // Nodes may not delete hints, and pool queues have no dead-letter queue: hidden for SQS's
+      // longest visibility timeout, it comes back a few times before its retention ends instead of
+      // at every receive of every node in the pool.
+      logger.error(`malformed work hint set aside for 12 h: ${hint}`, { queue: queueUrl });
+      await this.release(lease, queueUrl, message, malformedHintHideSeconds);
       await sleep(releasePauseMs(), stop);
       return undefined;
     }
@@ -234,9 +246,9 @@ export class SqsLongPoll implements WorkSource {
     }
   }
 
-  private async release(lease: PortLease, queueUrl: string, message: SqsMessage): Promise<void> {
+  private async release(lease: PortLease, queueUrl: string, message: SqsMessage, hideSeconds = 0): Promise<void> {
     try {
-      await lease.sqs.release(queueUrl, message.receiptHandle);
+      await lease.sqs.release(queueUrl, message.receiptHandle, hideSeconds);
     } catch (error) {
       // It becomes visible again after its visibility timeout anyway.
       this.options.logger.warn(`releasing a work hint failed: ${describe(error)}`, { queue: queueUrl });

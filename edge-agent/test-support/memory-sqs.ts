@@ -27,10 +27,10 @@ export class MemorySqs {
     this.configs.push(config);
     const port: SqsPort = {
       receive: (request, signal) => this.receive(request, signal, config),
-      release: (queueUrl, receiptHandle) => {
+      release: (queueUrl, receiptHandle, hideSeconds = 0) => {
         this.releases.push(receiptHandle);
         const message = this.queue(queueUrl).find((candidate) => candidate.receiptHandle === receiptHandle);
-        if (message !== undefined) message.visibleAt = 0;
+        if (message !== undefined) message.visibleAt = hideSeconds === 0 ? 0 : Date.now() + hideSeconds * 1000;
         return Promise.resolve();
       },
       destroy: () => {
