@@ -127,7 +127,11 @@ const submit = fc
     gpus: fc.constantFrom(0, 1, 2, 3),
     vendor: fc.constantFrom(undefined, 'nvidia' as const, 'amd' as const),
     verify: fc.boolean(),
-    deadlineMs: fc.option(fc.integer({ min: 1000, max: 60_000 }), { nil: undefined }),
+    // A quarter of the jobs have a deadline: enough to test them, few enough that most tasks run.
+    deadlineMs: fc.oneof(
+      { weight: 3, arbitrary: fc.constant(undefined) },
+      { weight: 1, arbitrary: fc.integer({ min: 5000, max: 120_000 }) },
+    ),
   })
   .map((s) =>
     cmd(`submit(${JSON.stringify(s)})`, async (w) => {
@@ -201,6 +205,21 @@ const result = fc.tuple(fc.nat(5), fc.constantFrom(0, 0, 1), fc.boolean()).map((
         exitCode,
         resultHash: good ? goodHash : badHash,
         outputs: good ? goodOutputs : badOutputs,
+        metrics: { wallMs: 1 },
+      }),
+    ),
+  ),
+);
+
+/** A lazy node: exit 0 and a result consistent with its outputs, but not the one its job expects. */
+const lazyResult = fc.nat(5).map((i) =>
+  cmd(`lazy result(${i})`, (w) =>
+    report(w, i, (a, node) =>
+      w.cp.reports.result(node, a.taskId, {
+        attempt: a.attempt,
+        exitCode: 0,
+        resultHash: badHash,
+        outputs: badOutputs,
         metrics: { wallMs: 1 },
       }),
     ),
@@ -350,6 +369,8 @@ const commands = [
   result,
   result,
   result,
+  lazyResult,
+  lazyResult,
   fail,
   staleReport,
   heartbeat,
