@@ -60,7 +60,11 @@ function tamperNextAssignment(tamper: (assignment: Assignment) => Assignment | P
 }
 
 /** A sealed env as the server makes it, but sealed to `sealingKey` under `nodeId`. */
-async function sealedFor(assignment: Assignment, sealingKey: string, nodeId: string) {
+async function sealedFor(
+  assignment: Assignment,
+  sealingKey: string,
+  nodeId: string,
+): Promise<NonNullable<Assignment['sealedEnv']>> {
   const dataKey = randomBytes(32);
   const envelope = sealEnvelope(dataKey, Buffer.from(JSON.stringify({ TOKEN: secret })), assignment.jobId);
   const { enc, key } = await sealDataKeyToNode(dataKey, sealingKey, {
