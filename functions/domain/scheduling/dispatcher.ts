@@ -12,7 +12,7 @@ import type { NodeRegistry } from '../resource/node-registry.js';
 import { canReceive, sealEnvToNode } from '../security/seal-to-node.js';
 import { DispatchUnavailableError } from './errors.js';
 import { type JobRecord, jobKey } from './job-record.js';
-import { queueNames } from './messages.js';
+import { requestScheduling } from './messages.js';
 import { markSeen } from './node-seen.js';
 import { claim, type LeaseSettings, recordFailure } from './task-machine.js';
 import { poolPk, putTask, type TaskRecord, taskKey } from './task-record.js';
@@ -335,7 +335,7 @@ export class Dispatcher {
   /** The requeued task goes back through routing; if the message is lost, the reaper routes it. */
   private async reschedule(task: TaskRecord): Promise<void> {
     try {
-      await this.queue.send(queueNames.schedule, JSON.stringify({ jobId: task.jobId }));
+      await requestScheduling(this.queue, task.jobId);
     } catch (error) {
       this.log({
         msg: 'schedule message not sent; the reaper routes the task',

@@ -26,7 +26,7 @@ import {
   sealedValue,
 } from './job-record.js';
 import { countTasks, finishedAt, jobStatus } from './job-status.js';
-import { queueNames } from './messages.js';
+import { requestScheduling } from './messages.js';
 import { stop } from './task-machine.js';
 import { isTerminal, newTaskRecord, putTask, type TaskRecord, toTaskView } from './task-record.js';
 
@@ -122,7 +122,7 @@ export class JobService {
       }
     }
     // The message only speeds routing up: if it is lost, the reaper routes unrouted tasks anyway.
-    await this.queue.send(queueNames.schedule, JSON.stringify({ jobId: id }));
+    await requestScheduling(this.queue, id);
     return { job: this.view(job, tasks), created: true };
   }
 

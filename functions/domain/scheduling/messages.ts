@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { JobId, TaskId } from '../../../protocol/index.js';
+import type { Queue } from '../../ports/queue.js';
 
 /**
  * The control plane's queues. Messages are triggers only: the store holds the truth, so a
@@ -18,3 +19,7 @@ export type ScheduleMessage = z.infer<typeof ScheduleMessage>;
 
 export const VerifyMessage = z.strictObject({ taskId: TaskId, attempt: z.int().min(1) });
 export type VerifyMessage = z.infer<typeof VerifyMessage>;
+
+/** Asks the scheduler to route the unrouted tasks of `jobId` (a new job, or a task queued again). */
+export const requestScheduling = (queue: Queue, jobId: string): Promise<string> =>
+  queue.send(queueNames.schedule, JSON.stringify({ jobId } satisfies ScheduleMessage));

@@ -6,7 +6,7 @@ import { isoTime, sortableTime, updateWithRetry } from '../records.js';
 import { isLive } from '../resource/node-record.js';
 import type { NodeRegistry } from '../resource/node-registry.js';
 import { deadlineDuePk, type JobRecord, jobPk, putJob } from './job-record.js';
-import { queueNames } from './messages.js';
+import { requestScheduling } from './messages.js';
 import type { Router } from './router.js';
 import { expireLease, stop } from './task-machine.js';
 import { isTerminal, leaseDuePk, poolPk, putTask, type TaskRecord, taskKey, verifyDuePk } from './task-record.js';
@@ -93,7 +93,7 @@ export class Reaper {
       expired++;
       const lostBy = item.data.nodeId;
       if (lostBy !== undefined) await this.registry.bumpStats(lostBy, 'leasesLost');
-      if (task.state === 'queued') await this.queue.send(queueNames.schedule, JSON.stringify({ jobId: task.jobId }));
+      if (task.state === 'queued') await requestScheduling(this.queue, task.jobId);
     }
     return expired;
   }

@@ -15,7 +15,7 @@ import { NotFoundError } from '../errors.js';
 import { updateWithRetry } from '../records.js';
 import type { NodeRegistry } from '../resource/node-registry.js';
 import { LeaseLostError } from './errors.js';
-import { queueNames } from './messages.js';
+import { queueNames, requestScheduling } from './messages.js';
 import { markSeen } from './node-seen.js';
 import {
   assertLease,
@@ -139,6 +139,6 @@ export class TaskReports {
     }
     const ended = task.attempts.at(-1);
     if (ended?.outcome === 'failed') await this.registry.bumpStats(nodeId, 'tasksFailed');
-    if (task.state === 'queued') await this.queue.send(queueNames.schedule, JSON.stringify({ jobId: task.jobId }));
+    if (task.state === 'queued') await requestScheduling(this.queue, task.jobId);
   }
 }

@@ -6,7 +6,7 @@ import { updateWithRetry } from '../records.js';
 import type { NodeRegistry } from '../resource/node-registry.js';
 import { verifyResult } from '../security/verify-result.js';
 import { type JobRecord, jobKey } from './job-record.js';
-import { queueNames, type VerifyMessage } from './messages.js';
+import { requestScheduling, type VerifyMessage } from './messages.js';
 import { markRejected, markVerified } from './task-machine.js';
 import { putTask, type TaskRecord, taskKey } from './task-record.js';
 
@@ -51,7 +51,7 @@ export class Verifier {
       await this.registry.bumpStats(nodeId, outcome.outcome === 'verified' ? 'tasksCompleted' : 'tasksFailed');
     }
     if (outcome.task.state === 'queued') {
-      await this.queue.send(queueNames.schedule, JSON.stringify({ jobId }));
+      await requestScheduling(this.queue, jobId);
     }
     return outcome.outcome;
   }
