@@ -10,7 +10,7 @@ import { type ProbeReport, probeInventory } from './probe/index.js';
 import { removeWorkRootIfEmpty, workRootFor } from './runner/process-runner.js';
 import type { TaskUser } from './runner/task-user.js';
 import { SqsLongPoll, type SqsPortFactory } from './sqs-work-source.js';
-import { TaskRun } from './task-run.js';
+import { TaskRun, type TaskRunEnd } from './task-run.js';
 import { agentVersion } from './version.js';
 import { HttpLongPoll, type WorkSource } from './work-source.js';
 
@@ -48,12 +48,24 @@ export interface AgentOptions {
   joinToken?: string;
   /** Remote attestation: a TPM and a GPU token source beside the measurement always sent (attest/attester.ts). */
   attestation?: AttestationOptions;
+  /**
+   * How long the node stops taking work after it could not start a task for reasons of its own (its
+   * work dir could not be made: a full disk, a temp dir it cannot write), doubling with each such task in a row
+   * (default 1 s doubling to 60 s).
+   */
+  unableBackoff?: BackoffPolicy;
 }
 
 /** The shortest heartbeat interval honoured, whatever the control plane says: guards against a busy loop. */
 const minHeartbeatIntervalMs = 100;
 /** After the grace period, how long releasing tasks may take before the agent stops waiting on reports. */
 const releaseWindowMs = 5_000;
+/**
+ * A node that cannot start any task would otherwise claim and hand back tasks as fast as the
+ * control plane answers, far more than its healthy peers. Long enough at its cap that such a node
+ * costs the queue a claim a minute; short at first, since a full disk is often freed soon.
+ */
+const defaultUnableBackoff: BackoffPolicy = { initialMs: 1_000, maxMs: 60_000 };
 
 /**
  * The edge agent: registers this node, heartbeats, long-polls for work in `slots` parallel
@@ -88,6 +100,12 @@ export class Agent {
   private workSource: { source: WorkSource; dispatch: string } | undefined;
   private shutdownCompletion: Promise<void> | undefined;
   private runCalled = false;
+  /** What run() is doing, for the log line of a run that can go no further (see watchEventLoop). */
+  private phase = 'starting';
+  /** Tasks in a row this node could not start for reasons of its own; 0 once one starts. */
+  private unableStreak = 0;
+  /** No worker polls before this time (ms): the node is backing off after a task it could not start. */
+  private pausedUntil = 0;
   private readonly stopped: Promise<void>;
   private markStopped: () => void = () => {};
 
@@ -112,19 +130,33 @@ export class Agent {
   async run(): Promise<void> {
     if (this.runCalled) throw new Error('Agent.run() may be called once');
     this.runCalled = true;
+    const unwatch = this.watchEventLoop();
+    try {
+      await this.start();
+      this.phase = 'working';
+      await this.stopped;
+    } finally {
+      unwatch();
+    }
+  }
+
+  private async start(): Promise<void> {
+    this.phase = 'loading the node identity';
     const identity = await loadOrCreateIdentity(this.options.dataDir, this.options.api);
     this.identity = identity;
     this.logger.info(`${identity.created ? 'created' : 'loaded'} node identity ${identity.nodeId}`, {
       dataDir: this.options.dataDir,
     });
-    // Work dirs left by a previous run that crashed or was killed belong to no task any more.
-    await rm(workRootFor(this.options.dataDir), { recursive: true, force: true });
+    this.phase = 'clearing work dirs of an earlier run';
+    await this.clearWorkRoot();
+    this.phase = 'probing the inventory';
     const probe = await (
       this.options.probe ?? (() => probeInventory({ region: this.options.region, runtimes: ['process'] }))
     )();
     for (const warning of probe.warnings) this.logger.warn(`inventory: ${warning}`);
     this.inventory = probe.inventory;
     this.client = this.createClient(identity);
+    this.phase = 'registering';
     try {
       await this.register(this.polling.signal);
     } catch (error) {
@@ -137,7 +169,34 @@ export class Agent {
       // The workers are done (they return once polling stops) before the source is closed.
       void Promise.all(this.workers).then(() => this.workSource?.source.close?.());
     }
-    await this.stopped;
+  }
+
+  /**
+   * Work dirs left by a previous run that crashed or was killed belong to no task any more. One
+   * that cannot be removed (a full or broken temp dir) is no reason not to start: the tasks that
+   * cannot get a work dir are handed back, and the node backs off (see runTask).
+   */
+  private async clearWorkRoot(): Promise<void> {
+    try {
+      await rm(workRootFor(this.options.dataDir), { recursive: true, force: true });
+    } catch (error) {
+      this.logger.warn(`could not clear old work dirs: ${describe(error)}`);
+    }
+  }
+
+  /**
+   * While run() is pending, an event loop that empties means it waits on something that can never
+   * settle (nothing holds a timer or a socket for it): Node would exit with status 13 and not a
+   * word. Say what the agent was doing and exit 1 instead, so a supervisor restarts it and its log
+   * says why. Returns the function that stops watching.
+   */
+  private watchEventLoop(): () => void {
+    return onEmptyEventLoop(() => {
+      this.logger.error(
+        `the event loop emptied while the agent was running (${this.phase}): a wait that nothing keeps alive; exiting with status 1`,
+      );
+      process.exitCode = 1;
+    });
   }
 
   /**
@@ -158,6 +217,7 @@ export class Agent {
   }
 
   private async drain(): Promise<void> {
+    this.phase = 'shutting down';
     const running = [...this.tasks.values()].filter((task) => task.processRunning).length;
     this.logger.info(`shutting down: no new work; ${running} task(s) running, grace ${this.options.graceSeconds} s`);
     this.polling.abort();
@@ -298,6 +358,11 @@ export class Agent {
   private async workerLoop(client: ControlPlaneClient): Promise<void> {
     const signal = this.polling.signal;
     while (!signal.aborted) {
+      const pausedForMs = this.pausedUntil - Date.now();
+      if (pausedForMs > 0) {
+        await sleep(pausedForMs, signal);
+        continue;
+      }
       let assignment: Assignment | undefined;
       try {
         const source = this.workSource?.source;
@@ -310,11 +375,27 @@ export class Agent {
         await sleep(this.backoff.maxMs, signal);
         continue;
       }
-      if (assignment !== undefined) await this.runTask(client, assignment);
+      if (assignment !== undefined) this.pace(await this.runTask(client, assignment));
     }
   }
 
-  private async runTask(client: ControlPlaneClient, assignment: Assignment): Promise<void> {
+  /**
+   * After a task this node could not start for reasons of its own (reported as released, not
+   * failed), every slot stops polling for a while, longer with each such task in a row; a task
+   * that starts resets it. Without this such a node claims tasks as fast as they come.
+   */
+  private pace(end: TaskRunEnd): void {
+    if (end.kind === 'started') this.unableStreak = 0;
+    if (end.kind !== 'node-unable') return;
+    const delayMs = backoffDelayMs(this.options.unableBackoff ?? defaultUnableBackoff, this.unableStreak++);
+    this.pausedUntil = Math.max(this.pausedUntil, Date.now() + delayMs);
+    this.logger.warn(
+      `cannot start tasks on this node (${end.reason}): released the task; taking no work for ${(delayMs / 1000).toFixed(1)} s`,
+      { tasksInARow: this.unableStreak },
+    );
+  }
+
+  private async runTask(client: ControlPlaneClient, assignment: Assignment): Promise<TaskRunEnd> {
     const { identity } = this.requireSession();
     const task = new TaskRun(assignment, {
       client,
@@ -332,7 +413,7 @@ export class Agent {
     if (this.polling.signal.aborted) task.release();
     this.tasks.set(task.taskId, task);
     try {
-      await task.run();
+      return await task.run();
     } finally {
       this.tasks.delete(task.taskId);
     }
@@ -376,6 +457,27 @@ export class Agent {
     }
     return { client: this.client, identity: this.identity, inventory: this.inventory };
   }
+}
+
+/** Called when the event loop empties ('beforeExit'); one process listener, however many agents run (tests run several). */
+const emptyLoopHandlers = new Set<() => void>();
+const onBeforeExit = () => {
+  for (const handler of emptyLoopHandlers) handler();
+};
+
+/** Calls `handler` once, the first time the event loop empties; returns the function that stops watching. */
+function onEmptyEventLoop(handler: () => void): () => void {
+  const stop = () => {
+    emptyLoopHandlers.delete(once);
+    if (emptyLoopHandlers.size === 0) process.off('beforeExit', onBeforeExit);
+  };
+  const once = () => {
+    stop();
+    handler();
+  };
+  if (emptyLoopHandlers.size === 0) process.on('beforeExit', onBeforeExit);
+  emptyLoopHandlers.add(once);
+  return stop;
 }
 
 /** `promise`, or a RequestAbortedError as soon as `signal` aborts; the promise itself carries on. */

@@ -272,16 +272,20 @@ export class ControlPlaneClient {
       body,
     });
     if (spec.method === 'POST') headers['content-type'] = 'application/json';
-    const timeout = AbortSignal.timeout(spec.timeoutMs);
-    const response = await fetch(url, {
-      method: spec.method,
-      headers,
-      signal: signal === undefined ? timeout : AbortSignal.any([signal, timeout]),
-      ...(spec.method === 'POST' ? { body } : {}),
-    });
-    const text = await response.text();
-    if (!response.ok) throw errorFromResponse(response.status, text, response.headers);
-    return parseResponse(spec, response.status, text);
+    const timeout = requestDeadline(spec.timeoutMs);
+    try {
+      const response = await fetch(url, {
+        method: spec.method,
+        headers,
+        signal: signal === undefined ? timeout.signal : AbortSignal.any([signal, timeout.signal]),
+        ...(spec.method === 'POST' ? { body } : {}),
+      });
+      const text = await response.text();
+      if (!response.ok) throw errorFromResponse(response.status, text, response.headers);
+      return parseResponse(spec, response.status, text);
+    } finally {
+      timeout.clear();
+    }
   }
 
   private retryDelayMs(error: AgentError, failures: number): number {
@@ -303,6 +307,19 @@ export class ControlPlaneClient {
     this.unavailableSince = undefined;
     this.options.onAvailable?.(downForMs);
   }
+}
+
+/**
+ * Aborts with a TimeoutError after `ms`, on a timer that keeps the process alive, unlike
+ * `AbortSignal.timeout`'s. Node 20's fetch can leave a request unsettled for good (a POST whose
+ * connection is reset before the answer: the chaos run's network cuts), and then this timer is
+ * what ends it; unreferenced, an agent waiting on nothing else (its first registration) ran out of
+ * event loop work and exited with status 13 mid-run.
+ */
+function requestDeadline(ms: number): { signal: AbortSignal; clear(): void } {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(new DOMException('request timed out', 'TimeoutError')), ms);
+  return { signal: controller.signal, clear: () => clearTimeout(timer) };
 }
 
 function serialise(schema: z.ZodType, value: unknown): string {

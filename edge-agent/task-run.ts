@@ -40,7 +40,14 @@ export interface TaskRunContext {
   reportSignal: AbortSignal;
 }
 
-/** Release reports are best effort: the node is going away and cannot wait out an outage. */
+/**
+ * How a run ended, for the agent's pacing: its process `started` (whatever became of it after);
+ * `not-started` (its env refused, its lease lost, the node shutting down); or `node-unable`, this
+ * node could not start it for reasons of its own (handed back as released, not failed).
+ */
+export type TaskRunEnd = { kind: 'started' } | { kind: 'not-started' } | { kind: 'node-unable'; reason: string };
+
+/** Release reports of a node shutting down are best effort: it is going away and cannot wait out an outage. */
 const releaseRetry: RetryPolicy = { attempts: 3 };
 /** The report that starts a task gets a few tries; if they all fail the task runs anyway and progress catches up. */
 const startRetry: RetryPolicy = { attempts: 3 };
@@ -78,11 +85,12 @@ export class TaskRun {
   }
 
   /** Runs the task to its end and reports it. Never rejects: every failure ends up logged or reported. */
-  async run(): Promise<void> {
+  async run(): Promise<TaskRunEnd> {
     try {
-      await this.execute();
+      return await this.execute();
     } catch (error) {
       this.log('error', 'failed inside the agent', { error: describe(error) });
+      return { kind: this.processRunning ? 'started' : 'not-started' };
     } finally {
       await this.process?.dispose().catch(() => {});
     }
@@ -107,24 +115,27 @@ export class TaskRun {
     this.process?.kill();
   }
 
-  private async execute(): Promise<void> {
+  private async execute(): Promise<TaskRunEnd> {
     if (this.assignment.image !== undefined) {
+      // Not handed back: the node registered without a container runtime, so the assignment itself
+      // is wrong (the control plane never sends one), and the same node would only be sent it again.
       await this.fail('error', `this node runs processes only; image ${this.assignment.image} cannot run here`);
-      return;
+      return { kind: 'not-started' };
     }
     const opened = await this.open();
-    if (opened === undefined) return;
+    if (opened === undefined) return { kind: 'not-started' };
     const started = !this.releasing && (await this.reportStart());
-    if (!this.leased) return;
+    if (!this.leased) return { kind: 'not-started' };
     if (this.releasing) {
       await this.fail('released', 'the node is shutting down');
-      return;
+      return { kind: 'not-started' };
     }
     this.process = await startProcessTask(opened, {
       dataDir: this.context.dataDir,
       killGraceMs: this.context.killGraceMs,
       ...(this.context.taskUser === undefined ? {} : { taskUser: this.context.taskUser }),
     });
+    if (this.process.unstartable !== undefined) return this.handBack(this.process.unstartable);
     // Stopped while the work dir was being prepared.
     if (this.releasing || !this.leased) this.process.abort();
     this.log('info', 'started', { command: this.assignment.command[0] });
@@ -133,6 +144,17 @@ export class TaskRun {
     this.processDone.abort();
     await progress;
     await this.reportOutcome(outcome);
+    return { kind: 'started' };
+  }
+
+  /**
+   * This node cannot start the task for reasons of its own (no work dir it can make): that
+   * says nothing about the task, so it is handed back as released, which does not spend its retry
+   * budget, rather than failed; another node may run it. The agent then backs off (Agent.pace).
+   */
+  private async handBack(reason: string): Promise<TaskRunEnd> {
+    await this.fail('released', `this node could not start the task: ${reason}`, undefined, 'forever');
+    return { kind: 'node-unable', reason };
   }
 
   /**
@@ -240,7 +262,12 @@ export class TaskRun {
     }
   }
 
-  private async fail(reason: FailureReport['reason'], message: string, logTail?: string): Promise<void> {
+  private async fail(
+    reason: FailureReport['reason'],
+    message: string,
+    logTail?: string,
+    retry: RetryPolicy = reason === 'released' ? releaseRetry : 'forever',
+  ): Promise<void> {
     this.log(reason === 'released' ? 'info' : 'warn', reason === 'released' ? 'released' : 'failed', {
       reason,
       message,
@@ -252,11 +279,7 @@ export class TaskRun {
       ...(logTail === undefined ? {} : { logTail: await this.sealed(logTail, 'logTail', 8192) }),
     };
     await this.deliver('failure', () =>
-      this.context.client.reportFailure(
-        this.taskId,
-        report,
-        this.reportOptions(reason === 'released' ? releaseRetry : 'forever'),
-      ),
+      this.context.client.reportFailure(this.taskId, report, this.reportOptions(retry)),
     );
   }
 

@@ -51,6 +51,12 @@ export interface ProcessTask {
   kill(): void;
   /** Removes the work dir. Call after the outcome is reported, whatever it was. */
   dispose(): Promise<void>;
+  /**
+   * Set when the node could not start the task for reasons of its own (its work dir could not be
+   * made: a full disk, a temp dir the task user cannot reach), which says nothing about the task;
+   * the outcome is then that same error.
+   */
+  readonly unstartable?: string;
 }
 
 export interface ProcessRunnerOptions {
@@ -225,6 +231,7 @@ function taskEnvironment(
 function notStarted(workDir: string, message: string): ProcessTask {
   return {
     workDir,
+    unstartable: message,
     outcome: Promise.resolve({ kind: 'error', message }),
     progress: () => ({ revision: 0, logTail: '' }),
     abort: () => {},
