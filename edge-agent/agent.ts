@@ -104,7 +104,7 @@ export class Agent {
   private phase = 'starting';
   /** Tasks in a row this node could not start for reasons of its own; 0 once one starts. */
   private unableStreak = 0;
-  /** No worker polls before this time (ms): the node is backing off after a task it could not start. */
+  /** No worker polls before this time (performance.now(), ms): the node is backing off after a task it could not start. */
   private pausedUntil = 0;
   private readonly stopped: Promise<void>;
   private markStopped: () => void = () => {};
@@ -174,7 +174,7 @@ export class Agent {
   /**
    * Work dirs left by a previous run that crashed or was killed belong to no task any more. One
    * that cannot be removed (a full or broken temp dir) is no reason not to start: the tasks that
-   * cannot get a work dir are handed back, and the node backs off (see runTask).
+   * cannot get a work dir are handed back, and the node backs off (see pace).
    */
   private async clearWorkRoot(): Promise<void> {
     try {
@@ -358,7 +358,7 @@ export class Agent {
   private async workerLoop(client: ControlPlaneClient): Promise<void> {
     const signal = this.polling.signal;
     while (!signal.aborted) {
-      const pausedForMs = this.pausedUntil - Date.now();
+      const pausedForMs = this.pausedUntil - performance.now();
       if (pausedForMs > 0) {
         await sleep(pausedForMs, signal);
         continue;
@@ -388,7 +388,7 @@ export class Agent {
     if (end.kind === 'started') this.unableStreak = 0;
     if (end.kind !== 'node-unable') return;
     const delayMs = backoffDelayMs(this.options.unableBackoff ?? defaultUnableBackoff, this.unableStreak++);
-    this.pausedUntil = Math.max(this.pausedUntil, Date.now() + delayMs);
+    this.pausedUntil = Math.max(this.pausedUntil, performance.now() + delayMs);
     this.logger.warn(
       `cannot start tasks on this node (${end.reason}): released the task; taking no work for ${(delayMs / 1000).toFixed(1)} s`,
       { tasksInARow: this.unableStreak },
