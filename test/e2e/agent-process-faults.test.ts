@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type RunningControlPlane, startControlPlane } from '../../embedded/control-plane-server.js';
@@ -89,10 +89,13 @@ describe('an agent that cannot make work dirs', () => {
     const { api, proxy } = await controlPlaneBehindProxy();
     // The work root's parent is a regular file: every work dir fails with ENOTDIR, as on a full
     // disk or a TMPDIR the task user cannot reach. (Root ignores permission bits, so a file it is.)
+    // So is tsx's compile cache dir, as on the chaos run's full disk, where the agent could not
+    // even load.
     const tmp = tempDir('agent-faults-tmp');
     cleanups.push(tmp.remove);
-    writeFileSync(join(tmp.path, `gpuai-work-${process.getuid?.() ?? 'user'}`), 'not a directory');
-    mkdirSync(join(tmp.path, 'other'));
+    const uid = process.getuid?.() ?? 'user';
+    writeFileSync(join(tmp.path, `gpuai-work-${uid}`), 'not a directory');
+    writeFileSync(join(tmp.path, `tsx-${process.geteuid?.() ?? uid}`), 'not a directory');
     const jobs: JobWithTasks[] = [];
     for (let i = 0; i < 12; i++) jobs.push(await api.submit({ command: ['true'], retries: 1 }));
     const { proc } = agentProcess(proxy.url, { TMPDIR: tmp.path });
