@@ -1,5 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { ConflictError, NotFoundError } from '../../functions/domain/errors.js';
 import { fitOnNode, gpuMatches } from '../../functions/domain/resource/fit.js';
 import { LeaseLostError } from '../../functions/domain/scheduling/errors.js';
 import { queueNames } from '../../functions/domain/scheduling/messages.js';
@@ -184,6 +185,71 @@ const poll = fc.nat(5).map((i) =>
   }),
 );
 
+/**
+ * Runs `act` with the store's calls interleaved as concurrent requests' calls are against a
+ * networked store (DynamoDB): before each `get`, `query` and `transact`, the caller waits the next
+ * number of event-loop turns from `delays`. The store still applies each call atomically, so
+ * only the order between concurrent callers changes, replayably.
+ */
+async function interleaved<T>(w: World, delays: readonly number[], act: () => Promise<T>): Promise<T> {
+  const store = w.store as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
+  const names = ['get', 'query', 'transact'] as const;
+  let call = 0;
+  for (const name of names) {
+    const original = store[name] as (...args: unknown[]) => Promise<unknown>;
+    store[name] = async (...args: unknown[]) => {
+      for (let turns = delays[call++ % delays.length] ?? 0; turns > 0; turns--) {
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      return original.apply(w.store, args);
+    };
+  }
+  try {
+    return await act();
+  } finally {
+    for (const name of names) delete store[name]; // the class's own methods again
+  }
+}
+
+/**
+ * Every live node polls, and claims the first queued tasks by name (as from a work hint), all at
+ * once with their store calls interleaved. Invariant: of nodes racing for a task, exactly one
+ * wins: no attempt is handed to two nodes, and each assignment is the attempt the store holds.
+ */
+const racingClaims = fc.array(fc.nat(3), { minLength: 1, maxLength: 12 }).map((delays) =>
+  cmd(`racing polls and claims(${delays.join(',')})`, async (w) => {
+    const nodes = alive(w);
+    const queued = (await allTasks(w)).filter((t) => t.state === 'queued' && t.pool !== undefined).slice(0, 2);
+    const claimed = await interleaved(w, delays, () =>
+      Promise.all([
+        ...nodes.map(async (nodeId) => ({ nodeId, a: await w.cp.dispatcher.poll(nodeId, 0) })),
+        ...nodes.flatMap((nodeId) =>
+          queued.map(async (t) => {
+            try {
+              return { nodeId, a: await w.cp.dispatcher.claim(nodeId, t.id) };
+            } catch (error) {
+              if (!(error instanceof ConflictError) && !(error instanceof NotFoundError)) throw error;
+              return { nodeId, a: undefined };
+            }
+          }),
+        ),
+      ]),
+    );
+    const handedTo = new Map<string, string>();
+    const tasks = await allTasks(w);
+    for (const { nodeId, a } of claimed) {
+      if (a === undefined) continue;
+      const key = `${a.taskId} attempt ${a.attempt}`;
+      expect(handedTo.get(key), `${key} handed to two nodes`).toBeUndefined();
+      handedTo.set(key, nodeId);
+      const stored = tasks.find((t) => t.id === a.taskId)?.attempts.find((x) => x.number === a.attempt);
+      expect(stored?.nodeId, `${key}: the stored attempt's node`).toBe(nodeId);
+      nodeOfAssignment.set(a, nodeId);
+      w.held.push(a);
+    }
+  }),
+);
+
 const progress = fc.nat(5).map((i) =>
   cmd(`progress(${i})`, async (w) => {
     const a = w.held[i % Math.max(1, w.held.length)];
@@ -365,6 +431,7 @@ const commands = [
   poll,
   poll,
   poll,
+  racingClaims,
   progress,
   result,
   result,
