@@ -9,6 +9,8 @@ const lambdaTests = [
   'test/cloud/**/*.test.ts',
   'test/infra/**/*.test.ts',
   'functions/handlers/**/*.test.ts',
+  // The cloud chaos run: the Lambda handlers on the emulators.
+  'test/chaos/cloud.test.ts',
 ];
 
 /**

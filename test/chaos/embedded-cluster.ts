@@ -182,39 +182,10 @@ export class EmbeddedCluster {
   private restarting: Promise<void> | undefined;
 
   spawnAgent(agent: ChaosAgent): Proc {
-    const env: NodeJS.ProcessEnv = { ...process.env };
-    if (agent.skewMs !== 0) {
-      env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --import ${skewClock}`.trim();
-      env.GPUAI_CHAOS_CLOCK_SKEW_MS = String(agent.skewMs);
-    }
-    if (agent.smallDisk) env.TMPDIR = agent.smallDisk.path;
-    const args = [
-      join(repoRoot, 'bin', 'gpuai-agent.js'),
-      'run',
-      '--api',
-      agent.proxy.url,
-      '--runtime',
-      'process',
-      '--data-dir',
-      agent.dataDir,
-      '--name',
-      agent.name,
-      '--slots',
-      String(this.options.slots),
-      '--poll-wait',
-      '2',
-      '--grace-seconds',
-      '1',
-      '--json-logs',
-    ];
-    const proc = new Proc(spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] }));
-    void proc.exited.then(({ code, signal }) => {
-      if (signal === 'SIGKILL') return;
-      const line = `${agent.name} exited (${code ?? signal}):\n${proc.tail()}`;
+    return spawnChaosAgent(agent, this.options.slots, (line) => {
       this.unexpectedExits.push(line);
       this.options.log?.(line);
     });
-    return proc;
   }
 
   /** SIGKILL an agent; `downMs` later it starts again with the same identity (a host that rebooted). */
@@ -231,4 +202,43 @@ export class EmbeddedCluster {
     await Promise.all(this.agents.map((a) => a.proxy.close()));
     for (const disk of this.disks) disk.unmount();
   }
+}
+
+/**
+ * Starts an agent process (process runtime, JSON logs) talking through its fault proxy, with its
+ * clock skewed and its TMPDIR on its small disk where it has them. An exit that is not the run's
+ * own SIGKILL is a defect: `onUnexpectedExit` gets it with the agent's last output.
+ */
+export function spawnChaosAgent(agent: ChaosAgent, slots: number, onUnexpectedExit: (line: string) => void): Proc {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  if (agent.skewMs !== 0) {
+    env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --import ${skewClock}`.trim();
+    env.GPUAI_CHAOS_CLOCK_SKEW_MS = String(agent.skewMs);
+  }
+  if (agent.smallDisk) env.TMPDIR = agent.smallDisk.path;
+  const args = [
+    join(repoRoot, 'bin', 'gpuai-agent.js'),
+    'run',
+    '--api',
+    agent.proxy.url,
+    '--runtime',
+    'process',
+    '--data-dir',
+    agent.dataDir,
+    '--name',
+    agent.name,
+    '--slots',
+    String(slots),
+    '--poll-wait',
+    '2',
+    '--grace-seconds',
+    '1',
+    '--json-logs',
+  ];
+  const proc = new Proc(spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] }));
+  void proc.exited.then(({ code, signal }) => {
+    if (signal === 'SIGKILL') return;
+    onUnexpectedExit(`${agent.name} exited (${code ?? signal}):\n${proc.tail()}`);
+  });
+  return proc;
 }

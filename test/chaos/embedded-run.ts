@@ -201,6 +201,7 @@ export async function runEmbeddedChaos(options: RunOptions): Promise<ChaosReport
       faults: faults.counts,
       startedAt,
       serverErrors: [...submitter.serverErrors, ...rogue.serverErrors],
+      unavailable: submitter.unavailable + rogue.unavailable,
       notes: cluster.disks.length === 0 ? ['disk-full not injected: mounting a small tmpfs needs root'] : [],
       agentExits: cluster.unexpectedExits,
       kinds: submitter.kinds,

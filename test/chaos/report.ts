@@ -20,6 +20,8 @@ export interface ChaosReport {
   invariants: InvariantResult[];
   /** 5xx answers the harness, the rogue node or the agents' clients got from a live control plane. */
   serverErrors: string[];
+  /** 503s with Retry-After (a dependency throttled past its retries): retried, not defects. */
+  unavailable: number;
   durationMs: number;
   tasksPerSecond: number;
   /** Submission to the last task's end, per job. */
@@ -46,6 +48,7 @@ export function jsonLine(r: ChaosReport): string {
     invariantsPassed: r.invariantsPassed,
     invariantsFailed: r.invariantsFailed,
     serverErrors: r.serverErrors.length,
+    unavailable: r.unavailable,
     agentExits: r.agentExits.length,
     durationMs: r.durationMs,
     tasksPerSecond: r.tasksPerSecond,
@@ -71,7 +74,8 @@ export function table(r: ChaosReport): string {
       i.passed ? 'passed' : `FAILED (${i.violations})`,
     ]),
     ['invariant checks passed', `${r.invariantsPassed} of ${r.invariantsPassed + r.invariantsFailed}`],
-    ['5xx answers', String(r.serverErrors.length)],
+    ['5xx answers (defects)', String(r.serverErrors.length)],
+    ['503 + Retry-After (throttled, retried)', String(r.unavailable)],
     ['agents that gave up', String(r.agentExits.length)],
     ['duration', `${(r.durationMs / 1000).toFixed(1)} s`],
     ['tasks per second', r.tasksPerSecond.toFixed(2)],

@@ -1,5 +1,6 @@
 import { type Assignment, resultHash, sha256Hex, signRequest, taskIdOf } from '../../protocol/index.js';
 import { cpuInventory, TestNode } from '../support/in-process.js';
+import { isServerDefect } from './run-core.js';
 
 /** What a rogue node did to one task it claimed. */
 export type RogueMove =
@@ -27,8 +28,10 @@ const moves: readonly RogueMove[] = [
  */
 export class RogueNode {
   readonly moves = new Map<RogueMove, number>();
-  /** Answers with a 5xx: bad input must be a 4xx, so each one is a defect. */
+  /** Answers with a 5xx other than a throttled dependency's 503: bad input must be a 4xx. */
   readonly serverErrors: string[] = [];
+  /** 503s with Retry-After (a dependency throttled past its retries): allowed, counted. */
+  unavailable = 0;
   private node: TestNode;
   private stopped = false;
   private random: () => number;
@@ -138,7 +141,9 @@ export class RogueNode {
   }
 
   private async note(what: string, response: Response): Promise<void> {
-    if (response.status >= 500) this.serverErrors.push(`${what}: ${response.status} ${await response.text()}`);
+    if (isServerDefect(response.status, response.headers.get('retry-after')))
+      this.serverErrors.push(`${what}: ${response.status} ${await response.text()}`);
+    else if (response.status === 503) this.unavailable++;
   }
 }
 

@@ -70,6 +70,16 @@ export class FaultCounter {
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
+ * Whether a 5xx answer is a defect. A 503 with Retry-After is the documented answer when a
+ * dependency is throttling or unavailable past its retries (DependencyUnavailableError,
+ * ContentionError): retryable, nothing changed, allowed while the run throttles DynamoDB or KMS.
+ * Any other 5xx (a 500 above all) is a defect.
+ */
+export function isServerDefect(status: number, retryAfter: string | null): boolean {
+  return status >= 500 && !(status === 503 && retryAfter !== null);
+}
+
+/**
  * The application side of a run: submits the planned jobs with idempotency keys, retrying each
  * (same key) through outages until the control plane acknowledges it, and cancels the jobs meant
  * to be cancelled. What it got acknowledged is the ledger the invariant checker holds the state to.
@@ -77,8 +87,10 @@ const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export class Submitter {
   readonly accepted = new Map<string, { tasks: number }>();
   readonly kinds = new Map<string, JobKind>();
-  /** 5xx answers (a live server must not answer 5xx to a valid request). */
+  /** 5xx answers that are defects ({@link isServerDefect}). */
   readonly serverErrors: string[] = [];
+  /** 503 answers with Retry-After: a dependency throttled past its retries; retried, not a defect. */
+  unavailable = 0;
   private next = 0;
   private stopped = false;
   private readonly runId = Math.random().toString(36).slice(2, 8);
@@ -150,7 +162,9 @@ export class Submitter {
           if (planned.kind === 'cancelled') this.track(this.cancel(job.id));
           return;
         }
-        if (r.status >= 500) this.serverErrors.push(`POST /v1/jobs: ${r.status} ${text.slice(0, 300)}`);
+        if (isServerDefect(r.status, r.headers.get('retry-after')))
+          this.serverErrors.push(`POST /v1/jobs: ${r.status} ${text.slice(0, 300)}`);
+        else if (r.status === 503) this.unavailable++;
         else if (r.status !== 429) throw new Error(`job ${i} refused: ${r.status} ${text}`);
       } catch (error) {
         if (error instanceof Error && error.message.startsWith(`job ${i} refused`)) throw error;
@@ -177,7 +191,9 @@ export class Submitter {
         });
         const text = await r.text();
         if (r.ok || r.status === 409) return;
-        if (r.status >= 500) this.serverErrors.push(`POST cancel: ${r.status} ${text.slice(0, 300)}`);
+        if (isServerDefect(r.status, r.headers.get('retry-after')))
+          this.serverErrors.push(`POST cancel: ${r.status} ${text.slice(0, 300)}`);
+        else if (r.status === 503) this.unavailable++;
       } catch {
         // down: again
       }
@@ -187,13 +203,17 @@ export class Submitter {
 }
 
 /** Waits until no task is open (or the drain timeout); returns how long that took. */
-export async function untilQuiet(openTasks: () => number, options: RunOptions, onTick: () => void): Promise<number> {
+export async function untilQuiet(
+  openTasks: () => number | Promise<number>,
+  options: RunOptions,
+  onTick: () => void,
+): Promise<number> {
   const started = Date.now();
   let tickAt = Date.now();
   for (;;) {
     let open = 1;
     try {
-      open = openTasks();
+      open = await openTasks();
     } catch {
       // being written: again
     }
@@ -220,6 +240,8 @@ export function summarise(input: {
   faults: Record<string, number>;
   startedAt: number;
   serverErrors: string[];
+  /** 503s with Retry-After the clients got (allowed: a throttled dependency). */
+  unavailable?: number;
   notes: string[];
   kinds: Map<string, JobKind>;
   agentExits?: string[];
@@ -260,6 +282,7 @@ export function summarise(input: {
     invariantsFailed: invariants.filter((i) => !i.passed).length,
     invariants,
     serverErrors: input.serverErrors,
+    unavailable: input.unavailable ?? 0,
     durationMs,
     tasksPerSecond: Math.round((ended / (durationMs / 1000)) * 100) / 100,
     latencyMs: { p50: percentile(latencies, 50), p95: percentile(latencies, 95), max: latencies.at(-1) ?? 0 },

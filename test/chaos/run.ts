@@ -21,8 +21,10 @@ Modes:
   --quick              a CI-sized run: 200 jobs
   --soak               runs until Ctrl-C, submitting --rate jobs/s; prints throughput, latency
                        and the invariants every --interval seconds, then drains and checks
-  --cloud              the cloud deployment over the emulators (moto + local-kms): the Lambda
-                       handlers in-process, DynamoDB and KMS throttled at random
+  --cloud              the cloud deployment over the emulators (moto + local-kms, installed into
+                       .tools/ on first use): the Lambda handlers in-process, real agent
+                       processes, DynamoDB and KMS throttled at random; invariants over a scan
+                       of the DynamoDB table (not with --soak)
 
 Options:
   --jobs <n>           jobs to submit (default 10000; --quick 200)
@@ -30,10 +32,11 @@ Options:
   --slots <n>          tasks each agent runs at once (default 2)
   --seed <n>           seed of the fault schedule (default: random; printed)
   --fault-every <ms>   mean pause between faults (default 1500)
+  --dispatch <mode>    --cloud: how agents learn of work, long-poll (default) or sqs
   --rate <n>           --soak: jobs submitted per second (default 5)
   --interval <s>       --soak: seconds between reports (default 30)
-  --faults <k,k,..>    only these fault kinds (agent-sigkill, control-plane-kill,
-                       duplicate-messages, network-cut, garbled-answers, disk-full; cloud:
+  --faults <k,k,..>    only these fault kinds (agent-sigkill, control-plane-kill (embedded only),
+                       duplicate-messages, network-cut, garbled-answers, disk-full; cloud only:
                        kms-throttle, dynamodb-throttle); none: --faults ''
   --keep-data          keep the data dirs (the SQLite file) for a post-mortem
   --help               this text
@@ -41,7 +44,13 @@ Options:
 Faults (embedded): agents SIGKILLed and restarted, the control plane kill -9'd and restarted,
 queue messages delivered twice and out of order, an agent's network cut for longer than its
 lease, garbled and 5xx answers to an agent, agents with clocks skewed +-30 s, an agent's disk
-filled (a small tmpfs; needs root), a rogue node posting malformed and mismatched reports.`;
+filled (a small tmpfs; needs root), a rogue node posting malformed and mismatched reports.
+
+Faults (--cloud): the same on the agents (kill, network cut, garbled answers, skewed clocks,
+full disk) and the rogue node; SQS batches delivered twice in reverse order and stale triggers
+sent to the queues; bursts of throttled DynamoDB and KMS requests (ThrottlingException,
+ProvisionedThroughputExceeded, RequestLimitExceeded, LimitExceededException, 500s). A 503 with
+Retry-After is the control plane's allowed answer to a throttle; any other 5xx is a defect.`;
 
 const { values } = parseArgs({
   options: {
@@ -57,6 +66,7 @@ const { values } = parseArgs({
     interval: { type: 'string' },
     'keep-data': { type: 'boolean' },
     faults: { type: 'string' },
+    dispatch: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   },
   strict: true,
@@ -76,6 +86,15 @@ const int = (name: string, text: string | undefined, fallback: number): number =
   }
   return n;
 };
+
+if (values.cloud && values.soak) {
+  process.stderr.write('chaos: --soak runs on the embedded deployment only\n');
+  process.exit(2);
+}
+if (values.dispatch !== undefined && values.dispatch !== 'long-poll' && values.dispatch !== 'sqs') {
+  process.stderr.write(`chaos: --dispatch must be long-poll or sqs, got '${values.dispatch}'\n`);
+  process.exit(2);
+}
 
 const seed = int('seed', values.seed, Math.floor(Math.random() * 2 ** 31));
 const jobs = int('jobs', values.jobs, values.quick ? 200 : 10_000);
@@ -108,8 +127,23 @@ process.on('SIGINT', () => {
 process.stderr.write(
   `chaos: ${values.soak ? 'soak' : `${jobs} jobs`}, ${values.cloud ? 'cloud' : 'embedded'}, ${options.agents} agents x ${options.slots} slots, seed ${seed}\n`,
 );
-const run = values.cloud ? (await import('./cloud-run.js')).runCloudChaos : runEmbeddedChaos;
-const report = await run(options);
+const report = values.cloud ? await runCloud(options) : await runEmbeddedChaos(options);
 process.stdout.write(table(report));
 process.stdout.write(`${jsonLine(report)}\n`);
 process.exit(report.lost === 0 && report.completedTwice === 0 && report.invariantsFailed === 0 ? 0 : 1);
+
+/** The cloud run starts the emulators itself (in a test, the vitest global setup does). */
+async function runCloud(options: RunOptions) {
+  const { startEmulators } = await import('../emulators/emulators.js');
+  const { runCloudChaos } = await import('./cloud-run.js');
+  const emulators = await startEmulators();
+  try {
+    return await runCloudChaos({
+      ...options,
+      endpoints: emulators.endpoints,
+      dispatch: (values.dispatch ?? 'long-poll') as 'long-poll' | 'sqs',
+    });
+  } finally {
+    await emulators.stop();
+  }
+}

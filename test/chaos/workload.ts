@@ -23,6 +23,11 @@ export const fixedOutputHash = resultHash([
 const echo = 'echo "chaos $GPUAI_JOB_ID $GPUAI_TASK_INDEX"';
 /** Also written to a file: a node whose disk is full fails the attempt, as a real job's output would. */
 const echoToFile = `${echo} | tee "$GPUAI_OUTPUT_DIR/out.txt"`;
+/**
+ * A secret for the slow and cancelled jobs: their env is sealed under a data key (KMS in the cloud),
+ * unwrapped at each claim and sealed to the node, so KMS is on the path of every claim of theirs.
+ */
+const secretEnv = { CHAOS_TOKEN: 'sealed-to-one-node' };
 /** Enough retries that kills, cuts and a rogue node rarely exhaust the budget of a job that should succeed. */
 const retries = 6;
 
@@ -51,7 +56,11 @@ export function planJob(runId: string, i: number): PlannedJob {
         spec: { name, command: ['sh', '-c', echoToFile], tasks: 1 + (i % 3 === 0 ? 1 : 0), retries },
       };
     case 'slow':
-      return { kind, idempotencyKey, spec: { name, command: ['sh', '-c', `sleep 1.5; ${echo}`], tasks: 1, retries } };
+      return {
+        kind,
+        idempotencyKey,
+        spec: { name, command: ['sh', '-c', `sleep 1.5; ${echo}`], tasks: 1, retries, env: secretEnv },
+      };
     case 'expected-hash':
       return {
         kind,
@@ -78,6 +87,10 @@ export function planJob(runId: string, i: number): PlannedJob {
         },
       };
     case 'cancelled':
-      return { kind, idempotencyKey, spec: { name, command: ['sh', '-c', `sleep 3; ${echo}`], tasks: 2, retries } };
+      return {
+        kind,
+        idempotencyKey,
+        spec: { name, command: ['sh', '-c', `sleep 3; ${echo}`], tasks: 2, retries, env: secretEnv },
+      };
   }
 }

@@ -5,7 +5,7 @@ import { createTable } from '../../functions/adapters/aws/dynamodb-store.js';
 import { createDataKeyKey } from '../../functions/adapters/aws/kms-keys.js';
 import { createQueues } from '../../functions/adapters/aws/sqs-queue.js';
 import { queueDefinitions } from '../../functions/workers/queues.js';
-import { emulatorCredentials } from '../emulators/emulators.js';
+import { type EmulatorEndpoints, emulatorCredentials } from '../emulators/emulators.js';
 import { Meter, startCountingProxy } from './harness.js';
 
 /**
@@ -23,8 +23,10 @@ export async function deployToEmulators(settings: {
   regions?: string;
   /** Rate limits over the defaults (`RATE_LIMITS`), `scope=limit/seconds,...`; a limit of 0 turns a scope off. */
   rateLimits?: string;
+  /** Where the emulators answer; default: the vitest global setup's (outside vitest, e.g. `npm run chaos`, pass them). */
+  endpoints?: EmulatorEndpoints;
 }) {
-  const endpoints = inject('awsEndpoints');
+  const endpoints = settings.endpoints ?? inject('awsEndpoints');
   const setup = awsClients({ region: 'us-east-1', endpoints, credentials: emulatorCredentials });
   const suffix = randomBytes(4).toString('hex');
   const tableName = `gpuai-${suffix}`;
@@ -83,7 +85,11 @@ export async function deployToEmulators(settings: {
     meter,
     queueUrls,
     sqs: counted.sqs,
+    tableName,
+    endpoints,
     dynamodbOutage: (on: boolean) => dynamodbProxy?.outage(on),
+    /** Throttle rules of this deployment's own proxies (off until a fraction is set). */
+    throttles: { dynamodb: dynamodbProxy?.throttle, kms: kmsProxy?.throttle },
     close: async () => {
       await Promise.all(proxies.map((p) => p.close()));
     },

@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, request, type Server } from 'node:h
 import type { AddressInfo } from 'node:net';
 import { DeleteMessageBatchCommand, type Message, ReceiveMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import type { APIGatewayProxyEventV2, APIGatewayProxyResultV2, Context, SQSBatchResponse, SQSEvent } from 'aws-lambda';
+import { ThrottleRule } from '../emulators/emulators.js';
 
 /**
  * A test harness that stands in for the AWS pieces around the Lambda handlers, so the real
@@ -103,10 +104,16 @@ export async function startApiGateway(
       Object.entries(req.headers).map(([k, v]) => [k, Array.isArray(v) ? v.join(',') : (v ?? '')]),
     );
     const started = performance.now();
-    const result = (await handler(
-      apiGatewayEvent(req.method ?? 'GET', url, headers, body),
-      lambdaContext('api'),
-    )) as APIGatewayProxyResultV2;
+    let result: APIGatewayProxyResultV2;
+    try {
+      result = (await handler(
+        apiGatewayEvent(req.method ?? 'GET', url, headers, body),
+        lambdaContext('api'),
+      )) as APIGatewayProxyResultV2;
+    } catch {
+      // What an HTTP API answers when its Lambda function throws instead of answering.
+      result = { statusCode: 500, body: JSON.stringify({ message: 'Internal Server Error' }) };
+    }
     meter.add(routeClass(req.method ?? 'GET', url.pathname), performance.now() - started);
     if (typeof result === 'string') {
       res.writeHead(200, { 'content-type': 'application/json' }).end(result);
@@ -178,36 +185,47 @@ export function startEventSource(
   const arn = `arn:aws:sqs:us-east-1:000000000000:${queueUrl.split('/').pop()}`;
   const loop = (async () => {
     while (running) {
-      const received = await sqs.send(
-        new ReceiveMessageCommand({
-          QueueUrl: queueUrl,
-          MaxNumberOfMessages: 10,
-          WaitTimeSeconds: 1,
-          VisibilityTimeout: 5,
-          MessageSystemAttributeNames: ['ApproximateReceiveCount', 'SentTimestamp'],
-        }),
-      );
-      const messages = received.Messages ?? [];
-      if (messages.length === 0) continue;
-      const started = performance.now();
-      const response = ((await handler(sqsEvent(arn, messages), lambdaContext(name))) as
-        | SQSBatchResponse
-        | undefined) ?? {
-        batchItemFailures: [],
-      };
-      meter.add(name, performance.now() - started);
-      const failed = new Set(response.batchItemFailures.map((f) => f.itemIdentifier));
-      const done = messages.filter((m) => !failed.has(m.MessageId ?? ''));
-      if (done.length > 0) {
-        await sqs.send(
-          new DeleteMessageBatchCommand({
-            QueueUrl: queueUrl,
-            Entries: done.map((m, i) => ({ Id: String(i), ReceiptHandle: m.ReceiptHandle ?? '' })),
-          }),
-        );
+      // As Lambda's event source mapping does, a failed receive, a failed invocation (a handler
+      // that throws: Powertools' batch processor throws when every record of a batch failed) or a
+      // failed delete is retried, never ends the mapping: what was not deleted reappears after its
+      // visibility timeout.
+      try {
+        await pollOnce();
+      } catch {
+        if (running) await new Promise((r) => setTimeout(r, 200));
       }
     }
   })();
+  async function pollOnce(): Promise<void> {
+    const received = await sqs.send(
+      new ReceiveMessageCommand({
+        QueueUrl: queueUrl,
+        MaxNumberOfMessages: 10,
+        WaitTimeSeconds: 1,
+        VisibilityTimeout: 5,
+        MessageSystemAttributeNames: ['ApproximateReceiveCount', 'SentTimestamp'],
+      }),
+    );
+    const messages = received.Messages ?? [];
+    if (messages.length === 0) return;
+    const started = performance.now();
+    const response = ((await handler(sqsEvent(arn, messages), lambdaContext(name))) as
+      | SQSBatchResponse
+      | undefined) ?? {
+      batchItemFailures: [],
+    };
+    meter.add(name, performance.now() - started);
+    const failed = new Set(response.batchItemFailures.map((f) => f.itemIdentifier));
+    const done = messages.filter((m) => !failed.has(m.MessageId ?? ''));
+    if (done.length > 0) {
+      await sqs.send(
+        new DeleteMessageBatchCommand({
+          QueueUrl: queueUrl,
+          Entries: done.map((m, i) => ({ Id: String(i), ReceiptHandle: m.ReceiptHandle ?? '' })),
+        }),
+      );
+    }
+  }
   return {
     async stop() {
       running = false;
@@ -224,9 +242,11 @@ export function startEventSource(
 export async function startCountingProxy(
   upstream: string,
   meter: Meter,
-): Promise<{ url: string; close(): Promise<void>; outage(on: boolean): void }> {
+): Promise<{ url: string; close(): Promise<void>; outage(on: boolean): void; throttle: ThrottleRule }> {
   const target = new URL(upstream);
   let down = false;
+  // Off until a test sets its fraction: answers a share of the requests as a throttled service does.
+  const throttle = new ThrottleRule();
   const server = createServer((req, res) => {
     if (down) {
       // An outage of the service: every request fails with a retryable 503.
@@ -236,6 +256,15 @@ export async function startCountingProxy(
       return;
     }
     const op = String(req.headers['x-amz-target'] ?? 'unknown');
+    const throttled = throttle.answer(op);
+    if (throttled !== undefined) {
+      req.resume();
+      res.writeHead(throttled.status, {
+        'content-type': op.startsWith('DynamoDB_') ? 'application/x-amz-json-1.0' : 'application/x-amz-json-1.1',
+      });
+      res.end(JSON.stringify(throttled.body));
+      return;
+    }
     const [service = 'unknown', operation = op] = op.split('.');
     meter.countRequest(
       `${service.replace(/_\d+$/, '').replace('AmazonSQS', 'SQS').replace('TrentService', 'KMS')}.${operation}`,
@@ -257,6 +286,7 @@ export async function startCountingProxy(
     outage: (on: boolean) => {
       down = on;
     },
+    throttle,
     close: () =>
       new Promise<void>((r) => {
         server.close(() => r());

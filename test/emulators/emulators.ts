@@ -401,6 +401,61 @@ const localKmsRules: ProxyRules = {
 };
 
 /**
+ * A throttle rule, switched on and off at run time, for a proxy in front of DynamoDB or KMS:
+ * while on, it answers a fraction of the requests as the service does when it sheds load, with
+ * the error each service gives (DynamoDB: ThrottlingException, ProvisionedThroughputExceeded,
+ * RequestLimitExceeded, a 500 InternalServerError; KMS: ThrottlingException, LimitExceededException,
+ * a 500 KMSInternalException), so the SDK's retries and what the control plane does past them
+ * (503 with Retry-After, a message left to be redelivered) meet the real shapes.
+ *
+ * Used by the per-deployment proxies (test/cloud/harness.ts), not by the shared ones above: those
+ * serve every test file of a run at once, and one file's throttling must not reach the others.
+ */
+export class ThrottleRule {
+  /** The share of requests answered with an error while on: 0 (off) to 1. */
+  fraction = 0;
+  /** Requests answered with an error so far. */
+  answered = 0;
+
+  constructor(private readonly random: () => number = Math.random) {}
+
+  /** The error to answer `target` (its `x-amz-target`) with, or undefined to let it through. */
+  answer(target: string): { status: number; body: object } | undefined {
+    if (this.fraction <= 0 || this.random() >= this.fraction) return undefined;
+    const errors = target.startsWith('TrentService.')
+      ? kmsThrottles
+      : target.startsWith('DynamoDB_')
+        ? dynamoDbThrottles
+        : undefined;
+    if (errors === undefined) return undefined;
+    this.answered++;
+    const [status, type, message] = errors[Math.floor(this.random() * errors.length)] as (typeof errors)[number];
+    return { status, body: { __type: type, message } };
+  }
+}
+
+const dynamoDbThrottles = [
+  [400, 'com.amazonaws.dynamodb.v20120810#ThrottlingException', 'Rate of requests exceeds the allowed throughput.'],
+  [
+    400,
+    'com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException',
+    'The level of configured provisioned throughput for the table was exceeded.',
+  ],
+  [
+    400,
+    'com.amazonaws.dynamodb.v20120810#RequestLimitExceeded',
+    'Throughput exceeds the current throughput limit for your account.',
+  ],
+  [500, 'com.amazonaws.dynamodb.v20120810#InternalServerError', 'Internal server error'],
+] as const;
+
+const kmsThrottles = [
+  [400, 'ThrottlingException', 'Rate exceeded'],
+  [400, 'LimitExceededException', 'You have exceeded the rate at which you may call KMS.'],
+  [500, 'KMSInternalException', 'An internal error occurred.'],
+] as const;
+
+/**
  * Credentials that the emulators accept: they check that requests are signed, not by whom. Never
  * valid in AWS.
  */
