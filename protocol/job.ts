@@ -22,7 +22,10 @@ export const GpuRequirement = z
       .array(z.string().min(1).max(64))
       .max(16)
       .optional()
-      .meta({ description: 'Accepted models, matched case-insensitively as substrings of the device model.' }),
+      .meta({
+        description:
+          'Accepted models, matched case-insensitively as substrings of the device model or as an accelerator class (h100, rtx4090). Each must name a known class (of `vendor`, when given), else 400 unknown_gpu_model.',
+      }),
     minVramMiB: z.int().min(0).max(16_777_216).optional(),
     minComputeCapability: z
       .string()

@@ -74,6 +74,23 @@ describe('jobs API', () => {
     expect(list.jobs).toHaveLength(1);
   });
 
+  it('refuses a GPU model that names no accelerator class, writing nothing', async () => {
+    const before = h.snapshot();
+    const body = await expectError(
+      await submit({ command: ['echo'], resources: { gpus: { count: 3, models: ['banana'] } } }),
+      400,
+      'unknown_gpu_model',
+    );
+    expect(body.error.message).toContain('banana');
+    const details = (body.error as unknown as { details: { models: string[]; accepted: string[] } }).details;
+    expect(details.models).toEqual(['banana']);
+    expect(details.accepted).toContain('h100');
+    expect(h.snapshot()).toEqual(before);
+    expect(await h.queue.depth('schedule')).toBe(0);
+    const known = await submit({ command: ['echo'], resources: { gpus: { count: 1, models: ['A100', 'H100'] } } });
+    expect(known.status).toBe(201);
+  });
+
   it('lists newest first with a cursor that visits every job once', async () => {
     const ids: string[] = [];
     for (let i = 0; i < 7; i++)

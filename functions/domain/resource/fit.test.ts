@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { NodeInventory } from '../../../protocol/index.js';
-import { demandOf, fitOnNode, type HeldTask, type TaskRequirements } from './fit.js';
+import { demandOf, fitOnNode, type HeldTask, type TaskRequirements, unknownGpuModels } from './fit.js';
 
 const inventory: NodeInventory = {
   gpus: [0, 1, 2, 3].map((index) => ({
@@ -54,5 +54,27 @@ describe('fitOnNode beside what the node holds', () => {
     const sixteen = Array.from({ length: 16 }, () => held([], 1));
     expect(fitOnNode(cpuTask, inventory, sixteen.slice(1))).toEqual([]);
     expect(fitOnNode(cpuTask, inventory, sixteen)).toBeUndefined();
+  });
+});
+
+describe('GPU model requirements', () => {
+  it('names the models no accelerator class knows, for the vendor asked', () => {
+    expect(unknownGpuModels({ count: 3, models: ['banana'] })).toEqual(['banana']);
+    expect(
+      unknownGpuModels({ count: 1, models: ['H100', 'RTX 4090', 'NVIDIA A100-SXM4-80GB', 'mi300x', 'rtx4090'] }),
+    ).toEqual([]);
+    expect(unknownGpuModels({ count: 1, models: ['A100', 'a1000'] })).toEqual(['a1000']);
+    expect(unknownGpuModels({ count: 1, vendor: 'amd', models: ['H100', 'MI300X'] })).toEqual(['H100']);
+    expect(unknownGpuModels({ count: 2 })).toEqual([]);
+  });
+
+  it('matches a class name as well as a substring of the device model', () => {
+    const rtx: NodeInventory = {
+      ...inventory,
+      gpus: [{ index: 0, vendor: 'nvidia', model: 'NVIDIA GeForce RTX 4090', vramMiB: 24564, uuid: 'GPU-0' }],
+    };
+    expect(fitOnNode(req({ gpus: { count: 1, models: ['rtx4090'] } }), rtx)).toEqual([0]);
+    expect(fitOnNode(req({ gpus: { count: 1, models: ['RTX 4090'] } }), rtx)).toEqual([0]);
+    expect(fitOnNode(req({ gpus: { count: 1, models: ['rtx4080'] } }), rtx)).toBeUndefined();
   });
 });

@@ -6,6 +6,7 @@ import {
   type NodeInventory,
 } from '../../../protocol/index.js';
 import { type AttestationRecord, effectiveAttestationLevel } from '../security/attestation/record.js';
+import { acceleratorClass, modelNamesClass } from './pools.js';
 
 /** What a task demands of a node: copied onto each task so placement never needs the job. */
 export interface TaskRequirements {
@@ -81,13 +82,19 @@ export function gpuMatches(req: GpuRequirement, gpu: GpuDevice): boolean {
   if (req.minVramMiB !== undefined && gpu.vramMiB < req.minVramMiB) return false;
   if (req.models !== undefined && req.models.length > 0) {
     const model = gpu.model.toLowerCase();
-    if (!req.models.some((m) => model.includes(m.toLowerCase()))) return false;
+    const cls = acceleratorClass(gpu);
+    if (!req.models.some((m) => model.includes(m.toLowerCase()) || cls === m.trim().toLowerCase())) return false;
   }
   if (req.minComputeCapability !== undefined) {
     if (gpu.computeCapability === undefined) return false;
     if (compareVersions(gpu.computeCapability, req.minComputeCapability) < 0) return false;
   }
   return true;
+}
+
+/** The required models that name no accelerator class (see {@link modelNamesClass}): a job asking for one never runs. */
+export function unknownGpuModels(req: GpuRequirement): string[] {
+  return (req.models ?? []).filter((m) => !modelNamesClass(m, req.vendor));
 }
 
 function compareVersions(a: string, b: string): number {

@@ -111,6 +111,21 @@ export function acceleratorClass(gpu: Pick<GpuDevice, 'vendor' | 'model'>): stri
 }
 
 /**
+ * Whether a job's model requirement (protocol `GpuRequirement.models`) names a class of the
+ * table: a class name itself (`rtx4090`), or text that names one the way devices report it (`H100`,
+ * `RTX 4090`, `NVIDIA A100-SXM4-80GB`). With a vendor, only that vendor's classes count. A
+ * requirement naming none could only match a device in an `other-*` pool by luck, so the API refuses
+ * it rather than queue a job that waits forever.
+ */
+export function modelNamesClass(model: string, vendor?: GpuDevice['vendor']): boolean {
+  const name = model.trim().toLowerCase();
+  const text = ` ${name.replace(/[^a-z0-9]+/g, ' ')} `;
+  return acceleratorTable.some(
+    (e) => (vendor === undefined || e.vendor === vendor) && (e.class === name || e.pattern.test(text)),
+  );
+}
+
+/**
  * The regions nodes may report when a deployment names none: `local` (the embedded deployment's
  * default) and broad geographic slugs. A deployment widens or narrows it with its own list.
  */

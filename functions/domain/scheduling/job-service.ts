@@ -11,6 +11,8 @@ import type { Queue } from '../../ports/queue.js';
 import { ConditionFailedError, type Store, type StoredItem, type Write } from '../../ports/store.js';
 import { ConflictError, ContentionError, InvalidRequestError, NotFoundError } from '../errors.js';
 import { isoTime } from '../records.js';
+import { unknownGpuModels } from '../resource/fit.js';
+import { acceleratorTable } from '../resource/pools.js';
 import { sameRequest, sealJob } from '../security/job-secrets.js';
 import type { Quotas } from '../security/quotas.js';
 import { newJobId } from './job-id.js';
@@ -58,6 +60,7 @@ export class JobService {
   ) {}
 
   async submit(owner: string, spec: JobSpec, idempotency?: string): Promise<SubmitOutcome> {
+    refuseUnknownGpuModels(spec);
     const now = this.clock.now();
     const deadline = spec.deadline === undefined ? undefined : Date.parse(spec.deadline);
     if (deadline !== undefined && deadline <= now) {
@@ -251,4 +254,21 @@ export class JobService {
       ...(ended === undefined ? {} : { finishedAt: isoTime(ended) }),
     };
   }
+}
+
+/** A job whose GPU models no node can ever report would wait forever: refused before anything is written. */
+function refuseUnknownGpuModels(spec: JobSpec): void {
+  const gpus = spec.resources.gpus;
+  const unknown = unknownGpuModels(gpus);
+  if (unknown.length === 0) return;
+  const accepted = acceleratorTable
+    .filter((e) => gpus.vendor === undefined || e.vendor === gpus.vendor)
+    .map((e) => e.class);
+  const vendor = gpus.vendor === undefined ? '' : ` of vendor ${gpus.vendor}`;
+  throw new InvalidRequestError(
+    'unknown_gpu_model',
+    `GPU model ${unknown.map((m) => `"${m}"`).join(', ')} names no known accelerator class${vendor}; ` +
+      `name a class (${accepted.slice(0, 6).join(', ')}, ... in details.accepted) or a model as devices report it (H100, RTX 4090)`,
+    { models: unknown, accepted },
+  );
 }
