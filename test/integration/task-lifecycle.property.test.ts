@@ -598,5 +598,5 @@ describe('task lifecycle (model-based)', () => {
       }),
       { numRuns: 60 },
     );
-  }, 120_000);
+  }, 300_000);
 });
