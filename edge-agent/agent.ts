@@ -3,6 +3,7 @@ import type { Assignment, Dispatch, HeartbeatResponse } from '../protocol/index.
 import { type AttestationOptions, Attester, attestedConfig } from './attest/attester.js';
 import { type BackoffPolicy, backoffDelayMs, defaultBackoff, sleep } from './backoff.js';
 import { ControlPlaneClient } from './client.js';
+import { type DataDirLock, lockDataDir } from './data-dir-lock.js';
 import { AgentError, NodeNotRegisteredError, RequestAbortedError, UnexpectedResponseError } from './errors.js';
 import { loadOrCreateIdentity, type NodeIdentity } from './identity.js';
 import { type Logger, silentLogger } from './log.js';
@@ -124,12 +125,15 @@ export class Agent {
 
   /**
    * Loads (or creates) the node identity, probes the inventory, registers (retrying until the
-   * control plane answers), then works until `shutdown()` has completed. Rejects only when the
-   * control plane refuses the registration itself (a 4xx).
+   * control plane answers), then works until `shutdown()` has completed. Rejects when another
+   * agent holds the data dir (DataDirLockedError, before anything else is done) or the control
+   * plane refuses the registration itself (a 4xx).
    */
   async run(): Promise<void> {
     if (this.runCalled) throw new Error('Agent.run() may be called once');
     this.runCalled = true;
+    // Held until run() ends; the OS drops it if the process dies first (data-dir-lock.ts).
+    const lock: DataDirLock = lockDataDir(this.options.dataDir);
     const unwatch = this.watchEventLoop();
     try {
       await this.start();
@@ -137,6 +141,7 @@ export class Agent {
       await this.stopped;
     } finally {
       unwatch();
+      lock.release();
     }
   }
 
