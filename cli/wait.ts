@@ -4,7 +4,7 @@
  */
 import { type JobWithTasks, terminalJobStatuses } from '../protocol/job.js';
 import type { ApiClient, ApiResponse } from './api-client.js';
-import { type CliError, isTransient, UnreachableError } from './errors.js';
+import { type ApiError, type CliError, isTransient, UnreachableError } from './errors.js';
 import { formatDuration } from './format.js';
 import type { CliIo, Terminal } from './io.js';
 import { summarizeCounts } from './views.js';
@@ -33,9 +33,20 @@ export const maxOutageMs = 5 * 60_000;
 const maxBackoffMs = 15_000;
 
 /**
- * Polls GET /v1/jobs/{id} until the job's status is terminal or the wait times out. A failure on
- * the first poll is thrown as is (a wrong id or address should not be retried for minutes);
- * transient failures after that are retried with exponential backoff, up to `maxOutageMs`.
+ * Whether a failed poll is worth retrying. Before the job was seen only transport failures are (no
+ * connection, 502/503/504: the control plane or its proxy is down or restarting), so an outage
+ * already on when `wait` starts is ridden out; an answer that is not the API is thrown at once then,
+ * since it more likely means a wrong address than a hiccup. A 404 or any other answer never retries.
+ */
+function retryable(error: unknown, jobSeen: boolean): error is UnreachableError | ApiError {
+  if (!isTransient(error)) return false;
+  return jobSeen || error instanceof UnreachableError || [502, 503, 504].includes(error.status);
+}
+
+/**
+ * Polls GET /v1/jobs/{id} until the job's status is terminal or the wait times out. Transient
+ * failures (see {@link retryable}) are retried with exponential backoff, up to `maxOutageMs`; a
+ * wait that times out before it ever saw the job throws the last failure.
  */
 export async function pollUntilTerminal(
   api: ApiClient,
@@ -48,6 +59,7 @@ export async function pollUntilTerminal(
   let last: JobWithTasks | undefined;
   let failures = 0;
   let outageSince: number | undefined;
+  let lastError: unknown;
   for (;;) {
     let delay = settings.intervalMs;
     try {
@@ -59,7 +71,8 @@ export async function pollUntilTerminal(
       observer.update(last);
       if (terminalJobStatuses.includes(last.status)) return { kind: 'terminal', response };
     } catch (error) {
-      if (last === undefined || !isTransient(error)) throw error;
+      if (!retryable(error, last !== undefined)) throw error;
+      lastError = error;
       outageSince ??= io.now();
       if (io.now() - outageSince >= maxOutageMs) throw error;
       failures += 1;
@@ -67,7 +80,10 @@ export async function pollUntilTerminal(
       observer.retrying(error, delay);
     }
     const remaining = deadline - io.now();
-    if (remaining <= 0) return { kind: 'timeout', last };
+    if (remaining <= 0) {
+      if (last === undefined) throw lastError;
+      return { kind: 'timeout', last };
+    }
     // Sleeping at most until the deadline leaves one last poll right at it.
     await io.sleep(Math.min(delay, remaining));
   }

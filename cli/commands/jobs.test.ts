@@ -348,6 +348,48 @@ describe('jobs wait', () => {
     expect(run.stdout).toMatch(/^status +succeeded$/m);
   });
 
+  it('rides out an outage that is already on at its first poll (refused, then 503), as its help says', async () => {
+    const job = await cp.jobIn('running');
+    cp.proxy.cut();
+    try {
+      const run = await wait(job.id, [], {
+        io: stepping(
+          () => {
+            cp.proxy.restore();
+            cp.proxy.failNext(1, 503);
+          },
+          () => undefined,
+          to(job, 'succeeded'),
+        ),
+      });
+      expect(run.code).toBe(0);
+      expect(run.stderr).toMatch(/lost the control plane at http:\/\/127\.0\.0\.1:\d+ \(.+\); retrying in 1s/);
+      expect(run.stderr).toContain('fault proxy answered 503; retrying in 2s');
+      expect(run.stderr).toContain('reconnected to the control plane');
+      expect(run.stdout).toMatch(/^status +succeeded$/m);
+    } finally {
+      cp.proxy.restore();
+    }
+  });
+
+  it('rides out a control plane that is down at its first poll and comes back', async () => {
+    const job = await cp.jobIn('running');
+    await cp.stopServer();
+    let down = true;
+    const startServer = async () => {
+      await cp.startServer();
+      down = false;
+    };
+    try {
+      const run = await wait(job.id, [], { io: stepping(startServer, to(job, 'succeeded')) });
+      expect(run.code).toBe(0);
+      expect(run.stderr).toContain('reconnected to the control plane');
+      expect(run.stdout).toMatch(/^status +succeeded$/m);
+    } finally {
+      if (down) await startServer(); // the later tests need it
+    }
+  });
+
   it('rides out an answer that is not the API once the job has been seen, as a proxy hiccup', async () => {
     const job = await cp.jobIn('running');
     const run = await wait(job.id, [], {

@@ -371,7 +371,8 @@ export function jobsCommand(app: App): Command {
     .summary('wait until a job finishes; exit 0 if it succeeded')
     .description(
       'Poll a job until it succeeds, fails or is cancelled, showing progress on stderr, then print it. ' +
-        'Short outages of the control plane are retried with backoff, for up to 5 minutes.\n\n' +
+        'Short outages of the control plane (also one already on when the wait starts) are retried with backoff, ' +
+        'for up to 5 minutes; an unknown job fails at once.\n\n' +
         'Exit code: 0 succeeded, 1 failed or cancelled, 124 when --timeout passes first.',
     )
     .argument('<jobId>', 'the job id (job_...)')
