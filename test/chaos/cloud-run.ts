@@ -79,10 +79,10 @@ export async function runCloudChaos(options: CloudRunOptions): Promise<ChaosRepo
     });
 
     const throttle = async (rule: { fraction: number }) => {
-      // A burst of throttling: a third to four fifths of the requests refused for 2 to 5 s, so
+      // A burst of throttling: a quarter to two thirds of the requests refused for 1.5 to 4 s, so
       // some calls fail past the SDK's retries and the handlers' answers to that are exercised.
-      rule.fraction = 0.3 + random() * 0.5;
-      await pause(2000 + random() * 3000);
+      rule.fraction = 0.25 + random() * 0.4;
+      await pause(1500 + random() * 2500);
       rule.fraction = 0;
     };
     const injectors: Record<CloudFault, () => Promise<void>> = {
@@ -140,8 +140,20 @@ export async function runCloudChaos(options: CloudRunOptions): Promise<ChaosRepo
     const throttling = { 'kms-throttle': false, 'dynamodb-throttle': false } as Record<string, boolean>;
     let progressAt = Date.now();
     const backlogLeft = () => cluster.openTasks().catch(() => Number.POSITIVE_INFINITY);
-    // Faults go on until the submissions are in and most of the backlog has drained.
-    while (!submitted || (await backlogLeft()) > Math.max(10, submitter.acceptedCount / 10)) {
+    // Kinds in rounds, each a shuffled permutation of them all, so a short run still injects every
+    // kind; faults go on until the submissions are in, one round is through and most of the
+    // backlog has drained.
+    let round: CloudFault[] = [];
+    let rounds = 0;
+    const nextKind = (): CloudFault => {
+      if (round.length === 0) {
+        round = [...kinds].sort(() => random() - 0.5);
+        rounds++;
+      }
+      return round.pop() as CloudFault;
+    };
+    const oneRoundDone = () => kinds.length === 0 || rounds > 1 || (rounds === 1 && round.length === 0);
+    while (!submitted || !oneRoundDone() || (await backlogLeft()) > Math.max(10, submitter.acceptedCount / 10)) {
       if (options.stop?.aborted) break;
       await pause(options.faultEveryMs * (0.5 + random()));
       if (Date.now() - progressAt > options.progressEveryMs) {
@@ -149,7 +161,7 @@ export async function runCloudChaos(options: CloudRunOptions): Promise<ChaosRepo
         options.onProgress?.(await progressLine(cluster, submitter, faults, startedAt));
       }
       if (kinds.length === 0) continue;
-      let kind = kinds[Math.floor(random() * kinds.length)] as CloudFault;
+      let kind = nextKind();
       // One burst of each throttle at a time (a second would end the first's early).
       if (throttling[kind] === true) kind = 'duplicate-messages';
       if (kind in throttling) throttling[kind] = true;
