@@ -18,14 +18,10 @@ export const GpuRequirement = z
   .strictObject({
     count: z.int().min(0).max(64).default(0),
     vendor: GpuVendor.optional(),
-    models: z
-      .array(z.string().min(1).max(64))
-      .max(16)
-      .optional()
-      .meta({
-        description:
-          'Accepted models, matched case-insensitively as substrings of the device model or as an accelerator class (h100, rtx4090). Each must name a known class (of `vendor`, when given), else 400 unknown_gpu_model.',
-      }),
+    models: z.array(z.string().min(1).max(64)).max(16).optional().meta({
+      description:
+        'Accepted models, matched case-insensitively as substrings of the device model or as an accelerator class (h100, rtx4090). Each must name a known class (of `vendor`, when given), else 400 unknown_gpu_model.',
+    }),
     minVramMiB: z.int().min(0).max(16_777_216).optional(),
     minComputeCapability: z
       .string()
@@ -155,6 +151,18 @@ export const AttemptOutcome = z
   .meta({ id: 'AttemptOutcome' });
 export type AttemptOutcome = z.infer<typeof AttemptOutcome>;
 
+/**
+ * The node's report that ended an attempt, in the fields that decide what happened: a repeat of
+ * the same report is answered as the first was, one that differs is refused (409 report_conflict).
+ */
+export const EndingReport = z
+  .discriminatedUnion('kind', [
+    z.object({ kind: z.literal('result'), exitCode: z.int(), resultHash: Sha256Hex }),
+    z.object({ kind: z.literal('fail'), reason: z.enum(['error', 'timeout', 'released']) }),
+  ])
+  .meta({ id: 'EndingReport' });
+export type EndingReport = z.infer<typeof EndingReport>;
+
 export const Attempt = z
   .object({
     number: z.int().min(1),
@@ -164,6 +172,7 @@ export const Attempt = z
     outcome: AttemptOutcome.optional(),
     detail: z.string().optional(),
     gpus: z.array(z.string()).optional().meta({ description: 'UUIDs of the devices the attempt ran on.' }),
+    report: EndingReport.optional().meta({ description: "The node's report that ended the attempt, if one did." }),
   })
   .meta({ id: 'Attempt' });
 export type Attempt = z.infer<typeof Attempt>;

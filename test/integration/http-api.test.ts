@@ -132,6 +132,56 @@ describe('jobs API', () => {
     expect(view.tasks[0]?.attempts).toHaveLength(1);
   });
 
+  it('refuses a report that conflicts with the one recorded for the attempt (409 report_conflict), changing nothing', async () => {
+    const { node, assignment } = await assignedTask();
+    const base = `/v1/nodes/${node.id}/tasks/${assignment.taskId}`;
+    const failure = { attempt: assignment.attempt, reason: 'error', message: 'CUDA out of memory' };
+    expect((await node.call('POST', `${base}/fail`, failure)).status).toBe(200);
+    const before = h.snapshot();
+    expect((await node.call('POST', `${base}/fail`, failure)).status).toBe(200); // a retry: idempotent
+    const outputs = [{ name: 'stdout', sha256: 'a'.repeat(64), bytes: 1 }];
+    const result = {
+      attempt: assignment.attempt,
+      exitCode: 0,
+      resultHash: resultHash(outputs),
+      outputs,
+      metrics: { wallMs: 3 },
+    };
+    const conflict = await expectError(await node.call('POST', `${base}/result`, result), 409, 'report_conflict');
+    expect(conflict.error.message).toContain('fail');
+    expect(h.snapshot()).toEqual(before);
+    const released = { ...failure, reason: 'released' };
+    await expectError(await node.call('POST', `${base}/fail`, released), 409, 'report_conflict');
+    expect(h.snapshot()).toEqual(before);
+  });
+
+  it('refuses a second result with other outputs for an attempt whose result was accepted', async () => {
+    const { node, assignment } = await assignedTask();
+    const path = `/v1/nodes/${node.id}/tasks/${assignment.taskId}/result`;
+    const report = (sha: string) => {
+      const outputs = [{ name: 'stdout', sha256: sha.repeat(64), bytes: 1 }];
+      return {
+        attempt: assignment.attempt,
+        exitCode: 0,
+        resultHash: resultHash(outputs),
+        outputs,
+        metrics: { wallMs: 3 },
+      };
+    };
+    expect((await node.call('POST', path, report('a'))).status).toBe(200);
+    const before = h.snapshot();
+    const body = await expectError(await node.call('POST', path, report('b')), 409, 'report_conflict');
+    expect(body.error.message).toContain(report('a').resultHash);
+    const failed = { attempt: assignment.attempt, reason: 'error', message: 'late' };
+    await expectError(
+      await node.call('POST', `/v1/nodes/${node.id}/tasks/${assignment.taskId}/fail`, failed),
+      409,
+      'report_conflict',
+    );
+    expect(h.snapshot()).toEqual(before);
+    expect((await node.call('POST', path, report('a'))).status).toBe(200);
+  });
+
   it('cancels unfinished tasks and refuses to cancel twice', async () => {
     const { node, job, assignment } = await assignedTask();
     const cancelled = await h.api(`/v1/jobs/${job.id}/cancel`, { method: 'POST' });

@@ -1,3 +1,4 @@
+import type { EndingReport } from '../../../protocol/index.js';
 import { ConflictError, DomainError, ForbiddenError, InvalidRequestError } from '../errors.js';
 
 /**
@@ -12,6 +13,28 @@ export class LeaseLostError extends ConflictError {
       attempt,
     });
   }
+}
+
+/**
+ * A report for an attempt that already ended with a different report from the same node (a result
+ * after a failure, a result with other outputs): nothing changes, and the node learns that its
+ * report was not taken, and what was. It must not retry it.
+ */
+export class ReportConflictError extends ConflictError {
+  override name = 'ReportConflictError';
+  constructor(taskId: string, attempt: number, recorded: EndingReport) {
+    super(
+      'report_conflict',
+      `task ${taskId} attempt ${attempt} already ended with ${describeReport(recorded)}; this report differs and was not applied`,
+      { taskId, attempt, recorded },
+    );
+  }
+}
+
+function describeReport(report: EndingReport): string {
+  return report.kind === 'result'
+    ? `a result (exit code ${report.exitCode}, result hash ${report.resultHash})`
+    : `a fail report (reason ${report.reason})`;
 }
 
 /** The node reports on a task it was never assigned. */

@@ -1,4 +1,11 @@
-import type { Attempt, AttemptOutcome, ProgressReport, ResultReport, TaskResult } from '../../../protocol/index.js';
+import type {
+  Attempt,
+  AttemptOutcome,
+  EndingReport,
+  ProgressReport,
+  ResultReport,
+  TaskResult,
+} from '../../../protocol/index.js';
 import { resultHash } from '../../../protocol/index.js';
 import { isoTime } from '../records.js';
 import { InvalidTransitionError, LeaseLostError, ResultHashMismatchError, TaskNotAssignedError } from './errors.js';
@@ -155,15 +162,16 @@ export function recordResult(task: TaskRecord, report: ResultReport, now: number
     ...(report.logTail === undefined ? {} : { logTail: report.logTail }),
     reportedAt: isoTime(now),
   };
+  const ending: EndingReport = { kind: 'result', exitCode: report.exitCode, resultHash: report.resultHash };
   if (report.exitCode !== 0) {
-    return endAttempt({ ...task, result }, now, 'failed', `exit code ${report.exitCode}`, true);
+    return endAttempt({ ...task, result }, now, 'failed', `exit code ${report.exitCode}`, true, ending);
   }
   const { leaseExpiresAt: _lease, timeoutAt: _timeout, ...rest } = task;
   return {
     ...rest,
     state: 'reported',
     result,
-    attempts: closeCurrentAttempt(task, now, 'completed'),
+    attempts: closeCurrentAttempt(task, now, 'completed', undefined, ending),
     updatedAt: now,
   };
 }
@@ -174,14 +182,15 @@ export function recordFailure(
   message: string,
   now: number,
 ): TaskRecord {
+  const ending: EndingReport = { kind: 'fail', reason };
   if (reason === 'released') {
     const releases = (task.releases ?? 0) + 1;
     const allowance = releaseAllowance(task.maxAttempts);
     const counts = releases > allowance;
     const detail = counts ? `released ${releases} times, ${allowance} of them free: ${message}` : message;
-    return endAttempt({ ...task, releases }, now, 'released', detail, counts);
+    return endAttempt({ ...task, releases }, now, 'released', detail, counts, ending);
   }
-  return endAttempt(task, now, 'failed', `${reason}: ${message}`, true);
+  return endAttempt(task, now, 'failed', `${reason}: ${message}`, true, ending);
 }
 
 /** The lease ran out: the node went silent, or the attempt outran its timeout (and grace). */
@@ -234,9 +243,10 @@ function endAttempt(
   outcome: AttemptOutcome,
   detail: string,
   countsAgainstBudget: boolean,
+  report?: EndingReport,
 ): TaskRecord {
   return requeueOrFail(
-    { ...task, attempts: closeCurrentAttempt(task, now, outcome, detail) },
+    { ...task, attempts: closeCurrentAttempt(task, now, outcome, detail, report) },
     now,
     detail,
     countsAgainstBudget,
@@ -271,12 +281,35 @@ function requeueOrFail(task: TaskRecord, now: number, detail: string, countsAgai
   return { ...queued, state: 'queued', failedAttempts, queuedAt: now, updatedAt: now };
 }
 
-function closeCurrentAttempt(task: TaskRecord, now: number, outcome: AttemptOutcome, detail?: string) {
+function closeCurrentAttempt(
+  task: TaskRecord,
+  now: number,
+  outcome: AttemptOutcome,
+  detail?: string,
+  report?: EndingReport,
+) {
   return task.attempts.map((a) =>
     a.number === task.attempt && a.outcome === undefined
-      ? { ...a, endedAt: isoTime(now), outcome, ...(detail === undefined ? {} : { detail }) }
+      ? {
+          ...a,
+          endedAt: isoTime(now),
+          outcome,
+          ...(detail === undefined ? {} : { detail }),
+          ...(report === undefined ? {} : { report }),
+        }
       : a,
   );
+}
+
+/**
+ * Whether a report repeats the one that ended its attempt (`recorded`): the same kind with the
+ * same exit code and result hash, or the same failure reason. Messages and metrics may differ.
+ */
+export function sameEndingReport(recorded: EndingReport, report: EndingReport): boolean {
+  if (recorded.kind === 'result' && report.kind === 'result') {
+    return recorded.exitCode === report.exitCode && recorded.resultHash === report.resultHash;
+  }
+  return recorded.kind === 'fail' && report.kind === 'fail' && recorded.reason === report.reason;
 }
 
 /** The history with `attempt` added, cut to {@link attemptsKept}. */

@@ -1,5 +1,6 @@
 import type {
   AttemptOutcome,
+  EndingReport,
   FailureReport,
   HeartbeatRequest,
   HeartbeatResponse,
@@ -14,7 +15,7 @@ import type { Store } from '../../ports/store.js';
 import { NotFoundError } from '../errors.js';
 import { updateWithRetry } from '../records.js';
 import type { NodeRegistry } from '../resource/node-registry.js';
-import { LeaseLostError } from './errors.js';
+import { LeaseLostError, ReportConflictError } from './errors.js';
 import { queueNames, requestScheduling } from './messages.js';
 import { markSeen } from './node-seen.js';
 import {
@@ -24,6 +25,7 @@ import {
   recordFailure,
   recordProgress,
   recordResult,
+  sameEndingReport,
   timedOut,
 } from './task-machine.js';
 import { putTask, type TaskRecord, taskKey, toTaskView } from './task-record.js';
@@ -54,25 +56,30 @@ export class TaskReports {
   }
 
   async result(nodeId: string, taskId: string, report: ResultReport): Promise<TaskView> {
-    return this.endAttempt(nodeId, taskId, report.attempt, ['completed', 'failed', 'rejected'], (t, now) =>
+    const ending: EndingReport = { kind: 'result', exitCode: report.exitCode, resultHash: report.resultHash };
+    return this.endAttempt(nodeId, taskId, report.attempt, ending, ['completed', 'failed', 'rejected'], (t, now) =>
       recordResult(t, report, now),
     );
   }
 
   async fail(nodeId: string, taskId: string, report: FailureReport): Promise<TaskView> {
-    return this.endAttempt(nodeId, taskId, report.attempt, ['failed', 'released'], (t, now) =>
+    const ending: EndingReport = { kind: 'fail', reason: report.reason };
+    return this.endAttempt(nodeId, taskId, report.attempt, ending, ['failed', 'released'], (t, now) =>
       recordFailure(t, report.reason, report.message, now),
     );
   }
 
   /**
-   * Ends an attempt. A report that repeats one already applied (the node retried because the
-   * first answer was lost) is answered with the task as it stands, not refused.
+   * Ends an attempt. A report that repeats the one already applied (the node retried because the
+   * first answer was lost) is answered with the task as it stands; one that differs from it is
+   * refused with {@link ReportConflictError}, so the node knows it was not taken. Attempts written
+   * before reports were recorded on them (no `report`) are matched by their outcome alone.
    */
   private async endAttempt(
     nodeId: string,
     taskId: string,
     attempt: number,
+    ending: EndingReport,
     endedAs: readonly AttemptOutcome[],
     next: (task: TaskRecord, now: number) => TaskRecord,
   ): Promise<TaskView> {
@@ -84,7 +91,12 @@ export class TaskReports {
       const { jobId, index } = parseTaskId(taskId);
       const current = (await this.store.get<TaskRecord>(taskKey(jobId, index)))?.data;
       const ended = current?.attempts.find((a) => a.number === attempt && a.nodeId === nodeId);
-      if (current === undefined || ended?.outcome === undefined || !endedAs.includes(ended.outcome)) throw error;
+      if (current === undefined || ended?.outcome === undefined) throw error;
+      if (ended.report !== undefined) {
+        if (!sameEndingReport(ended.report, ending)) throw new ReportConflictError(taskId, attempt, ended.report);
+        return toTaskView(current);
+      }
+      if (!endedAs.includes(ended.outcome)) throw error;
       return toTaskView(current);
     }
     await this.afterAttempt(nodeId, task);
