@@ -3,7 +3,7 @@ import { ManualClock } from '../../../test/support/in-process.js';
 import { openDatabase } from '../../adapters/embedded/sqlite.js';
 import { SqliteStore } from '../../adapters/embedded/sqlite-store.js';
 import { RateLimitedError } from '../errors.js';
-import { defaultRateLimits, RateLimiter } from './rate-limit.js';
+import { defaultRateLimits, parseRateLimits, RateLimiter } from './rate-limit.js';
 
 function limiter(limit: number, windowSeconds = 60) {
   const clock = new ManualClock(Date.parse('2026-11-25T12:00:00Z'));
@@ -48,5 +48,27 @@ describe('RateLimiter', () => {
     // Contended writes retry after a random pause: the limit is reached, never passed.
     expect(allowed).toBe(20);
     for (const o of outcomes) if (o.status === 'rejected') expect(o.reason).toBeInstanceOf(RateLimitedError);
+  });
+});
+
+describe('parseRateLimits', () => {
+  it('reads scope=limit/seconds over the defaults', () => {
+    const settings = parseRateLimits('register=5/60, key=100/10');
+    expect(settings.register).toEqual({ limit: 5, windowSeconds: 60 });
+    expect(settings.key).toEqual({ limit: 100, windowSeconds: 10 });
+    expect(settings.node).toEqual(defaultRateLimits.node);
+  });
+
+  it('takes a bare 0 as "off", as the README says, and 0/<seconds> too', async () => {
+    expect(parseRateLimits('address=0').address.limit).toBe(0);
+    expect(parseRateLimits('address=0/60').address.limit).toBe(0);
+    const clock = new ManualClock(Date.parse('2026-11-25T12:00:00Z'));
+    const store = new SqliteStore(openDatabase(':memory:'), clock);
+    const off = new RateLimiter(store, clock, parseRateLimits('address=0'));
+    for (let i = 0; i < 5; i++) await off.consume('address', 'a');
+  });
+
+  it.each(['address=5', 'address=5/0', 'address=off', 'nope=1/60', 'address=0/'])('refuses %s, naming it', (text) => {
+    expect(() => parseRateLimits(text)).toThrow(`cannot read "${text}"`);
   });
 });

@@ -121,8 +121,8 @@ const scopes: readonly RateScope[] = ['address', 'key', 'node', 'register', 'reg
 
 /**
  * Reads limits written as `scope=limit/seconds` pairs, comma-separated, over the defaults:
- * `GPUAI_RATE_LIMITS=register=5/60,address=0/60` (embedded) or `RATE_LIMITS` (Lambda). A limit of
- * 0 turns that scope off.
+ * `GPUAI_RATE_LIMITS=register=5/60,address=0` (embedded) or `RATE_LIMITS` (Lambda). A limit of
+ * 0 turns that scope off, so it needs no window: `scope=0` reads as `scope=0/<default seconds>`.
  *
  * @throws Error naming the pair it cannot read.
  */
@@ -130,12 +130,16 @@ export function parseRateLimits(text: string, base: RateLimitSettings = defaultR
   const settings = { ...base };
   for (const pair of text.split(',').map((p) => p.trim())) {
     if (pair === '') continue;
-    const match = /^([A-Za-z]+)=(\d{1,9})\/(\d{1,7})$/.exec(pair);
+    const off = /^([A-Za-z]+)=0+$/.exec(pair);
+    const match = off ?? /^([A-Za-z]+)=(\d{1,9})\/(\d{1,7})$/.exec(pair);
     const scope = scopes.find((s) => s === match?.[1]);
-    if (match === null || scope === undefined || Number(match[3]) < 1) {
-      throw new Error(`cannot read "${pair}": expected <scope>=<limit>/<seconds>, scope one of ${scopes.join(', ')}`);
+    if (match === null || scope === undefined || (off === null && Number(match[3]) < 1)) {
+      throw new Error(
+        `cannot read "${pair}": expected <scope>=<limit>/<seconds> or <scope>=0 (off), scope one of ${scopes.join(', ')}`,
+      );
     }
-    settings[scope] = { limit: Number(match[2]), windowSeconds: Number(match[3]) };
+    settings[scope] =
+      off === null ? { limit: Number(match[2]), windowSeconds: Number(match[3]) } : { ...settings[scope], limit: 0 };
   }
   return settings;
 }
