@@ -11,7 +11,7 @@ import { type ProbeReport, probeInventory } from './probe/index.js';
 import { removeWorkRootIfEmpty, workRootFor } from './runner/process-runner.js';
 import type { TaskUser } from './runner/task-user.js';
 import { SqsLongPoll, type SqsPortFactory } from './sqs-work-source.js';
-import { TaskRun, type TaskRunEnd } from './task-run.js';
+import { progressIntervalFor, TaskRun, type TaskRunEnd } from './task-run.js';
 import { agentVersion } from './version.js';
 import { HttpLongPoll, type WorkSource } from './work-source.js';
 
@@ -39,7 +39,10 @@ export interface AgentOptions {
   probe?: () => Promise<ProbeReport>;
   /** Retry pacing for control plane calls (default 250 ms doubling to 5 s). */
   backoff?: BackoffPolicy;
-  /** Progress reports are sent at most this often while a task runs (default 2 s). */
+  /**
+   * Progress reports are sent at most this often per running task (default: 2 s, longer with more
+   * slots so the whole node stays well under its rate limit: progressIntervalFor in task-run.ts).
+   */
   progressIntervalMs?: number;
   /** SIGTERM to SIGKILL delay when a task is stopped (default 5 s). */
   killGraceMs?: number;
@@ -411,7 +414,7 @@ export class Agent {
       dataDir: this.options.dataDir,
       ...(this.options.taskUser === undefined ? {} : { taskUser: this.options.taskUser }),
       killGraceMs: this.options.killGraceMs ?? 5_000,
-      progressIntervalMs: this.options.progressIntervalMs ?? 2_000,
+      progressIntervalMs: this.options.progressIntervalMs ?? progressIntervalFor(this.options.slots),
       reportSignal: this.reporting.signal,
     });
     // The poll answered just as shutdown began: the lease is ours, hand it straight back.

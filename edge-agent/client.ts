@@ -79,6 +79,8 @@ export class ControlPlaneClient {
   private readonly backoff: BackoffPolicy;
   private readonly requestTimeoutMs: number;
   private unavailableSince: number | undefined;
+  /** No request is sent before this time (performance.now(), ms): the control plane answered 429. */
+  private rateLimitedUntil = 0;
 
   constructor(private readonly options: ControlPlaneClientOptions) {
     this.nodeId = options.nodeId;
@@ -248,12 +250,14 @@ export class ControlPlaneClient {
     const retry = options.retry ?? 'never';
     for (let failures = 0; ; failures++) {
       try {
+        await this.waitOutRateLimit(options.signal);
         const response = await this.send(spec, body, options.signal);
         this.markAvailable();
         return response;
       } catch (error) {
         const agentError = toAgentError(error, options.signal);
         if (!agentError.retryable) throw agentError;
+        if (agentError instanceof RateLimitedError) this.holdBack(agentError, failures);
         this.markUnavailable(agentError);
         if (!mayRetry(retry, failures)) throw agentError;
         await sleep(this.retryDelayMs(agentError, failures), options.signal);
@@ -286,6 +290,24 @@ export class ControlPlaneClient {
     } finally {
       timeout.clear();
     }
+  }
+
+  /**
+   * The control plane limits requests per node, not per call: after a 429 every call of this node
+   * (progress of every slot, heartbeats, polls) waits until the Retry-After has passed, instead of
+   * each sending on its own schedule into a window that is already full (which also delays the
+   * heartbeats that keep leases). Monotonic clock: a host clock that jumps cannot stretch the wait.
+   */
+  private holdBack(error: RateLimitedError, failures: number): void {
+    const waitMs = error.retryAfterMs ?? backoffDelayMs(this.backoff, failures);
+    this.rateLimitedUntil = Math.max(this.rateLimitedUntil, performance.now() + waitMs);
+  }
+
+  private async waitOutRateLimit(signal: AbortSignal | undefined): Promise<void> {
+    const waitMs = this.rateLimitedUntil - performance.now();
+    if (waitMs <= 0) return;
+    await sleep(waitMs, signal);
+    if (signal?.aborted) throw new RequestAbortedError('aborted while waiting out a rate limit');
   }
 
   private retryDelayMs(error: AgentError, failures: number): number {

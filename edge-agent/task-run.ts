@@ -47,6 +47,24 @@ export interface TaskRunContext {
  */
 export type TaskRunEnd = { kind: 'started' } | { kind: 'not-started' } | { kind: 'node-unable'; reason: string };
 
+/**
+ * The control plane limits each node to 600 requests a minute (the `node` rate scope), every slot's
+ * reports, polls and the heartbeats together. Progress is the chatty part, so the node as a whole
+ * sends at most this many progress reports a second, leaving more than half the limit to the rest.
+ */
+export const nodeProgressReportsPerSecond = 4;
+/** A single task's progress is worth no more than one report every 2 s. */
+const minProgressIntervalMs = 2_000;
+
+/**
+ * The default interval between a task's progress reports on a node with `slots` slots: 2 s, longer
+ * with more slots so that all of them busy and chatty stay within {@link nodeProgressReportsPerSecond}
+ * (20 slots: 5 s). A silent task still reports every third of its lease (reportProgressWhileRunning).
+ */
+export function progressIntervalFor(slots: number): number {
+  return Math.max(minProgressIntervalMs, Math.ceil((slots * 1000) / nodeProgressReportsPerSecond));
+}
+
 /** Release reports of a node shutting down are best effort: it is going away and cannot wait out an outage. */
 const releaseRetry: RetryPolicy = { attempts: 3 };
 /** The report that starts a task gets a few tries; if they all fail the task runs anyway and progress catches up. */
@@ -206,21 +224,23 @@ export class TaskRun {
   /**
    * Every interval, sends what changed since the last delivered report (`delivered` is its
    * revision). A task that stays silent still gets a report every third of its lease, since
-   * progress reports are what extend the lease.
+   * progress reports (and heartbeats) are what extend the lease; an interval longer than that (many
+   * slots: progressIntervalFor) is cut to it, lease first.
    */
   private async reportProgressWhileRunning(delivered: number): Promise<void> {
     let lastDelivered = delivered;
-    let lastSentAt = Date.now();
-    const keepLeaseMs = Math.max(this.context.progressIntervalMs, this.assignment.leaseMs / 3);
+    let lastSentAt = performance.now();
+    const keepLeaseMs = this.assignment.leaseMs / 3;
+    const intervalMs = Math.min(this.context.progressIntervalMs, keepLeaseMs);
     const signal = this.processDone.signal;
     while (!signal.aborted && this.leased) {
-      await sleep(this.context.progressIntervalMs, signal);
+      await sleep(intervalMs, signal);
       const process = this.process;
       if (signal.aborted || process === undefined) return;
       const { revision, percent, message, logTail } = process.progress();
-      if (revision === lastDelivered && Date.now() - lastSentAt < keepLeaseMs) continue;
+      if (revision === lastDelivered && performance.now() - lastSentAt < keepLeaseMs) continue;
       try {
-        lastSentAt = Date.now();
+        lastSentAt = performance.now();
         await this.sendProgress({
           attempt: this.attempt,
           ...(percent === undefined ? {} : { percent }),
