@@ -2,7 +2,8 @@ import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type FaultProxy, startFaultProxy } from '../support/fault-proxy.js';
-import { adminKeyOf, fastTimings, freePort, Proc, repoRoot, startControlPlane } from '../support/processes.js';
+import { adminKeyOf, fastTimings, freePort, Proc, repoRoot } from '../support/processes.js';
+import { onAbruptExit } from './run-core.js';
 
 /** Where the clock-skew preload lives (an absolute file URL: NODE_OPTIONS is read from any cwd). */
 const skewClock = new URL('./skew-clock.mjs', import.meta.url).href;
@@ -25,6 +26,7 @@ export interface ChaosAgent {
 /** A tmpfs of a few KiB and a few inodes, filled and emptied on demand: a real ENOSPC. */
 export class SmallDisk {
   private fillers = 0;
+  private forget = () => {};
   private constructor(readonly path: string) {}
 
   /** Mounts one at `path`; undefined where mounting is not allowed (not root). */
@@ -34,7 +36,9 @@ export class SmallDisk {
       execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=512k,nr_inodes=256,mode=1777', 'tmpfs', path], {
         stdio: 'ignore',
       });
-      return new SmallDisk(path);
+      const disk = new SmallDisk(path);
+      disk.forget = onAbruptExit(() => disk.unmount());
+      return disk;
     } catch {
       return undefined;
     }
@@ -63,6 +67,7 @@ export class SmallDisk {
   }
 
   unmount(): void {
+    this.forget();
     try {
       execFileSync('umount', ['-l', this.path], { stdio: 'ignore' });
     } catch {
@@ -142,7 +147,11 @@ export class EmbeddedCluster {
   }
 
   startControlPlane(): void {
-    this.controlPlane = startControlPlane(this.port, this.cpDir, {
+    const args = ['start', '--no-agent', '--port', String(this.port), '--data-dir', this.cpDir];
+    this.controlPlane = spawnDetached([join(repoRoot, 'bin', 'gpuai.js'), ...args], {
+      ...process.env,
+      ...fastTimings,
+      GPUAI_ENROLLMENT: 'open',
       // One submitter and many agents on loopback: the abuse limits are not under test here.
       GPUAI_RATE_LIMITS: 'address=0/60,key=0/60,node=0/60,register=0/60,registerGlobal=0/60',
       GPUAI_QUOTAS: 'maxOpenTasks=100000000,gpuHoursPerDay=100000000',
@@ -197,8 +206,8 @@ export class EmbeddedCluster {
   }
 
   async stop(): Promise<void> {
-    await Promise.all(this.agents.map((a) => a.proc.kill('SIGKILL')));
-    await this.controlPlane?.kill('SIGKILL');
+    await Promise.all(this.agents.map((a) => killGroup(a.proc)));
+    if (this.controlPlane) await killGroup(this.controlPlane);
     await Promise.all(this.agents.map((a) => a.proxy.close()));
     for (const disk of this.disks) disk.unmount();
   }
@@ -235,10 +244,42 @@ export function spawnChaosAgent(agent: ChaosAgent, slots: number, onUnexpectedEx
     '1',
     '--json-logs',
   ];
-  const proc = new Proc(spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] }));
+  const proc = spawnDetached(args, env);
   void proc.exited.then(({ code, signal }) => {
     if (signal === 'SIGKILL') return;
     onUnexpectedExit(`${agent.name} exited (${code ?? signal}):\n${proc.tail()}`);
   });
   return proc;
+}
+
+/**
+ * A node process in its own process group, so a Ctrl-C in the terminal (sent to the whole
+ * foreground group) reaches the harness alone, which then heals, drains and reports with the
+ * cluster still up. The harness must therefore kill the group itself on every way out: the
+ * orderly one ({@link killGroup}) and, for a second signal or a crash, an {@link onAbruptExit}
+ * hook that stands while the process runs.
+ */
+function spawnDetached(args: string[], env: NodeJS.ProcessEnv): Proc {
+  const proc = new Proc(spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true }));
+  const pid = proc.child.pid;
+  if (pid !== undefined) {
+    const forget = onAbruptExit(() => signalGroup(pid, 'SIGKILL'));
+    void proc.exited.then(forget);
+  }
+  return proc;
+}
+
+/** SIGKILLs a detached process and whatever it started in its group (an agent's tasks). */
+export function killGroup(proc: Proc): Promise<unknown> {
+  const pid = proc.child.pid;
+  if (proc.alive && pid !== undefined) signalGroup(pid, 'SIGKILL');
+  return proc.exited;
+}
+
+function signalGroup(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    // the group is gone
+  }
 }

@@ -12,8 +12,10 @@ import { checkInvariants } from './invariants.js';
 import type { ChaosReport } from './report.js';
 import { RogueNode } from './rogue-node.js';
 import {
+  defaultFaultPhaseLimitMs,
   FaultCounter,
   type FaultKind,
+  onAbruptExit,
   percentile,
   type RunOptions,
   Submitter,
@@ -45,6 +47,7 @@ export async function runEmbeddedChaos(options: RunOptions): Promise<ChaosReport
   const root = mkdtempSync(join(tmpdir(), 'gpuai-chaos-'));
   // An agent running as root runs tasks as nobody, who must get through to the small disk's work dirs.
   chmodSync(root, 0o755);
+  const forgetRoot = options.keepData ? () => {} : onAbruptExit(() => rmSync(root, { recursive: true, force: true }));
   const cluster = new EmbeddedCluster({
     root,
     agents: options.agents,
@@ -55,12 +58,16 @@ export async function runEmbeddedChaos(options: RunOptions): Promise<ChaosReport
   });
   const faults = new FaultCounter();
   const startedAt = Date.now();
+  const notes: string[] = [];
   let rogue: RogueNode | undefined;
   let duplicator: SqliteQueue | undefined;
   try {
     await cluster.start();
     for (const agent of cluster.agents) if (agent.skewMs !== 0) faults.add('clock-skew');
-    if (cluster.disks.length === 0) options.log?.('disk-full: not injected (mounting a small tmpfs needs root)');
+    if (cluster.disks.length === 0) {
+      options.log?.('disk-full: not injected (mounting a small tmpfs needs root)');
+      notes.push('disk-full not injected: mounting a small tmpfs needs root');
+    }
     rogue = new RogueNode(() => cluster.url, random);
     const rogueRun = rogue.run();
 
@@ -150,11 +157,19 @@ export async function runEmbeddedChaos(options: RunOptions): Promise<ChaosReport
         return Number.POSITIVE_INFINITY;
       }
     };
+    const faultPhaseEnds = startedAt + (options.faultPhaseLimitMs ?? defaultFaultPhaseLimitMs(options.jobs));
     while (
       !submitted ||
       (options.soak ? !options.stop?.aborted : backlogLeft() > Math.max(10, submitter.acceptedCount / 10))
     ) {
       if (options.stop?.aborted) break;
+      if (!options.soak && Date.now() > faultPhaseEnds) {
+        // Stuck tasks must end the run with a report naming them, not hang it.
+        const line = `fault phase stopped at its limit (${Math.round((Date.now() - startedAt) / 1000)} s) with ${backlogLeft()} task(s) open`;
+        options.log?.(line);
+        notes.push(line);
+        break;
+      }
       await pause(options.faultEveryMs * (0.5 + random()));
       if (kinds.length === 0) continue;
       let kind = weightedPick(random, kinds, weights);
@@ -202,7 +217,7 @@ export async function runEmbeddedChaos(options: RunOptions): Promise<ChaosReport
       startedAt,
       serverErrors: [...submitter.serverErrors, ...rogue.serverErrors],
       unavailable: submitter.unavailable + rogue.unavailable,
-      notes: cluster.disks.length === 0 ? ['disk-full not injected: mounting a small tmpfs needs root'] : [],
+      notes,
       agentExits: cluster.unexpectedExits,
       kinds: submitter.kinds,
     });
@@ -210,6 +225,7 @@ export async function runEmbeddedChaos(options: RunOptions): Promise<ChaosReport
     rogue?.stop();
     await duplicator?.close();
     await cluster.stop().catch(() => undefined);
+    forgetRoot();
     if (!options.keepData) rmSync(root, { recursive: true, force: true });
     else options.log?.(`data kept in ${root}`);
   }

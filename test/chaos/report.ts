@@ -31,6 +31,8 @@ export interface ChaosReport {
   notes: string[];
   /** Agents that exited on their own (not killed by the run): each is a defect. */
   agentExits: string[];
+  /** Stopped by Ctrl-C or SIGTERM before its planned end (a soak's Ctrl-C is its planned end). */
+  interrupted?: boolean;
 }
 
 /** The figures as one JSON line (the last line `npm run chaos` prints). */
@@ -53,13 +55,14 @@ export function jsonLine(r: ChaosReport): string {
     durationMs: r.durationMs,
     tasksPerSecond: r.tasksPerSecond,
     latencyMs: r.latencyMs,
+    ...(r.interrupted ? { interrupted: true } : {}),
   });
 }
 
 /** A table for people: faults by kind, the job figures, each invariant. */
 export function table(r: ChaosReport): string {
   const rows: [string, string][] = [
-    ['mode', r.mode],
+    ['mode', r.interrupted ? `${r.mode} (interrupted: healed and drained early)` : r.mode],
     ...Object.entries(r.faults).map(([k, n]): [string, string] => [`fault: ${k}`, String(n)]),
     ['faults injected', String(Object.values(r.faults).reduce((a, b) => a + b, 0))],
     ['jobs accepted', String(r.jobs)],

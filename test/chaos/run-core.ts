@@ -3,17 +3,21 @@ import { checkInvariants, completedTwice, lostTasks, type RunLedger, type Stored
 import type { ChaosReport } from './report.js';
 import { type JobKind, planJob } from './workload.js';
 
-export type FaultKind =
-  | 'agent-sigkill'
-  | 'control-plane-kill'
-  | 'duplicate-messages'
-  | 'network-cut'
-  | 'garbled-answers'
-  | 'clock-skew'
-  | 'disk-full'
-  | 'rogue-node'
-  | 'kms-throttle'
-  | 'dynamodb-throttle';
+/** Every kind of fault a run can inject (some in one mode only). */
+export const faultKinds = [
+  'agent-sigkill',
+  'control-plane-kill',
+  'duplicate-messages',
+  'network-cut',
+  'garbled-answers',
+  'clock-skew',
+  'disk-full',
+  'rogue-node',
+  'kms-throttle',
+  'dynamodb-throttle',
+] as const;
+
+export type FaultKind = (typeof faultKinds)[number];
 
 export interface RunOptions {
   jobs: number;
@@ -30,6 +34,12 @@ export interface RunOptions {
   controlPlaneRestartEveryMs: number;
   /** How long the backlog may take to drain once faults stop, before what is left counts as lost. */
   drainTimeoutMs: number;
+  /**
+   * The longest the fault phase may run (not in a soak) before the run heals and drains anyway, so
+   * a run whose tasks are stuck ends with a report of them instead of hanging. Default: {@link
+   * defaultFaultPhaseLimitMs}.
+   */
+  faultPhaseLimitMs?: number;
   progressEveryMs: number;
   /** Soak: submit (at `soakRatePerSecond`) and inject until `stop` aborts. */
   soak?: boolean;
@@ -38,6 +48,42 @@ export interface RunOptions {
   keepData?: boolean;
   onProgress?: (line: string) => void;
   log?: (line: string) => void;
+}
+
+/**
+ * Generous: 100 jobs under constant faults took 484 s on a loaded 2-core machine
+ * (docs/reliability.md). The limit catches a run that cannot end, not a slow one.
+ */
+export function defaultFaultPhaseLimitMs(jobs: number): number {
+  return 120_000 + jobs * 5_000;
+}
+
+const abruptExitCleanups: (() => void)[] = [];
+let exitHookInstalled = false;
+
+/**
+ * Registers a synchronous clean-up (kill a process group, unmount, remove a dir) for when the
+ * harness exits without unwinding: a second Ctrl-C, SIGTERM, a crash. They run last-registered
+ * first on the process's 'exit'. Returns the function that unregisters it, for the orderly path.
+ */
+export function onAbruptExit(cleanup: () => void): () => void {
+  if (!exitHookInstalled) process.on('exit', runAbruptExitCleanups);
+  exitHookInstalled = true;
+  abruptExitCleanups.push(cleanup);
+  return () => {
+    const i = abruptExitCleanups.indexOf(cleanup);
+    if (i >= 0) abruptExitCleanups.splice(i, 1);
+  };
+}
+
+function runAbruptExitCleanups(): void {
+  for (const cleanup of abruptExitCleanups.splice(0).reverse()) {
+    try {
+      cleanup();
+    } catch {
+      // the rest must still run
+    }
+  }
 }
 
 /** mulberry32: a small seeded generator, so a failing run can be replayed with its seed. */
