@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import fc from 'fast-check';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { InvalidRequestError } from '../../functions/domain/errors.js';
 import type { Clock } from '../../functions/ports/clock.js';
 import {
   ConditionFailedError,
@@ -456,6 +457,23 @@ export function storeContract(
         const expected = Array.from({ length: total }, (_, i) => `item#${String(i).padStart(3, '0')}`);
         expect(items.map((item) => item.sk)).toEqual(descending ? expected.reverse() : expected);
       });
+
+      it.each(['table', 'index'] as const)(
+        'refuses a %s cursor passed to a query of another partition (invalid_cursor)',
+        async (where) => {
+          // Built here, not in the table above: `ns` is set per test.
+          const query = (pk: string): QueryOptions =>
+            where === 'table' ? { pk, limit: pageSize } : { index: 'byOwner', pk: `OWNER#${pk}`, limit: pageSize };
+          await store.transact([
+            put({ pk: `${ns}#other`, sk: 'item#000' }, 'other', 0, { byOwner: { pk: `OWNER#${ns}#other`, sk: '00' } }),
+          ]);
+          const { cursor } = await store.query(query(where === 'table' ? `${ns}#many` : ns));
+          if (cursor === undefined) throw new Error('the first page has a cursor');
+          const refused = await store.query({ ...query(`${ns}#other`), cursor }).catch((error: unknown) => error);
+          expect(refused).toBeInstanceOf(InvalidRequestError);
+          expect((refused as InvalidRequestError).code).toBe('invalid_cursor');
+        },
+      );
 
       it.each([false, true])('visits every index item once, in order (descending: %s)', async (descending) => {
         const items = await readAll({ index: 'byOwner', pk: `OWNER#${ns}`, limit: pageSize, descending });

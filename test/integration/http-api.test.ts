@@ -110,6 +110,15 @@ describe('jobs API', () => {
     expect(seen).toEqual([...ids].reverse());
   });
 
+  it('refuses a list cursor on a route other than the one that made it (400 invalid_cursor)', async () => {
+    for (let i = 0; i < 2; i++) expect((await submit({ command: ['true'] })).status).toBe(201);
+    const { cursor } = (await (await h.api('/v1/jobs?limit=1')).json()) as { cursor?: string };
+    expect(cursor).toBeDefined();
+    for (const route of ['/v1/nodes', '/v1/keys', '/v1/join-tokens']) {
+      await expectError(await h.api(`${route}?cursor=${encodeURIComponent(cursor ?? '')}`), 400, 'invalid_cursor');
+    }
+  });
+
   it('answers a repeated result report (a lost response retried) with the task, applying it once', async () => {
     const { node, job, assignment } = await assignedTask();
     const report = {

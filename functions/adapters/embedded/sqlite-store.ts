@@ -6,6 +6,7 @@ import {
   describeKey,
   encodeCursor,
   indexNames,
+  invalidCursor,
   type PreparedWrite,
   pageSize,
   prepareWrites,
@@ -122,7 +123,10 @@ export class SqliteStore implements Store {
       params.before = options.skBefore;
     }
     if (options.cursor !== undefined) {
-      const after = decodeCursor(options.cursor, order.length);
+      // A cursor names its query's partition first, as a DynamoDB start key does: one made by another
+      // query (another route's list, another tenant's) is refused instead of read as a position here.
+      const [partition, ...after] = decodeCursor(options.cursor, order.length + 1);
+      if (partition !== options.pk) throw invalidCursor(options.cursor, 'belongs to another partition');
       const placeholders = after.map((value, i) => {
         params[`after${i}`] = value;
         return `@after${i}`;
@@ -143,7 +147,7 @@ export class SqliteStore implements Store {
       return { items };
     }
     const lastKey = options.index === undefined ? [last.sk] : [sortKeyOf(last, options.index), last.pk, last.sk];
-    return { items, cursor: encodeCursor(lastKey) };
+    return { items, cursor: encodeCursor([options.pk, ...lastKey]) };
   }
 
   async transact(writes: readonly Write[]): Promise<void> {
