@@ -145,6 +145,16 @@ describe('jobs submit', () => {
     expect(cp.sent.length).toBe(before);
   });
 
+  it('passes on the refusal of a GPU model no node can have, and no job is made', async () => {
+    const before = (await cp.api<JobList>('/v1/jobs?limit=200')).jobs.length;
+    const run = await gpuai(['jobs', 'submit', '--command', 'echo', '--gpus', 'banana:3']);
+    expect(run.code).not.toBe(0);
+    expect(run.stdout).toBe('');
+    expect(run.stderr).toContain('unknown_gpu_model');
+    expect(run.stderr).toContain('"banana"');
+    expect((await cp.api<JobList>('/v1/jobs?limit=200')).jobs.length).toBe(before);
+  });
+
   it('reports an invalid spec as the API error shape with --json', async () => {
     const run = await gpuai(['jobs', 'submit', '--json', '--command', 'x', '--retries', '11']);
     expect(run.code).toBe(2);
