@@ -144,11 +144,16 @@ const options: RunOptions = {
 // The control plane and agents run in their own process groups (embedded-cluster.ts), so the
 // terminal's Ctrl-C reaches this process alone and the cluster stays up to drain. A second signal
 // exits at once: the onAbruptExit hooks (run-core.ts) kill the cluster, unmount and remove the data.
+// One Ctrl-C can arrive more than once: the terminal signals npm, sh, tsx and this process alike,
+// and npm and tsx relay it too. A repeat within a couple of seconds is the same Ctrl-C.
+let firstSignalAt = 0;
 const onSignal = (signal: NodeJS.Signals) => {
   if (stop.signal.aborted) {
+    if (Date.now() - firstSignalAt < 2000) return;
     process.stderr.write(`${signal} again: killing the cluster and quitting\n`);
     process.exit(130);
   }
+  firstSignalAt = Date.now();
   process.stderr.write(`${signal}: healing faults and draining the backlog (again to quit now)\n`);
   stop.abort();
 };
