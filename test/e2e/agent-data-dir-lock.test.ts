@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { startControlPlane } from '../../embedded/control-plane-server.js';
-import { Api, adminKeyOf, type Proc, startAgent, tempDir, waitFor } from '../support/processes.js';
+import { type Proc, startAgent, tempDir, waitFor } from '../support/processes.js';
+import { type Cleanups, servedControlPlane } from '../support/served-control-plane.js';
 
 /**
  * Two `gpuai-agent run` on one data dir share its node key: they would register, claim and report
@@ -10,25 +10,10 @@ import { Api, adminKeyOf, type Proc, startAgent, tempDir, waitFor } from '../sup
  * taken over by the next one (the kernel dropped its lock: no stale pid file to clean up by hand).
  */
 
-const cleanups: (() => Promise<unknown> | unknown)[] = [];
+const cleanups: Cleanups = [];
 afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
-
-async function controlPlane(): Promise<{ url: string; api: Api }> {
-  const cpDir = tempDir('agent-lock-cp');
-  cleanups.push(cpDir.remove);
-  const cp = await startControlPlane({
-    port: 0,
-    host: '127.0.0.1',
-    dataDir: cpDir.path,
-    reaperIntervalMs: 200,
-    settings: { enrollment: 'open' },
-    log: () => undefined,
-  });
-  cleanups.push(() => cp.stop());
-  return { url: cp.url, api: new Api(cp.url, () => adminKeyOf(cpDir.path)) };
-}
 
 function agent(url: string, dataDir: string, name: string): Proc {
   const proc = startAgent(url, dataDir, name);
@@ -40,7 +25,7 @@ const registered = (proc: Proc) => async () => (/registered as /.test(proc.tail(
 
 describe('gpuai-agent run on a data dir another agent holds', () => {
   it('exits non-zero at once naming the holder; after the holder is SIGKILLed the next agent takes the dir over', async () => {
-    const { url, api } = await controlPlane();
+    const { url, api } = await servedControlPlane(cleanups, 'agent-lock');
     const dir = tempDir('agent-lock-data');
     cleanups.push(dir.remove);
 

@@ -2,37 +2,19 @@ import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type RunningControlPlane, startControlPlane } from '../../embedded/control-plane-server.js';
 import type { JobWithTasks } from '../../protocol/index.js';
-import { type FaultProxy, startFaultProxy } from '../support/fault-proxy.js';
-import { Api, adminKeyOf, Proc, repoRoot, startAgent, tempDir, waitFor } from '../support/processes.js';
+import { Proc, repoRoot, startAgent, tempDir, waitFor } from '../support/processes.js';
+import { type Cleanups, servedControlPlane } from '../support/served-control-plane.js';
 
 /**
  * The agent as a real process (`gpuai-agent run`) against the real embedded control plane, with
  * the fault proxy in front: the two agent defects the chaos run found (docs/reliability.md).
  */
 
-const cleanups: (() => Promise<unknown> | unknown)[] = [];
+const cleanups: Cleanups = [];
 afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
-
-async function controlPlaneBehindProxy(): Promise<{ api: Api; proxy: FaultProxy }> {
-  const cpDir = tempDir('agent-faults-cp');
-  cleanups.push(cpDir.remove);
-  const cp: RunningControlPlane = await startControlPlane({
-    port: 0,
-    host: '127.0.0.1',
-    dataDir: cpDir.path,
-    reaperIntervalMs: 200,
-    settings: { enrollment: 'open' },
-    log: () => undefined,
-  });
-  cleanups.push(() => cp.stop());
-  const proxy = await startFaultProxy(cp.url);
-  cleanups.push(() => proxy.close());
-  return { api: new Api(cp.url, () => adminKeyOf(cpDir.path)), proxy };
-}
 
 function agentProcess(api: string, env: NodeJS.ProcessEnv = {}): { proc: Proc; dataDir: string } {
   const dataDir = tempDir('agent-faults-agent');
@@ -50,7 +32,7 @@ async function aliveAfter(proc: Proc, ms: number): Promise<boolean> {
 
 describe('an agent whose connections are reset as they open', () => {
   it('does not exit with 13 (a request nothing kept alive) but waits the cut out and registers', async () => {
-    const { api, proxy } = await controlPlaneBehindProxy();
+    const { api, proxy } = await servedControlPlane(cleanups, 'agent-faults');
     // The chaos run's `cut('reset')`: Node 20's fetch never settles a POST whose socket is reset
     // before the answer, and the request's own timeout timer (AbortSignal.timeout) is unref'd, so
     // the registration was the only thing left and the process exited 13.
@@ -86,7 +68,7 @@ describe('an agent whose event loop empties while it runs', () => {
 
 describe('an agent that cannot make work dirs', () => {
   it('releases the tasks it claims instead of failing them, and backs off instead of claiming more', async () => {
-    const { api, proxy } = await controlPlaneBehindProxy();
+    const { api, proxy } = await servedControlPlane(cleanups, 'agent-faults');
     // The work root's parent is a regular file: every work dir fails with ENOTDIR, as on a full
     // disk or a TMPDIR the task user cannot reach. (Root ignores permission bits, so a file it is.)
     // So is tsx's compile cache dir, as on the chaos run's full disk, where the agent could not
