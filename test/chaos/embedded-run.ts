@@ -158,8 +158,11 @@ export async function runEmbeddedChaos(options: RunOptions): Promise<ChaosReport
       }
     };
     const faultPhaseEnds = startedAt + (options.faultPhaseLimitMs ?? defaultFaultPhaseLimitMs(options.jobs));
+    // A quick run drains before chance has picked every kind: go on until each was tried once.
+    const tried = new Set<EmbeddedFault>();
     while (
       !submitted ||
+      kinds.some((k) => !tried.has(k)) ||
       (options.soak ? !options.stop?.aborted : backlogLeft() > Math.max(10, submitter.acceptedCount / 10))
     ) {
       if (options.stop?.aborted) break;
@@ -177,6 +180,7 @@ export async function runEmbeddedChaos(options: RunOptions): Promise<ChaosReport
       if (kind === 'control-plane-kill' && Date.now() - lastRestart < options.controlPlaneRestartEveryMs)
         kind = 'duplicate-messages';
       if (kind === 'control-plane-kill') lastRestart = Date.now();
+      tried.add(kind);
       const running = injectors[kind]().catch((error) => options.log?.(`fault ${kind} failed: ${String(error)}`));
       busy.add(running);
       void running.finally(() => busy.delete(running));
