@@ -78,11 +78,16 @@ export async function runCloudChaos(options: CloudRunOptions): Promise<ChaosRepo
       submitted = true;
     });
 
-    const throttle = async (rule: { fraction: number }) => {
+    const throttle = async (rule: { fraction: number; answered: number }) => {
       // A burst of throttling: a quarter to two thirds of the requests refused for 1.5 to 4 s, so
       // some calls fail past the SDK's retries and the handlers' answers to that are exercised.
+      // It lasts until it has refused one request at least (KMS is called only at submissions and
+      // sealed claims, which a short burst can miss), or 20 s.
+      const before = rule.answered;
+      const until = Date.now() + 20_000;
       rule.fraction = 0.25 + random() * 0.4;
       await pause(1500 + random() * 2500);
+      while (rule.answered === before && Date.now() < until && !options.stop?.aborted) await pause(250);
       rule.fraction = 0;
     };
     const injectors: Record<CloudFault, () => Promise<void>> = {
@@ -148,6 +153,9 @@ export async function runCloudChaos(options: CloudRunOptions): Promise<ChaosRepo
     const nextKind = (): CloudFault => {
       if (round.length === 0) {
         round = [...kinds].sort(() => random() - 0.5);
+        // The first round throttles first, while jobs are still being submitted: a submission is
+        // the one KMS call every job makes.
+        if (rounds === 0) round.sort((a, b) => Number(a.endsWith('-throttle')) - Number(b.endsWith('-throttle')));
         rounds++;
       }
       return round.pop() as CloudFault;
