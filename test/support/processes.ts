@@ -70,11 +70,18 @@ export function startControlPlane(port: number, dataDir: string, env: NodeJS.Pro
   );
 }
 
+/**
+ * The Node that runs agents: the host's (`node` on PATH), which `npm ci` built the native modules
+ * for (the agent locks its data dir through SQLite). The Node 22 lane runs the tests themselves on
+ * Lambda's Node; a contributor's agent does not change with it.
+ */
+const hostNode = 'node';
+
 /** `gpuai-agent run`; `env` may carry GPUAI_JOIN_TOKEN. */
 export function startAgent(api: string, dataDir: string, name: string, env: NodeJS.ProcessEnv = {}): Proc {
   return new Proc(
     spawn(
-      process.execPath,
+      hostNode,
       [
         bin('gpuai-agent.js'),
         'run',
