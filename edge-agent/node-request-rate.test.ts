@@ -1,9 +1,8 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { defaultRateLimits } from '../functions/domain/security/rate-limit.js';
 import { generateNodeKeyPair, loadNodeKeyPair, nodeIdFromPublicKey } from '../protocol/index.js';
-import { AgentHarness } from '../test/support/agent-harness.js';
+import { AgentHarness, nodeRateLimit } from '../test/support/agent-harness.js';
 import { Agent } from './agent.js';
 import { ControlPlaneClient } from './client.js';
 import { RateLimitedError } from './errors.js';
@@ -86,11 +85,7 @@ describe('a node answered 429', { timeout: 60_000 }, () => {
       dataDirPrefix: 'gpuai-agent-429-',
       // Only the node scope counts here: 3 a window of 2 s, so the Retry-After (1-2 s) is short.
       settings: {
-        rateLimits: {
-          ...defaultRateLimits,
-          key: { limit: 0, windowSeconds: 60 },
-          node: { limit: 3, windowSeconds: 2 },
-        },
+        rateLimits: nodeRateLimit({ limit: 3, windowSeconds: 2 }),
       },
     });
     harness = h;

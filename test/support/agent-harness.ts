@@ -35,8 +35,13 @@ export const agentTestSettings: Partial<ControlPlaneSettings> = {
   // Off per key and per node: the tests poll the API every few tens of ms and run agents with
   // 50 ms progress intervals, past the 600 a minute a real node or client is allowed, and a 429
   // would stall them for the rest of the window. The limits have their own tests.
-  rateLimits: { ...defaultRateLimits, key: { limit: 0, windowSeconds: 60 }, node: { limit: 0, windowSeconds: 60 } },
+  rateLimits: nodeRateLimit({ limit: 0, windowSeconds: 60 }),
 };
+
+/** The rate limits with the per-key scope off and the per-node scope as given (0: off), for agent tests. */
+export function nodeRateLimit(node: { limit: number; windowSeconds: number }) {
+  return { ...defaultRateLimits, key: { limit: 0, windowSeconds: 60 }, node };
+}
 
 export interface AgentHarnessOptions {
   /** Over {@link agentTestSettings}. */
