@@ -1,0 +1,3 @@
+export * from './fleet.js';
+export * from './random.js';
+export * from './traces.js';
