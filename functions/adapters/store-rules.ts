@@ -27,7 +27,7 @@ export const indexNames = Object.keys(indexes) as readonly IndexName[];
  * A checked write. A put carries its data as JSON text, so that storing it cannot fail on the data
  * midway through a transaction.
  */
-export type PreparedWrite =
+export type PreparedWrite = (
   | {
       kind: 'put';
       key: ItemKey;
@@ -36,61 +36,104 @@ export type PreparedWrite =
       expiresAt: number | undefined;
       indexes: Partial<Record<IndexName, IndexKey>>;
     }
-  | { kind: 'delete' | 'check'; key: ItemKey; expectVersion: number };
+  | { kind: 'delete' | 'check'; key: ItemKey; expectVersion: number }
+  | { kind: 'add'; key: ItemKey; fields: Record<string, number> }
+) & {
+  /** The write's index in the caller's list (adds merged into an earlier add keep the first one's). */
+  index: number;
+};
 
 /**
  * Checks a transaction the way DynamoDB does before looking at any item: a bounded, non-empty
  * list of writes to distinct items, with keys DynamoDB accepts, versions that can hold, data that
- * is JSON and expiry times that are numbers.
+ * is JSON and expiry times that are numbers. Adds to one item are merged into the first of them
+ * (so the bound counts items, as DynamoDB does); each prepared write keeps its caller's index.
  * @throws Error naming the first write at fault and what is wrong with it.
  */
 export function prepareWrites(writes: readonly Write[]): PreparedWrite[] {
   if (writes.length === 0) {
     throw new Error('a transaction needs at least one write');
   }
-  if (writes.length > maxTransactionWrites) {
-    throw new Error(`a transaction takes at most ${maxTransactionWrites} writes, got ${writes.length}`);
-  }
-  const seen = new Map<string, number>();
-  return writes.map((write, index) => {
+  const seen = new Map<string, PreparedWrite>();
+  const prepared: PreparedWrite[] = [];
+  writes.forEach((write, index) => {
     const where = `write ${index} (${write.kind} ${describeKey(write.key)})`;
     requireKey(write.key, where);
     const id = JSON.stringify([write.key.pk, write.key.sk]);
     const earlier = seen.get(id);
-    if (earlier !== undefined) {
-      throw new Error(`${where} targets the same item as write ${earlier}`);
+    if (write.kind === 'add') {
+      const fields = checkFields(write.fields, where);
+      if (earlier?.kind === 'add') {
+        // Adds to one item are summed, so callers need not merge counters that happen to share a shard.
+        for (const [name, value] of Object.entries(fields)) earlier.fields[name] = (earlier.fields[name] ?? 0) + value;
+        return;
+      }
+      if (earlier !== undefined) {
+        throw new Error(`${where} targets the same item as write ${earlier.index}`);
+      }
+      const add: PreparedWrite = { kind: 'add', key: write.key, fields, index };
+      seen.set(id, add);
+      prepared.push(add);
+      return;
     }
-    seen.set(id, index);
+    if (earlier !== undefined) {
+      throw new Error(`${where} targets the same item as write ${earlier.index}`);
+    }
     if (!Number.isSafeInteger(write.expectVersion) || write.expectVersion < 0) {
       throw new Error(`${where} expects version ${write.expectVersion}, which is not a non-negative integer`);
     }
-    if (write.kind !== 'put') {
-      return { kind: write.kind, key: write.key, expectVersion: write.expectVersion };
-    }
-    const data = JSON.stringify(write.data);
-    if (data === undefined) {
-      throw new Error(`${where} has data that is not JSON-serialisable`);
-    }
-    if (write.expiresAt !== undefined && !Number.isFinite(write.expiresAt)) {
-      throw new Error(`${where} expires at ${write.expiresAt}, which is not a finite number of seconds`);
-    }
-    const indexKeys: Partial<Record<IndexName, IndexKey>> = {};
-    for (const name of indexNames) {
-      const indexKey = write.indexes?.[name];
-      if (indexKey !== undefined) {
-        requireKey(indexKey, `${where} index ${name}`);
-        indexKeys[name] = { pk: indexKey.pk, sk: indexKey.sk };
-      }
-    }
-    return {
-      kind: 'put',
-      key: write.key,
-      expectVersion: write.expectVersion,
-      data,
-      expiresAt: write.expiresAt,
-      indexes: indexKeys,
-    };
+    const checked = prepareVersioned(write, where, index);
+    seen.set(id, checked);
+    prepared.push(checked);
   });
+  if (prepared.length > maxTransactionWrites) {
+    throw new Error(`a transaction takes at most ${maxTransactionWrites} writes, got ${prepared.length}`);
+  }
+  return prepared;
+}
+
+function prepareVersioned(write: Exclude<Write, { kind: 'add' }>, where: string, index: number): PreparedWrite {
+  if (write.kind !== 'put') {
+    return { kind: write.kind, key: write.key, expectVersion: write.expectVersion, index };
+  }
+  const data = JSON.stringify(write.data);
+  if (data === undefined) {
+    throw new Error(`${where} has data that is not JSON-serialisable`);
+  }
+  if (write.expiresAt !== undefined && !Number.isFinite(write.expiresAt)) {
+    throw new Error(`${where} expires at ${write.expiresAt}, which is not a finite number of seconds`);
+  }
+  const indexKeys: Partial<Record<IndexName, IndexKey>> = {};
+  for (const name of indexNames) {
+    const indexKey = write.indexes?.[name];
+    if (indexKey !== undefined) {
+      requireKey(indexKey, `${where} index ${name}`);
+      indexKeys[name] = { pk: indexKey.pk, sk: indexKey.sk };
+    }
+  }
+  return {
+    kind: 'put',
+    key: write.key,
+    expectVersion: write.expectVersion,
+    data,
+    expiresAt: write.expiresAt,
+    indexes: indexKeys,
+    index,
+  };
+}
+
+/** An add's fields: at least one, each named and a finite number (a copy, so merging cannot touch the caller's). */
+function checkFields(fields: Readonly<Record<string, number>>, where: string): Record<string, number> {
+  const entries = Object.entries(fields ?? {});
+  if (entries.length === 0) {
+    throw new Error(`${where} adds no fields`);
+  }
+  for (const [name, value] of entries) {
+    if (name === '' || typeof value !== 'number' || !Number.isFinite(value)) {
+      throw new Error(`${where} adds ${JSON.stringify(value)} to field ${JSON.stringify(name)}: needs a name and a finite number`);
+    }
+  }
+  return Object.fromEntries(entries);
 }
 
 /**

@@ -2,12 +2,13 @@
  * Store: versioned items with conditional writes, shaped by DynamoDB's single-table semantics so
  * that the embedded (SQLite) and cloud (DynamoDB) adapters can honour the same contract.
  *
- * An item lives at (pk, sk). Every write names the version it expects: `0` means "must not exist",
- * `n` means "must exist at version n"; a successful put stores version expected + 1. A batch of
- * writes is one transaction: all apply or none does.
+ * An item lives at (pk, sk). Every write but `add` names the version it expects: `0` means "must
+ * not exist", `n` means "must exist at version n"; a successful put stores version expected + 1.
+ * An `add` (counters) checks nothing and bumps the version. A batch of writes is one transaction:
+ * all apply or none does.
  *
  * Two secondary indexes, `byPool` and `byDue`, hold the keys that items choose to project:
- *   byPool  pk = POOL#<pool>      sk = <priority>#<queuedAt>#<taskId>   queued tasks, oldest first
+ *   byPool  pk = POOL#<pool>      sk = <9 - priority>#<queuedAt>#<taskId>   queued tasks, highest priority then oldest first
  *   byDue   pk = DUE#<kind>       sk = <epoch ms, 15 digits>#<id>       leases and deadlines to re-drive
  * plus `byOwner` for listing jobs newest first. An item without an index key is absent from that index.
  */
@@ -42,7 +43,19 @@ export type Write =
       expectVersion: number;
     }
   | { kind: 'delete'; key: ItemKey; expectVersion: number }
-  | { kind: 'check'; key: ItemKey; expectVersion: number };
+  | { kind: 'check'; key: ItemKey; expectVersion: number }
+  | {
+      /**
+       * Adds each field to the item's numeric data field of that name (absent: 0), creating the
+       * item with `data` = the fields when it is absent, and bumps its version by one. It checks no
+       * condition, so counters kept this way never make a transaction fail or retry. Several adds
+       * to one item in one transaction are summed into one. An item is either counters (written by
+       * adds only, never expiring, no index keys) or written by puts: a put replaces counters.
+       */
+      kind: 'add';
+      key: ItemKey;
+      fields: Readonly<Record<string, number>>;
+    };
 
 export interface QueryOptions {
   /** Query an index instead of the table. */
@@ -71,7 +84,7 @@ export interface Store {
   query<T = unknown>(options: QueryOptions): Promise<QueryPage<T>>;
   /**
    * Applies every write or none. Throws {@link ConditionFailedError} naming the writes whose
-   * expected version did not hold.
+   * expected version did not hold (indexes into `writes` as given).
    */
   transact(writes: readonly Write[]): Promise<void>;
   close(): Promise<void>;

@@ -295,7 +295,7 @@ export function storeContract(
           const model = new Map<string, { version: number; data: number; byPool?: IndexKey }>();
 
           for (const transaction of transactions) {
-            const writes = transaction.map((w): Write => {
+            const writes = transaction.map((w): Exclude<Write, { kind: 'add' }> => {
               const expectVersion = w.expect === 'current' ? (model.get(w.id)?.version ?? 0) : w.expect;
               if (w.kind !== 'put') {
                 return { kind: w.kind, key: itemKey(w.id), expectVersion };

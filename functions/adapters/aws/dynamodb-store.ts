@@ -10,6 +10,7 @@
  * | `pk`, `sk`             | S    | the table's partition and sort key: the port's `ItemKey`        |
  * | `version`              | N    | the item's version, 1 on creation, +1 on each put               |
  * | `data`                 | S    | the item's data as JSON text, so any JSON value round-trips     |
+ * | `+<field>`             | N    | a counter kept by `add` (UpdateItem `ADD`), read as `data.<field>` |
  * | `expiresAt`            | N    | epoch seconds; the table's TTL attribute; absent: never expires |
  * | `byPoolPk`, `byPoolSk` | S    | the item's key in the `byPool` index, when it has one          |
  * | `byDuePk`, `byDueSk`   | S    | the item's key in the `byDue` index, when it has one           |
@@ -43,6 +44,10 @@
  *   writes as ConditionCheck actions. Conditions:
  *   - expect version 0: `attribute_not_exists(pk) OR expiresAt <= :now`
  *   - expect version n: `version = :n AND (attribute_not_exists(expiresAt) OR expiresAt > :now)`
+ * - **add** (counters): an UpdateItem, or an `Update` action in the transaction, of
+ *   `ADD version :1, +<field> :n, ...` with no condition. ADD works on top-level attributes only,
+ *   so each counter is its own attribute; reads fold them into `data`.
+ *   Counter items carry no expiry and no index keys.
  *
  * ## Expiry
  *
@@ -78,6 +83,7 @@ import {
   TransactionConflictException,
   type TransactWriteItem,
   TransactWriteItemsCommand,
+  UpdateItemCommand,
   UpdateTimeToLiveCommand,
   waitUntilTableExists,
 } from '@aws-sdk/client-dynamodb';
@@ -114,6 +120,9 @@ export const indexKeyAttributes: Readonly<Record<IndexName, { readonly pk: strin
   byDue: { pk: 'byDuePk', sk: 'byDueSk' },
   byOwner: { pk: 'byOwnerPk', sk: 'byOwnerSk' },
 };
+
+/** Counters written by `add` are top-level number attributes named with this prefix and the field. */
+export const counterPrefix = '+';
 
 /** DynamoDB reads per query page before a page made short by expired items is returned as it is. */
 const maxReadsPerPage = 4;
@@ -284,6 +293,10 @@ export class DynamoDbStore implements Store {
   async close(): Promise<void> {}
 
   async #writeOne(write: PreparedWrite): Promise<void> {
+    if (write.kind === 'add') {
+      await this.#client.send(new UpdateItemCommand({ TableName: this.#table, ...addUpdate(write) }));
+      return;
+    }
     if (write.kind === 'check') {
       // A lone check writes nothing: a consistent read of the version is as good as a condition.
       const item = await this.get(write.key);
@@ -327,13 +340,16 @@ export class DynamoDbStore implements Store {
       );
     } catch (error) {
       if (error instanceof TransactionCanceledException) {
-        throw cancellationError(error);
+        throw cancellationError(error, writes);
       }
       throw error;
     }
   }
 
   #transactItem(write: PreparedWrite, now: number): TransactWriteItem {
+    if (write.kind === 'add') {
+      return { Update: { TableName: this.#table, ...addUpdate(write) } };
+    }
     const condition = versionCondition(write.expectVersion, now);
     switch (write.kind) {
       case 'put':
@@ -381,9 +397,9 @@ function isConflict(error: unknown): boolean {
  * conditions may not all have been judged, so the whole transaction is worth another attempt.
  * Anything else (a validation error, an item too large) is a bug to surface as it is.
  */
-function cancellationError(error: TransactionCanceledException): Error {
+function cancellationError(error: TransactionCanceledException, writes: readonly PreparedWrite[]): Error {
   const reasons = (error.CancellationReasons ?? []).map((reason) => reason.Code ?? 'None');
-  const failed = reasons.flatMap((code, index) => (code === 'ConditionalCheckFailed' ? [index] : []));
+  const failed = reasons.flatMap((code, i) => (code === 'ConditionalCheckFailed' ? [writes[i]?.index ?? i] : []));
   const others = reasons.filter((code) => code !== 'None' && code !== 'ConditionalCheckFailed');
   if (others.length === 0 && failed.length > 0) {
     return new ConditionFailedError(failed, { cause: error });
@@ -478,7 +494,7 @@ function toItem<T>(raw: Record<string, AttributeValue>): StoredItem<T> {
   const pk = raw[itemAttributes.pk]?.S;
   const sk = raw[itemAttributes.sk]?.S;
   const version = Number(raw[itemAttributes.version]?.N);
-  const data = raw[itemAttributes.data]?.S;
+  const data = dataOf(raw);
   if (pk === undefined || sk === undefined || !Number.isSafeInteger(version) || data === undefined) {
     throw new Error(`item ${JSON.stringify([pk, sk])} lacks the attributes this store writes`);
   }
@@ -490,12 +506,53 @@ function toItem<T>(raw: Record<string, AttributeValue>): StoredItem<T> {
       indexes[name] = { pk: indexPk, sk: indexSk };
     }
   }
-  const item: StoredItem<T> = { pk, sk, version, data: JSON.parse(data) as T, indexes };
+  const item: StoredItem<T> = { pk, sk, version, data: data as T, indexes };
   const expiresAt = raw[itemAttributes.expiresAt]?.N;
   if (expiresAt !== undefined) {
     item.expiresAt = Number(expiresAt);
   }
   return item;
+}
+
+/**
+ * An add as an UpdateItem: `ADD` on the version and on one top-level number attribute per field
+ * (DynamoDB's ADD takes top-level attributes only, so counters cannot live inside `data`), each
+ * named {@link counterPrefix} + the field. ADD treats an absent attribute, or item, as 0.
+ */
+function addUpdate(write: Extract<PreparedWrite, { kind: 'add' }>) {
+  const names: Record<string, string> = { '#version': itemAttributes.version };
+  const values: Record<string, AttributeValue> = { ':one': { N: '1' } };
+  const actions = ['#version :one'];
+  Object.entries(write.fields).forEach(([field, value], i) => {
+    names[`#c${i}`] = `${counterPrefix}${field}`;
+    values[`:c${i}`] = { N: String(value) };
+    actions.push(`#c${i} :c${i}`);
+  });
+  return {
+    Key: tableKey(write.key),
+    UpdateExpression: `ADD ${actions.join(', ')}`,
+    ExpressionAttributeNames: names,
+    ExpressionAttributeValues: values,
+  };
+}
+
+/**
+ * An item's data: its JSON text, with its counters (attributes named {@link counterPrefix} + field)
+ * as number fields beside it; a counters-only item's data is just its counters. Undefined when the
+ * item has neither.
+ */
+function dataOf(raw: Record<string, AttributeValue>): unknown {
+  const text = raw[itemAttributes.data]?.S;
+  let counters: Record<string, number> | undefined;
+  for (const [name, value] of Object.entries(raw)) {
+    if (name.startsWith(counterPrefix) && value.N !== undefined) {
+      counters ??= {};
+      counters[name.slice(counterPrefix.length)] = Number(value.N);
+    }
+  }
+  if (text === undefined) return counters;
+  const data: unknown = JSON.parse(text);
+  return counters === undefined ? data : { ...(data as object), ...counters };
 }
 
 /** A cursor holds a DynamoDB start key: the values of its attributes, which are all strings here. */

@@ -71,12 +71,16 @@ export class SqliteStore implements Store {
          @by_pool_pk, @by_pool_sk, @by_due_pk, @by_due_sk, @by_owner_pk, @by_owner_sk)`,
     );
     const remove = db.prepare<[ItemKey]>('DELETE FROM items WHERE pk = @pk AND sk = @sk');
+    const selectRow = db.prepare<[{ pk: string; sk: string; now: number }], ItemRow>(
+      `SELECT * FROM items WHERE pk = @pk AND sk = @sk AND ${live}`,
+    );
 
     const transaction = db.transaction((writes: readonly PreparedWrite[], now: number) => {
       // Check every condition before writing anything, so the error can name all that failed.
-      const failed = writes.flatMap((write, index) => {
+      const failed = writes.flatMap((write) => {
+        if (write.kind === 'add') return [];
         const version = selectVersion.get({ pk: write.key.pk, sk: write.key.sk, now }) ?? 0;
-        return version === write.expectVersion ? [] : [index];
+        return version === write.expectVersion ? [] : [write.index];
       });
       if (failed.length > 0) {
         throw new ConditionFailedError(failed);
@@ -86,6 +90,8 @@ export class SqliteStore implements Store {
           upsert.run(toRow(write));
         } else if (write.kind === 'delete') {
           remove.run({ pk: write.key.pk, sk: write.key.sk });
+        } else if (write.kind === 'add') {
+          upsert.run(addedRow(selectRow.get({ pk: write.key.pk, sk: write.key.sk, now }), write));
         }
       }
     });
@@ -208,6 +214,29 @@ function toRow(write: Extract<PreparedWrite, { kind: 'put' }>): ItemRow {
     }
   }
   return row;
+}
+
+/**
+ * The row after an add: the fields summed into the live row's data (its index keys kept), or a
+ * new counters row when there is none (an expired row is replaced, as a put would).
+ */
+function addedRow(current: ItemRow | undefined, write: Extract<PreparedWrite, { kind: 'add' }>): ItemRow {
+  if (current === undefined) {
+    return toRow({ ...write, kind: 'put', expectVersion: 0, data: JSON.stringify(write.fields), expiresAt: undefined, indexes: {} });
+  }
+  const data: unknown = JSON.parse(current.data);
+  if (typeof data !== 'object' || data === null || Array.isArray(data)) {
+    throw new Error(`write ${write.index} adds to item ${describeKey(write.key)}, whose data is not an object`);
+  }
+  const sums = data as Record<string, unknown>;
+  for (const [name, value] of Object.entries(write.fields)) {
+    const before = sums[name] ?? 0;
+    if (typeof before !== 'number') {
+      throw new Error(`write ${write.index} adds to field ${JSON.stringify(name)} of ${describeKey(write.key)}, which is not a number`);
+    }
+    sums[name] = before + value;
+  }
+  return { ...current, version: current.version + 1, data: JSON.stringify(sums) };
 }
 
 function toItem<T>(row: ItemRow): StoredItem<T> {

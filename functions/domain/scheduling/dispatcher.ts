@@ -19,6 +19,8 @@ import { poolPk, putTask, type TaskRecord, taskKey } from './task-record.js';
 
 /** Rounds a claim retries when only the node item moved (a heartbeat's touch, a racing poll's claim). */
 const claimRounds = 8;
+/** Pages of one pool's queue a poll round reads at most, past tasks the node cannot run. */
+const maxScanPages = 8;
 /** Rounds a give-back retries when the task or node item moved under it; then the lease runs out instead. */
 const giveBackRounds = 4;
 
@@ -150,15 +152,18 @@ export class Dispatcher {
   private async tryClaim(node: NodeRecord, failed: Set<string>): Promise<{ assignment?: Assignment; fault?: unknown }> {
     let holding: Holding | undefined;
     let fault: unknown;
+    // Whether the node could ever run a task, by requirement shape: tasks of one job share theirs.
+    const fits = new Map<string, boolean>();
+    const couldRun = (req: TaskRequirements) => {
+      const shape = JSON.stringify(req);
+      let fit = fits.get(shape);
+      if (fit === undefined) fits.set(shape, (fit = fitOnNode(req, node.inventory) !== undefined));
+      return fit;
+    };
     for (const pool of node.pools) {
-      const page = await this.store.query<TaskRecord>({
-        index: 'byPool',
-        pk: poolPk(pool),
-        limit: this.settings.scanLimit,
-      });
-      for (const item of page.items) {
+      for await (const item of this.queued(pool)) {
         if (failed.has(item.data.id)) continue;
-        if (fitOnNode(item.data.requirements, node.inventory) === undefined) continue;
+        if (!couldRun(item.data.requirements)) continue;
         // The node's own item is not a candidate's: without it the poll cannot go on (404 when it is gone).
         holding ??= await this.readHolding(node.id);
         try {
@@ -178,6 +183,27 @@ export class Dispatcher {
       }
     }
     return fault === undefined ? {} : { fault };
+  }
+
+  /**
+   * A pool's queue in dispatch order (priority, then age), page by page: past tasks that this
+   * node cannot run, up to {@link maxScanPages} pages of `scanLimit`, so a small task queued behind
+   * a run of big ones (head-of-line) still reaches a small node. The bound keeps a poll's reads
+   * finite however deep the queue of tasks it cannot run.
+   */
+  private async *queued(pool: string): AsyncGenerator<StoredItem<TaskRecord>> {
+    let cursor: string | undefined;
+    for (let page = 0; page < maxScanPages; page++) {
+      const result = await this.store.query<TaskRecord>({
+        index: 'byPool',
+        pk: poolPk(pool),
+        limit: this.settings.scanLimit,
+        ...(cursor === undefined ? {} : { cursor }),
+      });
+      yield* result.items;
+      cursor = result.cursor;
+      if (cursor === undefined) return;
+    }
   }
 
   private async readHolding(nodeId: string): Promise<Holding> {
@@ -241,13 +267,14 @@ export class Dispatcher {
         ...demandOf(task.requirements),
       };
       const node: NodeRecord = { ...holding.node, held: [...holding.held, entry] };
+      const taskWrites = putTask(claimed, item.version);
       try {
-        await this.store.transact([putTask(claimed, item.version), putNode(node, holding.version)]);
+        await this.store.transact([...taskWrites, putNode(node, holding.version)]);
         Object.assign(holding, { node, version: holding.version + 1, held: node.held });
         bound = { claimed, gpuIndices };
       } catch (error) {
         if (!(error instanceof ConditionFailedError)) throw error;
-        if (error.failed.includes(1)) Object.assign(holding, await this.readHolding(holding.node.id));
+        if (error.failed.includes(taskWrites.length)) Object.assign(holding, await this.readHolding(holding.node.id));
         if (error.failed.includes(0)) return undefined; // another node took the task first
       }
     }
@@ -308,7 +335,7 @@ export class Dispatcher {
       let requeued: TaskRecord | undefined;
       if (task !== undefined && owns(task.data)) {
         requeued = recordFailure(task.data, countsAgainstBudget ? 'error' : 'released', message, this.clock.now());
-        writes.push(putTask(requeued, task.version));
+        writes.push(...putTask(requeued, task.version));
       }
       const held = node?.data.held ?? [];
       const kept = held.filter((h) => !(h.taskId === claimed.id && h.attempt === claimed.attempt));

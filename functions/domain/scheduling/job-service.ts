@@ -93,7 +93,7 @@ export class JobService {
     const tasks = Array.from({ length: spec.tasks }, (_, index) =>
       newTaskRecord(id, index, spec.tasks, spec.retries + 1, requirements, spec.timeoutSeconds, deadline, now),
     );
-    const writes: Write[] = [putJob(job, 0), ...tasks.map((t) => putTask(t, 0))];
+    const writes: Write[] = [putJob(job, 0), ...tasks.flatMap((t) => putTask(t, 0))];
     if (idempotency !== undefined && secrets !== undefined) {
       const record: IdempotencyRecord = { jobId: id, requestMac: secrets.requestMac };
       writes.push({
@@ -224,7 +224,7 @@ export class JobService {
       const tasks = loaded.tasks.map((item) => {
         if (isTerminal(item.data.state)) return item.data;
         const cancelled = stop(item.data, now, 'cancelled', 'cancelled', 'the job was cancelled by its owner');
-        writes.push(putTask(cancelled, item.version));
+        writes.push(...putTask(cancelled, item.version));
         return cancelled;
       });
       try {

@@ -86,7 +86,7 @@ export class Reaper {
           const t = current.data;
           if ((t.state !== 'assigned' && t.state !== 'running') || (t.leaseExpiresAt ?? 0) > now) return undefined;
           const next = expireLease(t, now);
-          return { writes: [putTask(next, current.version)], result: next };
+          return { writes: putTask(next, current.version), result: next };
         },
       );
       if (task === undefined) continue;
@@ -132,7 +132,7 @@ export class Reaper {
           'deadline_exceeded',
           `the job deadline passed at ${new Date(job.data.deadline ?? now).toISOString()}`,
         );
-        writes.push(putTask(failed, item.version));
+        writes.push(...putTask(failed, item.version));
       }
       try {
         await this.store.transact(writes);
@@ -183,7 +183,7 @@ export class Reaper {
           if (now - Math.max(task.hintedAt ?? 0, task.queuedAt) <= hintRedriveMs) continue;
           const next: TaskRecord = { ...task, hintedAt: now };
           try {
-            await this.store.transact([putTask(next, item.version)]);
+            await this.store.transact(putTask(next, item.version));
           } catch (error) {
             if (error instanceof ConditionFailedError) continue; // claimed or moved meanwhile
             throw error;
@@ -225,7 +225,7 @@ export class Reaper {
       for (const item of page.items) {
         const { pool: _dead, ...rest } = item.data;
         try {
-          await this.store.transact([putTask({ ...rest, updatedAt: now }, item.version)]);
+          await this.store.transact(putTask({ ...rest, updatedAt: now }, item.version));
           moved++;
         } catch (error) {
           if (!(error instanceof ConditionFailedError)) throw error;

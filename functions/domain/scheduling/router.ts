@@ -54,7 +54,7 @@ export class Router {
 
   private async write(item: StoredItem<TaskRecord>, next: TaskRecord, pool: string | undefined): Promise<boolean> {
     try {
-      await this.store.transact([putTask(next, item.version)]);
+      await this.store.transact(putTask(next, item.version));
     } catch (error) {
       if (error instanceof ConditionFailedError) return false; // someone else moved the task first
       throw error;

@@ -3,6 +3,7 @@ import { taskIdOf, terminalTaskStates } from '../../../protocol/index.js';
 import type { IndexKey, IndexName, ItemKey, Write } from '../../ports/store.js';
 import { isoTime, sortableTime } from '../records.js';
 import type { TaskRequirements } from '../resource/fit.js';
+import { poolDelta } from '../resource/pool-summary.js';
 import { jobPk } from './job-record.js';
 
 /**
@@ -46,6 +47,11 @@ export interface TaskRecord {
   /** When the reaper last re-published this queued task's work hint (see `hintRedriveMs`). */
   hintedAt?: number;
   updatedAt: number;
+  /**
+   * The pool whose summary counts this task as queued (see pool-summary.ts); written only by
+   * {@link putTask}, which moves the count when the task leaves the queue or changes pool.
+   */
+  countedIn?: string;
 }
 
 export const unroutedPool = 'unrouted';
@@ -74,14 +80,32 @@ export function taskIndexes(task: TaskRecord): Partial<Record<IndexName, IndexKe
   }
 }
 
-export function putTask(task: TaskRecord, expectVersion: number): Write {
-  return {
-    kind: 'put',
-    key: taskKey(task.jobId, task.index),
-    data: task,
-    indexes: taskIndexes(task),
-    expectVersion,
-  };
+/** The pool whose summary should count the task as queued: its pool while it is queued and routed. */
+export function countingPool(task: TaskRecord): string | undefined {
+  return task.state === 'queued' ? task.pool : undefined;
+}
+
+/**
+ * The writes that store `task`: its put, plus the `add`s that keep the pool summaries' `queued`
+ * counters true. `countedIn` says which pool counts the task now; when another pool (or none)
+ * should, the old one gets -1, the new one +1, and the stored record names the new one. The
+ * deltas go to the shard of the task's job, so the tasks of one job that a transaction moves
+ * together share one counter write per pool. It sets `task.countedIn` to the pool now counting it.
+ */
+export function putTask(task: TaskRecord, expectVersion: number): Write[] {
+  const target = countingPool(task);
+  const writes: Write[] = [
+    { kind: 'put', key: taskKey(task.jobId, task.index), data: task, indexes: taskIndexes(task), expectVersion },
+  ];
+  if (target !== task.countedIn) {
+    if (task.countedIn !== undefined) writes.push(poolDelta(task.countedIn, task.jobId, { queued: -1 }));
+    if (target !== undefined) writes.push(poolDelta(target, task.jobId, { queued: 1 }));
+    // Set on the record itself, so a caller that keeps it holds what was stored and a later
+    // putTask from it does not count the task twice.
+    if (target === undefined) delete task.countedIn;
+    else task.countedIn = target;
+  }
+  return writes;
 }
 
 export function newTaskRecord(

@@ -138,7 +138,7 @@ export class TaskReports {
       if (current === undefined) throw new NotFoundError('task_not_found', `no task ${taskId}`);
       assertLease(current.data, nodeId, attempt);
       const task = next(current.data, this.clock.now());
-      return { writes: [putTask(task, current.version)], result: task };
+      return { writes: putTask(task, current.version), result: task };
     });
     return updated as TaskRecord;
   }

@@ -40,7 +40,7 @@ export class Verifier {
         const check = verifyResult(job.data.spec.verification, task.result);
         const next = check.accepted ? markVerified(task, now) : markRejected(task, check.reason, now);
         return {
-          writes: [putTask(next, current.version)],
+          writes: putTask(next, current.version),
           result: { task: next, outcome: check.accepted ? 'verified' : 'rejected' },
         };
       },
