@@ -14,7 +14,19 @@ import {
  *
  *   GPUAI-SIG-1 \n METHOD \n PATH?QUERY \n DATE_MS \n NONCE \n SHA256_HEX(BODY)
  *
- * so a captured request cannot be replayed (nonce), delayed (date window) or re-aimed (method, path, body).
+ * so a captured request cannot be delayed (date window) or re-aimed (method, path, body), nor
+ * replayed. How a replay is refused depends on the route:
+ *
+ * - **Nonce** (registration, work polls, claims, results, failures, credentials, attestation):
+ *   the server remembers each nonce for twice the skew window and refuses one it has seen.
+ * - **Monotonic date** (heartbeats, progress reports): these are streams, each sent one request at
+ *   a time, and the server takes a request only when its date is strictly later than the last one
+ *   it took from the same stream: a node's heartbeats (per node), an attempt's progress reports (per
+ *   task attempt). It checks that inside the write the request makes anyway, so these frequent
+ *   requests write no nonce item. A client signs with `date = max(now, last + 1)`.
+ *
+ * A single counter per node would not do: heartbeats, claims and the reports of several slots run
+ * concurrently and may arrive out of order; each stream alone is sequential.
  */
 export const signatureHeaders = {
   node: 'x-gpuai-node',
@@ -100,6 +112,45 @@ export function publicKeyObject(publicKeyB64url: string): KeyObject {
   return createPublicKey({ key: Buffer.concat([ED25519_SPKI_PREFIX, raw]), format: 'der', type: 'spki' });
 }
 
+/**
+ * Public key objects by their base64url text, least recently used first out beyond `capacity`.
+ * Building one (createPublicKey from DER) cost more than the Ed25519 verify itself, on every
+ * signed request; node ids derive from their keys, so a node's key text never changes meaning.
+ */
+export class VerifiedKeyCache {
+  private readonly keys = new Map<string, KeyObject>();
+
+  constructor(readonly capacity: number) {}
+
+  get size(): number {
+    return this.keys.size;
+  }
+
+  get(publicKeyB64url: string): KeyObject | undefined {
+    const key = this.keys.get(publicKeyB64url);
+    if (key === undefined) return undefined;
+    // Re-inserted: a Map keeps insertion order, so its first entry is the least recently used.
+    this.keys.delete(publicKeyB64url);
+    this.keys.set(publicKeyB64url, key);
+    return key;
+  }
+
+  remember(publicKeyB64url: string, key: KeyObject): void {
+    this.keys.set(publicKeyB64url, key);
+    if (this.keys.size <= this.capacity) return;
+    const oldest = this.keys.keys().next().value;
+    if (oldest !== undefined) this.keys.delete(oldest);
+  }
+}
+
+/**
+ * The keys {@link verifySignature} has seen verify. A KeyObject takes about 1 KiB of the process's
+ * memory (measured: 1.0-1.2 KiB RSS each), so this holds 64 MiB at most; a control plane process
+ * that verifies more distinct nodes than that in turn rebuilds keys, as it did before the cache.
+ * Only keys whose signature verified are kept, so made-up keys cannot flush it.
+ */
+export const verifiedKeys = new VerifiedKeyCache(65_536);
+
 /** Headers for a signed request from `nodeId`. */
 export function signRequest(
   key: NodeKeyPair,
@@ -117,14 +168,14 @@ export function signRequest(
   };
 }
 
+/** Whether `signatureB64url` is the Ed25519 signature of `message` under the raw public key; never throws. */
 export function verifySignature(publicKeyB64url: string, message: string, signatureB64url: string): boolean {
   try {
-    return verify(
-      null,
-      Buffer.from(message),
-      publicKeyObject(publicKeyB64url),
-      Buffer.from(signatureB64url, 'base64url'),
-    );
+    const cached = verifiedKeys.get(publicKeyB64url);
+    const key = cached ?? publicKeyObject(publicKeyB64url);
+    const valid = verify(null, Buffer.from(message), key, Buffer.from(signatureB64url, 'base64url'));
+    if (valid && cached === undefined) verifiedKeys.remember(publicKeyB64url, key);
+    return valid;
   } catch {
     return false;
   }

@@ -1,0 +1,355 @@
+/**
+ * bench:dispatch — tasks per second and submit-to-running latency through real HTTP on the
+ * embedded control plane, with many simulated signed agents, beside a bare hono route's request
+ * rate measured in the same run on the same server stack.
+ *
+ *   npm run bench:dispatch -- [--quick] [--agents N] [--tasks N] [--rate N] [--profile DIR]
+ *
+ * Phases, one server process (bench/dispatch/server.ts), agents and submitter in this one:
+ * 1. bare: as many concurrent clients as agents GET the bare route for a few seconds (requests/s);
+ * 2. throughput: N single-task jobs are submitted (8 at a time) while the agents drain them
+ *    (tasks/s, every request of the phase per task, the server's CPU per task);
+ * 3. latency: single-task jobs submitted at a steady rate the idle agents keep up with; the time
+ *    from sending the submit to the agent's first progress report being acknowledged (running),
+ *    p50/p99. Agents long-poll, so no poll interval is in it.
+ * Last line: one JSON object (see `summary` below).
+ */
+import { type ChildProcess, fork } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import type { ParentMessage, ServerMessage } from './server.js';
+import { SimAgent, type TaskTimes } from './sim-agent.js';
+import { percentile, round } from './stats.js';
+
+const help = `npm run bench:dispatch -- [options]
+
+The real embedded control plane on real HTTP with many simulated signed agents (the real agent
+client, edge-agent/client.ts): tasks/s, requests per task, submit-to-running p50/p99, beside a bare
+hono route's request rate on the same server stack. Last line: one JSON object.
+
+  --quick             CI-sized run (16 agents, 400 tasks, 3 s latency phase)
+  --agents N          simulated agents, one slot each (default 64)
+  --tasks N           tasks in the throughput phase (default 3000)
+  --rate N            jobs/s in the latency phase (default 20)
+  --latency-seconds N length of the latency phase (default 10)
+  --bare-seconds N    length of the bare-route phase (default 5)
+  --profile DIR       write the server's CPU profile (node --cpu-prof) into DIR
+  --help              this text
+`;
+
+interface Options {
+  agents: number;
+  tasks: number;
+  rate: number;
+  latencySeconds: number;
+  bareSeconds: number;
+  profile: string | undefined;
+  quick: boolean;
+}
+
+function options(): Options {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      help: { type: 'boolean', default: false },
+      agents: { type: 'string' },
+      tasks: { type: 'string' },
+      rate: { type: 'string' },
+      'latency-seconds': { type: 'string' },
+      'bare-seconds': { type: 'string' },
+      profile: { type: 'string' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(help);
+    process.exit(0);
+  }
+  const quick = values.quick;
+  const int = (name: string, raw: string | undefined, fallback: number) => {
+    if (raw === undefined) return fallback;
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer, got ${raw}`);
+    return n;
+  };
+  return {
+    quick,
+    agents: int('agents', values.agents, quick ? 16 : 64),
+    tasks: int('tasks', values.tasks, quick ? 400 : 3000),
+    rate: int('rate', values.rate, 20),
+    latencySeconds: int('latency-seconds', values['latency-seconds'], quick ? 3 : 10),
+    bareSeconds: int('bare-seconds', values['bare-seconds'], quick ? 2 : 5),
+    profile: values.profile,
+  };
+}
+
+/** The server child, over IPC. */
+class Server {
+  private waiters: ((message: ServerMessage) => void)[] = [];
+  private constructor(private readonly child: ChildProcess) {
+    child.on('message', (message: ServerMessage) => {
+      for (const waiter of this.waiters.splice(0)) waiter(message);
+    });
+  }
+
+  static async start(
+    profileDir: string | undefined,
+  ): Promise<{ server: Server; ready: ServerMessage & { ready: true } }> {
+    const execArgv = [
+      '--import',
+      'tsx',
+      ...(profileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${profileDir}`]),
+    ];
+    const child = fork(fileURLToPath(new URL('./server.ts', import.meta.url)), [], { execArgv, stdio: 'inherit' });
+    const server = new Server(child);
+    const exited = new Promise<never>((_, reject) =>
+      child.once('exit', (code) => reject(new Error(`the bench server exited with ${code}`))),
+    );
+    const ready = await Promise.race([server.next((m): m is ServerMessage & { ready: true } => 'ready' in m), exited]);
+    return { server, ready };
+  }
+
+  private next<T extends ServerMessage>(match: (m: ServerMessage) => m is T): Promise<T> {
+    return new Promise((resolve) => {
+      const wait = (message: ServerMessage) => {
+        if (match(message)) resolve(message);
+        else this.waiters.push(wait);
+      };
+      this.waiters.push(wait);
+    });
+  }
+
+  private send(message: ParentMessage): void {
+    this.child.send(message);
+  }
+
+  /** The server process's CPU time so far, ms. */
+  async cpuMs(): Promise<number> {
+    const reply = this.next((m): m is ServerMessage & { cpu: { user: number; system: number } } => 'cpu' in m);
+    this.send({ cmd: 'cpu' });
+    const { cpu } = await reply;
+    return (cpu.user + cpu.system) / 1000;
+  }
+
+  async stop(): Promise<void> {
+    const exited = new Promise((resolve) => this.child.once('exit', resolve));
+    this.send({ cmd: 'stop' });
+    await exited;
+  }
+}
+
+/** Counts every request this process sends, by what it is (the agents' client uses global fetch). */
+class RequestCounter {
+  readonly byKind = new Map<string, number>();
+  total = 0;
+  emptyPolls = 0;
+
+  install(): void {
+    const original = globalThis.fetch;
+    globalThis.fetch = async (input, init) => {
+      const url = new URL(input instanceof Request ? input.url : String(input));
+      const kind = requestKind(init?.method ?? 'GET', url.pathname);
+      this.total++;
+      this.byKind.set(kind, (this.byKind.get(kind) ?? 0) + 1);
+      const response = await original(input, init);
+      if (kind === 'poll' && response.status === 204) this.emptyPolls++;
+      return response;
+    };
+  }
+
+  snapshot(): { total: number; byKind: Record<string, number>; emptyPolls: number } {
+    return { total: this.total, byKind: Object.fromEntries(this.byKind), emptyPolls: this.emptyPolls };
+  }
+}
+
+function requestKind(method: string, path: string): string {
+  if (path === '/bare') return 'bare';
+  if (method === 'POST' && path === '/v1/jobs') return 'submit';
+  if (method === 'POST' && path === '/v1/nodes') return 'register';
+  const last = path.split('/').at(-1) ?? '';
+  if (last === 'work') return 'poll';
+  if (['heartbeat', 'progress', 'result', 'fail'].includes(last)) return last;
+  return 'other';
+}
+
+const minus = (a: Record<string, number>, b: Record<string, number>) =>
+  Object.fromEntries(Object.entries(a).flatMap(([k, v]) => (v === (b[k] ?? 0) ? [] : [[k, v - (b[k] ?? 0)]])));
+
+async function submitJob(url: string, adminKey: string): Promise<string> {
+  const response = await fetch(`${url}/v1/jobs`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${adminKey}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ command: ['true'] }),
+  });
+  const text = await response.text();
+  if (response.status !== 201 && response.status !== 200) throw new Error(`submit: ${response.status} ${text}`);
+  const job = JSON.parse(text) as { tasks: { id: string }[] };
+  const id = job.tasks[0]?.id;
+  if (id === undefined) throw new Error('submit: the job has no task');
+  return id;
+}
+
+async function bareRate(bareUrl: string, clients: number, seconds: number): Promise<number> {
+  const until = performance.now() + seconds * 1000;
+  let done = 0;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: clients }, async () => {
+      while (performance.now() < until) {
+        const response = await fetch(bareUrl);
+        await response.text();
+        done++;
+      }
+    }),
+  );
+  return done / ((performance.now() - started) / 1000);
+}
+
+const log = (line: string) => process.stderr.write(`${line}\n`);
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function main(): Promise<void> {
+  const o = options();
+  const counter = new RequestCounter();
+  counter.install();
+  const { server, ready } = await Server.start(o.profile);
+  const done = new Map<string, TaskTimes>();
+  let onDone: (() => void) | undefined;
+  const agents = Array.from(
+    { length: o.agents },
+    () =>
+      new SimAgent(ready.url, 20, (taskId, times) => {
+        done.set(taskId, times);
+        onDone?.();
+      }),
+  );
+  try {
+    for (let i = 0; i < agents.length; i += 16) await Promise.all(agents.slice(i, i + 16).map((a) => a.register()));
+    log(`${agents.length} agents registered`);
+
+    // 1. The bare route, before the agents poll, so nothing else runs on the server; after a
+    // warm-up (connections opened, code compiled), as the throughput phase gets too.
+    await bareRate(ready.bareUrl, o.agents, 0.5);
+    const bareCpuBefore = await server.cpuMs();
+    const bareBefore = counter.snapshot();
+    const bareRouteRps = await bareRate(ready.bareUrl, o.agents, o.bareSeconds);
+    const bareCpuUsPerRequest =
+      (((await server.cpuMs()) - bareCpuBefore) * 1000) / (counter.snapshot().total - bareBefore.total);
+    log(
+      `bare route: ${round(bareRouteRps)} requests/s with ${o.agents} clients, server CPU ${round(bareCpuUsPerRequest)} µs/request`,
+    );
+
+    for (const agent of agents) agent.start();
+    // Warm-up: one task per agent, so the measured phase starts with compiled code and open connections.
+    await Promise.all(Array.from({ length: o.agents }, () => submitJob(ready.url, ready.adminKey)));
+    while (done.size < o.agents) await sleep(20);
+    done.clear();
+
+    // 2. Throughput.
+    const before = counter.snapshot();
+    const cpuBefore = await server.cpuMs();
+    const t0 = performance.now();
+    const submitted: string[] = [];
+    let next = 0;
+    const allDone = new Promise<void>((resolve) => {
+      onDone = () => {
+        if (done.size >= o.tasks) resolve();
+      };
+    });
+    await Promise.all(
+      Array.from({ length: 8 }, async () => {
+        while (next < o.tasks) {
+          next++;
+          submitted.push(await submitJob(ready.url, ready.adminKey));
+        }
+      }),
+    );
+    const submitSeconds = (performance.now() - t0) / 1000;
+    await allDone;
+    const seconds = (performance.now() - t0) / 1000;
+    const cpuMs = (await server.cpuMs()) - cpuBefore;
+    const after = counter.snapshot();
+    const requests = after.total - before.total;
+    const tasksPerSec = o.tasks / seconds;
+    const requestsPerTask = requests / o.tasks;
+    const byKind = minus(after.byKind, before.byKind);
+    log(
+      `throughput: ${o.tasks} tasks in ${round(seconds)} s = ${round(tasksPerSec)} tasks/s (submitted at ` +
+        `${round(o.tasks / submitSeconds)} jobs/s), ${round(requestsPerTask)} requests/task ${JSON.stringify(byKind)}, ` +
+        `server CPU ${round(cpuMs / o.tasks, 3)} ms/task (${round((cpuMs / 1000 / seconds) * 100)}% of a core)`,
+    );
+
+    // 3. Latency at a steady rate.
+    await sleep(500);
+    done.clear();
+    onDone = undefined;
+    const sentAt = new Map<string, number>();
+    const submits: Promise<void>[] = [];
+    const total = o.rate * o.latencySeconds;
+    const l0 = performance.now();
+    for (let i = 0; i < total; i++) {
+      const due = l0 + (i * 1000) / o.rate;
+      const wait = due - performance.now();
+      if (wait > 0) await sleep(wait);
+      const at = performance.now();
+      submits.push(
+        submitJob(ready.url, ready.adminKey).then((taskId) => {
+          sentAt.set(taskId, at);
+        }),
+      );
+    }
+    await Promise.all(submits);
+    const deadline = performance.now() + 30_000;
+    while (done.size < total && performance.now() < deadline) await sleep(20);
+    const running: number[] = [];
+    const assigned: number[] = [];
+    for (const [taskId, at] of sentAt) {
+      const times = done.get(taskId);
+      if (times === undefined) continue;
+      running.push(times.runningAt - at);
+      assigned.push(times.assignedAt - at);
+    }
+    const p50Ms = percentile(running, 50);
+    const p99Ms = percentile(running, 99);
+    log(
+      `latency at ${o.rate} jobs/s: submit-to-running p50 ${round(p50Ms)} ms p99 ${round(p99Ms)} ms ` +
+        `(submit-to-assigned p50 ${round(percentile(assigned, 50))} ms p99 ${round(percentile(assigned, 99))} ms), ` +
+        `${running.length}/${total} ran`,
+    );
+
+    const summary = {
+      tasksPerSec: round(tasksPerSec),
+      requestsPerTask: round(requestsPerTask, 2),
+      bareRouteRps: round(bareRouteRps),
+      fractionOfHttpLimit: round((tasksPerSec * requestsPerTask) / bareRouteRps, 3),
+      p50Ms: round(p50Ms, 2),
+      p99Ms: round(p99Ms, 2),
+      agents: o.agents,
+      tasks: o.tasks,
+      submitJobsPerSec: round(o.tasks / submitSeconds),
+      requestsByKind: byKind,
+      serverCpuMsPerTask: round(cpuMs / o.tasks, 3),
+      bareCpuUsPerRequest: round(bareCpuUsPerRequest),
+      // The same fraction by the server's CPU time instead of wall time: steadier on a shared machine.
+      cpuFractionOfHttpLimit: round((bareCpuUsPerRequest * requestsPerTask) / ((cpuMs * 1000) / o.tasks), 3),
+      submitToAssignedP50Ms: round(percentile(assigned, 50), 2),
+      submitToAssignedP99Ms: round(percentile(assigned, 99), 2),
+      latencyRate: o.rate,
+      latencyTasksRan: running.length,
+      quick: o.quick,
+    };
+    await Promise.all(agents.map((a) => a.stop()));
+    await server.stop();
+    process.stdout.write(`${JSON.stringify(summary)}\n`);
+  } catch (error) {
+    await server.stop().catch(() => undefined);
+    throw error;
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (error: unknown) => {
+    console.error(error);
+    process.exit(1);
+  },
+);
