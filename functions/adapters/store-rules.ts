@@ -130,7 +130,9 @@ function checkFields(fields: Readonly<Record<string, number>>, where: string): R
   }
   for (const [name, value] of entries) {
     if (name === '' || typeof value !== 'number' || !Number.isFinite(value)) {
-      throw new Error(`${where} adds ${JSON.stringify(value)} to field ${JSON.stringify(name)}: needs a name and a finite number`);
+      throw new Error(
+        `${where} adds ${JSON.stringify(value)} to field ${JSON.stringify(name)}: needs a name and a finite number`,
+      );
     }
   }
   return Object.fromEntries(entries);

@@ -222,7 +222,14 @@ function toRow(write: Extract<PreparedWrite, { kind: 'put' }>): ItemRow {
  */
 function addedRow(current: ItemRow | undefined, write: Extract<PreparedWrite, { kind: 'add' }>): ItemRow {
   if (current === undefined) {
-    return toRow({ ...write, kind: 'put', expectVersion: 0, data: JSON.stringify(write.fields), expiresAt: undefined, indexes: {} });
+    return toRow({
+      ...write,
+      kind: 'put',
+      expectVersion: 0,
+      data: JSON.stringify(write.fields),
+      expiresAt: undefined,
+      indexes: {},
+    });
   }
   const data: unknown = JSON.parse(current.data);
   if (typeof data !== 'object' || data === null || Array.isArray(data)) {
@@ -232,7 +239,9 @@ function addedRow(current: ItemRow | undefined, write: Extract<PreparedWrite, { 
   for (const [name, value] of Object.entries(write.fields)) {
     const before = sums[name] ?? 0;
     if (typeof before !== 'number') {
-      throw new Error(`write ${write.index} adds to field ${JSON.stringify(name)} of ${describeKey(write.key)}, which is not a number`);
+      throw new Error(
+        `write ${write.index} adds to field ${JSON.stringify(name)} of ${describeKey(write.key)}, which is not a number`,
+      );
     }
     sums[name] = before + value;
   }
