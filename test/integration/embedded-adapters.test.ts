@@ -455,7 +455,7 @@ describe('MemorySignal', () => {
   });
 
   /** Whether `promise` has settled, without waiting for it. */
-  async function settled(promise: Promise<void>): Promise<boolean> {
+  async function settled(promise: Promise<unknown>): Promise<boolean> {
     let done = false;
     void promise.then(() => {
       done = true;
@@ -490,6 +490,34 @@ describe('MemorySignal', () => {
     signal.notify('a');
     expect(await settled(next)).toBe(true);
     expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it('wakes one waiter per notification, the longest waiting first, not every waiter of the topic', async () => {
+    const first = signal.wait(['a'], 60_000);
+    const second = signal.wait(['a'], 60_000);
+    signal.notify('a', 'task-1');
+    expect(await first).toEqual({ topic: 'a', payload: 'task-1' });
+    expect(await settled(second)).toBe(false);
+    signal.notify('a');
+    expect(await settled(second)).toBe(true);
+    expect(signal.missed('a')).toBe(0);
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it('wakes only a waiter that accepts the payload, and counts a notification that wakes nobody', async () => {
+    const small = signal.wait(['a'], 60_000, undefined, (p) => p === 'small');
+    const any = signal.wait(['a'], 60_000, undefined, () => true);
+    signal.notify('a', 'big');
+    expect(await settled(small)).toBe(false);
+    expect(await any).toEqual({ topic: 'a', payload: 'big' });
+    signal.notify('a', 'big');
+    expect(signal.missed('a')).toBe(1);
+    expect(await settled(small)).toBe(false);
+    signal.notify('b');
+    expect(signal.missed('b')).toBe(1);
+    signal.notify('a', 'small');
+    expect(await settled(small)).toBe(true);
+    expect(signal.missed('a')).toBe(1);
   });
 
   it('ends a wait on abort and removes its abort listener', async () => {

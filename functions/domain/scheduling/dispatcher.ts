@@ -2,7 +2,7 @@ import { type Assignment, parseTaskId } from '../../../protocol/index.js';
 import type { Clock } from '../../ports/clock.js';
 import { type Keys, KeyUnwrapError } from '../../ports/keys.js';
 import type { Queue } from '../../ports/queue.js';
-import type { Signal } from '../../ports/signal.js';
+import type { Signal, SignalWake } from '../../ports/signal.js';
 import { ConditionFailedError, type Store, type StoredItem, type Write } from '../../ports/store.js';
 import { ConflictError, NotFoundError } from '../errors.js';
 import { isoTime } from '../records.js';
@@ -16,6 +16,7 @@ import { requestScheduling } from './messages.js';
 import { markSeen } from './node-seen.js';
 import { claim, type LeaseSettings, recordFailure } from './task-machine.js';
 import { poolPk, putTask, type TaskRecord, taskKey } from './task-record.js';
+import { acceptsWork, passedOn } from './work-signal.js';
 
 /** Rounds a claim retries when only the node item moved (a heartbeat's touch, a racing poll's claim). */
 const claimRounds = 8;
@@ -84,21 +85,45 @@ export class Dispatcher {
     const until = this.clock.now() + waitSeconds * 1000;
     // Each failure costs its task a release or an attempt: this poll does not try that task again.
     const failed = new Set<string>();
+    const accepts = acceptsWork(node, () => this.clock.now());
+    let wake: SignalWake | undefined;
+    let read = true;
+    let missed: (number | undefined)[] = [];
+    let busy = false;
     for (;;) {
-      const { assignment, fault } = await this.tryClaim(node, failed);
-      if (assignment !== undefined) return assignment;
-      if (fault !== undefined) {
-        throw fault instanceof DispatchUnavailableError
-          ? fault
-          : new DispatchUnavailableError(`no task could be handed to node ${nodeId}: ${describe(fault)}`, {
-              cause: fault,
-            });
+      if (read) {
+        // Taken before the read: a notification that woke nobody while it ran shows as a change.
+        missed = node.pools.map((pool) => this.signal.missed(pool));
+        const round = await this.tryClaim(node, failed);
+        busy = round.busy;
+        // A wake this poll did not use (it got another task, or none) goes on to another waiter.
+        if (wake !== undefined && round.assignment?.taskId !== taskOf(wake.payload)) this.passOn(wake);
+        if (round.assignment !== undefined) return round.assignment;
+        if (round.fault !== undefined) {
+          throw round.fault instanceof DispatchUnavailableError
+            ? round.fault
+            : new DispatchUnavailableError(`no task could be handed to node ${nodeId}: ${describe(round.fault)}`, {
+                cause: round.fault,
+              });
+        }
       }
       const left = until - this.clock.now();
       if (left <= 0 || abort?.aborted) return undefined;
-      await this.signal.wait(node.pools, Math.min(left, this.settings.recheckMs), abort);
+      wake = await this.signal.wait(node.pools, Math.min(left, this.settings.recheckMs), abort, accepts);
       if (abort?.aborted) return undefined;
+      // Woken for a task, or work may have come that woke nobody, or the node was full: read again.
+      // Otherwise nothing changed since the last read (the storm of idle polls re-reading every second).
+      read =
+        wake !== undefined ||
+        busy ||
+        node.pools.some((pool, i) => missed[i] !== this.signal.missed(pool) || missed[i] === undefined);
     }
+  }
+
+  /** Hands a wake that a poll did not use to another waiting poll (see {@link maxSignalPasses}). */
+  private passOn(wake: SignalWake): void {
+    const next = passedOn(wake.payload);
+    if (next !== undefined) this.signal.notify(wake.topic, next);
   }
 
   /**
@@ -149,15 +174,21 @@ export class Dispatcher {
    * and skipped; the first fault comes back with the round's outcome. Only the pool query and the
    * node's own item fail the round: without them there is nothing to try.
    */
-  private async tryClaim(node: NodeRecord, failed: Set<string>): Promise<{ assignment?: Assignment; fault?: unknown }> {
+  private async tryClaim(
+    node: NodeRecord,
+    failed: Set<string>,
+  ): Promise<{ assignment?: Assignment; fault?: unknown; busy: boolean }> {
     let holding: Holding | undefined;
     let fault: unknown;
+    let busy = false;
     // Whether the node could ever run a task, by requirement shape: tasks of one job share theirs.
     const fits = new Map<string, boolean>();
     const couldRun = (req: TaskRequirements) => {
       const shape = JSON.stringify(req);
-      let fit = fits.get(shape);
-      if (fit === undefined) fits.set(shape, (fit = fitOnNode(req, node.inventory) !== undefined));
+      const known = fits.get(shape);
+      if (known !== undefined) return known;
+      const fit = fitOnNode(req, node.inventory) !== undefined;
+      fits.set(shape, fit);
       return fit;
     };
     for (const pool of node.pools) {
@@ -168,8 +199,9 @@ export class Dispatcher {
         holding ??= await this.readHolding(node.id);
         try {
           const outcome = await this.tryClaimTask(holding, item);
-          if (typeof outcome === 'object') return { assignment: outcome };
+          if (typeof outcome === 'object') return { assignment: outcome, busy };
           if (outcome === 'given_back') failed.add(item.data.id);
+          if (outcome === 'busy') busy = true;
         } catch (error) {
           failed.add(item.data.id);
           fault ??= error;
@@ -182,7 +214,7 @@ export class Dispatcher {
         }
       }
     }
-    return fault === undefined ? {} : { fault };
+    return fault === undefined ? { busy } : { fault, busy };
   }
 
   /**
@@ -372,6 +404,9 @@ export class Dispatcher {
     }
   }
 }
+
+const taskOf = (payload: unknown): string | undefined =>
+  typeof payload === 'object' && payload !== null && 'taskId' in payload ? String(payload.taskId) : undefined;
 
 const describe = (error: unknown): string =>
   error instanceof Error ? `${error.name}: ${error.message}` : String(error);

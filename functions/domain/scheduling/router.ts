@@ -8,6 +8,7 @@ import type { NodeRecord } from '../resource/node-record.js';
 import type { NodeRegistry } from '../resource/node-registry.js';
 import { acceleratorClass, cpuClass, poolId } from '../resource/pools.js';
 import { poolPk, putTask, type TaskRecord, unroutedPool } from './task-record.js';
+import { workSignal } from './work-signal.js';
 
 /** How long a snapshot of live nodes is reused while routing a burst of tasks. */
 const capacityTtlMs = 1000;
@@ -60,7 +61,8 @@ export class Router {
       throw error;
     }
     if (pool !== undefined) {
-      this.signal.notify(pool);
+      // One waiting poll of a node that can run it is woken, not every poll of the pool.
+      this.signal.notify(pool, workSignal(next.id, next.requirements));
       await this.hint(next);
       return true;
     }
