@@ -1,0 +1,348 @@
+import type { GpuDevice, NodeInventory } from '../../../../protocol/index.js';
+import { demandOf, fitOnNode, gpuMatches, type HeldTask, type TaskRequirements } from '../../resource/fit.js';
+import { acceleratorClass, cpuClass, poolId } from '../../resource/pools.js';
+import type { AttestationRecord } from '../../security/attestation/record.js';
+import { neutralPerformance, type PerformanceView } from '../performance.js';
+import { type HeapSlot, SlotHeap } from './slot-heap.js';
+
+/** What the index is told about a node: its inventory and what placement weighs beside it. */
+export interface FleetNode {
+  id: string;
+  inventory: NodeInventory;
+  /** What the node last proved; placement checks it with `attestationFits` at decision time. */
+  attestation?: AttestationRecord | undefined;
+  /** The incentive layer's trust score, 0..1; absent counts as 0 (a task's `minTrust` then refuses it). */
+  trust?: number;
+  /** How long before the node could start a task given now (until its next poll, say); default 0. */
+  waitMs?: number;
+  /** Tasks it already holds (from its record's `held`). */
+  held?: readonly HeldTask[];
+}
+
+/**
+ * A node as the index keeps it. The free counts are what `held` leaves; `base` and `factor` are
+ * the node's part of the score (`base + runtime x factor`), cached from the performance view
+ * when the node is added or refreshed, so that a decision reads no estimate per node.
+ */
+export interface FleetEntry {
+  readonly id: string;
+  readonly region: string;
+  /** The class of its first device (`cpu` without devices): the class its run time is predicted for. */
+  readonly acceleratorClass: string;
+  readonly pool: string;
+  inventory: NodeInventory;
+  attestation: AttestationRecord | undefined;
+  trust: number;
+  waitMs: number;
+  held: HeldTask[];
+  totalGpus: number;
+  freeGpus: number;
+  freeCores: number;
+  freeMemoryMiB: number;
+  /** Bit 1: a container runtime; bit 2: the process runtime. */
+  runtimes: number;
+  /** waitMs + latency. */
+  base: number;
+  /** slowdown / reliability: what one ms of predicted run time costs on this node. */
+  factor: number;
+  /** @internal */ classId: number;
+  /** @internal */ tier: number;
+  /** @internal */ slots: HeapSlot<FleetEntry>[];
+  /** @internal */ groups: DeviceGroup[];
+  /** @internal */ denseAt: number;
+}
+
+/**
+ * Nodes of one region whose devices are alike (same vendor, model, memory, compute capability),
+ * so that a GPU requirement either matches every device of the group or none: whether a task may
+ * look at a group at all is decided once per requirement, never per node. Inside, nodes sit in
+ * buckets by how many GPUs they have free (tiers 0, 1, 2-3, 4-7, 8+), each bucket a heap ordered
+ * by `factor`.
+ * @internal
+ */
+export interface DeviceGroup {
+  readonly region: string;
+  /** A device of the group; undefined for the group of nodes without GPUs. */
+  readonly device: GpuDevice | undefined;
+  readonly buckets: Bucket[];
+  /** The classes of the group's nodes (their first device's class): usually exactly one. */
+  classIds: number[];
+}
+
+/** @internal */
+export interface Bucket {
+  readonly heap: SlotHeap<FleetEntry>;
+  /** A lower bound of its nodes' `base`: the least ever added since the bucket was last empty. */
+  baseFloor: number;
+}
+
+export const tierCount = 5;
+
+/** The bucket tier of a free-GPU count: 0, 1, 2-3, 4-7, 8+. */
+export function tierOf(freeGpus: number): number {
+  if (freeGpus <= 0) return 0;
+  if (freeGpus === 1) return 1;
+  if (freeGpus < 4) return 2;
+  if (freeGpus < 8) return 3;
+  return 4;
+}
+
+const containerBit = 1;
+const processBit = 2;
+
+/** The runtime bit a task needs (see `fitOnNode`: a container needs any runtime but `process`). */
+export const runtimeBitOf = (req: TaskRequirements): number => (req.needsContainer ? containerBit : processBit);
+
+/**
+ * The fleet as placement sees it: every node with its free capacity, in buckets that let a
+ * decision look at a few nodes instead of all of them. add, update, remove, reserve, release and
+ * refreshPerformance cost O(log n) (a heap move per device group the node belongs to, usually
+ * one); nothing here scans the fleet.
+ *
+ * The index is a cache of the store's truth, kept by its owner (a dispatcher, the simulator): it
+ * answers "where would this task go", and the store's conditional claim still decides.
+ */
+export class FleetIndex {
+  /** Every node, densely, for the full-scan baseline and for iteration. */
+  readonly entries: FleetEntry[] = [];
+  private readonly byId = new Map<string, FleetEntry>();
+  private readonly groups = new Map<string, DeviceGroup>();
+  private readonly groupList: DeviceGroup[] = [];
+  private readonly classIds = new Map<string, number>();
+  readonly classNames: string[] = [];
+  private eligibleCache = new Map<string, DeviceGroup[]>();
+  private eligibleByReq = new WeakMap<TaskRequirements, { generation: number; groups: DeviceGroup[] }>();
+  private generation = 0;
+
+  constructor(readonly perf: PerformanceView = neutralPerformance) {}
+
+  get size(): number {
+    return this.entries.length;
+  }
+
+  get(id: string): FleetEntry | undefined {
+    return this.byId.get(id);
+  }
+
+  /** Adds the node, or replaces it (keeping nothing of the old entry) when its id is known. */
+  add(node: FleetNode): FleetEntry {
+    if (this.byId.has(node.id)) this.remove(node.id);
+    const inventory = node.inventory;
+    const first = inventory.gpus[0];
+    const cls = first === undefined ? cpuClass : acceleratorClass(first);
+    const entry: FleetEntry = {
+      id: node.id,
+      region: inventory.region,
+      acceleratorClass: cls,
+      pool: poolId(inventory.region, cls),
+      inventory,
+      attestation: node.attestation,
+      trust: node.trust ?? 0,
+      waitMs: node.waitMs ?? 0,
+      held: [...(node.held ?? [])],
+      totalGpus: inventory.gpus.length,
+      freeGpus: 0,
+      freeCores: 0,
+      freeMemoryMiB: 0,
+      runtimes:
+        (inventory.runtimes.some((r) => r !== 'process') ? containerBit : 0) |
+        (inventory.runtimes.includes('process') ? processBit : 0),
+      base: 0,
+      factor: 0,
+      classId: this.classIdOf(cls),
+      tier: 0,
+      slots: [],
+      groups: [],
+      denseAt: this.entries.length,
+    };
+    this.recount(entry);
+    this.readPerformance(entry);
+    entry.tier = tierOf(entry.freeGpus);
+    for (const group of this.groupsOf(inventory)) {
+      if (!group.classIds.includes(entry.classId)) group.classIds.push(entry.classId);
+      entry.groups.push(group);
+      entry.slots.push({ entry, pos: -1 });
+    }
+    this.enter(entry);
+    this.entries.push(entry);
+    this.byId.set(entry.id, entry);
+    return entry;
+  }
+
+  /**
+   * A node's record changed (inventory, attestation, trust, wait): re-files it, keeping what it
+   * holds unless the update says otherwise.
+   */
+  update(node: FleetNode): FleetEntry {
+    const old = this.byId.get(node.id);
+    return this.add(old === undefined || node.held !== undefined ? node : { ...node, held: old.held });
+  }
+
+  remove(id: string): boolean {
+    const entry = this.byId.get(id);
+    if (entry === undefined) return false;
+    this.leave(entry);
+    const last = this.entries.pop() as FleetEntry;
+    if (last !== entry) {
+      this.entries[entry.denseAt] = last;
+      last.denseAt = entry.denseAt;
+    }
+    this.byId.delete(id);
+    return true;
+  }
+
+  /**
+   * Holds the task's devices, cores and memory on the node (what a claim writes into the node's
+   * `held`): the GPU indices, from `fitOnNode`, or undefined when the node no longer fits. Holding
+   * a task the node already holds answers its devices again.
+   */
+  reserve(nodeId: string, taskId: string, req: TaskRequirements, attempt = 1): number[] | undefined {
+    const entry = this.byId.get(nodeId);
+    if (entry === undefined) return undefined;
+    const already = entry.held.find((h) => h.taskId === taskId);
+    if (already !== undefined) return already.gpuIndices;
+    const gpuIndices = fitOnNode(req, entry.inventory, entry.held);
+    if (gpuIndices === undefined) return undefined;
+    entry.held.push({ taskId, attempt, gpuIndices, ...demandOf(req) });
+    this.afterHeldChange(entry);
+    return gpuIndices;
+  }
+
+  /** Gives back what the task held on the node; false when it held nothing there. */
+  release(nodeId: string, taskId: string): boolean {
+    const entry = this.byId.get(nodeId);
+    if (entry === undefined) return false;
+    const at = entry.held.findIndex((h) => h.taskId === taskId);
+    if (at < 0) return false;
+    entry.held[at] = entry.held[entry.held.length - 1] as HeldTask;
+    entry.held.pop();
+    this.afterHeldChange(entry);
+    return true;
+  }
+
+  /** Re-reads the node's latency, slowdown and reliability from the view (after an outcome changed them). */
+  refreshPerformance(nodeId: string): void {
+    const entry = this.byId.get(nodeId);
+    if (entry === undefined) return;
+    this.readPerformance(entry);
+    for (let i = 0; i < entry.slots.length; i++) {
+      const group = entry.groups[i] as DeviceGroup;
+      const bucket = group.buckets[entry.tier] as Bucket;
+      bucket.heap.rekey(entry.slots[i] as HeapSlot<FleetEntry>);
+      if (entry.base < bucket.baseFloor) bucket.baseFloor = entry.base;
+    }
+  }
+
+  /** The node's wait changed (it polled, or will poll later): cheaper than a full update. */
+  setWaitMs(nodeId: string, waitMs: number): void {
+    const entry = this.byId.get(nodeId);
+    if (entry === undefined) return;
+    entry.waitMs = waitMs;
+    this.refreshPerformance(nodeId);
+  }
+
+  /** @internal The class id of an accelerator class name (dense, for per-decision arrays). */
+  classIdOf(cls: string): number {
+    let id = this.classIds.get(cls);
+    if (id === undefined) {
+      id = this.classNames.length;
+      this.classIds.set(cls, id);
+      this.classNames.push(cls);
+    }
+    return id;
+  }
+
+  /**
+   * @internal The device groups a task may find a node in: region allowed, and, for a GPU task, a
+   * device that meets its GPU requirement. Cached per requirement until a new group appears.
+   */
+  eligibleGroups(req: TaskRequirements): DeviceGroup[] {
+    const cached = this.eligibleByReq.get(req);
+    if (cached !== undefined && cached.generation === this.generation) return cached.groups;
+    const g = req.gpus;
+    const signature = `${g.count}|${g.vendor ?? ''}|${g.models?.join('\u0000') ?? ''}|${g.minVramMiB ?? ''}|${g.minComputeCapability ?? ''}|${req.regions?.join(',') ?? '*'}`;
+    let groups = this.eligibleCache.get(signature);
+    if (groups === undefined) {
+      groups = this.groupList.filter(
+        (group) =>
+          (req.regions === undefined || req.regions.includes(group.region)) &&
+          (g.count === 0 || (group.device !== undefined && gpuMatches(g, group.device))),
+      );
+      this.eligibleCache.set(signature, groups);
+    }
+    this.eligibleByReq.set(req, { generation: this.generation, groups });
+    return groups;
+  }
+
+  private readPerformance(entry: FleetEntry): void {
+    entry.base = entry.waitMs + this.perf.latencyMs(entry.id);
+    entry.factor = this.perf.slowdown(entry.id) / this.perf.reliability(entry.id);
+  }
+
+  private recount(entry: FleetEntry): void {
+    const used = new Set<number>();
+    let cores = 0;
+    let memory = 0;
+    for (const h of entry.held) {
+      for (const index of h.gpuIndices) used.add(index);
+      cores += h.cpuCores;
+      memory += h.memoryMiB;
+    }
+    entry.freeGpus = entry.totalGpus - used.size;
+    entry.freeCores = entry.inventory.cpu.cores - cores;
+    entry.freeMemoryMiB = entry.inventory.memoryMiB - memory;
+  }
+
+  private afterHeldChange(entry: FleetEntry): void {
+    this.recount(entry);
+    const tier = tierOf(entry.freeGpus);
+    if (tier === entry.tier) return;
+    this.leave(entry);
+    entry.tier = tier;
+    this.enter(entry);
+  }
+
+  private enter(entry: FleetEntry): void {
+    for (let i = 0; i < entry.slots.length; i++) {
+      const bucket = (entry.groups[i] as DeviceGroup).buckets[entry.tier] as Bucket;
+      if (bucket.heap.size === 0 || entry.base < bucket.baseFloor) bucket.baseFloor = entry.base;
+      bucket.heap.push(entry.slots[i] as HeapSlot<FleetEntry>);
+    }
+  }
+
+  private leave(entry: FleetEntry): void {
+    for (let i = 0; i < entry.slots.length; i++) {
+      const bucket = (entry.groups[i] as DeviceGroup).buckets[entry.tier] as Bucket;
+      bucket.heap.remove(entry.slots[i] as HeapSlot<FleetEntry>);
+    }
+  }
+
+  /** One group per distinct kind of device the node has (one for a node without GPUs). */
+  private groupsOf(inventory: NodeInventory): DeviceGroup[] {
+    if (inventory.gpus.length === 0) return [this.groupFor(`${inventory.region}|`, inventory.region, undefined)];
+    const found: DeviceGroup[] = [];
+    for (const gpu of inventory.gpus) {
+      const key = `${inventory.region}|${gpu.vendor}|${gpu.model}|${gpu.vramMiB}|${gpu.computeCapability ?? ''}`;
+      const group = this.groupFor(key, inventory.region, gpu);
+      if (!found.includes(group)) found.push(group);
+    }
+    return found;
+  }
+
+  private groupFor(key: string, region: string, device: GpuDevice | undefined): DeviceGroup {
+    let group = this.groups.get(key);
+    if (group === undefined) {
+      group = {
+        region,
+        device,
+        buckets: Array.from({ length: tierCount }, () => ({ heap: new SlotHeap<FleetEntry>(), baseFloor: 0 })),
+        classIds: [],
+      };
+      this.groups.set(key, group);
+      this.groupList.push(group);
+      this.eligibleCache = new Map();
+      this.generation++;
+    }
+    return group;
+  }
+}

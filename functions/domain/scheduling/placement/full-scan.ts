@@ -1,0 +1,60 @@
+import { attestationFits, demandOf, fitOnNode } from '../../resource/fit.js';
+import type { PerformanceView } from '../performance.js';
+import { type FleetIndex, runtimeBitOf } from './fleet-index.js';
+import type { Placement, PlacementTask, PlaceOptions } from './placement.js';
+
+/**
+ * The baseline placement ours is measured against: score every node of the fleet that has room,
+ * reading the estimates live, and keep the best that passes the same final checks (`fitOnNode`,
+ * `attestationFits`). It is the textbook filter-and-score loop with one saving that does not
+ * change its answer: the exact fit check runs only for a node that would beat the best so far.
+ */
+export function fullScanGreedy(
+  index: FleetIndex,
+  task: PlacementTask,
+  perf: PerformanceView = index.perf,
+  options: PlaceOptions = {},
+): Placement | undefined {
+  const req = task.requirements;
+  const now = options.now ?? Date.now();
+  const exclude = options.exclude;
+  const gpus = req.gpus.count;
+  const { cpuCores, memoryMiB } = demandOf(req);
+  const runtimeBit = runtimeBitOf(req);
+  const minTrust = task.minTrust ?? Number.NEGATIVE_INFINITY;
+  const avoid = task.avoidNodes;
+  const regions = req.regions;
+  let best = Number.POSITIVE_INFINITY;
+  let bestAt = -1;
+  let bestGpus: number[] | undefined;
+  const entries = index.entries;
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i];
+    if (
+      e === undefined ||
+      e.freeGpus < gpus ||
+      e.freeCores < cpuCores ||
+      e.freeMemoryMiB < memoryMiB ||
+      (e.runtimes & runtimeBit) === 0 ||
+      e.trust < minTrust ||
+      (regions !== undefined && !regions.includes(e.region)) ||
+      (exclude?.has(e.id) ?? false) ||
+      (avoid?.includes(e.id) ?? false)
+    ) {
+      continue;
+    }
+    const score =
+      e.waitMs +
+      perf.latencyMs(e.id) +
+      (perf.runtimeMs(task.workload, e.acceleratorClass) * perf.slowdown(e.id)) / perf.reliability(e.id);
+    if (score >= best) continue;
+    const fit = fitOnNode(req, e.inventory, e.held);
+    if (fit === undefined || !attestationFits(req, e.attestation, now)) continue;
+    best = score;
+    bestAt = i;
+    bestGpus = fit;
+  }
+  const chosen = entries[bestAt];
+  if (chosen === undefined || bestGpus === undefined) return undefined;
+  return { taskId: task.id, nodeId: chosen.id, pool: chosen.pool, gpuIndices: bestGpus, predictedMs: best };
+}

@@ -1,0 +1,284 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import type { AttestationLevel, GpuDevice, NodeInventory } from '../../../../protocol/index.js';
+import { attestationFits, fitOnNode, type TaskRequirements } from '../../resource/fit.js';
+import type { PerformanceView } from '../performance.js';
+import { FleetIndex, type FleetNode } from './fleet-index.js';
+import { fullScanGreedy } from './full-scan.js';
+import { placeGang } from './gang.js';
+import { placeTask } from './place-task.js';
+import type { PlacementTask } from './placement.js';
+
+const now = 1_800_000_000_000;
+const devices: Omit<GpuDevice, 'index' | 'uuid'>[] = [
+  { vendor: 'nvidia', model: 'NVIDIA H100 80GB HBM3', vramMiB: 81920, computeCapability: '9.0' },
+  { vendor: 'nvidia', model: 'NVIDIA A100-SXM4-40GB', vramMiB: 40960, computeCapability: '8.0' },
+  { vendor: 'nvidia', model: 'NVIDIA GeForce RTX 4090', vramMiB: 24564, computeCapability: '8.9' },
+  { vendor: 'amd', model: 'AMD Instinct MI300X', vramMiB: 196608 },
+];
+const regions = ['eu-west', 'us-east', 'ap-south'];
+const levels: AttestationLevel[] = ['none', 'measured', 'tpm', 'tpm+gpu'];
+
+function inventory(kinds: number[], region: string, cores: number, runtimes: NodeInventory['runtimes']): NodeInventory {
+  return {
+    gpus: kinds.map((kind, index) => ({ ...(devices[kind] as GpuDevice), index, uuid: `GPU-${index}` })),
+    cpu: { model: 'cpu', cores },
+    memoryMiB: cores * 4096,
+    os: 'linux',
+    arch: 'x64',
+    runtimes,
+    region,
+  };
+}
+
+/** A view with per-node figures from a table, and class speeds: what H4's estimates look like. */
+function tablePerformance(figures: Map<string, { slowdown: number; reliability: number; latency: number }>) {
+  const speed: Record<string, number> = { h100: 1, a100: 1.6, rtx4090: 2.5, mi300x: 1.2, cpu: 8 };
+  return {
+    runtimeMs: (workload: string, cls: string) => (workload === 'short' ? 200 : 600_000) * (speed[cls] ?? 3),
+    slowdown: (id: string) => figures.get(id)?.slowdown ?? 1,
+    reliability: (id: string) => figures.get(id)?.reliability ?? 0.95,
+    latencyMs: (id: string) => figures.get(id)?.latency ?? 50,
+  } satisfies PerformanceView;
+}
+
+const nodeArb = fc.record({
+  kinds: fc.oneof(
+    fc.constant<number[]>([]),
+    fc.integer({ min: 0, max: 3 }).chain((k) => fc.array(fc.constant(k), { minLength: 1, maxLength: 8 })),
+    fc.array(fc.integer({ min: 0, max: 3 }), { minLength: 2, maxLength: 4 }),
+  ),
+  region: fc.constantFrom(...regions),
+  cores: fc.integer({ min: 1, max: 32 }),
+  runtimes: fc.constantFrom<NodeInventory['runtimes']>(['docker'], ['process'], ['docker', 'process']),
+  level: fc.constantFrom(...levels),
+  expired: fc.boolean(),
+  trust: fc.double({ min: 0, max: 1, noNaN: true }),
+  waitMs: fc.integer({ min: 0, max: 5000 }),
+  slowdown: fc.double({ min: 0.8, max: 3, noNaN: true }),
+  reliability: fc.double({ min: 0.5, max: 1, noNaN: true }),
+  latency: fc.integer({ min: 1, max: 300 }),
+});
+
+const reqArb: fc.Arbitrary<TaskRequirements> = fc.record(
+  {
+    gpus: fc.record(
+      {
+        count: fc.integer({ min: 0, max: 8 }),
+        vendor: fc.constantFrom('nvidia' as const, 'amd' as const),
+        models: fc.constantFrom(['H100'], ['a100', 'rtx4090'], ['A10']),
+        minVramMiB: fc.constantFrom(16384, 65536),
+        minComputeCapability: fc.constantFrom('8.0', '9.0'),
+      },
+      { requiredKeys: ['count'] },
+    ),
+    cpuCores: fc.integer({ min: 1, max: 16 }),
+    memoryMiB: fc.integer({ min: 1, max: 65536 }),
+    regions: fc.subarray(regions, { minLength: 1 }),
+    needsContainer: fc.boolean(),
+    minAttestation: fc.constantFrom(...levels),
+  },
+  { requiredKeys: ['gpus', 'needsContainer'] },
+);
+
+const taskArb = fc.record({
+  req: reqArb,
+  workload: fc.constantFrom('short', 'train'),
+  minTrust: fc.option(fc.double({ min: 0, max: 1, noNaN: true }), { nil: undefined }),
+  avoid: fc.array(fc.integer({ min: 0, max: 40 }), { maxLength: 3 }),
+});
+
+type NodeSpec = typeof nodeArb extends fc.Arbitrary<infer T> ? T : never;
+type TaskSpec = typeof taskArb extends fc.Arbitrary<infer T> ? T : never;
+
+function build(nodes: NodeSpec[]) {
+  const figures = new Map<string, { slowdown: number; reliability: number; latency: number }>();
+  const perf = tablePerformance(figures);
+  const index = new FleetIndex(perf);
+  const fleet: FleetNode[] = nodes.map((n, i) => {
+    const id = `node-${i}`;
+    figures.set(id, { slowdown: n.slowdown, reliability: n.reliability, latency: n.latency });
+    return {
+      id,
+      inventory: inventory(n.kinds, n.region, n.cores, n.runtimes),
+      attestation: {
+        level: n.level,
+        kind: [],
+        verifiedAt: now - 1000,
+        expiresAt: n.expired ? now - 1 : now + 60_000,
+      },
+      trust: n.trust,
+      waitMs: n.waitMs,
+    };
+  });
+  for (const node of fleet) index.add(node);
+  return { index, perf, fleet };
+}
+
+function toTask(t: TaskSpec, id: string): PlacementTask {
+  return {
+    id,
+    requirements: t.req,
+    workload: t.workload,
+    ...(t.minTrust === undefined ? {} : { minTrust: t.minTrust }),
+    avoidNodes: t.avoid.map((i) => `node-${i}`),
+  };
+}
+
+/** Every rule a node must pass, written out independently of the engine. */
+function admissible(index: FleetIndex, nodeId: string, task: PlacementTask): boolean {
+  const e = index.get(nodeId);
+  if (e === undefined) return false;
+  return (
+    fitOnNode(task.requirements, e.inventory, e.held) !== undefined &&
+    attestationFits(task.requirements, e.attestation, now) &&
+    e.trust >= (task.minTrust ?? 0) &&
+    !(task.avoidNodes ?? []).includes(nodeId)
+  );
+}
+
+describe('placeTask', () => {
+  it('never answers a node that does not fit, finds one whenever one fits, and scores like the full scan', () => {
+    fc.assert(
+      fc.property(
+        fc.array(nodeArb, { minLength: 1, maxLength: 40 }),
+        fc.array(taskArb, { minLength: 1, maxLength: 30 }),
+        (nodes, tasks) => {
+          const { index, perf } = build(nodes);
+          tasks.forEach((t, i) => {
+            const task = toTask(t, `task-${i}`);
+            const ours = placeTask(index, task, perf, { now });
+            const greedy = fullScanGreedy(index, task, perf, { now });
+            const anyFits = index.entries.some((e) => admissible(index, e.id, task));
+            expect(ours !== undefined).toBe(anyFits);
+            expect(greedy !== undefined).toBe(anyFits);
+            if (ours === undefined || greedy === undefined) return;
+            expect(admissible(index, ours.nodeId, task)).toBe(true);
+            const e = index.get(ours.nodeId);
+            expect(ours.gpuIndices).toEqual(fitOnNode(task.requirements, e?.inventory as NodeInventory, e?.held));
+            // With the default budget on a small fleet the search is exhaustive: the same best score.
+            expect(ours.predictedMs).toBeCloseTo(greedy.predictedMs, 6);
+            // Take what was chosen, so later tasks see a fuller fleet.
+            expect(index.reserve(ours.nodeId, task.id, task.requirements)).toEqual(ours.gpuIndices);
+          });
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it('prefers the node with the best predicted completion, and follows the estimates when they change', () => {
+    const figures = new Map([
+      ['fast', { slowdown: 1, reliability: 0.99, latency: 20 }],
+      ['slow', { slowdown: 1.5, reliability: 0.99, latency: 20 }],
+    ]);
+    const perf = tablePerformance(figures);
+    const index = new FleetIndex(perf);
+    for (const id of ['fast', 'slow']) index.add({ id, inventory: inventory([0, 0], 'eu-west', 8, ['docker']) });
+    const task: PlacementTask = {
+      id: 't',
+      workload: 'train',
+      requirements: { gpus: { count: 1 }, needsContainer: true },
+    };
+    expect(placeTask(index, task, perf, { now })?.nodeId).toBe('fast');
+    figures.set('fast', { slowdown: 3, reliability: 0.7, latency: 20 });
+    index.refreshPerformance('fast');
+    expect(placeTask(index, task, perf, { now })?.nodeId).toBe('slow');
+    // For a short task, latency and wait dominate the run time.
+    index.setWaitMs('slow', 10_000);
+    expect(placeTask(index, { ...task, workload: 'short' }, perf, { now })?.nodeId).toBe('fast');
+  });
+});
+
+describe('FleetIndex reserve and release', () => {
+  it('keeps free GPUs, cores and memory equal to what held leaves, and moves nodes between buckets', () => {
+    fc.assert(
+      fc.property(
+        fc.array(nodeArb, { minLength: 1, maxLength: 10 }),
+        fc.array(fc.tuple(fc.boolean(), fc.integer({ min: 0, max: 9 }), reqArb), { maxLength: 60 }),
+        (nodes, steps) => {
+          const { index, perf } = build(nodes);
+          const running: { nodeId: string; taskId: string }[] = [];
+          steps.forEach(([release, pick, req], i) => {
+            if (release && running.length > 0) {
+              const [gone] = running.splice(pick % running.length, 1);
+              if (gone !== undefined) expect(index.release(gone.nodeId, gone.taskId)).toBe(true);
+              return;
+            }
+            const e = index.entries[pick % index.entries.length];
+            if (e === undefined) return;
+            const wanted = fitOnNode(req, e.inventory, e.held);
+            const got = index.reserve(e.id, `t${i}`, req);
+            expect(got).toEqual(wanted);
+            if (got !== undefined) running.push({ nodeId: e.id, taskId: `t${i}` });
+          });
+          for (const e of index.entries) {
+            const used = new Set(e.held.flatMap((h) => h.gpuIndices));
+            expect(used.size).toBe(e.held.reduce((n, h) => n + h.gpuIndices.length, 0));
+            expect(e.freeGpus).toBe(e.inventory.gpus.length - used.size);
+            expect(e.freeCores).toBe(e.inventory.cpu.cores - e.held.reduce((n, h) => n + h.cpuCores, 0));
+            expect(e.freeMemoryMiB).toBe(e.inventory.memoryMiB - e.held.reduce((n, h) => n + h.memoryMiB, 0));
+          }
+          // Whatever moved between buckets, a free node is still found: release everything, all fit again.
+          for (const r of running) index.release(r.nodeId, r.taskId);
+          const cpuTask: PlacementTask = {
+            id: 'x',
+            workload: 'train',
+            requirements: { gpus: { count: 0 }, needsContainer: false },
+          };
+          const anyProcess = index.entries.some((e) => e.inventory.runtimes.includes('process'));
+          expect(placeTask(index, cpuTask, perf, { now }) !== undefined).toBe(anyProcess);
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+
+  it('refuses a reservation the node no longer has room for, and answers a repeated one with the same devices', () => {
+    const index = new FleetIndex();
+    index.add({ id: 'n', inventory: inventory([0, 0], 'eu-west', 4, ['docker']) });
+    const two: TaskRequirements = { gpus: { count: 2 }, needsContainer: true };
+    expect(index.reserve('n', 'a', two)).toEqual([0, 1]);
+    expect(index.reserve('n', 'a', two)).toEqual([0, 1]);
+    expect(index.reserve('n', 'b', { gpus: { count: 1 }, needsContainer: true })).toBeUndefined();
+    expect(placeTask(index, { id: 'b', workload: 'w', requirements: two }, undefined, { now })).toBeUndefined();
+    expect(index.release('n', 'a')).toBe(true);
+    expect(index.release('n', 'a')).toBe(false);
+    expect(placeTask(index, { id: 'b', workload: 'w', requirements: two }, undefined, { now })?.nodeId).toBe('n');
+    index.remove('n');
+    expect(index.size).toBe(0);
+    expect(placeTask(index, { id: 'b', workload: 'w', requirements: two }, undefined, { now })).toBeUndefined();
+  });
+});
+
+describe('placeGang', () => {
+  const member = (id: string, count: number): PlacementTask => ({
+    id,
+    workload: 'train',
+    requirements: { gpus: { count, models: ['h100'] }, needsContainer: true },
+  });
+
+  it('places all members on distinct nodes, or none and leaves the index as it was', () => {
+    const index = new FleetIndex();
+    index.add({ id: 'a', inventory: inventory([0, 0, 0, 0], 'eu-west', 16, ['docker']) });
+    index.add({ id: 'b', inventory: inventory([0, 0], 'eu-west', 16, ['docker']) });
+    index.add({ id: 'c', inventory: inventory([1, 1, 1, 1], 'eu-west', 16, ['docker']) });
+    const free = () => index.entries.map((e) => [e.id, e.freeGpus, e.freeCores, e.held.length]);
+    const before = free();
+
+    // Three H100 members need three nodes with H100s: there are two.
+    expect(placeGang(index, [member('g1', 1), member('g2', 1), member('g3', 1)], undefined, { now })).toBeUndefined();
+    expect(free()).toEqual(before);
+
+    // Four GPUs and two GPUs: only a then b, whatever the order they are given in.
+    const gang = placeGang(index, [member('s', 2), member('l', 4)], undefined, { now });
+    expect(gang?.map((p) => [p.taskId, p.nodeId, p.gpuIndices])).toEqual([
+      ['s', 'b', [0, 1]],
+      ['l', 'a', [0, 1, 2, 3]],
+    ]);
+    expect(index.get('a')?.freeGpus).toBe(0);
+    expect(index.get('b')?.freeGpus).toBe(0);
+    // The reservations stay until the caller gives them back.
+    expect(placeGang(index, [member('x', 1)], undefined, { now })).toBeUndefined();
+  });
+});
