@@ -1,6 +1,7 @@
 import type { Enrollment } from '../protocol/index.js';
 import { JoinTokens } from './domain/resource/join-tokens.js';
 import { NodeRegistry } from './domain/resource/node-registry.js';
+import { PoolSummaries } from './domain/resource/pool-summary.js';
 import { defaultRegions, type RegionPolicy } from './domain/resource/pools.js';
 import { Dispatcher } from './domain/scheduling/dispatcher.js';
 import { JobService } from './domain/scheduling/job-service.js';
@@ -130,7 +131,8 @@ export function createControlPlane(ports: Ports, settings: ControlPlaneSettings)
     },
     joinTokens,
   );
-  const router = new Router(store, nodes, signal, hints, clock);
+  // Routing reads pool summaries (counters), never a scan of nodes; see router.ts.
+  const router = new Router(store, nodes, signal, hints, clock, new PoolSummaries(store, clock));
   const verifier = new Verifier(store, queue, nodes, clock);
   return {
     settings,

@@ -146,7 +146,7 @@ export class Reaper {
 
   private async routeUnrouted(): Promise<number> {
     const before = this.clock.now() - this.settings.unroutedAfterMs;
-    return this.router.route(await this.router.unrouted(before, this.settings.batch));
+    return this.router.routeUnrouted(before, this.settings.batch);
   }
 
   /**

@@ -2,26 +2,66 @@ import type { Clock } from '../../ports/clock.js';
 import type { Signal } from '../../ports/signal.js';
 import { ConditionFailedError, type Store, type StoredItem } from '../../ports/store.js';
 import type { WorkHints } from '../../ports/work-hints.js';
-import { isoTime, sortableTime } from '../records.js';
+import { isoTime } from '../records.js';
 import { fitOnNode } from '../resource/fit.js';
 import type { NodeRecord } from '../resource/node-record.js';
 import type { NodeRegistry } from '../resource/node-registry.js';
+import { fitsSummary, type PoolSummary } from '../resource/pool-summary.js';
 import { acceleratorClass, cpuClass, poolId } from '../resource/pools.js';
+import { neutralPerformance, type PerformanceView } from './performance.js';
 import { poolPk, putTask, type TaskRecord, unroutedPool } from './task-record.js';
 import { workSignal } from './work-signal.js';
 
-/** How long a snapshot of live nodes is reused while routing a burst of tasks. */
+/** How long a snapshot of live nodes is reused while routing a burst of tasks (the fallback path). */
 const capacityTtlMs = 1000;
+/**
+ * A sweep of the unrouted tasks that found nothing to route is repeated, with fleet capacity
+ * unchanged, only after this long: a task whose schedule message was lost waits at most this.
+ */
+const resweepMs = 30_000;
+/** Tasks a sweep remembers as tried under the current capacity (beyond, it forgets and tries again). */
+const maxTriedRemembered = 100_000;
+/** The workload class routing predicts run times for while tasks do not carry theirs. */
+const defaultWorkload = 'batch';
+/** A task that needs no GPU pays this much predicted time in a GPU pool, so that CPU pools take it first. */
+const gpuPoolPenaltyMs = 3_600_000;
 
 export const unplaceableMessage = 'waiting for a live node that fits this task';
 
+/** What routing reads of the fleet: per-pool summaries (functions/domain/resource/pool-summary.ts). */
+export interface FleetCapacity {
+  /** The summaries of every known pool, cached for a short while. */
+  all(): Promise<PoolSummary[]>;
+  invalidate(): void;
+}
+
+/** Where a sweep of the unrouted tasks stands; kept in memory (a restart starts a new sweep). */
+interface Sweep {
+  /** The fleet capacity the sweep runs under: when it changes, every task is worth trying again. */
+  mark: string;
+  cursor?: string;
+  /** Tasks tried under `mark` that no pool took. */
+  tried: Set<string>;
+  /** When the last pass over the whole list ended; undefined while the first is under way. */
+  passEndedAt?: number;
+}
+
 /**
- * The first scheduler: routes each queued task to the pool (region x accelerator class) where it
- * is expected to start soonest, estimated as queued tasks per fitting live node. A task that no
- * live node fits stays unrouted; the reaper offers it again as nodes come and go.
+ * Routes each queued task to the pool (region x accelerator class) where it is predicted to finish
+ * soonest: the queue's wait (tasks queued per slot times the predicted run time), plus the run
+ * time on that pool's class (H4's {@link PerformanceView}), read from the pools' summaries
+ * (counters kept by the writes themselves), never from a scan of nodes. A pool that fills up
+ * predicts a longer wait, so tasks spill over to the next best pool that fits. A task that no live
+ * node fits stays unrouted; {@link Router.routeUnrouted} offers it again when capacity changes.
+ *
+ * Until pool summaries are populated (no pool known), routing falls back to a snapshot of the live
+ * nodes, as the first scheduler did.
  */
 export class Router {
   private capacity: { at: number; nodes: NodeRecord[] } | undefined;
+  /** Tasks routed by this process to each pool since the summary it last read (the summary lags by its cache). */
+  private readonly routedSince = new Map<string, { summary: PoolSummary; count: number }>();
+  private sweep: Sweep | undefined;
 
   constructor(
     private readonly store: Store,
@@ -29,6 +69,8 @@ export class Router {
     private readonly signal: Signal,
     private readonly hints: WorkHints,
     private readonly clock: Clock,
+    private readonly summaries?: FleetCapacity,
+    private readonly performance: PerformanceView = neutralPerformance,
   ) {}
 
   /** Routes the unrouted tasks among `tasks`. Returns how many were routed. */
@@ -61,6 +103,8 @@ export class Router {
       throw error;
     }
     if (pool !== undefined) {
+      const seen = this.routedSince.get(pool);
+      if (seen !== undefined) seen.count++;
       // One waiting poll of a node that can run it is woken, not every poll of the pool.
       this.signal.notify(pool, workSignal(next.id, next.requirements));
       await this.hint(next);
@@ -85,6 +129,42 @@ export class Router {
   }
 
   private async choosePool(task: TaskRecord): Promise<string | undefined> {
+    const summaries = (await this.summaries?.all()) ?? [];
+    if (summaries.length === 0) return this.choosePoolByNodes(task);
+    let best: { pool: string; score: number } | undefined;
+    for (const summary of summaries) {
+      if (!fitsSummary(task.requirements, summary)) continue;
+      const score = this.predictedCompletionMs(task, summary);
+      if (best === undefined || score < best.score) best = { pool: summary.pool, score };
+    }
+    return best?.pool;
+  }
+
+  /**
+   * When a task routed to this pool now is predicted to finish: the wait for one of the pool's
+   * slots (queued tasks per slot, each taking the class's run time), then its own run time, plus a
+   * round trip to a node. The queue counts the tasks this process routed since it read the summary,
+   * so a burst spills over to the next pool as soon as this one's queue outgrows it.
+   */
+  private predictedCompletionMs(task: TaskRecord, summary: PoolSummary): number {
+    const cls = summary.pool.slice(summary.pool.indexOf('/') + 1);
+    const runtime = this.performance.runtimeMs(defaultWorkload, cls);
+    const gpus = task.requirements.gpus.count;
+    const slots = Math.max(1, gpus > 0 ? Math.floor(summary.liveGpus / gpus) : summary.liveNodes);
+    const queued = summary.queued + this.routedSinceRead(summary);
+    const penalty = gpus === 0 && cls !== cpuClass ? gpuPoolPenaltyMs : 0;
+    return (queued / slots) * runtime + runtime + this.performance.latencyMs('') + penalty;
+  }
+
+  private routedSinceRead(summary: PoolSummary): number {
+    const seen = this.routedSince.get(summary.pool);
+    if (seen?.summary === summary) return seen.count;
+    this.routedSince.set(summary.pool, { summary, count: 0 });
+    return 0;
+  }
+
+  /** The first scheduler's choice, over a snapshot of live nodes: used only while no pool summary exists. */
+  private async choosePoolByNodes(task: TaskRecord): Promise<string | undefined> {
     const nodes = await this.liveNodes();
     const fitting = new Map<string, number>();
     for (const node of nodes) {
@@ -118,19 +198,80 @@ export class Router {
     return this.capacity.nodes;
   }
 
-  /** Forgets the capacity snapshot, e.g. after a node registered. */
+  /** Forgets the capacity snapshot and summaries, e.g. after a node registered. */
   invalidate(): void {
     this.capacity = undefined;
+    this.summaries?.invalidate();
   }
 
-  /** Unrouted tasks queued before `before`, oldest first: the reaper's re-drive list. */
-  async unrouted(before: number, limit: number): Promise<StoredItem<TaskRecord>[]> {
-    const page = await this.store.query<TaskRecord>({
-      index: 'byPool',
-      pk: poolPk(unroutedPool),
-      skBefore: sortableTime(before),
-      limit,
-    });
-    return page.items;
+  /**
+   * The reaper's re-drive of unrouted tasks queued before `before` (their schedule message was
+   * lost, or no live node fitted them), looking at `budget` tasks at most. It does not offer the
+   * same tasks again every tick: a sweep pages through the list with a cursor that the next tick
+   * resumes, skips tasks it already tried under the fleet capacity it runs under, and once it
+   * has passed over the whole list it starts again only when capacity changed (a pool's live
+   * nodes or what they offer) or {@link resweepMs} passed. Returns how many tasks were routed.
+   */
+  async routeUnrouted(before: number, budget: number): Promise<number> {
+    const now = this.clock.now();
+    const mark = await this.capacityMark();
+    let sweep = this.sweep;
+    if (sweep === undefined || sweep.mark !== mark || sweep.tried.size > maxTriedRemembered) {
+      sweep = { mark, tried: new Set() };
+    } else if (sweep.passEndedAt !== undefined) {
+      if (now - sweep.passEndedAt < resweepMs) return 0; // nothing changed since the last pass
+      sweep = { mark, tried: new Set() };
+    }
+    this.sweep = sweep;
+    let routed = 0;
+    let looked = 0;
+    while (looked < budget) {
+      const page = await this.store.query<TaskRecord>({
+        index: 'byPool',
+        pk: poolPk(unroutedPool),
+        limit: budget - looked,
+        ...(sweep.cursor === undefined ? {} : { cursor: sweep.cursor }),
+      });
+      for (const item of page.items) {
+        looked++;
+        const task = item.data;
+        if (task.queuedAt >= before || sweep.tried.has(task.id)) continue;
+        if (await this.routeOne(item)) routed++;
+        else sweep.tried.add(task.id);
+      }
+      if (page.cursor === undefined) {
+        // The whole list seen: a new pass begins when capacity changes or after resweepMs.
+        sweep.cursor = undefined;
+        sweep.passEndedAt = now;
+        break;
+      }
+      sweep.cursor = page.cursor;
+    }
+    return routed;
+  }
+
+  /**
+   * A fingerprint of what the fleet offers: every pool's live nodes and capability histogram from
+   * the summaries (not their queue counters), or the live nodes' ids and pools while no summary
+   * exists. Equal marks mean no task that fitted nowhere can fit now.
+   */
+  private async capacityMark(): Promise<string> {
+    const summaries = (await this.summaries?.all()) ?? [];
+    if (summaries.length > 0) {
+      return summaries
+        .map((s) => {
+          const { queued: _queued, ...fields } = s.fields;
+          const counts = Object.keys(fields)
+            .sort()
+            .map((name) => `${name}=${fields[name]}`);
+          return `${s.pool}:${counts.join(',')}`;
+        })
+        .sort()
+        .join(';');
+    }
+    return (await this.liveNodes())
+      .map((node) => `${node.id}:${node.pools.join(',')}:${node.attestation?.level ?? ''}`)
+      .sort()
+      .join(';');
   }
 }
