@@ -1,3 +1,6 @@
+import { createHash } from 'node:crypto';
+import type { JobSpec } from '../../../protocol/index.js';
+
 /**
  * What the scheduler expects of a node and of a pool, learned from outcomes: how long a task of a
  * workload class runs on an accelerator class, how much slower a given node runs than its class,
@@ -34,3 +37,346 @@ export const neutralPerformance: PerformanceView = {
   reliability: () => performancePriors.reliability,
   latencyMs: () => performancePriors.latencyMs,
 };
+
+/**
+ * How fast the estimates forget. Per-node figures move by a fixed share per outcome, so a node
+ * that slows down or starts failing is found out within a bounded number of its own outcomes,
+ * however long its good history; an idle node's figures also drift back to the priors over time,
+ * so a node that was bad once is tried again. Class run times are fleet-wide sums that many
+ * writers add to at once (no read before the write), so they can only decay with time.
+ */
+export const learningRates = {
+  /** Share of the reliability evidence kept at each new outcome of the node (memory ~10 outcomes). */
+  reliabilityKeep: 0.85,
+  /** Weight of the prior in the reliability's Beta (pseudo-outcomes). */
+  reliabilityPriorWeight: 2,
+  /** Share of a new run time ratio in the node's slowdown (EWMA on the log). */
+  slowdownRate: 0.3,
+  /** Share of a new round trip in the node's latency (EWMA on the log). */
+  latencyRate: 0.2,
+  /** Half-life of a node's evidence while it reports nothing. */
+  nodeHalfLifeMs: 24 * 3600_000,
+  /** Time constant of the class run time sums (forward decay, see {@link ClassSums}). */
+  classTauMs: 6 * 3600_000,
+  /** A class run time is trusted (to measure a node's slowdown against) past this much weight. */
+  classMinWeight: 2,
+  /** Slowdowns are kept within [1/x, x]: one wild run must not exile a node for good. */
+  slowdownBound: 16,
+} as const;
+
+/** How an attempt on a node ended, as the estimates count it. */
+export type OutcomeKind =
+  /** Ran to a verified result: a success, and a run time. */
+  | 'completed'
+  /** Exit code other than 0, an error or a timeout reported by the node. */
+  | 'failed'
+  /** The node went silent: its lease ran out. */
+  | 'lost'
+  /** Verification refused the result. */
+  | 'rejected'
+  /** The node handed the task back (shutting down): neither success nor failure. */
+  | 'released';
+
+export interface Outcome {
+  nodeId: string;
+  kind: OutcomeKind;
+  /** When the attempt ended, epoch ms. */
+  at: number;
+  /** The task's workload class ({@link workloadOf}); with `acceleratorClass` and `runtimeMs`, a run time sample. */
+  workload?: string;
+  acceleratorClass?: string;
+  /** Claim to result, as the control plane measured it. */
+  runtimeMs?: number;
+}
+
+/** How much each outcome counts against the node's reliability (0: not at all). */
+const failureWeight: Record<OutcomeKind, number> = {
+  completed: 0,
+  failed: 1,
+  lost: 1,
+  rejected: 1,
+  released: 0,
+};
+
+/**
+ * The workload class a job's runtime is learned under: its declared `workload` type refined by
+ * what it runs (image, program and first argument), so two unrelated "batch" jobs do not share
+ * one estimate while the tasks of many jobs of the same program do.
+ *
+ * @example workloadOf({ workload: 'training', image: 'pytorch:2', command: ['python', 'train.py'] }) // 'training/3f2a9c1e'
+ */
+export function workloadOf(spec: Pick<JobSpec, 'workload' | 'image' | 'command'>): string {
+  const what = [spec.image ?? '', spec.command[0] ?? '', spec.command[1] ?? ''].join('\u0000');
+  return `${spec.workload}/${createHash('sha256').update(what).digest('hex').slice(0, 8)}`;
+}
+
+/** The accelerator class of a pool id (`<region>/<class>`). */
+export const classOfPool = (pool: string): string => pool.slice(pool.indexOf('/') + 1);
+
+// ---------------------------------------------------------------------------------------------
+// Per node: reliability, slowdown, latency.
+
+/** What is learned of one node. Plain data: it is stored as is (performance-record.ts). */
+export interface NodeEstimate {
+  /** Decayed successes and failures (the Beta's evidence, without the prior). */
+  ok: number;
+  bad: number;
+  /** Bias-corrected EWMA of log(observed run time / class prediction): `slowSum / slowNorm`. */
+  slowSum: number;
+  slowNorm: number;
+  /** Decayed count of run time samples: how far the slowdown is trusted. */
+  slowCount: number;
+  /** Bias-corrected EWMA of log(round trip ms). */
+  latSum: number;
+  latNorm: number;
+  /** When the evidence was last updated, epoch ms. */
+  updatedAt: number;
+}
+
+export const emptyNodeEstimate = (now: number): NodeEstimate => ({
+  ok: 0,
+  bad: 0,
+  slowSum: 0,
+  slowNorm: 0,
+  slowCount: 0,
+  latSum: 0,
+  latNorm: 0,
+  updatedAt: now,
+});
+
+/** The evidence aged to `now`: counts halve every {@link learningRates}.nodeHalfLifeMs. */
+function aged(est: NodeEstimate, now: number): NodeEstimate {
+  const elapsed = now - est.updatedAt;
+  if (elapsed <= 0) return est;
+  const keep = 0.5 ** (elapsed / learningRates.nodeHalfLifeMs);
+  return { ...est, ok: est.ok * keep, bad: est.bad * keep, slowCount: est.slowCount * keep, updatedAt: now };
+}
+
+/**
+ * The node's estimate after `outcome`. `classRuntimeMs` is what its class predicted for the run
+ * (undefined while the class has too little evidence): the ratio to it is the slowdown sample.
+ */
+export function observeNode(
+  est: NodeEstimate | undefined,
+  outcome: Outcome,
+  classRuntimeMs: number | undefined,
+): NodeEstimate {
+  const prior = aged(est ?? emptyNodeEstimate(outcome.at), outcome.at);
+  const next = { ...prior };
+  if (outcome.kind !== 'released') {
+    const keep = learningRates.reliabilityKeep;
+    const bad = failureWeight[outcome.kind];
+    next.ok = prior.ok * keep + (1 - bad);
+    next.bad = prior.bad * keep + bad;
+  }
+  if (outcome.kind === 'completed' && outcome.runtimeMs !== undefined && classRuntimeMs !== undefined) {
+    const bound = Math.log(learningRates.slowdownBound);
+    const sample = clamp(Math.log(Math.max(1, outcome.runtimeMs) / classRuntimeMs), -bound, bound);
+    const rate = learningRates.slowdownRate;
+    next.slowSum = prior.slowSum * (1 - rate) + rate * sample;
+    next.slowNorm = prior.slowNorm * (1 - rate) + rate;
+    next.slowCount = prior.slowCount + 1;
+  }
+  return next;
+}
+
+/** The node's estimate after a measured round trip of `ms`. */
+export function observeLatency(est: NodeEstimate | undefined, ms: number, now: number): NodeEstimate {
+  const prior = aged(est ?? emptyNodeEstimate(now), now);
+  const rate = learningRates.latencyRate;
+  return {
+    ...prior,
+    latSum: prior.latSum * (1 - rate) + rate * Math.log(Math.max(0.1, ms)),
+    latNorm: prior.latNorm * (1 - rate) + rate,
+  };
+}
+
+/** The Beta's mean with the prior: successes over outcomes, evidence decayed to `now`. */
+export function nodeReliability(est: NodeEstimate | undefined, now: number): number {
+  if (est === undefined) return performancePriors.reliability;
+  const { ok, bad } = aged(est, now);
+  const w = learningRates.reliabilityPriorWeight;
+  return (ok + w * performancePriors.reliability) / (ok + bad + w);
+}
+
+/** exp of the EWMA log ratio, shrunk toward 1 while it rests on few samples. */
+export function nodeSlowdown(est: NodeEstimate | undefined, now: number): number {
+  if (est === undefined || est.slowNorm === 0) return 1;
+  const count = aged(est, now).slowCount;
+  return Math.exp((est.slowSum / est.slowNorm) * (count / (count + 1)));
+}
+
+export function nodeLatency(est: NodeEstimate | undefined): number {
+  if (est === undefined || est.latNorm === 0) return performancePriors.latencyMs;
+  return Math.exp(est.latSum / est.latNorm);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per workload x accelerator class: run time.
+
+/**
+ * Forward-decayed sums of log run times as the class's nodes ran them: each sample at time t
+ * weighs `exp((t - landmark) / tau)`, so the sums
+ * only ever grow by additions, which concurrent writers can make without reading (store `add`),
+ * and `sx / w` is the exponentially decayed mean as of any later time. Weights grow with t, so
+ * stored sums start a new landmark every {@link classEpochMs} (performance-record.ts keeps one
+ * item per epoch and reads the last two).
+ *
+ * The samples are not divided by their node's slowdown: slowdowns are measured against the class,
+ * so a class normalised by them has no fixed level (every node could be "slow" against a class
+ * that drifted fast, or the reverse). Raw, the class is what its nodes deliver on average, a few
+ * slow ones included, and each node's slowdown is its distance from that.
+ */
+export interface ClassSums {
+  landmark: number;
+  w: number;
+  sx: number;
+  sxx: number;
+}
+
+/** Four time constants: weights stay below e^4, and data older than that weighs under 2%. */
+export const classEpochMs = 4 * learningRates.classTauMs;
+
+export const classEpochOf = (at: number): number => Math.floor(at / classEpochMs);
+
+/** The landmark of the epoch `at` falls in. */
+export const classLandmarkOf = (at: number): number => classEpochOf(at) * classEpochMs;
+
+/** The additions one run time sample makes to the sums of the epoch it falls in. */
+export function classSample(
+  runtimeMs: number,
+  at: number,
+): { epoch: number; fields: { w: number; sx: number; sxx: number } } {
+  const epoch = classEpochOf(at);
+  const g = Math.exp((at - epoch * classEpochMs) / learningRates.classTauMs);
+  const x = Math.log(Math.max(1, runtimeMs));
+  return { epoch, fields: { w: g, sx: g * x, sxx: g * x * x } };
+}
+
+/** `sums` re-expressed against a later landmark (exact: weights scale by a common factor). */
+export function rebase(sums: ClassSums, landmark: number): ClassSums {
+  const f = Math.exp((sums.landmark - landmark) / learningRates.classTauMs);
+  return { landmark, w: sums.w * f, sx: sums.sx * f, sxx: sums.sxx * f };
+}
+
+export function mergeSums(a: ClassSums, b: ClassSums): ClassSums {
+  const landmark = Math.max(a.landmark, b.landmark);
+  const x = rebase(a, landmark);
+  const y = rebase(b, landmark);
+  return { landmark, w: x.w + y.w, sx: x.sx + y.sx, sxx: x.sxx + y.sxx };
+}
+
+/** The sums' weight as of `now`: the decayed count of samples behind them. */
+export const classWeight = (sums: ClassSums, now: number): number => rebase(sums, now).w;
+
+/**
+ * The mean run time the sums predict: the lognormal mean exp(mu + sigma^2 / 2), with the prior
+ * as one pseudo-sample so that a class seen once is not taken at its word.
+ */
+export function classRuntime(sums: ClassSums | undefined, now: number): number {
+  if (sums === undefined) return performancePriors.runtimeMs;
+  const s = rebase(sums, now);
+  if (!(s.w > 0)) return performancePriors.runtimeMs;
+  const priorWeight = 0.5;
+  const mean = (s.sx + priorWeight * Math.log(performancePriors.runtimeMs)) / (s.w + priorWeight);
+  const variance = clamp(s.sxx / s.w - (s.sx / s.w) ** 2, 0, 2);
+  return Math.exp(mean + variance / 2);
+}
+
+/** The class's prediction when it has enough evidence to measure a node against, else undefined. */
+export function trustedClassRuntime(sums: ClassSums | undefined, now: number): number | undefined {
+  return sums !== undefined && classWeight(sums, now) >= learningRates.classMinWeight
+    ? classRuntime(sums, now)
+    : undefined;
+}
+
+export const classKeyOf = (workload: string, acceleratorClass: string): string => `${workload}@${acceleratorClass}`;
+
+// ---------------------------------------------------------------------------------------------
+// In memory: the estimates of one process (the simulator's, a test's), updated synchronously.
+
+/**
+ * Online estimates held in memory, updated by {@link OnlinePerformance.record}: what the
+ * simulator drives and what the stored estimates (performance-record.ts) load into. O(1) per
+ * outcome and per question.
+ */
+export class OnlinePerformance implements PerformanceView {
+  private readonly nodes = new Map<string, NodeEstimate>();
+  private readonly classes = new Map<string, ClassSums>();
+
+  constructor(private readonly now: () => number) {}
+
+  record(outcome: Outcome): void {
+    const before = this.nodes.get(outcome.nodeId);
+    const sample = runtimeSample(outcome);
+    const sums = sample === undefined ? undefined : this.classes.get(classKeyOf(sample.workload, sample.cls));
+    this.nodes.set(outcome.nodeId, observeNode(before, outcome, trustedClassRuntime(sums, outcome.at)));
+    if (sample === undefined) return;
+    const { epoch, fields } = classSample(sample.runtimeMs, outcome.at);
+    this.mergeClass(sample.workload, sample.cls, { landmark: epoch * classEpochMs, ...fields });
+  }
+
+  /** Adds sums to what is known of a workload on a class. */
+  mergeClass(workload: string, acceleratorClass: string, sums: ClassSums): void {
+    const key = classKeyOf(workload, acceleratorClass);
+    const known = this.classes.get(key);
+    this.classes.set(key, known === undefined ? sums : mergeSums(known, sums));
+  }
+
+  recordLatency(nodeId: string, ms: number): void {
+    this.nodes.set(nodeId, observeLatency(this.nodes.get(nodeId), ms, this.now()));
+  }
+
+  /** Replaces what is known of a node (loaded from the store). */
+  setNode(nodeId: string, est: NodeEstimate | undefined): void {
+    if (est === undefined) this.nodes.delete(nodeId);
+    else this.nodes.set(nodeId, est);
+  }
+
+  /** Replaces what is known of a workload on a class (loaded from the store). */
+  setClass(workload: string, acceleratorClass: string, sums: ClassSums | undefined): void {
+    const key = classKeyOf(workload, acceleratorClass);
+    if (sums === undefined) this.classes.delete(key);
+    else this.classes.set(key, sums);
+  }
+
+  node(nodeId: string): NodeEstimate | undefined {
+    return this.nodes.get(nodeId);
+  }
+
+  classSums(workload: string, acceleratorClass: string): ClassSums | undefined {
+    return this.classes.get(classKeyOf(workload, acceleratorClass));
+  }
+
+  runtimeMs(workload: string, acceleratorClass: string): number {
+    return classRuntime(this.classes.get(classKeyOf(workload, acceleratorClass)), this.now());
+  }
+
+  slowdown(nodeId: string): number {
+    return nodeSlowdown(this.nodes.get(nodeId), this.now());
+  }
+
+  reliability(nodeId: string): number {
+    return nodeReliability(this.nodes.get(nodeId), this.now());
+  }
+
+  latencyMs(nodeId: string): number {
+    return nodeLatency(this.nodes.get(nodeId));
+  }
+}
+
+/** The run time sample an outcome carries, if it carries one. */
+export function runtimeSample(outcome: Outcome): { workload: string; cls: string; runtimeMs: number } | undefined {
+  if (
+    outcome.kind !== 'completed' ||
+    outcome.workload === undefined ||
+    outcome.acceleratorClass === undefined ||
+    outcome.runtimeMs === undefined
+  )
+    return undefined;
+  return { workload: outcome.workload, cls: outcome.acceleratorClass, runtimeMs: outcome.runtimeMs };
+}
+
+function clamp(x: number, lo: number, hi: number): number {
+  return Math.min(hi, Math.max(lo, x));
+}
