@@ -220,6 +220,88 @@ export function storeContract(
       expect(await store.get(key(`many-${maxTransactionWrites - 1}`))).toMatchObject({ version: 1 });
     });
 
+    it('adds to counters: creates the item from the fields, sums into it and bumps its version', async () => {
+      const counters = key('counters', 'SUM');
+      await store.transact([{ kind: 'add', key: counters, fields: { queued: 2, liveNodes: 1 } }]);
+      expect(await store.get(counters)).toEqual({
+        ...counters,
+        version: 1,
+        data: { queued: 2, liveNodes: 1 },
+        indexes: {},
+      });
+
+      await store.transact([{ kind: 'add', key: counters, fields: { queued: -3, 'gpus>=4': 1 } }]);
+      expect(await store.get(counters)).toMatchObject({ version: 2, data: { queued: -1, liveNodes: 1, 'gpus>=4': 1 } });
+      const page = await store.query({ pk: counters.pk });
+      expect(page.items.map((item) => item.data)).toEqual([{ queued: -1, liveNodes: 1, 'gpus>=4': 1 }]);
+    });
+
+    it('adds inside a transaction: no condition of its own, sums adds to one item, applies only if all else holds', async () => {
+      const counters = key('counters', 'SUM');
+      await store.transact([
+        { kind: 'add', key: counters, fields: { queued: 1 } },
+        put(key('task-1'), { state: 'queued' }, 0),
+        { kind: 'add', key: counters, fields: { queued: 2 } },
+        { kind: 'check', key: key('absent'), expectVersion: 0 },
+      ]);
+      expect(await store.get(counters)).toMatchObject({ version: 1, data: { queued: 3 } });
+      expect(await store.get(key('task-1'))).toMatchObject({ version: 1 });
+
+      // Failed writes are named by their place in the list given, the merged adds before them included.
+      await expectConditionFailed(
+        store.transact([
+          { kind: 'add', key: counters, fields: { queued: 5 } },
+          { kind: 'add', key: counters, fields: { queued: 5 } },
+          put(key('task-2'), { state: 'queued' }, 0),
+          put(key('task-1'), { state: 'running' }, 7),
+        ]),
+        [3],
+      );
+      expect(await store.get(counters)).toMatchObject({ version: 1, data: { queued: 3 } });
+      expect(await store.get(key('task-2'))).toBeUndefined();
+
+      await store.transact([
+        put(key('task-1'), { state: 'running' }, 1),
+        { kind: 'add', key: counters, fields: { queued: -1, running: 1 } },
+        { kind: 'add', key: key('other-counters', 'SUM'), fields: { queued: 1 } },
+      ]);
+      expect(await store.get(counters)).toMatchObject({ version: 2, data: { queued: 2, running: 1 } });
+      expect(await store.get(key('other-counters', 'SUM'))).toMatchObject({ version: 1, data: { queued: 1 } });
+    });
+
+    it('loses no add when many writers add to one item at once', async () => {
+      const counters = key('counters', 'SUM');
+      await Promise.all(
+        Array.from({ length: 20 }, (_, writer) =>
+          store.transact([{ kind: 'add', key: counters, fields: { n: 1 } }, put(key(`writer-${writer}`), writer, 0)]),
+        ),
+      );
+      expect(await store.get(counters)).toMatchObject({ version: 20, data: { n: 20 } });
+    });
+
+    it('rejects malformed adds outright, applying nothing', async () => {
+      const counters = key('counters', 'SUM');
+      const malformed: Write[][] = [
+        [{ kind: 'add', key: counters, fields: {} }],
+        [{ kind: 'add', key: counters, fields: { n: Number.NaN } }],
+        [{ kind: 'add', key: counters, fields: { '': 1 } }],
+        [put(counters, {}, 0), { kind: 'add', key: counters, fields: { n: 1 } }],
+        [
+          { kind: 'add', key: counters, fields: { n: 1 } },
+          { kind: 'delete', key: counters, expectVersion: 1 },
+        ],
+      ];
+      for (const writes of malformed) {
+        const error = await store.transact(writes).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(error).toBeInstanceOf(Error);
+        expect(error).not.toBeInstanceOf(ConditionFailedError);
+      }
+      expect(await store.get(counters)).toBeUndefined();
+    });
+
     it('lets exactly one of many concurrent updates at the same version win, every time', async () => {
       const contended = key('contended');
       await store.transact([put(contended, { round: 0 }, 0)]);
