@@ -132,7 +132,8 @@ export function createControlPlane(ports: Ports, settings: ControlPlaneSettings)
     joinTokens,
   );
   // Routing reads pool summaries (counters), never a scan of nodes; see router.ts.
-  const router = new Router(store, nodes, signal, hints, clock, new PoolSummaries(store, clock));
+  const summaries = new PoolSummaries(store, clock);
+  const router = new Router(store, nodes, signal, hints, clock, summaries);
   const verifier = new Verifier(store, queue, nodes, clock);
   return {
     settings,
@@ -145,7 +146,7 @@ export function createControlPlane(ports: Ports, settings: ControlPlaneSettings)
     jobs: new JobService(store, queue, keys, clock, new Quotas(store, clock, settings.quotas)),
     nodes,
     auth: new RequestAuthenticator(store, nodes, clock),
-    dispatcher: new Dispatcher(store, queue, nodes, keys, signal, clock, settings, ports.log),
+    dispatcher: new Dispatcher(store, queue, nodes, keys, signal, clock, settings, ports.log, summaries),
     reports: new TaskReports(store, queue, nodes, clock, settings),
     router,
     scheduler: new Scheduler(store, router),

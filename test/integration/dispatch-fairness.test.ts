@@ -134,3 +134,36 @@ describe('waking waiting polls', () => {
     await h.close();
   });
 });
+
+describe('retries avoid the nodes that failed them', () => {
+  it('offers a failed task to another node first, and to the same node when it is the only one', async () => {
+    const w = world();
+    const [a, b] = [await w.register(cpuInventory()), await w.register(cpuInventory())];
+    const job = await w.submit({ command: ['true'], retries: 3 });
+    const first = await w.cp.dispatcher.poll(a, 0);
+    expect(first?.jobId).toBe(job);
+    await w.cp.reports.fail(a, first?.taskId ?? '', { attempt: 1, reason: 'error', message: 'boom' });
+    await w.cp.scheduler.schedule({ jobId: job });
+    expect(await w.cp.dispatcher.poll(a, 0)).toBeUndefined();
+    const second = await w.cp.dispatcher.poll(b, 0);
+    expect(second).toMatchObject({ taskId: first?.taskId, attempt: 2 });
+    // B fails it too: both live nodes of the pool are avoided, so either may run it again.
+    await w.cp.reports.fail(b, second?.taskId ?? '', { attempt: 2, reason: 'error', message: 'boom' });
+    await w.cp.scheduler.schedule({ jobId: job });
+    expect(await w.cp.dispatcher.poll(a, 0)).toMatchObject({ taskId: first?.taskId, attempt: 3 });
+    await w.close();
+  });
+
+  it('lets the avoided node take the retry once it has waited long enough for another', async () => {
+    const w = world();
+    const [a] = [await w.register(cpuInventory()), await w.register(cpuInventory())];
+    const job = await w.submit({ command: ['true'], retries: 3 });
+    const first = await w.cp.dispatcher.poll(a, 0);
+    await w.cp.reports.fail(a, first?.taskId ?? '', { attempt: 1, reason: 'error', message: 'boom' });
+    await w.cp.scheduler.schedule({ jobId: job });
+    expect(await w.cp.dispatcher.poll(a, 0)).toBeUndefined();
+    w.clock.advance(60_000);
+    expect(await w.cp.dispatcher.poll(a, 0)).toMatchObject({ taskId: first?.taskId, attempt: 2 });
+    await w.close();
+  });
+});

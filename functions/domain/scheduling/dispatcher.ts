@@ -9,6 +9,7 @@ import { isoTime } from '../records.js';
 import { attestationFits, demandOf, fitOnNode, type HeldTask, type TaskRequirements } from '../resource/fit.js';
 import { type NodeRecord, nodeKey, putNode } from '../resource/node-record.js';
 import type { NodeRegistry } from '../resource/node-registry.js';
+import type { PoolSummary } from '../resource/pool-summary.js';
 import { canReceive, sealEnvToNode } from '../security/seal-to-node.js';
 import { DispatchUnavailableError } from './errors.js';
 import { type JobRecord, jobKey } from './job-record.js';
@@ -20,6 +21,8 @@ import { acceptsWork, passedOn } from './work-signal.js';
 
 /** Rounds a claim retries when only the node item moved (a heartbeat's touch, a racing poll's claim). */
 const claimRounds = 8;
+/** How long a retry is left to other nodes than those it failed on; then any node that fits may take it. */
+const avoidForMs = 60_000;
 /** Pages of one pool's queue a poll round reads at most, past tasks the node cannot run. */
 const maxScanPages = 8;
 /** Rounds a give-back retries when the task or node item moved under it; then the lease runs out instead. */
@@ -77,6 +80,8 @@ export class Dispatcher {
     private readonly clock: Clock,
     private readonly settings: DispatchSettings,
     private readonly log: DispatchLog = logToStderr,
+    /** Pool summaries (live nodes per pool), read only to decide whether a retry may avoid a node. */
+    private readonly summaries?: { get(pool: string): Promise<PoolSummary> },
   ) {}
 
   /** Waits up to `waitSeconds` for a task this node fits; undefined when none came. */
@@ -195,6 +200,7 @@ export class Dispatcher {
       for await (const item of this.queued(pool)) {
         if (failed.has(item.data.id)) continue;
         if (!couldRun(item.data.requirements)) continue;
+        if (await this.avoids(node.id, item.data, pool)) continue;
         // The node's own item is not a candidate's: without it the poll cannot go on (404 when it is gone).
         holding ??= await this.readHolding(node.id);
         try {
@@ -236,6 +242,20 @@ export class Dispatcher {
       cursor = result.cursor;
       if (cursor === undefined) return;
     }
+  }
+
+  /**
+   * Whether this node leaves a retry to others: an attempt of the task failed here before
+   * (`avoidNodes`), the pool has more live nodes than the task avoids, and the retry has waited
+   * less than {@link avoidForMs}. Without summaries, or with every live node of the pool avoided,
+   * nothing is avoided: a retry never waits for a node that does not exist.
+   */
+  private async avoids(nodeId: string, task: TaskRecord, pool: string): Promise<boolean> {
+    const avoided = task.avoidNodes;
+    if (avoided === undefined || !avoided.includes(nodeId)) return false;
+    if (this.clock.now() - task.queuedAt >= avoidForMs) return false;
+    const live = (await this.summaries?.get(pool))?.liveNodes ?? 0;
+    return live > avoided.length;
   }
 
   private async readHolding(nodeId: string): Promise<Holding> {

@@ -253,7 +253,18 @@ function endAttempt(
   );
 }
 
-function requeueOrFail(task: TaskRecord, now: number, detail: string, countsAgainstBudget: boolean): TaskRecord {
+/** The nodes a task's retries avoid, at most: the latest failures are the ones that say most. */
+export const maxAvoidNodes = 8;
+
+/** `avoidNodes` with `nodeId` added as the latest (moved there when listed already), cut to {@link maxAvoidNodes}. */
+function avoiding(task: TaskRecord, nodeId: string | undefined): Pick<TaskRecord, 'avoidNodes'> {
+  if (nodeId === undefined) return task.avoidNodes === undefined ? {} : { avoidNodes: task.avoidNodes };
+  return { avoidNodes: [...(task.avoidNodes ?? []).filter((n) => n !== nodeId), nodeId].slice(-maxAvoidNodes) };
+}
+
+function requeueOrFail(ended: TaskRecord, now: number, detail: string, countsAgainstBudget: boolean): TaskRecord {
+  // A counted failure marks its node: the retry goes to another node first (a release does not).
+  const task = { ...ended, ...avoiding(ended, countsAgainstBudget ? ended.nodeId : undefined) };
   const failedAttempts = task.failedAttempts + (countsAgainstBudget ? 1 : 0);
   const {
     leaseExpiresAt: _lease,

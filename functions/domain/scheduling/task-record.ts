@@ -4,16 +4,21 @@ import type { IndexKey, IndexName, ItemKey, Write } from '../../ports/store.js';
 import { isoTime, sortableTime } from '../records.js';
 import type { TaskRequirements } from '../resource/fit.js';
 import { poolDelta } from '../resource/pool-summary.js';
+import { shardedPk } from '../shards.js';
 import { jobPk } from './job-record.js';
 
 /**
  * A task as stored: `JOB#<jobId>` / `TASK#<index, 4 digits>`. Its index keys follow its state, so
  * each index holds exactly the tasks some worker must act on:
  *
- *   queued            byPool  POOL#<pool or "unrouted"> / <queuedAt>#<taskId>   dispatch, routing
- *   assigned|running  byDue   DUE#lease  / <leaseExpiresAt>#<taskId>             reaper: lost leases
- *   reported          byDue   DUE#verify / <reportedAt + grace>#<taskId>         reaper: lost verify messages
+ *   queued            byPool  POOL#<pool or "unrouted"> / <9 - priority>#<queuedAt>#<taskId>   dispatch, routing
+ *   assigned|running  byDue   DUE#lease#<nn>  / <leaseExpiresAt>#<taskId>                      reaper: lost leases
+ *   reported          byDue   DUE#verify#<nn> / <reportedAt + grace>#<taskId>                  reaper: lost verify messages
  *   terminal          (none)
+ *
+ * A pool's queue reads highest priority first, oldest first within a priority. The due keys are
+ * sharded by task id (`<nn>`, see shards.ts): at 100,000 nodes every lease extension writes one,
+ * far beyond what one DynamoDB partition takes; the reaper sweeps every shard.
  */
 export interface TaskRecord {
   id: string;
@@ -46,7 +51,17 @@ export interface TaskRecord {
   queuedAt: number;
   /** When the reaper last re-published this queued task's work hint (see `hintRedriveMs`). */
   hintedAt?: number;
+  /**
+   * Nodes on which an attempt of this task failed (counted failures: errors, lost leases,
+   * rejected results), the latest last and at most `maxAvoidNodes` (task-machine.ts): dispatch
+   * offers the retry to other nodes first (dispatcher.ts).
+   */
+  avoidNodes?: string[];
   updatedAt: number;
+  /** 0-9, higher runs first within a pool; absent: {@link defaultPriority}. */
+  priority?: number;
+  /** Who submitted the job (its owner), for fair share between tenants. */
+  tenant?: string;
   /**
    * The pool whose summary counts this task as queued (see pool-summary.ts); written only by
    * {@link putTask}, which moves the count when the task leaves the queue or changes pool.
@@ -55,8 +70,26 @@ export interface TaskRecord {
 }
 
 export const unroutedPool = 'unrouted';
+/** The prefix of the lease due keys' shards: `DUE#lease#<nn>` (see {@link leaseDueShard}). */
 export const leaseDuePk = 'DUE#lease';
+/** The prefix of the verify due keys' shards: `DUE#verify#<nn>`. */
 export const verifyDuePk = 'DUE#verify';
+export const defaultPriority = 5;
+export const maxPriority = 9;
+/** The shard of the lease due list holding task `taskId`. */
+export const leaseDueShard = (taskId: string): string => shardedPk(leaseDuePk, taskId);
+/** The shard of the verify due list holding task `taskId`. */
+export const verifyDueShard = (taskId: string): string => shardedPk(verifyDuePk, taskId);
+
+/** A task's priority as its queue orders it: an integer 0-9, {@link defaultPriority} when absent. */
+export function priorityOf(task: Pick<TaskRecord, 'priority'>): number {
+  const priority = Math.trunc(task.priority ?? defaultPriority);
+  return Number.isFinite(priority) ? Math.min(maxPriority, Math.max(0, priority)) : defaultPriority;
+}
+
+/** A queued task's byPool sort key: `<9 - priority>#<queuedAt>#<taskId>`, so the highest priority, then the oldest, comes first. */
+export const poolQueueSk = (task: Pick<TaskRecord, 'priority' | 'queuedAt' | 'id'>): string =>
+  `${maxPriority - priorityOf(task)}#${sortableTime(task.queuedAt)}#${task.id}`;
 /** How long a reported task waits for its verify message before the reaper verifies it. */
 export const verifyGraceMs = 10_000;
 
@@ -69,12 +102,12 @@ export const taskKey = (jobId: string, index: number): ItemKey => ({
 export function taskIndexes(task: TaskRecord): Partial<Record<IndexName, IndexKey>> {
   switch (task.state) {
     case 'queued':
-      return { byPool: { pk: poolPk(task.pool ?? unroutedPool), sk: `${sortableTime(task.queuedAt)}#${task.id}` } };
+      return { byPool: { pk: poolPk(task.pool ?? unroutedPool), sk: poolQueueSk(task) } };
     case 'assigned':
     case 'running':
-      return { byDue: { pk: leaseDuePk, sk: `${sortableTime(task.leaseExpiresAt ?? 0)}#${task.id}` } };
+      return { byDue: { pk: leaseDueShard(task.id), sk: `${sortableTime(task.leaseExpiresAt ?? 0)}#${task.id}` } };
     case 'reported':
-      return { byDue: { pk: verifyDuePk, sk: `${sortableTime(task.updatedAt + verifyGraceMs)}#${task.id}` } };
+      return { byDue: { pk: verifyDueShard(task.id), sk: `${sortableTime(task.updatedAt + verifyGraceMs)}#${task.id}` } };
     default:
       return {};
   }
