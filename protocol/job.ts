@@ -110,6 +110,10 @@ export const JobSpec = z
       .default('batch')
       .meta({ description: 'Workload type, e.g. inference, training, rendering, batch.' }),
     tasks: z.int().min(1).max(limits.maxTasksPerJob).default(1),
+    priority: z.int().min(0).max(9).optional().meta({
+      description:
+        'Scheduling priority, 0-9 (default 5): within a pool, tasks of a higher priority are dispatched first; within a priority, the tenant with the least recent work goes first, then the oldest task.',
+    }),
     retries: z
       .int()
       .min(0)

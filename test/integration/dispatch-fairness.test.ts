@@ -167,3 +167,25 @@ describe('retries avoid the nodes that failed them', () => {
     await w.close();
   });
 });
+
+describe('priorities and fair share', () => {
+  it('dispatches a higher priority first, whatever its age', async () => {
+    const w = world();
+    const node = await w.register(cpuInventory());
+    await w.submit({ command: ['true'], tasks: 3 });
+    const urgent = await w.submit({ command: ['true'], priority: 8 });
+    expect((await w.cp.dispatcher.poll(node, 0))?.jobId).toBe(urgent);
+    await w.close();
+  });
+
+  it('alternates tenants of equal priority instead of draining the first queue', async () => {
+    const w = world();
+    const node = await w.register(cpuInventory({ cpu: { cores: 16, model: 'Test CPU' } }));
+    const big = await w.submit({ command: ['true'], tasks: 10 }, 'tenant-a');
+    const small = await w.submit({ command: ['true'], tasks: 2 }, 'tenant-b');
+    const order: string[] = [];
+    for (let i = 0; i < 4; i++) order.push((await w.cp.dispatcher.poll(node, 0))?.jobId ?? 'none');
+    expect(order).toEqual([big, small, big, small]);
+    await w.close();
+  });
+});

@@ -17,6 +17,7 @@ import { requestScheduling } from './messages.js';
 import { markSeen } from './node-seen.js';
 import { claim, type LeaseSettings, recordFailure } from './task-machine.js';
 import { poolPk, putTask, type TaskRecord, taskKey } from './task-record.js';
+import { TenantShares, unitsOf } from './tenant-shares.js';
 import { acceptsWork, passedOn } from './work-signal.js';
 
 /** Rounds a claim retries when only the node item moved (a heartbeat's touch, a racing poll's claim). */
@@ -71,6 +72,9 @@ export interface DispatchSettings extends LeaseSettings {
  * ({@link Dispatcher.giveBack}), so neither the task nor the node's slot waits for the lease.
  */
 export class Dispatcher {
+  /** Recent work per tenant: the order among queued tasks of equal priority (fair share). */
+  private readonly shares = new TenantShares();
+
   constructor(
     private readonly store: Store,
     private readonly queue: Queue,
@@ -197,26 +201,31 @@ export class Dispatcher {
       return fit;
     };
     for (const pool of node.pools) {
-      for await (const item of this.queued(pool)) {
-        if (failed.has(item.data.id)) continue;
-        if (!couldRun(item.data.requirements)) continue;
-        if (await this.avoids(node.id, item.data, pool)) continue;
-        // The node's own item is not a candidate's: without it the poll cannot go on (404 when it is gone).
-        holding ??= await this.readHolding(node.id);
-        try {
-          const outcome = await this.tryClaimTask(holding, item);
-          if (typeof outcome === 'object') return { assignment: outcome, busy };
-          if (outcome === 'given_back') failed.add(item.data.id);
-          if (outcome === 'busy') busy = true;
-        } catch (error) {
-          failed.add(item.data.id);
-          fault ??= error;
-          this.log({
-            msg: 'dispatch candidate skipped',
-            nodeId: node.id,
-            taskId: item.data.id,
-            error: describe(error),
-          });
+      for await (const page of this.queued(pool)) {
+        for (const item of this.shares.order(page, this.clock.now())) {
+          if (failed.has(item.data.id)) continue;
+          if (!couldRun(item.data.requirements)) continue;
+          if (await this.avoids(node.id, item.data, pool)) continue;
+          // The node's own item is not a candidate's: without it the poll cannot go on (404 when it is gone).
+          holding ??= await this.readHolding(node.id);
+          try {
+            const outcome = await this.tryClaimTask(holding, item);
+            if (typeof outcome === 'object') {
+              this.shares.record(item.data.tenant, unitsOf(item.data), this.clock.now());
+              return { assignment: outcome, busy };
+            }
+            if (outcome === 'given_back') failed.add(item.data.id);
+            if (outcome === 'busy') busy = true;
+          } catch (error) {
+            failed.add(item.data.id);
+            fault ??= error;
+            this.log({
+              msg: 'dispatch candidate skipped',
+              nodeId: node.id,
+              taskId: item.data.id,
+              error: describe(error),
+            });
+          }
         }
       }
     }
@@ -224,12 +233,13 @@ export class Dispatcher {
   }
 
   /**
-   * A pool's queue in dispatch order (priority, then age), page by page: past tasks that this
+   * A pool's queue in dispatch order (priority, then age), page by page (each page is then ordered
+   * by fair share, {@link TenantShares}): past tasks that this
    * node cannot run, up to {@link maxScanPages} pages of `scanLimit`, so a small task queued behind
    * a run of big ones (head-of-line) still reaches a small node. The bound keeps a poll's reads
    * finite however deep the queue of tasks it cannot run.
    */
-  private async *queued(pool: string): AsyncGenerator<StoredItem<TaskRecord>> {
+  private async *queued(pool: string): AsyncGenerator<StoredItem<TaskRecord>[]> {
     let cursor: string | undefined;
     for (let page = 0; page < maxScanPages; page++) {
       const result = await this.store.query<TaskRecord>({
@@ -238,7 +248,7 @@ export class Dispatcher {
         limit: this.settings.scanLimit,
         ...(cursor === undefined ? {} : { cursor }),
       });
-      yield* result.items;
+      yield result.items;
       cursor = result.cursor;
       if (cursor === undefined) return;
     }

@@ -90,9 +90,12 @@ export class JobService {
       needsContainer: spec.image !== undefined,
       ...(spec.minAttestation === undefined ? {} : { minAttestation: spec.minAttestation }),
     };
-    const tasks = Array.from({ length: spec.tasks }, (_, index) =>
-      newTaskRecord(id, index, spec.tasks, spec.retries + 1, requirements, spec.timeoutSeconds, deadline, now),
-    );
+    // Priority and owner ride on each task: dispatch orders a pool's queue by them (fair share).
+    const tasks = Array.from({ length: spec.tasks }, (_, index) => ({
+      ...newTaskRecord(id, index, spec.tasks, spec.retries + 1, requirements, spec.timeoutSeconds, deadline, now),
+      ...(spec.priority === undefined ? {} : { priority: spec.priority }),
+      tenant: owner,
+    }));
     const writes: Write[] = [putJob(job, 0), ...tasks.flatMap((t) => putTask(t, 0))];
     if (idempotency !== undefined && secrets !== undefined) {
       const record: IdempotencyRecord = { jobId: id, requestMac: secrets.requestMac };
