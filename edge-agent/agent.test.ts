@@ -155,7 +155,7 @@ describe('Agent', { timeout: 60_000 }, () => {
   });
 
   it('keeps the lease of a task that prints nothing, with reports a third of the lease apart', async () => {
-    const h = await setUp({ settings: { leaseMs: 1_500, heartbeatIntervalMs: 200 } });
+    const h = await setUp({ settings: { leaseMs: 1_500, heartbeatIdleMs: 200 } });
     const job = await h.submit({ command: ['sleep', '4'], retries: 0 });
     startAgent(h, { progressIntervalMs: 50 });
     const done = await h.finished(job.id);

@@ -40,8 +40,9 @@ export interface AgentOptions {
   /** Retry pacing for control plane calls (default 250 ms doubling to 5 s). */
   backoff?: BackoffPolicy;
   /**
-   * Progress reports are sent at most this often per running task (default: 2 s, longer with more
-   * slots so the whole node stays well under its rate limit: progressIntervalFor in task-run.ts).
+   * Progress reports are sent at most this often per running task (default: what the control plane
+   * advises, 30 s by default, and never more often than progressIntervalFor in task-run.ts allows
+   * for the node's slots, so the whole node stays well under its rate limit).
    */
   progressIntervalMs?: number;
   /** SIGTERM to SIGKILL delay when a task is stopped (default 5 s). */
@@ -94,6 +95,10 @@ export class Agent {
   private readonly workers: Promise<void>[] = [];
   private heartbeat: Promise<void> | undefined;
   private heartbeatIntervalMs = 10_000;
+  /** Aborted to end the heartbeat's wait early: a task was taken, and its lease is kept by heartbeats. */
+  private beatNow = new AbortController();
+  /** The progress interval the control plane advised (registration, heartbeats); undefined from an older one. */
+  private advisedProgressMs: number | undefined;
   private identity: NodeIdentity | undefined;
   private client: ControlPlaneClient | undefined;
   private inventory: ProbeReport['inventory'] | undefined;
@@ -310,6 +315,7 @@ export class Agent {
       }
     }
     this.heartbeatIntervalMs = Math.max(minHeartbeatIntervalMs, response.heartbeatIntervalMs);
+    this.advisedProgressMs = response.progressIntervalMs ?? this.advisedProgressMs;
     this.useDispatch(client, response.dispatch);
     // A re-registration may follow a control plane that lost its state: attest again at once.
     this.attester?.trigger();
@@ -414,12 +420,16 @@ export class Agent {
       dataDir: this.options.dataDir,
       ...(this.options.taskUser === undefined ? {} : { taskUser: this.options.taskUser }),
       killGraceMs: this.options.killGraceMs ?? 5_000,
-      progressIntervalMs: this.options.progressIntervalMs ?? progressIntervalFor(this.options.slots),
+      progressIntervalMs:
+        this.options.progressIntervalMs ??
+        Math.max(progressIntervalFor(this.options.slots), this.advisedProgressMs ?? 0),
       reportSignal: this.reporting.signal,
     });
     // The poll answered just as shutdown began: the lease is ours, hand it straight back.
     if (this.polling.signal.aborted) task.release();
     this.tasks.set(task.taskId, task);
+    // Heartbeats alone keep leases (no keep-alive progress): the next one goes now, not after an idle interval.
+    this.beatNow.abort();
     try {
       return await task.run();
     } finally {
@@ -430,14 +440,17 @@ export class Agent {
   private async heartbeatLoop(client: ControlPlaneClient): Promise<void> {
     const signal = this.reporting.signal;
     while (!signal.aborted) {
-      await sleep(this.heartbeatIntervalMs, signal);
+      await sleep(this.heartbeatIntervalMs, AbortSignal.any([signal, this.beatNow.signal]));
       if (signal.aborted) return;
+      // Tasks taken from here on wake the next wait; this beat lists those taken so far.
+      if (this.beatNow.signal.aborted) this.beatNow = new AbortController();
       const tasks = [...this.tasks.values()]
         .filter((task) => task.leased)
         .map((task) => ({ taskId: task.taskId, attempt: task.attempt }));
       try {
         const response = await this.asNode(() => client.heartbeat({ tasks }, { signal }), signal);
         this.heartbeatIntervalMs = Math.max(minHeartbeatIntervalMs, response.heartbeatIntervalMs);
+        this.advisedProgressMs = response.progressIntervalMs ?? this.advisedProgressMs;
         this.applyAborts(response.abort);
       } catch (error) {
         // Retryable failures are already logged as a lost connection; the next beat tries again.

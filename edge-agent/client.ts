@@ -81,6 +81,8 @@ export class ControlPlaneClient {
   private unavailableSince: number | undefined;
   /** No request is sent before this time (performance.now(), ms): the control plane answered 429. */
   private rateLimitedUntil = 0;
+  /** The signed date of the last request signed: the next is later (see {@link ControlPlaneClient.nextDate}). */
+  private lastSignedDate = 0;
 
   constructor(private readonly options: ControlPlaneClientOptions) {
     this.nodeId = options.nodeId;
@@ -270,11 +272,12 @@ export class ControlPlaneClient {
     const url = new URL(`${this.base.pathname.replace(/\/+$/, '')}${spec.path}`, this.base);
     // Signed per attempt: each retry needs a fresh nonce and date, and the signature must cover
     // the path exactly as URL normalised it, since that is what the server sees.
-    const headers: Record<string, string> = signRequest(this.options.keyPair, this.nodeId, {
-      method: spec.method,
-      pathWithQuery: `${url.pathname}${url.search}`,
-      body,
-    });
+    const headers: Record<string, string> = signRequest(
+      this.options.keyPair,
+      this.nodeId,
+      { method: spec.method, pathWithQuery: `${url.pathname}${url.search}`, body },
+      this.nextDate(),
+    );
     if (spec.method === 'POST') headers['content-type'] = 'application/json';
     const timeout = requestDeadline(spec.timeoutMs);
     try {
@@ -290,6 +293,17 @@ export class ControlPlaneClient {
     } finally {
       timeout.clear();
     }
+  }
+
+  /**
+   * The date to sign with: now, or one millisecond after the last request's when the clock has not
+   * moved on (or went back). The control plane takes a node's heartbeats, and a task's progress
+   * reports, only with dates later than the last of their stream (protocol/signing.ts); each stream
+   * is sent one request at a time, so dates that increase across all requests keep both in order.
+   */
+  private nextDate(): number {
+    this.lastSignedDate = Math.max(Date.now(), this.lastSignedDate + 1);
+    return this.lastSignedDate;
   }
 
   /**

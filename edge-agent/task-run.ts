@@ -57,9 +57,9 @@ export const nodeProgressReportsPerSecond = 4;
 const minProgressIntervalMs = 2_000;
 
 /**
- * The default interval between a task's progress reports on a node with `slots` slots: 2 s, longer
+ * The shortest interval between a task's progress reports on a node with `slots` slots: 2 s, longer
  * with more slots so that all of them busy and chatty stay within {@link nodeProgressReportsPerSecond}
- * (20 slots: 5 s). A silent task still reports every third of its lease (reportProgressWhileRunning).
+ * (20 slots: 5 s). The agent uses the longer of this and the control plane's advice.
  */
 export function progressIntervalFor(slots: number): number {
   return Math.max(minProgressIntervalMs, Math.ceil((slots * 1000) / nodeProgressReportsPerSecond));
@@ -223,24 +223,21 @@ export class TaskRun {
 
   /**
    * Every interval, sends what changed since the last delivered report (`delivered` is its
-   * revision). A task that stays silent still gets a report every third of its lease, since
-   * progress reports (and heartbeats) are what extend the lease; an interval longer than that (many
-   * slots: progressIntervalFor) is cut to it, lease first.
+   * revision); a task that stays silent sends nothing. Progress is for people (log tail, percent):
+   * the lease is kept by the node's heartbeats, which list the task (docs/cost-model.md section 9).
+   * Reports of one task go one at a time, so their signed dates increase as the control plane
+   * requires of a task's progress.
    */
   private async reportProgressWhileRunning(delivered: number): Promise<void> {
     let lastDelivered = delivered;
-    let lastSentAt = performance.now();
-    const keepLeaseMs = this.assignment.leaseMs / 3;
-    const intervalMs = Math.min(this.context.progressIntervalMs, keepLeaseMs);
     const signal = this.processDone.signal;
     while (!signal.aborted && this.leased) {
-      await sleep(intervalMs, signal);
+      await sleep(this.context.progressIntervalMs, signal);
       const process = this.process;
       if (signal.aborted || process === undefined) return;
       const { revision, percent, message, logTail } = process.progress();
-      if (revision === lastDelivered && performance.now() - lastSentAt < keepLeaseMs) continue;
+      if (revision === lastDelivered) continue;
       try {
-        lastSentAt = performance.now();
         await this.sendProgress({
           attempt: this.attempt,
           ...(percent === undefined ? {} : { percent }),

@@ -7,7 +7,8 @@ describe('embedded config', () => {
   it('has defaults for everything', () => {
     expect(readEnv({})).toEqual({
       GPUAI_LEASE_MS: 30_000,
-      GPUAI_HEARTBEAT_MS: 5000,
+      GPUAI_HEARTBEAT_IDLE_MS: 30_000,
+      GPUAI_HEARTBEAT_BUSY_MS: 10_000,
       GPUAI_REAPER_INTERVAL_MS: 1000,
       GPUAI_LOG_FORMAT: 'text',
       GPUAI_ENROLLMENT: 'token',
@@ -24,12 +25,15 @@ describe('embedded config', () => {
     expect(() => readEnv({ GPUAI_RATE_LIMITS: 'register=ten/60' })).toThrow(/GPUAI_RATE_LIMITS.*register=ten\/60/);
     expect(() => readEnv({ GPUAI_RATE_LIMITS: 'everything=1/60' })).toThrow(/GPUAI_RATE_LIMITS/);
   });
-  it('refuses a heartbeat that is not below the lease, as the cloud config does', () => {
-    expect(() => readEnv({ GPUAI_LEASE_MS: '3000', GPUAI_HEARTBEAT_MS: '5000' })).toThrow(
-      /GPUAI_HEARTBEAT_MS: must be below GPUAI_LEASE_MS/,
+  it('refuses a busy heartbeat that is not below the lease, as the cloud config does', () => {
+    expect(() => readEnv({ GPUAI_LEASE_MS: '3000', GPUAI_HEARTBEAT_BUSY_MS: '5000' })).toThrow(
+      /GPUAI_HEARTBEAT_BUSY_MS: must be below GPUAI_LEASE_MS/,
     );
-    expect(() => readEnv({ GPUAI_LEASE_MS: '5000', GPUAI_HEARTBEAT_MS: '5000' })).toThrow(ConfigError);
-    expect(readEnv({ GPUAI_LEASE_MS: '5001', GPUAI_HEARTBEAT_MS: '5000' }).GPUAI_LEASE_MS).toBe(5001);
+    expect(() => readEnv({ GPUAI_LEASE_MS: '5000', GPUAI_HEARTBEAT_BUSY_MS: '5000' })).toThrow(ConfigError);
+    expect(readEnv({ GPUAI_LEASE_MS: '5001', GPUAI_HEARTBEAT_BUSY_MS: '5000' }).GPUAI_LEASE_MS).toBe(5001);
+    // The idle interval may exceed the lease: a node beats at once when it takes a task.
+    expect(readEnv({ GPUAI_LEASE_MS: '20000', GPUAI_HEARTBEAT_IDLE_MS: '60000' }).GPUAI_HEARTBEAT_IDLE_MS).toBe(60_000);
+    expect(() => readEnv({ GPUAI_HEARTBEAT_IDLE_MS: '5000' })).toThrow(/GPUAI_HEARTBEAT_BUSY_MS: must not be above/);
   });
   it('reads rate limits over the defaults and the allowed hosts', () => {
     const env = readEnv({ GPUAI_RATE_LIMITS: 'register=5/30, address=0/60', GPUAI_ALLOWED_HOSTS: 'gpu.lan, box:8080' });

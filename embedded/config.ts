@@ -16,7 +16,10 @@ import { parseAllowedHosts } from './host-check.js';
 const Env = z
   .object({
     GPUAI_LEASE_MS: z.coerce.number().int().min(settingMinimums.leaseMs).default(30_000),
-    GPUAI_HEARTBEAT_MS: z.coerce.number().int().min(settingMinimums.heartbeatIntervalMs).default(5000),
+    /** The heartbeat interval of a node without tasks; a node is unavailable after three missed. */
+    GPUAI_HEARTBEAT_IDLE_MS: z.coerce.number().int().min(settingMinimums.heartbeatIdleMs).default(30_000),
+    /** The heartbeat interval of a node holding leases (its beats extend them): below the lease. */
+    GPUAI_HEARTBEAT_BUSY_MS: z.coerce.number().int().min(settingMinimums.heartbeatBusyMs).default(10_000),
     GPUAI_REAPER_INTERVAL_MS: z.coerce.number().int().min(50).default(1000),
     GPUAI_LOG_FORMAT: z.enum(['text', 'json']).default('text'),
     /** Host header values answered besides localhost's when bound to loopback (embedded/host-check.ts). */
@@ -61,8 +64,16 @@ const Env = z
       .optional(),
   })
   .superRefine((env, ctx) => {
-    const timings = { leaseMs: env.GPUAI_LEASE_MS, heartbeatIntervalMs: env.GPUAI_HEARTBEAT_MS };
-    const names = { leaseMs: 'GPUAI_LEASE_MS', heartbeatIntervalMs: 'GPUAI_HEARTBEAT_MS' };
+    const timings = {
+      leaseMs: env.GPUAI_LEASE_MS,
+      heartbeatIdleMs: env.GPUAI_HEARTBEAT_IDLE_MS,
+      heartbeatBusyMs: env.GPUAI_HEARTBEAT_BUSY_MS,
+    };
+    const names = {
+      leaseMs: 'GPUAI_LEASE_MS',
+      heartbeatIdleMs: 'GPUAI_HEARTBEAT_IDLE_MS',
+      heartbeatBusyMs: 'GPUAI_HEARTBEAT_BUSY_MS',
+    };
     for (const { name, message } of settingProblems(timings, names)) {
       ctx.addIssue({ code: 'custom', path: [name], message });
     }

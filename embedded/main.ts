@@ -50,7 +50,10 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<{ url: st
     dataDir,
     settings: {
       leaseMs: env.GPUAI_LEASE_MS,
-      heartbeatIntervalMs: env.GPUAI_HEARTBEAT_MS,
+      heartbeatIdleMs: env.GPUAI_HEARTBEAT_IDLE_MS,
+      heartbeatBusyMs: env.GPUAI_HEARTBEAT_BUSY_MS,
+      // One process serves this store: the presence versions it wrote last are current.
+      exclusiveStore: true,
       attestation: readAttestationEnv(),
       enrollment: env.GPUAI_ENROLLMENT,
       nodeExpiryMs: env.GPUAI_NODE_EXPIRY_MS,

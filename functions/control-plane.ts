@@ -40,11 +40,25 @@ export interface Ports {
 
 /** Timings of the control plane; every deployment reads them from its own config. */
 export interface ControlPlaneSettings {
-  /** A lease lasts this long unless a progress report or heartbeat extends it. */
+  /** A lease lasts this long unless a heartbeat (or a progress report) extends it. */
   leaseMs: number;
-  heartbeatIntervalMs: number;
-  /** A node unseen for this long is unavailable (three missed heartbeats by default). */
+  /** The heartbeat interval a node without tasks is told (docs/cost-model.md section 9: 30 s). */
+  heartbeatIdleMs: number;
+  /** The heartbeat interval a node holding leases is told: below `leaseMs`, since its beats extend them (10 s). */
+  heartbeatBusyMs: number;
+  /**
+   * How often a running task's progress (log tail, percent) is worth a report: it is for people, and
+   * leases are kept by heartbeats, so the agent sends no keep-alive progress (30 s by default).
+   */
+  progressIntervalMs: number;
+  /** A node unseen for this long is unavailable (three missed idle heartbeats by default). */
   livenessMs: number;
+  /**
+   * This process is the only writer of the store (the embedded deployment): the node registry may
+   * then trust the versions of the presence items it wrote last, so a heartbeat is one conditional
+   * write with no read. Where several instances share the store (Lambda), it reads first.
+   */
+  exclusiveStore: boolean;
   recheckMs: number;
   scanLimit: number;
   unroutedAfterMs: number;
@@ -70,11 +84,14 @@ export interface ControlPlaneSettings {
 }
 
 export function defaultSettings(now: number, overrides: Partial<ControlPlaneSettings> = {}): ControlPlaneSettings {
-  const heartbeatIntervalMs = overrides.heartbeatIntervalMs ?? 5000;
+  const heartbeatIdleMs = overrides.heartbeatIdleMs ?? 30_000;
   return {
     leaseMs: 30_000,
-    heartbeatIntervalMs,
-    livenessMs: 3 * heartbeatIntervalMs,
+    heartbeatIdleMs,
+    heartbeatBusyMs: Math.min(10_000, heartbeatIdleMs),
+    progressIntervalMs: 30_000,
+    livenessMs: 3 * heartbeatIdleMs,
+    exclusiveStore: false,
     recheckMs: 1000,
     scanLimit: 25,
     unroutedAfterMs: 2000,
@@ -125,6 +142,7 @@ export function createControlPlane(ports: Ports, settings: ControlPlaneSettings)
     clock,
     {
       livenessMs: settings.livenessMs,
+      exclusiveStore: settings.exclusiveStore,
       enrollment: settings.enrollment,
       nodeExpiryMs: settings.nodeExpiryMs,
       regions: settings.regions,

@@ -28,7 +28,9 @@ const Context = z
     'gpuai:retainData': flag.default(true),
     // The same bounds as the functions' config (functions/handlers/config.ts), checked before deploying.
     'gpuai:leaseMs': count.min(settingMinimums.leaseMs).default(30_000),
-    'gpuai:heartbeatMs': count.min(settingMinimums.heartbeatIntervalMs).default(5000),
+    // docs/cost-model.md section 9: idle nodes beat every 30 s, nodes holding leases every 10 s.
+    'gpuai:heartbeatIdleMs': count.min(settingMinimums.heartbeatIdleMs).default(30_000),
+    'gpuai:heartbeatBusyMs': count.min(settingMinimums.heartbeatBusyMs).default(10_000),
     'gpuai:apiRateLimit': count.default(100),
     'gpuai:apiBurstLimit': count.default(200),
     'gpuai:alarmEmail': z.email().optional(),
@@ -44,8 +46,16 @@ const Context = z
       .optional(),
   })
   .superRefine((c, ctx) => {
-    const timings = { leaseMs: c['gpuai:leaseMs'], heartbeatIntervalMs: c['gpuai:heartbeatMs'] };
-    const names = { leaseMs: 'gpuai:leaseMs', heartbeatIntervalMs: 'gpuai:heartbeatMs' } as const;
+    const timings = {
+      leaseMs: c['gpuai:leaseMs'],
+      heartbeatIdleMs: c['gpuai:heartbeatIdleMs'],
+      heartbeatBusyMs: c['gpuai:heartbeatBusyMs'],
+    };
+    const names = {
+      leaseMs: 'gpuai:leaseMs',
+      heartbeatIdleMs: 'gpuai:heartbeatIdleMs',
+      heartbeatBusyMs: 'gpuai:heartbeatBusyMs',
+    } as const;
     for (const { name, message } of settingProblems(timings, names)) {
       ctx.addIssue({ code: 'custom', path: [name], message });
     }
@@ -83,7 +93,8 @@ export function readContext(node: Node): AppContext {
     settings: {
       retainData: c['gpuai:retainData'],
       leaseMs: c['gpuai:leaseMs'],
-      heartbeatMs: c['gpuai:heartbeatMs'],
+      heartbeatIdleMs: c['gpuai:heartbeatIdleMs'],
+      heartbeatBusyMs: c['gpuai:heartbeatBusyMs'],
       apiRateLimit: c['gpuai:apiRateLimit'],
       apiBurstLimit: c['gpuai:apiBurstLimit'],
       dispatch: c['gpuai:dispatch'],

@@ -16,9 +16,10 @@ export interface GpuaiSettings {
    * deletion. Only a throwaway development stack turns this off.
    */
   retainData: boolean;
-  /** Lease length and heartbeat interval of the control plane, as in the embedded deployment. */
+  /** Lease length and heartbeat intervals (idle, busy) of the control plane, as in the embedded deployment. */
   leaseMs: number;
-  heartbeatMs: number;
+  heartbeatIdleMs: number;
+  heartbeatBusyMs: number;
   /** API Gateway's limits for the whole API, in requests per second. */
   apiRateLimit: number;
   apiBurstLimit: number;
@@ -69,7 +70,8 @@ export class GpuaiStack extends Stack {
       queues,
       dataKeys: keys.dataKeys,
       leaseMs: settings.leaseMs,
-      heartbeatMs: settings.heartbeatMs,
+      heartbeatIdleMs: settings.heartbeatIdleMs,
+      heartbeatBusyMs: settings.heartbeatBusyMs,
       retainLogs: retain,
       logsKey: keys.logs,
       apiConcurrency: settings.apiConcurrency,

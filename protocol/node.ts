@@ -102,12 +102,18 @@ export type NodeView = z.infer<typeof NodeView>;
 export const RegisterNodeResponse = z
   .object({
     node: NodeView,
-    heartbeatIntervalMs: z.int(),
+    heartbeatIntervalMs: z.int().meta({
+      description: 'The idle heartbeat interval; a node beats at once when it takes a task, then as each answer says.',
+    }),
+    progressIntervalMs: z.int().optional().meta({
+      description: 'How often a running task is worth a progress report; absent from older control planes.',
+    }),
     leaseMs: z.int(),
     dispatch: Dispatch.default({ mode: 'long-poll' }),
   })
   .meta({ id: 'RegisterNodeResponse' });
 export type RegisterNodeResponse = z.infer<typeof RegisterNodeResponse>;
 
+/** A page of nodes: the node list is sharded, so a page runs shard by shard, oldest registration first within one. */
 export const NodeList = z.object({ nodes: z.array(NodeView), cursor: z.string().optional() }).meta({ id: 'NodeList' });
 export type NodeList = z.infer<typeof NodeList>;

@@ -93,7 +93,14 @@ export const HeartbeatResponse = z
     abort: z
       .array(z.object({ taskId: TaskId, attempt: z.int(), reason: z.string() }))
       .meta({ description: 'Tasks the node must stop: cancelled, past deadline, or no longer leased to it.' }),
-    heartbeatIntervalMs: z.int(),
+    heartbeatIntervalMs: z.int().meta({
+      description:
+        'When to beat next: the busy interval when this beat listed tasks (it extends their leases), the idle one otherwise.',
+    }),
+    progressIntervalMs: z.int().optional().meta({
+      description:
+        'How often a running task is worth a progress report (log tail, percent). Leases are kept by heartbeats, so no report is needed to keep one.',
+    }),
   })
   .meta({ id: 'HeartbeatResponse' });
 export type HeartbeatResponse = z.infer<typeof HeartbeatResponse>;

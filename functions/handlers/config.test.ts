@@ -12,7 +12,8 @@ const complete = {
   QUEUE_URLS: JSON.stringify(queueUrls),
   KEY_ID: 'arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab',
   LEASE_MS: '30000',
-  HEARTBEAT_MS: '5000',
+  HEARTBEAT_IDLE_MS: '30000',
+  HEARTBEAT_BUSY_MS: '10000',
   // No default here: the stack names the mode (infra/context.ts holds the one default, `sqs`).
   DISPATCH_MODE: 'long-poll',
 };
@@ -24,7 +25,7 @@ describe('readConfig', () => {
       tableName: 'gpuai-table',
       queueUrls,
       keyId: complete.KEY_ID,
-      settings: { leaseMs: 30_000, heartbeatIntervalMs: 5000, recheckMs: 2000 },
+      settings: { leaseMs: 30_000, heartbeatIdleMs: 30_000, heartbeatBusyMs: 10_000, recheckMs: 2000 },
       endpoints: { sqs: 'http://127.0.0.1:5000' },
       dispatch: { mode: 'long-poll' },
     });
@@ -53,20 +54,26 @@ describe('readConfig', () => {
     expect(() => readConfig({ ...complete, DISPATCH_MODE: 'websocket' })).toThrow(/DISPATCH_MODE: /);
   });
 
-  it('refuses a heartbeat that is not below the lease, as the embedded config does', () => {
-    expect(() => readConfig({ ...complete, HEARTBEAT_MS: '30000' })).toThrow(
-      /HEARTBEAT_MS: must be below LEASE_MS, or leases run out between heartbeats/,
+  it('refuses a busy heartbeat that is not below the lease, as the embedded config does', () => {
+    expect(() => readConfig({ ...complete, HEARTBEAT_BUSY_MS: '30000' })).toThrow(
+      /HEARTBEAT_BUSY_MS: must be below LEASE_MS, or leases run out between heartbeats/,
     );
   });
 
-  it.each(['AWS_REGION', 'TABLE_NAME', 'QUEUE_URLS', 'KEY_ID', 'LEASE_MS', 'HEARTBEAT_MS', 'DISPATCH_MODE'] as const)(
-    'fails naming %s when it is missing or empty',
-    (name) => {
-      const { [name]: _, ...missing } = complete;
-      expect(() => readConfig(missing)).toThrow(new ConfigError(`invalid Lambda environment: ${name} is not set`));
-      expect(() => readConfig({ ...complete, [name]: '' })).toThrow(`${name} is not set`);
-    },
-  );
+  it.each([
+    'AWS_REGION',
+    'TABLE_NAME',
+    'QUEUE_URLS',
+    'KEY_ID',
+    'LEASE_MS',
+    'HEARTBEAT_IDLE_MS',
+    'HEARTBEAT_BUSY_MS',
+    'DISPATCH_MODE',
+  ] as const)('fails naming %s when it is missing or empty', (name) => {
+    const { [name]: _, ...missing } = complete;
+    expect(() => readConfig(missing)).toThrow(new ConfigError(`invalid Lambda environment: ${name} is not set`));
+    expect(() => readConfig({ ...complete, [name]: '' })).toThrow(`${name} is not set`);
+  });
 
   it('names every bad value at once, down to the queue', () => {
     const error = captureError(() =>
@@ -88,8 +95,10 @@ describe('readConfig', () => {
     expect(() => readConfig({ ...complete, QUEUE_URLS: 'schedule=https://x' })).toThrow('QUEUE_URLS: is not JSON');
   });
 
-  it('refuses a heartbeat that is not shorter than the lease', () => {
-    expect(() => readConfig({ ...complete, HEARTBEAT_MS: '30000' })).toThrow(/HEARTBEAT_MS: must be below LEASE_MS/);
+  it('refuses a busy heartbeat above the idle one', () => {
+    expect(() => readConfig({ ...complete, HEARTBEAT_IDLE_MS: '5000' })).toThrow(
+      /HEARTBEAT_BUSY_MS: must not be above/,
+    );
   });
 });
 
@@ -103,7 +112,12 @@ describe('controlPlane', () => {
     for (const [name, value] of Object.entries(complete)) vi.stubEnv(name, value);
     const { controlPlane } = await import('./config.js');
     const cp = controlPlane();
-    expect(cp.settings).toMatchObject({ leaseMs: 30_000, heartbeatIntervalMs: 5000, livenessMs: 15_000 });
+    expect(cp.settings).toMatchObject({
+      leaseMs: 30_000,
+      heartbeatIdleMs: 30_000,
+      heartbeatBusyMs: 10_000,
+      livenessMs: 90_000,
+    });
     expect(controlPlane()).toBe(cp);
   });
 

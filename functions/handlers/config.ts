@@ -55,7 +55,10 @@ const Env = z
     QUEUE_URLS: QueueUrls,
     KEY_ID: z.string().min(1),
     LEASE_MS: z.coerce.number().int().min(settingMinimums.leaseMs),
-    HEARTBEAT_MS: z.coerce.number().int().min(settingMinimums.heartbeatIntervalMs),
+    /** The heartbeat interval of a node without tasks; liveness is three of them. */
+    HEARTBEAT_IDLE_MS: z.coerce.number().int().min(settingMinimums.heartbeatIdleMs),
+    /** The heartbeat interval of a node holding leases: below LEASE_MS. */
+    HEARTBEAT_BUSY_MS: z.coerce.number().int().min(settingMinimums.heartbeatBusyMs),
     /** How often a waiting long poll re-reads its pools: in Lambda nothing else wakes it. */
     RECHECK_MS: z.coerce.number().int().min(100).optional(),
     GPUAI_DYNAMODB_ENDPOINT: z.url().optional(),
@@ -113,10 +116,15 @@ const Env = z
       }),
   })
   .superRefine((env, ctx) => {
-    const timings = { leaseMs: env.LEASE_MS, heartbeatIntervalMs: env.HEARTBEAT_MS };
+    const timings = {
+      leaseMs: env.LEASE_MS,
+      heartbeatIdleMs: env.HEARTBEAT_IDLE_MS,
+      heartbeatBusyMs: env.HEARTBEAT_BUSY_MS,
+    };
     for (const { name, message } of settingProblems(timings, {
       leaseMs: 'LEASE_MS',
-      heartbeatIntervalMs: 'HEARTBEAT_MS',
+      heartbeatIdleMs: 'HEARTBEAT_IDLE_MS',
+      heartbeatBusyMs: 'HEARTBEAT_BUSY_MS',
     })) {
       ctx.addIssue({ code: 'custom', path: [name], message });
     }
@@ -179,7 +187,8 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): LambdaConfig {
     keyId: e.KEY_ID,
     settings: {
       leaseMs: e.LEASE_MS,
-      heartbeatIntervalMs: e.HEARTBEAT_MS,
+      heartbeatIdleMs: e.HEARTBEAT_IDLE_MS,
+      heartbeatBusyMs: e.HEARTBEAT_BUSY_MS,
       ...attestation,
       ...(e.RECHECK_MS === undefined ? {} : { recheckMs: e.RECHECK_MS }),
       ...(e.GPUAI_ENROLLMENT === undefined ? {} : { enrollment: e.GPUAI_ENROLLMENT }),

@@ -10,6 +10,11 @@ export interface AppEnv {
     owner: string;
     /** Who called an application route: tenant, API key id, scopes (set by requireScope, functions/http/auth.ts). */
     principal: Principal;
+    /**
+     * The signed date of a node request whose route refuses replays by date, not nonce (heartbeat,
+     * progress: functions/domain/security/request-auth.ts `ReplayCheck`); set by the node routes' middleware.
+     */
+    signedDate?: number;
     /** Authenticates the request's caller; set by the app's `authentication` middleware. */
     authenticate: (c: Context<AppEnv>) => Promise<Principal>;
   };

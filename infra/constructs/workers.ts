@@ -55,7 +55,8 @@ export interface WorkersProps {
   dataKeys: IKey;
   /** Control plane timings; every function gets the same, so the API and the reaper agree on leases. */
   leaseMs: number;
-  heartbeatMs: number;
+  heartbeatIdleMs: number;
+  heartbeatBusyMs: number;
   retainLogs: boolean;
   /** Encrypts every function's log group; its key policy lets CloudWatch Logs use it. */
   logsKey: IKey;
@@ -96,7 +97,8 @@ export class Workers extends Construct {
       QUEUE_URLS: Stack.of(this).toJsonString(queues.urls()),
       KEY_ID: props.dataKeys.keyArn,
       LEASE_MS: String(props.leaseMs),
-      HEARTBEAT_MS: String(props.heartbeatMs),
+      HEARTBEAT_IDLE_MS: String(props.heartbeatIdleMs),
+      HEARTBEAT_BUSY_MS: String(props.heartbeatBusyMs),
       POWERTOOLS_SERVICE_NAME: serviceName,
       POWERTOOLS_METRICS_NAMESPACE: 'GPUAI',
       POWERTOOLS_LOG_LEVEL: 'INFO',

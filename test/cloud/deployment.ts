@@ -15,6 +15,7 @@ import { Meter, startCountingProxy } from './harness.js';
  */
 export async function deployToEmulators(settings: {
   leaseMs: number;
+  /** Both heartbeat intervals, idle and busy (tests beat as often when idle as when busy). */
   heartbeatMs: number;
   recheckMs: number;
   /** `sqs`: agents long-poll pool queues with STS credentials and claim through the API. */
@@ -55,7 +56,8 @@ export async function deployToEmulators(settings: {
     QUEUE_URLS: JSON.stringify(queueUrls),
     KEY_ID: keyId,
     LEASE_MS: String(settings.leaseMs),
-    HEARTBEAT_MS: String(settings.heartbeatMs),
+    HEARTBEAT_IDLE_MS: String(settings.heartbeatMs),
+    HEARTBEAT_BUSY_MS: String(settings.heartbeatMs),
     RECHECK_MS: String(settings.recheckMs),
     GPUAI_DYNAMODB_ENDPOINT: dynamodbProxy?.url,
     GPUAI_SQS_ENDPOINT: sqsProxy?.url,

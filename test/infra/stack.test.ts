@@ -236,9 +236,21 @@ describe('the functions', () => {
       expect(fn.Properties.LoggingConfig).toMatchObject({ LogFormat: 'JSON' });
       const variables = (fn.Properties.Environment as { Variables: Record<string, unknown> }).Variables;
       expect(Object.keys(variables)).toEqual(
-        expect.arrayContaining(['TABLE_NAME', 'QUEUE_URLS', 'KEY_ID', 'LEASE_MS', 'HEARTBEAT_MS']),
+        expect.arrayContaining([
+          'TABLE_NAME',
+          'QUEUE_URLS',
+          'KEY_ID',
+          'LEASE_MS',
+          'HEARTBEAT_IDLE_MS',
+          'HEARTBEAT_BUSY_MS',
+        ]),
       );
-      expect(variables).toMatchObject({ POWERTOOLS_SERVICE_NAME: 'gpuai', LEASE_MS: '30000', HEARTBEAT_MS: '5000' });
+      expect(variables).toMatchObject({
+        POWERTOOLS_SERVICE_NAME: 'gpuai',
+        LEASE_MS: '30000',
+        HEARTBEAT_IDLE_MS: '30000',
+        HEARTBEAT_BUSY_MS: '10000',
+      });
     }
   });
 
@@ -853,7 +865,9 @@ describe('the outputs', () => {
 describe('the CDK context', () => {
   it('is validated, naming the bad key', () => {
     expect(() => synthesize({ 'gpuai:leaseMs': 'long' })).toThrow(/gpuai:leaseMs/);
-    expect(() => synthesize({ 'gpuai:heartbeatMs': 60_000 })).toThrow(/gpuai:heartbeatMs: must be below gpuai:leaseMs/);
+    expect(() => synthesize({ 'gpuai:heartbeatBusyMs': 30_000 })).toThrow(
+      /gpuai:heartbeatBusyMs: must be below gpuai:leaseMs/,
+    );
     expect(() => synthesize({ 'gpuai:dispatch': 'websocket' })).toThrow(/gpuai:dispatch/);
     expect(() => synthesize({ 'gpuai:apiConcurrency': 0 })).toThrow(/gpuai:apiConcurrency/);
   });
@@ -902,7 +916,8 @@ describe('cdk synth with esbuild bundling (slow: runs esbuild for each function)
       TABLE_NAME: 'table',
       KEY_ID: 'key',
       LEASE_MS: '30000',
-      HEARTBEAT_MS: '5000',
+      HEARTBEAT_IDLE_MS: '30000',
+      HEARTBEAT_BUSY_MS: '10000',
       DISPATCH_MODE: 'sqs',
       POOL_QUEUE_PREFIX: 'gpuai',
       NODE_ROLE_ARN: 'arn:aws:iam::1:role/node-work-reader',

@@ -33,7 +33,7 @@ const h100s = (count: number, cores = 64): NodeInventory =>
 
 function world() {
   const clock = new ManualClock();
-  const h = inProcessControlPlane({ clock, settings: { leaseMs, heartbeatIntervalMs: 1000, livenessMs: 1e12 } });
+  const h = inProcessControlPlane({ clock, settings: { leaseMs, heartbeatIdleMs: 1000, livenessMs: 1e12 } });
   const node = async (inventory: NodeInventory) => {
     const n = new TestNode(h.request, clock);
     expect((await n.register(inventory)).status).toBe(201);

@@ -51,7 +51,7 @@ function world(options: { hints?: WorkHints; credentials?: CredentialIssuer; hin
     clock,
     settings: {
       leaseMs: 10_000,
-      heartbeatIntervalMs: 1000,
+      heartbeatIdleMs: 1000,
       livenessMs: 1e12, // nodes stay live while the clock jumps
       ...(options.hintRedriveMs === undefined ? {} : { hintRedriveMs: options.hintRedriveMs }),
     },

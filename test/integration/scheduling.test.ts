@@ -25,7 +25,7 @@ function world(settings: { leaseMs?: number; bootedAt?: number } = {}) {
   const clock = new ManualClock();
   const h = inProcessControlPlane({
     clock,
-    settings: { leaseMs: 10_000, heartbeatIntervalMs: 1000, livenessMs: 3000, ...settings },
+    settings: { leaseMs: 10_000, heartbeatIdleMs: 1000, livenessMs: 3000, ...settings },
   });
   const register = async (inventory: NodeInventory) => {
     const { node } = await h.cp.nodes.register({

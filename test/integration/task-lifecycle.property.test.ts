@@ -560,7 +560,10 @@ describe('task lifecycle (model-based)', () => {
     await fc.assert(
       fc.asyncProperty(fc.commands(commands, { maxCommands: 80, size: 'max' }), async (cmds) => {
         const clock = new ManualClock();
-        const h = inProcessControlPlane({ clock, settings: { leaseMs, heartbeatIntervalMs, livenessMs } });
+        const h = inProcessControlPlane({
+          clock,
+          settings: { leaseMs, heartbeatIdleMs: heartbeatIntervalMs, livenessMs },
+        });
         const w: World = {
           ...h,
           clock,

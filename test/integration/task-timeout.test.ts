@@ -16,7 +16,7 @@ function world() {
   const clock = new ManualClock();
   const h = inProcessControlPlane({
     clock,
-    settings: { leaseMs, heartbeatIntervalMs: 1000, livenessMs: 1e12 },
+    settings: { leaseMs, heartbeatIdleMs: 1000, livenessMs: 1e12 },
   });
   const node = async () => {
     const n = new TestNode(h.request, clock);

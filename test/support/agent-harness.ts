@@ -29,8 +29,10 @@ import { Api, adminKeyOf } from './processes.js';
 export const agentTestSettings: Partial<ControlPlaneSettings> = {
   // Any node joins: these tests are not about enrollment (test/e2e/enrollment.test.ts is).
   enrollment: 'open',
-  heartbeatIntervalMs: 200,
+  heartbeatIdleMs: 200,
   livenessMs: 10_000,
+  // Agents started without their own interval report every 2 s at the most (the default advice is 30 s).
+  progressIntervalMs: 2_000,
   leaseMs: 30_000,
   // Off per key and per node: the tests poll the API every few tens of ms and run agents with
   // 50 ms progress intervals, past the 600 a minute a real node or client is allowed, and a 429

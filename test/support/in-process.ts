@@ -140,6 +140,8 @@ export const cpuInventory = (overrides: Partial<NodeInventory> = {}): NodeInvent
 export class TestNode {
   readonly key: NodeKeyPair;
   readonly id: string;
+  /** The last signed date: the next is later, as the agent's client signs (heartbeats and progress need it). */
+  private lastDate = 0;
   constructor(
     private readonly request: (path: string, init?: RequestInit) => Response | Promise<Response>,
     readonly clock: Clock = { now: () => Date.now() },
@@ -152,10 +154,16 @@ export class TestNode {
   async call(method: string, path: string, body?: unknown, as = this.id): Promise<Response> {
     const text = body === undefined ? '' : JSON.stringify(body);
     const headers = {
-      ...signRequest(this.key, as, { method, pathWithQuery: path, body: text }, this.clock.now()),
+      ...signRequest(this.key, as, { method, pathWithQuery: path, body: text }, this.nextDate()),
       ...(body === undefined ? {} : { 'content-type': 'application/json' }),
     };
     return this.request(path, { method, headers, ...(body === undefined ? {} : { body: text }) });
+  }
+
+  /** `max(now, last + 1)`: a node's heartbeats and a task's progress reports must carry increasing dates. */
+  nextDate(): number {
+    this.lastDate = Math.max(this.clock.now(), this.lastDate + 1);
+    return this.lastDate;
   }
 
   register(inventory: NodeInventory = cpuInventory(), joinToken?: string) {

@@ -11,7 +11,8 @@ const bin = (name: string) => join(repoRoot, 'bin', name);
 /** Fast timings so that lost leases and restarts show within seconds. */
 export const fastTimings = {
   GPUAI_LEASE_MS: '3000',
-  GPUAI_HEARTBEAT_MS: '500',
+  GPUAI_HEARTBEAT_IDLE_MS: '500',
+  GPUAI_HEARTBEAT_BUSY_MS: '500',
   GPUAI_REAPER_INTERVAL_MS: '200',
 };
 

@@ -32,7 +32,8 @@ describe('enrollment settings', () => {
       QUEUE_URLS: '{}',
       KEY_ID: 'k',
       LEASE_MS: '30000',
-      HEARTBEAT_MS: '5000',
+      HEARTBEAT_IDLE_MS: '30000',
+      HEARTBEAT_BUSY_MS: '10000',
       DISPATCH_MODE: 'long-poll',
     };
     expect(readConfig(base).settings).not.toHaveProperty('enrollment');

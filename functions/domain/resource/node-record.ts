@@ -6,6 +6,7 @@ import {
   type PinnedAttestationKey,
   toNodeAttestationView,
 } from '../security/attestation/record.js';
+import { allShardPks, shardedPk } from '../shards.js';
 import type { HeldTask } from './fit.js';
 import { poolsOf } from './pools.js';
 
@@ -15,7 +16,12 @@ export interface NodeStats {
   leasesLost: number;
 }
 
-/** A registered node as stored: `NODE#<id>` / `NODE`, listed through byOwner `NODES`. */
+/**
+ * A registered node as stored: `NODE#<id>` / `NODE`, listed through byOwner `NODES#<nn>` (sharded by
+ * id). Written at registration, by claims (`held`), attestation and stats, never by heartbeats:
+ * when the node was last seen is its presence's (presence.ts); `lastSeenAt` here is as of the last
+ * write of the item.
+ */
 export interface NodeRecord {
   id: string;
   name: string;
@@ -38,7 +44,8 @@ export interface NodeRecord {
   enrollment?: { tokenId: string; pools?: string[] };
   /**
    * Epoch ms after which the store drops the node (its item's TTL): a node unseen this long is
-   * dead, and must enroll again. Every write keeps it; registration and touches push it forward.
+   * dead, and must enroll again. Every write keeps it; registration pushes it forward, and so does
+   * presence, about once a seventh of the expiry.
    */
   expiresAt?: number;
   /** What the node last proved by remote attestation (security/attestation); absent: never attested. */
@@ -54,7 +61,12 @@ export interface NodeRecord {
 }
 
 export const nodeKey = (id: string): ItemKey => ({ pk: `NODE#${id}`, sk: 'NODE' });
-export const nodeListPk = 'NODES';
+/** The node list's partition prefix: `NODES#<nn>`, the shard of the node's id. */
+export const nodeListPrefix = 'NODES';
+/** The one partition nodes were listed in before the list was sharded: still read, never written. */
+export const legacyNodeListPk = 'NODES';
+/** Every partition of the node list, in the order it is paged. */
+export const nodeListPks: readonly string[] = [...allShardPks(nodeListPrefix), legacyNodeListPk];
 
 export function newNodeRecord(
   id: string,
@@ -82,13 +94,15 @@ export function putNode(node: NodeRecord, expectVersion: number): Write {
     kind: 'put',
     key: nodeKey(node.id),
     data: node,
-    indexes: { byOwner: { pk: nodeListPk, sk: `${sortableTime(node.registeredAt)}#${node.id}` } },
+    indexes: {
+      byOwner: { pk: shardedPk(nodeListPrefix, node.id), sk: `${sortableTime(node.registeredAt)}#${node.id}` },
+    },
     ...(node.expiresAt === undefined ? {} : { expiresAt: Math.ceil(node.expiresAt / 1000) }),
     expectVersion,
   };
 }
 
-/** A node is live while its last heartbeat or poll is more recent than the liveness window. */
+/** A node is live while its last heartbeat or poll (its presence's `lastSeenAt`) is more recent than the liveness window. */
 export const isLive = (node: NodeRecord, now: number, livenessMs: number): boolean =>
   now - node.lastSeenAt <= livenessMs;
 

@@ -15,8 +15,18 @@ import {
 } from '../errors.js';
 import { updateWithRetry } from '../records.js';
 import type { JoinTokens } from './join-tokens.js';
-import { isLive, type NodeRecord, type NodeStats, newNodeRecord, nodeKey, nodeListPk, putNode } from './node-record.js';
+import {
+  isLive,
+  type NodeRecord,
+  type NodeStats,
+  newNodeRecord,
+  nodeKey,
+  nodeListPks,
+  putNode,
+} from './node-record.js';
+import { PoolSummaries } from './pool-summary.js';
 import { poolInScope, poolsOf, type RegionPolicy, regionAllowed } from './pools.js';
+import { type PresenceRecord, Presences } from './presence.js';
 
 export interface NodeRegistrySettings {
   /** A node that has not been seen for this long is unavailable. */
@@ -27,26 +37,46 @@ export interface NodeRegistrySettings {
   nodeExpiryMs: number;
   /** The regions nodes may report. */
   regions: RegionPolicy;
+  /** This process is the store's only writer (embedded): presence writes skip their read (presence.ts). */
+  exclusiveStore?: boolean;
 }
 
 const registerAttempts = 8;
 
 /**
  * The node registry: enrollment and registration (idempotent per public key), liveness, expiry
- * and listing. Liveness is derived from `lastSeenAt`, so a node that stops heartbeating becomes
- * unavailable without any write; a node unseen for `nodeExpiryMs` disappears with its item's TTL.
+ * and listing. When a node was last seen is its presence item's (presence.ts): a heartbeat writes
+ * that small item, never the node item, so a node that stops heartbeating reads as unavailable
+ * without any write, and the reaper's {@link NodeRegistry.sweepDead} takes it out of its pools'
+ * summaries. A node unseen for `nodeExpiryMs` disappears with its items' TTL.
  *
  * A node's first registration enrolls it: it must present a join token (unless enrollment is
  * open), whose operator becomes the node's and whose pool scope binds the node's pools from then
  * on. A node already registered re-registers (an agent restart) with its key alone.
  */
 export class NodeRegistry {
+  private readonly presences: Presences;
+  /** Used only to make a node's pools known before it is first counted in them. */
+  private readonly summaries: PoolSummaries;
+
   constructor(
     private readonly store: Store,
     private readonly clock: Clock,
     readonly settings: NodeRegistrySettings,
     private readonly joinTokens?: JoinTokens,
-  ) {}
+  ) {
+    this.summaries = new PoolSummaries(store, clock);
+    this.presences = new Presences(
+      store,
+      clock,
+      {
+        livenessMs: settings.livenessMs,
+        nodeExpiryMs: settings.nodeExpiryMs,
+        ...(settings.exclusiveStore === undefined ? {} : { exclusiveStore: settings.exclusiveStore }),
+      },
+      (pool) => this.summaries.ensurePool(pool),
+    );
+  }
 
   /**
    * Registers a node, or updates the inventory of the node that holds this key. Nothing is
@@ -66,10 +96,14 @@ export class NodeRegistry {
       );
     }
     const pools = poolsOf(req.inventory);
+    let ensured = false;
     for (let round = 0; round < registerAttempts; round++) {
       const now = this.clock.now();
       const expiresAt = now + this.settings.nodeExpiryMs;
-      const current = await this.store.get<NodeRecord>(nodeKey(id));
+      const [current, presence] = await Promise.all([
+        this.store.get<NodeRecord>(nodeKey(id)),
+        this.presences.readForRegistration(id),
+      ]);
       let planned: { writes: Write[]; node: NodeRecord; created: boolean };
       if (current !== undefined) {
         const scope = current.data.enrollment?.pools;
@@ -120,10 +154,18 @@ export class NodeRegistry {
         const node = newNodeRecord(id, req, now, enrolled);
         planned = { writes: [putNode(node, 0), ...writes], node, created: true };
       }
+      if (!ensured) {
+        await Promise.all(pools.map((pool) => this.summaries.ensurePool(pool)));
+        ensured = true;
+      }
+      // A registration is a sign of life: the node is live and counted in its pools from now.
+      const seen = this.presences.planRegistration(planned.node, presence, now);
       try {
-        await this.store.transact(planned.writes);
+        await this.store.transact([...planned.writes, ...seen.writes]);
+        this.presences.registered(seen.next);
         return { node: planned.node, created: planned.created };
       } catch (error) {
+        this.presences.forget(id);
         // Another registration of this key, or another use of the token, got there first: re-read both.
         if (!(error instanceof ConditionFailedError)) throw error;
       }
@@ -141,16 +183,29 @@ export class NodeRegistry {
     return (await this.store.get<NodeRecord>(nodeKey(id)))?.data;
   }
 
-  /** Records that the node was seen now; skips the write when it was seen within the last second. */
-  async touch(id: string): Promise<NodeRecord> {
-    const updated = await updateWithRetry<NodeRecord, NodeRecord>(this.store, nodeKey(id), (current) => {
-      if (current === undefined) throw new NotFoundError('node_not_found', `no node ${id}`);
-      const now = this.clock.now();
-      if (now - current.data.lastSeenAt < 1000) return undefined;
-      const node = { ...current.data, lastSeenAt: now, expiresAt: now + this.settings.nodeExpiryMs };
-      return { writes: [putNode(node, current.version)], result: node };
-    });
-    return updated ?? this.get(id);
+  /** The node with when it was last seen (its presence's time): what an operator is shown. */
+  async describe(id: string): Promise<NodeRecord> {
+    const [node, presence] = await Promise.all([this.get(id), this.presences.get(id)]);
+    return withPresence(node, presence);
+  }
+
+  /**
+   * Records that the node was seen now: one write to its presence item (presence.ts), with no read
+   * where the store is exclusive. A heartbeat passes its signed date (`hbDate`), which must be later
+   * than the last heartbeat's; other signs of life write at most once a second.
+   *
+   * @throws NotFoundError `node_not_found`; UnauthenticatedError `replayed_request` (a heartbeat's date).
+   */
+  async touch(id: string, options: { hbDate?: number } = {}): Promise<void> {
+    await this.presences.seen(id, options);
+  }
+
+  /**
+   * Turns up to `limit` live nodes unseen for the liveness window dead, taking them out of their
+   * pools' summaries; returns how many. The reaper calls it every tick.
+   */
+  sweepDead(now: number, limit: number): Promise<number> {
+    return this.presences.sweepDead(now, limit);
   }
 
   async bumpStats(id: string, field: keyof NodeStats): Promise<void> {
@@ -161,17 +216,34 @@ export class NodeRegistry {
     });
   }
 
+  /**
+   * A page of nodes, with when each was last seen. The list is sharded (`NODES#<nn>`), so pages run
+   * shard by shard, oldest registration first within a shard; the cursor names the shard and the
+   * position in it. A page reads its presences too (one GetItem each, at once).
+   *
+   * @throws InvalidRequestError `invalid_cursor`.
+   */
   async list(limit: number, cursor?: string): Promise<{ nodes: NodeRecord[]; cursor?: string }> {
-    const page = await this.store.query<NodeRecord>({
-      index: 'byOwner',
-      pk: nodeListPk,
-      limit,
-      ...(cursor === undefined ? {} : { cursor }),
-    });
-    return { nodes: page.items.map((i) => i.data), ...(page.cursor === undefined ? {} : { cursor: page.cursor }) };
+    let { part, inPart } = decodeNodeCursor(cursor);
+    const nodes: NodeRecord[] = [];
+    while (part < nodeListPks.length && nodes.length < limit) {
+      const page = await this.store.query<NodeRecord>({
+        index: 'byOwner',
+        pk: nodeListPks[part] as string,
+        limit: limit - nodes.length,
+        ...(inPart === undefined ? {} : { cursor: inPart }),
+      });
+      nodes.push(...page.items.map((i) => i.data));
+      inPart = page.cursor;
+      if (inPart === undefined) part++;
+    }
+    const presences = await Promise.all(nodes.map((node) => this.presences.get(node.id)));
+    const seen = nodes.map((node, i) => withPresence(node, presences[i]));
+    const next = part < nodeListPks.length ? encodeNodeCursor(part, inPart) : undefined;
+    return { nodes: seen, ...(next === undefined ? {} : { cursor: next }) };
   }
 
-  /** Every live node. Placement reads this; at scale it becomes a per-pool capacity view. */
+  /** Every live node: a scan of the whole list, for small fleets and tests; routing reads pool summaries. */
   async liveNodes(): Promise<NodeRecord[]> {
     const now = this.clock.now();
     const live: NodeRecord[] = [];
@@ -183,4 +255,27 @@ export class NodeRegistry {
     } while (cursor !== undefined);
     return live;
   }
+}
+
+/** The node as last seen: its presence's `lastSeenAt` when that is later than the item's. */
+function withPresence(node: NodeRecord, presence: PresenceRecord | undefined): NodeRecord {
+  return presence === undefined || presence.lastSeenAt <= node.lastSeenAt
+    ? node
+    : { ...node, lastSeenAt: presence.lastSeenAt };
+}
+
+/** `<partition index, 2 digits>~<the store's cursor in it, empty at its start>`. */
+function encodeNodeCursor(part: number, inPart: string | undefined): string {
+  return `${String(part).padStart(2, '0')}~${inPart ?? ''}`;
+}
+
+function decodeNodeCursor(cursor: string | undefined): { part: number; inPart?: string } {
+  if (cursor === undefined) return { part: 0 };
+  const match = /^(\d{2})~(.*)$/s.exec(cursor);
+  const part = Number(match?.[1]);
+  if (match === null || !(part < nodeListPks.length)) {
+    const shown = cursor.length > 40 ? `${cursor.slice(0, 40)}...` : cursor;
+    throw new InvalidRequestError('invalid_cursor', `node list cursor ${JSON.stringify(shown)} is malformed`);
+  }
+  return match[2] === '' || match[2] === undefined ? { part } : { part, inPart: match[2] };
 }

@@ -12,12 +12,11 @@ import { parseTaskId } from '../../../protocol/index.js';
 import type { Clock } from '../../ports/clock.js';
 import type { Queue } from '../../ports/queue.js';
 import type { Store } from '../../ports/store.js';
-import { NotFoundError } from '../errors.js';
+import { ContentionError, NotFoundError, UnauthenticatedError } from '../errors.js';
 import { updateWithRetry } from '../records.js';
 import type { NodeRegistry } from '../resource/node-registry.js';
 import { LeaseLostError, ReportConflictError } from './errors.js';
 import { queueNames, requestScheduling } from './messages.js';
-import { markSeen } from './node-seen.js';
 import {
   assertLease,
   extendLease,
@@ -31,7 +30,21 @@ import {
 import { putTask, type TaskRecord, taskKey, toTaskView } from './task-record.js';
 
 export interface HeartbeatSettings extends LeaseSettings {
-  heartbeatIntervalMs: number;
+  /** The next beat of a node that listed no task. */
+  heartbeatIdleMs: number;
+  /** The next beat of a node that listed tasks: its beats keep their leases. */
+  heartbeatBusyMs: number;
+  /** How often a task's progress is worth a report, told to the agent with every heartbeat. */
+  progressIntervalMs: number;
+}
+
+/**
+ * A task as the progress route stores it: with the signed date of the latest progress report of
+ * its current attempt. Each attempt's reports are a stream whose dates must increase, so a
+ * replayed or reordered report is refused without a nonce item (protocol/signing.ts).
+ */
+interface ReportedTask extends TaskRecord {
+  progressDate?: { attempt: number; date: number };
 }
 
 /**
@@ -48,10 +61,30 @@ export class TaskReports {
     private readonly settings: HeartbeatSettings,
   ) {}
 
-  async progress(nodeId: string, taskId: string, report: ProgressReport): Promise<{ leaseExpiresAt: number }> {
-    const task = await this.transition(nodeId, taskId, report.attempt, (t, now) =>
-      recordProgress(t, report, now, this.settings.leaseMs),
-    );
+  /**
+   * Records a progress report. `signedDate` (the request's signed `x-gpuai-date`, where the route
+   * checks no nonce) must be later than that of the attempt's last report taken.
+   *
+   * @throws UnauthenticatedError `replayed_request` when it is not.
+   */
+  async progress(
+    nodeId: string,
+    taskId: string,
+    report: ProgressReport,
+    signedDate?: number,
+  ): Promise<{ leaseExpiresAt: number }> {
+    const task = await this.transition(nodeId, taskId, report.attempt, (t: ReportedTask, now) => {
+      const last = t.progressDate;
+      if (signedDate === undefined) return recordProgress(t, report, now, this.settings.leaseMs);
+      if (last?.attempt === report.attempt && signedDate <= last.date) {
+        throw new UnauthenticatedError(
+          'replayed_request',
+          `progress date ${signedDate} is not later than the last report's (${last.date}): replayed or reordered`,
+        );
+      }
+      const next: ReportedTask = recordProgress(t, report, now, this.settings.leaseMs);
+      return { ...next, progressDate: { attempt: report.attempt, date: signedDate } };
+    });
     return { leaseExpiresAt: task.leaseExpiresAt ?? this.clock.now() };
   }
 
@@ -104,12 +137,22 @@ export class TaskReports {
   }
 
   /**
-   * Records that the node is alive and extends the leases of the tasks it still holds. Tasks it
-   * no longer holds come back in `abort`, so the node stops work nobody will accept; so do tasks
-   * that outran their timeout, whose lease runs out at the end of the grace whatever the node says.
+   * Records that the node is alive (one presence write) and extends the leases of the tasks it
+   * still holds: heartbeats alone keep leases, so the answer sets the next beat at the busy interval
+   * when the node listed tasks, at the idle one when it did not. Tasks it no longer holds come back
+   * in `abort`, so the node stops work nobody will accept; so do tasks that outran their timeout,
+   * whose lease runs out at the end of the grace whatever the node says. `signedDate` (the request's
+   * signed date, where the route checks no nonce) must be later than the last heartbeat's.
+   *
+   * @throws UnauthenticatedError `replayed_request` when it is not; nothing is extended then.
    */
-  async heartbeat(nodeId: string, request: HeartbeatRequest): Promise<HeartbeatResponse> {
-    await markSeen(this.registry, nodeId);
+  async heartbeat(nodeId: string, request: HeartbeatRequest, signedDate?: number): Promise<HeartbeatResponse> {
+    try {
+      await this.registry.touch(nodeId, signedDate === undefined ? {} : { hbDate: signedDate });
+    } catch (error) {
+      // Lost to the node's own concurrent polls: it was seen anyway, and the leases still need extending.
+      if (!(error instanceof ContentionError)) throw error;
+    }
     const abort: HeartbeatResponse['abort'] = [];
     for (const { taskId, attempt } of request.tasks) {
       try {
@@ -124,7 +167,11 @@ export class TaskReports {
         abort.push({ taskId, attempt, reason: error.message });
       }
     }
-    return { abort, heartbeatIntervalMs: this.settings.heartbeatIntervalMs };
+    return {
+      abort,
+      heartbeatIntervalMs: request.tasks.length > 0 ? this.settings.heartbeatBusyMs : this.settings.heartbeatIdleMs,
+      progressIntervalMs: this.settings.progressIntervalMs,
+    };
   }
 
   private async transition(

@@ -19,13 +19,37 @@ export interface SignedRequest {
 }
 
 /**
+ * How a route refuses a replayed request: `nonce`, a TTL'd nonce item written per request (for
+ * requests at the rate of tasks: registration, polls, claims, results, failures, credentials,
+ * attestation), or `date`, the signed date handed to the route, which takes it only when later
+ * than the last of its stream (a node's heartbeats, an attempt's progress reports) inside the write
+ * it makes anyway, so those frequent requests write no nonce (docs/cost-model.md section 9).
+ */
+export type ReplayCheck = 'nonce' | 'date';
+
+export interface Authenticated {
+  nodeId: string;
+  /** The request's signed `x-gpuai-date`, epoch ms: under the `date` check, the route must compare it. */
+  dateMs: number;
+}
+
+/** Public keys remembered per node id; beyond this the oldest are forgotten (and read again). */
+const maxCachedKeys = 100_000;
+
+/**
  * Authenticates node requests signed as protocol/signing.ts describes. Checks, in order: the
  * headers are present, the date is within the skew window, the signature verifies under the
- * node's registered key (or, at registration, the key being registered), and the nonce was not
- * seen before. A nonce is remembered for twice the skew window, which covers every date a replay
- * could still pass with.
+ * node's registered key (or, at registration, the key being registered), and, under the `nonce`
+ * check, the nonce was not seen before. A nonce is remembered for twice the skew window, which
+ * covers every date a replay could still pass with.
+ *
+ * A node's id is derived from its public key, so the key behind an id never changes: it is read
+ * once and cached for the life of the process (a Lambda sandbox). Whether the node still exists is
+ * then the route's write to find out (a presence or task write of a node that is gone fails).
  */
 export class RequestAuthenticator {
+  private readonly keys = new Map<string, string>();
+
   constructor(
     private readonly store: Store,
     private readonly registry: NodeRegistry,
@@ -34,6 +58,18 @@ export class RequestAuthenticator {
 
   /** Returns the authenticated node id. `registeringKey` is the public key in a registration body. */
   async authenticate(req: SignedRequest, registeringKey?: string): Promise<string> {
+    return (await this.verify(req, { ...(registeringKey === undefined ? {} : { registeringKey }) })).nodeId;
+  }
+
+  /**
+   * Verifies the request and returns the node and signed date. `replay: 'date'` writes no nonce:
+   * the caller must refuse a date not later than its stream's last.
+   */
+  async verify(
+    req: SignedRequest,
+    options: { registeringKey?: string; replay?: ReplayCheck } = {},
+  ): Promise<Authenticated> {
+    const registeringKey = options.registeringKey;
     const nodeId = req.header(signatureHeaders.node);
     const date = req.header(signatureHeaders.date);
     const nonce = req.header(signatureHeaders.nonce);
@@ -69,14 +105,13 @@ export class RequestAuthenticator {
       }
       publicKey = registeringKey;
     } else {
-      const node = await this.registry.find(nodeId);
-      if (node === undefined) throw new UnauthenticatedError('unknown_node', `node ${nodeId} is not registered`);
-      publicKey = node.publicKey;
+      publicKey = this.keys.get(nodeId) ?? (await this.readKey(nodeId));
     }
     const message = canonicalRequest(req.method, req.pathWithQuery, dateMs, nonce, req.body);
     if (!verifySignature(publicKey, message, signature)) {
       throw new UnauthenticatedError('bad_signature', 'the request signature does not verify');
     }
+    if (options.replay === 'date') return { nodeId, dateMs };
     try {
       await this.store.transact([
         {
@@ -92,7 +127,21 @@ export class RequestAuthenticator {
         throw new UnauthenticatedError('replayed_request', 'this nonce was already used');
       throw error;
     }
-    return nodeId;
+    return { nodeId, dateMs };
+  }
+
+  private async readKey(nodeId: string): Promise<string> {
+    const node = await this.registry.find(nodeId);
+    if (node === undefined) throw new UnauthenticatedError('unknown_node', `node ${nodeId} is not registered`);
+    // Only a key that derives the id is kept: the cache can then never hold a wrong one.
+    if (nodeIdFromPublicKey(node.publicKey) === nodeId) {
+      this.keys.set(nodeId, node.publicKey);
+      if (this.keys.size > maxCachedKeys) {
+        const oldest = this.keys.keys().next().value;
+        if (oldest !== undefined) this.keys.delete(oldest);
+      }
+    }
+    return node.publicKey;
   }
 
   /** A node may act only on its own resources. */

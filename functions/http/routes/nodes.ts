@@ -26,7 +26,7 @@ import { ConflictError } from '../../domain/errors.js';
 import { isoTime } from '../../domain/records.js';
 import { toNodeView } from '../../domain/resource/node-record.js';
 import { ownPoolQueue } from '../../domain/resource/pool-queues.js';
-import { RequestAuthenticator } from '../../domain/security/request-auth.js';
+import { type ReplayCheck, RequestAuthenticator } from '../../domain/security/request-auth.js';
 import { authorized } from '../auth.js';
 import type { AppDeps, AppEnv } from '../context.js';
 import { errorResponses, json } from './responses.js';
@@ -42,7 +42,10 @@ const listNodes = createRoute({
   ...authorized('read'),
   summary: 'List registered nodes',
   request: { query: PageQuery },
-  responses: { 200: json(NodeList, 'A page of nodes, oldest registration first'), ...errorResponses(400, 401, 403) },
+  responses: {
+    200: json(NodeList, 'A page of nodes: shard by shard, oldest registration first within a shard'),
+    ...errorResponses(400, 401, 403),
+  },
 });
 
 const getNode = createRoute({
@@ -158,19 +161,37 @@ const reportFailure = createRoute({
   responses: { 200: json(TaskView, 'The task after the report'), ...taskErrors },
 });
 
-/** Verifies the node signature over the exact request; returns the node id it proves. */
-async function authenticate(c: Context<AppEnv>, { cp }: AppDeps, registeringKey?: string): Promise<string> {
+/**
+ * Verifies the node signature over the exact request; returns the node id it proves. Under the
+ * `date` replay check the signed date is left for the route (`signedDate`) instead of a nonce write.
+ */
+async function authenticate(
+  c: Context<AppEnv>,
+  { cp }: AppDeps,
+  options: { registeringKey?: string; replay?: ReplayCheck } = {},
+): Promise<string> {
   const url = new URL(c.req.url);
-  return cp.auth.authenticate(
+  const { nodeId, dateMs } = await cp.auth.verify(
     {
       method: c.req.method,
       pathWithQuery: url.pathname + url.search,
       body: await c.req.text(),
       header: (name) => c.req.header(name),
     },
-    registeringKey,
+    options,
   );
+  if (options.replay === 'date') c.set('signedDate', dateMs);
+  return nodeId;
 }
+
+/**
+ * The node routes whose requests are streams with increasing signed dates, checked inside the
+ * write each makes anyway: a node's heartbeats (its presence) and an attempt's progress (its task).
+ * Every other node route writes a nonce item (docs/cost-model.md section 9).
+ */
+const dateCheckedRoute = /^\/v1\/nodes\/[^/]+\/(heartbeat|tasks\/[^/]+\/progress)$/;
+const replayCheckOf = (method: string, path: string): ReplayCheck =>
+  method === 'POST' && dateCheckedRoute.test(path) ? 'date' : 'nonce';
 
 export function nodeRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
   const { cp } = deps;
@@ -181,7 +202,7 @@ export function nodeRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
   app.use('/v1/nodes/:nodeId/*', async (c, next) => {
     // The wildcard also matches `/v1/nodes/{nodeId}` itself, which is an application route.
     if (c.req.path.split('/').length <= 4) return next();
-    const nodeId = await authenticate(c, deps);
+    const nodeId = await authenticate(c, deps, { replay: replayCheckOf(c.req.method, c.req.path) });
     RequestAuthenticator.assertSameNode(nodeId, c.req.param('nodeId') ?? '');
     // Counted once the signature verified: an unsigned caller cannot spend another node's budget.
     await cp.limits.consume('node', nodeId);
@@ -194,16 +215,17 @@ export function nodeRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
     return c.json({ nodes: page.nodes.map(view), ...(page.cursor === undefined ? {} : { cursor: page.cursor }) }, 200);
   });
 
-  app.openapi(getNode, async (c) => c.json(view(await cp.nodes.get(c.req.valid('param').nodeId)), 200));
+  app.openapi(getNode, async (c) => c.json(view(await cp.nodes.describe(c.req.valid('param').nodeId)), 200));
 
   app.openapi(registerNode, async (c) => {
     const body = c.req.valid('json');
-    await authenticate(c, deps, body.publicKey);
+    await authenticate(c, deps, { registeringKey: body.publicKey });
     const { node, created } = await cp.nodes.register(body);
     cp.router.invalidate();
     const response = {
       node: view(node),
-      heartbeatIntervalMs: cp.settings.heartbeatIntervalMs,
+      heartbeatIntervalMs: cp.settings.heartbeatIdleMs,
+      progressIntervalMs: cp.settings.progressIntervalMs,
       leaseMs: cp.settings.leaseMs,
       dispatch: Dispatch.parse(await cp.hints.dispatchFor(node.pools)),
     };
@@ -211,7 +233,7 @@ export function nodeRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
   });
 
   app.openapi(heartbeat, async (c) =>
-    c.json(await cp.reports.heartbeat(c.req.valid('param').nodeId, c.req.valid('json')), 200),
+    c.json(await cp.reports.heartbeat(c.req.valid('param').nodeId, c.req.valid('json'), c.get('signedDate')), 200),
   );
 
   app.openapi(pollWork, async (c) => {
@@ -255,7 +277,7 @@ export function nodeRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
 
   app.openapi(reportProgress, async (c) => {
     const { nodeId, taskId } = c.req.valid('param');
-    const lease = await cp.reports.progress(nodeId, taskId, c.req.valid('json'));
+    const lease = await cp.reports.progress(nodeId, taskId, c.req.valid('json'), c.get('signedDate'));
     return c.json({ leaseExpiresAt: isoTime(lease.leaseExpiresAt) }, 200);
   });
 
