@@ -7,6 +7,8 @@ import type { NodeRegistry } from '../resource/node-registry.js';
 import { verifyResult } from '../security/verify-result.js';
 import { type JobRecord, jobKey } from './job-record.js';
 import { requestScheduling, type VerifyMessage } from './messages.js';
+import { workloadOf } from './performance.js';
+import { attemptOutcome, StoredPerformance } from './performance-record.js';
 import { markRejected, markVerified } from './task-machine.js';
 import { putTask, type TaskRecord, taskKey } from './task-record.js';
 
@@ -15,6 +17,8 @@ export type VerifyOutcome = 'verified' | 'rejected' | 'stale';
 /**
  * Applies the job's verification policy to a reported attempt. Idempotent: a duplicate or late
  * message for an attempt that is no longer `reported` is acknowledged as stale and changes nothing.
+ * Each verdict is also an outcome the performance estimates learn from (a verified run's time, a
+ * rejected result against its node): only the message that made the transition records it.
  */
 export class Verifier {
   constructor(
@@ -22,6 +26,8 @@ export class Verifier {
     private readonly queue: Queue,
     private readonly registry: NodeRegistry,
     private readonly clock: Clock,
+    /** Where outcomes are learned; by default estimates of its own over the same store. */
+    readonly performance: StoredPerformance = new StoredPerformance(store, clock),
   ) {}
 
   async verify(message: VerifyMessage): Promise<VerifyOutcome> {
@@ -50,6 +56,8 @@ export class Verifier {
     if (nodeId !== undefined) {
       await this.registry.bumpStats(nodeId, outcome.outcome === 'verified' ? 'tasksCompleted' : 'tasksFailed');
     }
+    const learned = attemptOutcome(outcome.task, message.attempt, workloadOf(job.data.spec));
+    if (learned !== undefined) await this.performance.recordOutcome(learned);
     if (outcome.task.state === 'queued') {
       await requestScheduling(this.queue, jobId);
     }
