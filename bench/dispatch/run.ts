@@ -15,6 +15,8 @@
  * Last line: one JSON object (see `summary` below).
  */
 import { type ChildProcess, fork } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { ParentMessage, ServerMessage } from './server.js';
@@ -33,7 +35,8 @@ hono route's request rate on the same server stack. Last line: one JSON object.
   --rate N            jobs/s in the latency phase (default 20)
   --latency-seconds N length of the latency phase (default 10)
   --bare-seconds N    length of the bare-route phase (default 5)
-  --profile DIR       write the server's CPU profile (node --cpu-prof) into DIR
+  --profile DIR       write the server's CPU profile of the throughput phase into DIR
+                      (a .cpuprofile: Chrome DevTools or speedscope open it)
   --help              this text
 `;
 
@@ -91,15 +94,11 @@ class Server {
     });
   }
 
-  static async start(
-    profileDir: string | undefined,
-  ): Promise<{ server: Server; ready: ServerMessage & { ready: true } }> {
-    const execArgv = [
-      '--import',
-      'tsx',
-      ...(profileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${profileDir}`]),
-    ];
-    const child = fork(fileURLToPath(new URL('./server.ts', import.meta.url)), [], { execArgv, stdio: 'inherit' });
+  static async start(): Promise<{ server: Server; ready: ServerMessage & { ready: true } }> {
+    const child = fork(fileURLToPath(new URL('./server.ts', import.meta.url)), [], {
+      execArgv: ['--import', 'tsx'],
+      stdio: 'inherit',
+    });
     const server = new Server(child);
     const exited = new Promise<never>((_, reject) =>
       child.once('exit', (code) => reject(new Error(`the bench server exited with ${code}`))),
@@ -128,6 +127,16 @@ class Server {
     this.send({ cmd: 'cpu' });
     const { cpu } = await reply;
     return (cpu.user + cpu.system) / 1000;
+  }
+
+  startProfile(): void {
+    this.send({ cmd: 'profile' });
+  }
+
+  async stopProfile(file: string): Promise<void> {
+    const written = this.next((m): m is ServerMessage & { profiled: string } => 'profiled' in m);
+    this.send({ cmd: 'profiled', file });
+    await written;
   }
 
   async stop(): Promise<void> {
@@ -211,7 +220,7 @@ async function main(): Promise<void> {
   const o = options();
   const counter = new RequestCounter();
   counter.install();
-  const { server, ready } = await Server.start(o.profile);
+  const { server, ready } = await Server.start();
   const done = new Map<string, TaskTimes>();
   let onDone: (() => void) | undefined;
   const agents = Array.from(
@@ -245,6 +254,7 @@ async function main(): Promise<void> {
     done.clear();
 
     // 2. Throughput.
+    if (o.profile !== undefined) server.startProfile();
     const before = counter.snapshot();
     const cpuBefore = await server.cpuMs();
     const t0 = performance.now();
@@ -268,6 +278,12 @@ async function main(): Promise<void> {
     const seconds = (performance.now() - t0) / 1000;
     const cpuMs = (await server.cpuMs()) - cpuBefore;
     const after = counter.snapshot();
+    if (o.profile !== undefined) {
+      mkdirSync(o.profile, { recursive: true });
+      const file = join(o.profile, `dispatch-${Date.now()}.cpuprofile`);
+      await server.stopProfile(file);
+      log(`server CPU profile of the throughput phase: ${file}`);
+    }
     const requests = after.total - before.total;
     const tasksPerSec = o.tasks / seconds;
     const requestsPerTask = requests / o.tasks;

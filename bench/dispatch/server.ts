@@ -9,9 +9,11 @@
  * - a bare hono route (`GET /bare`), the HTTP stack's own limit to compare the control plane with.
  *
  * Talks to the parent over IPC: sends `{ ready, url, bareUrl, adminKey }`, answers `cpu` with its
- * process.cpuUsage(), and on `stop` shuts both down and exits (which writes a `--cpu-prof` profile).
+ * process.cpuUsage(), profiles its CPU between `profile` and `profiled` (written to the file
+ * named), and on `stop` shuts both down and exits.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,8 +25,33 @@ import { defaultRateLimits } from '../../functions/domain/security/rate-limit.js
 export type ServerMessage =
   | { ready: true; url: string; bareUrl: string; adminKey: string }
   | { cpu: { user: number; system: number } }
+  | { profiled: string }
   | { stopped: true };
-export type ParentMessage = { cmd: 'cpu' } | { cmd: 'stop' };
+export type ParentMessage = { cmd: 'cpu' } | { cmd: 'profile' } | { cmd: 'profiled'; file: string } | { cmd: 'stop' };
+
+/**
+ * The V8 CPU profiler of this process, started and stopped around one phase of the bench, so that
+ * the profile holds that phase only (not start-up, not the bare route's phase).
+ */
+function profiler() {
+  const session = new Session();
+  session.connect();
+  const post = (method: string, params?: object) =>
+    new Promise<unknown>((resolve, reject) =>
+      session.post(method, params, (error, result) => (error ? reject(error) : resolve(result))),
+    );
+  return {
+    async start() {
+      await post('Profiler.enable');
+      await post('Profiler.setSamplingInterval', { interval: 200 });
+      await post('Profiler.start');
+    },
+    async stop(file: string) {
+      const { profile } = (await post('Profiler.stop')) as { profile: unknown };
+      writeFileSync(file, JSON.stringify(profile));
+    },
+  };
+}
 
 const off = { limit: 0, windowSeconds: 60 };
 
@@ -49,15 +76,17 @@ async function main(): Promise<void> {
   const barePort = (bareServer.server.address() as AddressInfo).port;
   const adminKey = readFileSync(join(dataDir, 'admin-key'), 'utf8').trim();
 
+  const profile = profiler();
   process.on('message', (message: ParentMessage) => {
     if (message.cmd === 'cpu') send({ cpu: process.cpuUsage() });
+    if (message.cmd === 'profile') void profile.start();
+    if (message.cmd === 'profiled') void profile.stop(message.file).then(() => send({ profiled: message.file }));
     if (message.cmd === 'stop') {
       void (async () => {
         await close(bareServer.server);
         await cp.stop();
         rmSync(dataDir, { recursive: true, force: true });
         send({ stopped: true });
-        // Exiting (not just draining) is what makes node write a --cpu-prof profile.
         process.exit(0);
       })();
     }

@@ -1,9 +1,8 @@
 import { OpenAPIHono } from '@hono/zod-openapi';
-import { bodyLimit } from 'hono/body-limit';
-import { HTTPException } from 'hono/http-exception';
 import { requestId } from 'hono/request-id';
 import { limits } from '../../protocol/index.js';
 import { apiKeySchemeName, authentication } from './auth.js';
+import { boundedBody } from './body-limit.js';
 import type { AppDeps, AppEnv } from './context.js';
 import { errorResponder, validationHook } from './errors.js';
 import { rateLimits } from './limits.js';
@@ -25,14 +24,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   // Application routes authenticate through `authorized(scope)` (functions/http/auth.ts).
   app.use(authentication({ apiKeys: deps.cp.apiKeys, ...(deps.oidc === undefined ? {} : { oidc: deps.oidc }) }));
   app.use(rateLimits(deps));
-  app.use(
-    bodyLimit({
-      maxSize: limits.maxBodyBytes,
-      onError: () => {
-        throw new HTTPException(413, { message: `request body larger than ${limits.maxBodyBytes} bytes` });
-      },
-    }),
-  );
+  app.use(boundedBody(limits.maxBodyBytes));
 
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
   nodeRoutes(app, deps);
