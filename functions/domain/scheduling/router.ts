@@ -32,6 +32,8 @@ export const unplaceableMessage = 'waiting for a live node that fits this task';
 export interface FleetCapacity {
   /** The summaries of every known pool, cached for a short while. */
   all(): Promise<PoolSummary[]>;
+  /** Makes a pool known to {@link FleetCapacity.all} (idempotent, once per pool and process). */
+  ensurePool(pool: string): Promise<void>;
   invalidate(): void;
 }
 
@@ -163,7 +165,10 @@ export class Router {
     return 0;
   }
 
-  /** The first scheduler's choice, over a snapshot of live nodes: used only while no pool summary exists. */
+  /**
+   * The first scheduler's choice, over a snapshot of live nodes: used only while no pool is listed
+   * in the summaries. It lists the pools it finds, so the next routing reads summaries instead.
+   */
   private async choosePoolByNodes(task: TaskRecord): Promise<string | undefined> {
     const nodes = await this.liveNodes();
     const fitting = new Map<string, number>();
@@ -176,6 +181,8 @@ export class Router {
     }
     let best: { pool: string; score: number } | undefined;
     for (const [pool, nodeCount] of fitting) {
+      // Listed from now on, so routing reads the summaries instead of this snapshot.
+      await this.summaries?.ensurePool(pool);
       const depth = await this.depth(pool);
       // A task that needs no GPU should not queue in front of GPU work when a CPU pool exists.
       const gpuPenalty = task.requirements.gpus.count === 0 && !pool.endsWith(`/${cpuClass}`) ? 1000 : 0;
