@@ -169,7 +169,7 @@ export function createControlPlane(ports: Ports, settings: ControlPlaneSettings)
     router,
     scheduler: new Scheduler(store, router),
     verifier,
-    reaper: new Reaper(store, queue, nodes, router, verifier, hints, clock, {
+    reaper: new Reaper(store, queue, nodes, router, verifier, hints, clock, summaries, {
       leaseMs: settings.leaseMs,
       bootedAt: settings.bootedAt,
       unroutedAfterMs: settings.unroutedAfterMs,

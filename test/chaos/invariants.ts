@@ -1,6 +1,11 @@
 import type { NodeRecord } from '../../functions/domain/resource/node-record.js';
 import type { JobRecord } from '../../functions/domain/scheduling/job-record.js';
-import { isTerminal, type TaskRecord } from '../../functions/domain/scheduling/task-record.js';
+import {
+  isTerminal,
+  leaseDueShard,
+  type TaskRecord,
+  verifyDueShard,
+} from '../../functions/domain/scheduling/task-record.js';
 import { resultHash } from '../../protocol/index.js';
 
 /**
@@ -229,9 +234,9 @@ function expectedIndex(task: TaskRecord): { byPool?: string; byDue?: string } {
       return { byPool: `POOL#${task.pool ?? 'unrouted'}` };
     case 'assigned':
     case 'running':
-      return { byDue: 'DUE#lease' };
+      return { byDue: leaseDueShard(task.id) };
     case 'reported':
-      return { byDue: 'DUE#verify' };
+      return { byDue: verifyDueShard(task.id) };
     default:
       return {};
   }

@@ -81,7 +81,7 @@ export function openTaskCount(file: string): number {
   try {
     const row = db
       .prepare(
-        "SELECT count(*) AS n FROM items WHERE (by_pool_pk LIKE 'POOL#%') OR by_due_pk IN ('DUE#lease', 'DUE#verify')",
+        "SELECT count(*) AS n FROM items WHERE (by_pool_pk LIKE 'POOL#%') OR by_due_pk LIKE 'DUE#lease#%' OR by_due_pk LIKE 'DUE#verify#%'",
       )
       .get() as { n: number };
     return row.n;

@@ -17,6 +17,7 @@ import {
   unroutedPool,
   verifyGraceMs,
 } from '../../functions/domain/scheduling/task-record.js';
+import { allShardPks } from '../../functions/domain/shards.js';
 import type { Assignment, JobSpecInput, NodeInventory } from '../../protocol/index.js';
 import { generateNodeKeyPair, JobSpec, nodeIdFromPublicKey, resultHash, sha256Hex } from '../../protocol/index.js';
 import { cpuInventory, inProcessControlPlane, ManualClock } from '../support/in-process.js';
@@ -464,8 +465,10 @@ async function checkInvariants(w: World, before: TaskRecord[]): Promise<void> {
     const page = await w.store.query<TaskRecord>({ index: 'byPool', pk: poolPk(pool), limit: 1000 });
     for (const item of page.items) pooled.add(item.data.id);
   }
-  for (const item of (await w.store.query<TaskRecord>({ index: 'byDue', pk: leaseDuePk, limit: 1000 })).items) {
-    leased.add(item.data.id);
+  for (const pk of allShardPks(leaseDuePk)) {
+    for (const item of (await w.store.query<TaskRecord>({ index: 'byDue', pk, limit: 1000 })).items) {
+      leased.add(item.data.id);
+    }
   }
   expect(tasks).toHaveLength(w.submitted); // no accepted task is lost
   const gpusInUse = new Set<string>(); // no two tasks a node holds share a GPU

@@ -62,6 +62,8 @@ export interface TaskRecord {
   priority?: number;
   /** Who submitted the job (its owner), for fair share between tenants. */
   tenant?: string;
+  /** Set on the tasks of a gang job (`JobSpec.gang`): how many start together (gang.ts). */
+  gangSize?: number;
   /**
    * The pool whose summary counts this task as queued (see pool-summary.ts); written only by
    * {@link putTask}, which moves the count when the task leaves the queue or changes pool.
@@ -107,7 +109,9 @@ export function taskIndexes(task: TaskRecord): Partial<Record<IndexName, IndexKe
     case 'running':
       return { byDue: { pk: leaseDueShard(task.id), sk: `${sortableTime(task.leaseExpiresAt ?? 0)}#${task.id}` } };
     case 'reported':
-      return { byDue: { pk: verifyDueShard(task.id), sk: `${sortableTime(task.updatedAt + verifyGraceMs)}#${task.id}` } };
+      return {
+        byDue: { pk: verifyDueShard(task.id), sk: `${sortableTime(task.updatedAt + verifyGraceMs)}#${task.id}` },
+      };
     default:
       return {};
   }
