@@ -5,7 +5,8 @@
  * Serves two things on loopback, both on @hono/node-server behind embedded/http-listener.ts:
  * - the real embedded control plane (embedded/control-plane-server.ts: SQLite in a temp data dir,
  *   queue workers, reaper, Host check), with open enrollment and the per-node, per-key and
- *   registration rate limits off (the bench's agents are far past what one real node sends);
+ *   registration rate limits off (the bench's agents are far past what one real node sends), or,
+ *   with `--count-limits`, the per-node and per-key ones counting at a limit never reached;
  * - a bare hono route (`GET /bare`), the HTTP stack's own limit to compare the control plane with.
  *
  * Talks to the parent over IPC: sends `{ ready, url, bareUrl, adminKey }`, answers `cpu` with its
@@ -54,6 +55,8 @@ function profiler() {
 }
 
 const off = { limit: 0, windowSeconds: 60 };
+/** `BENCH_COUNT_LIMITS=1`: the per-node and per-key scopes count every request, at a limit never reached. */
+const counted = { limit: 1_000_000_000, windowSeconds: 60 };
 
 async function main(): Promise<void> {
   const send = (message: ServerMessage) => process.send?.(message);
@@ -66,7 +69,12 @@ async function main(): Promise<void> {
     reaperIntervalMs,
     settings: {
       enrollment: 'open',
-      rateLimits: { ...defaultRateLimits, key: off, node: off, register: off, registerGlobal: off },
+      rateLimits: {
+        ...defaultRateLimits,
+        ...(process.env.BENCH_COUNT_LIMITS === '1' ? { key: counted, node: counted } : { key: off, node: off }),
+        register: off,
+        registerGlobal: off,
+      },
     },
     log: () => undefined,
   });
