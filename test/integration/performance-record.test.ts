@@ -86,7 +86,13 @@ describe('stored performance estimates', () => {
     expect(first.reliability('flaky')).toBeLessThan(0.8);
 
     const restarted = new StoredPerformance(store, clock);
-    expect(restarted.slowdown('slow')).toBe(1); // nothing loaded yet: the priors
+    // A question about what is not loaded yet is answered with the priors and starts its load.
+    expect(restarted.slowdown('slow')).toBe(1);
+    expect(restarted.runtimeMs('batch', 'h100')).toBe(60_000);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(restarted.slowdown('slow')).toBeCloseTo(first.slowdown('slow'), 9);
+    // A router that knows only the workload's type gets the type's figures.
+    expect(restarted.runtimeMs('batch', 'h100')).toBeCloseTo(first.runtimeMs('batch/0001', 'h100'), 3);
     await restarted.prepare({
       nodeIds: ['fast', 'slow', 'flaky'],
       classes: [{ workload: 'batch/0001', acceleratorClass: 'h100' }],
@@ -107,7 +113,7 @@ describe('stored performance estimates', () => {
     expect(restarted.reliability('fast')).toBeCloseTo(first.reliability('fast'), 9);
   });
 
-  it('costs one read and one transaction of at most two writes per outcome', async () => {
+  it('costs one read and one transaction of at most three writes per outcome', async () => {
     const { clock, store } = world();
     const counting = new CountingStore(store);
     const perf = new StoredPerformance(counting, clock);
@@ -121,16 +127,17 @@ describe('stored performance estimates', () => {
     expect(counting.gets).toBe(40);
     expect(counting.queries).toBe(0);
     expect(counting.transactions).toHaveLength(40);
-    expect(Math.max(...counting.transactions.map((t) => t.length))).toBe(2);
-    // The class's item is a counter (an add, no read, no condition), never the node's item.
+    // The node's put, and for a completion one add to the program's sums and one to its type's.
+    expect(Math.max(...counting.transactions.map((t) => t.length))).toBe(3);
+    // The class items are counters (adds: no read, no condition), never the node's item.
     const classWrites = counting.transactions.flatMap((t) => t.filter((w) => w.kind === 'add'));
-    expect(classWrites).toHaveLength(20);
-    // Past the cache's life the class is read again: a query per shard, not per outcome.
+    expect(classWrites).toHaveLength(40);
+    // Past the cache's life the classes are read again: a query per shard, not per outcome.
     clock.advance(10_000);
     counting.reset();
     await perf.recordOutcome(completed('n', clock.now(), 100_000));
     await perf.recordOutcome(completed('n', clock.now(), 100_000));
-    expect(counting.queries).toBe(8);
+    expect(counting.queries).toBe(2 * 8);
   });
 
   it('loses no outcome when processes record at once', async () => {
@@ -162,7 +169,7 @@ describe('stored performance estimates', () => {
   it('reads each ended attempt as the outcome its node is judged by', () => {
     const t0 = Date.parse('2026-12-01T00:00:00Z');
     const task = (): TaskRecord => ({
-      ...newTaskRecord('job-1', 0, 1, 3, { gpus: { count: 1 } }, 3600, undefined, t0),
+      ...newTaskRecord('job-1', 0, 1, 3, { gpus: { count: 1 }, needsContainer: false }, 3600, undefined, t0),
       pool: 'eu-west/h100',
     });
     const claimed = claim(task(), 'n1', [0], ['GPU-0'], t0, 30_000);

@@ -16,7 +16,7 @@ import {
   observeNode,
   type PerformanceView,
   runtimeSample,
-  trustedClassRuntime,
+  workloadLevels,
 } from './performance.js';
 import type { TaskRecord } from './task-record.js';
 
@@ -95,15 +95,20 @@ const outcomeKinds: Record<string, OutcomeKind | undefined> = {
 };
 
 /**
- * The estimates of this process, kept in step with the store: outcomes are written through
- * (and applied here at once), and what placement or routing is about to ask is loaded first
- * with {@link StoredPerformance.prepare}, since a {@link PerformanceView} answers synchronously.
- * What was loaded is reloaded after `ttlMs`, to take in what other processes learned.
+ * The estimates of this process, kept in step with the store: outcomes are written through (and
+ * applied here at once), and a question about a node or class not loaded here, or loaded more than
+ * `ttlMs` ago, starts a load in the background and is answered from what is known meanwhile (the
+ * priors at first), since a {@link PerformanceView} answers synchronously. A caller that must have
+ * the stored figures for its next questions awaits {@link StoredPerformance.prepare} first.
+ *
+ * The cost is a GetItem per node and a query per class shard, each at most once per `ttlMs` and
+ * only for what is asked: placement that scores a whole fleet index should refresh its index
+ * from the view no faster than that.
  */
 export class StoredPerformance implements PerformanceView {
   private readonly memory: OnlinePerformance;
-  private readonly nodesLoadedAt = new Map<string, number>();
-  private readonly classesLoadedAt = new Map<string, number>();
+  /** When each node and class was last (being) loaded: the key is the node id or the class prefix. */
+  private readonly loadedAt = new Map<string, number>();
 
   constructor(
     private readonly store: Store,
@@ -118,28 +123,19 @@ export class StoredPerformance implements PerformanceView {
     nodeIds?: readonly string[];
     classes?: readonly { workload: string; acceleratorClass: string }[];
   }): Promise<void> {
-    const now = this.clock.now();
-    const stale = (loadedAt: number | undefined) => loadedAt === undefined || now - loadedAt >= this.ttlMs;
+    const classes = (wanted.classes ?? []).flatMap(({ workload, acceleratorClass }) =>
+      workloadLevels(workload).map((level) => ({ workload: level, acceleratorClass })),
+    );
     await Promise.all([
-      ...(wanted.nodeIds ?? [])
-        .filter((id) => stale(this.nodesLoadedAt.get(id)))
-        .map(async (id) => {
-          const item = await this.store.get<StoredNodeEstimate>(perfNodeKey(id));
-          this.memory.setNode(id, item?.data);
-          this.nodesLoadedAt.set(id, now);
-        }),
-      ...(wanted.classes ?? [])
-        .filter((c) => stale(this.classesLoadedAt.get(perfClassPrefix(c.workload, c.acceleratorClass))))
-        .map(async ({ workload, acceleratorClass }) => {
-          this.memory.setClass(workload, acceleratorClass, await this.readClass(workload, acceleratorClass));
-          this.classesLoadedAt.set(perfClassPrefix(workload, acceleratorClass), now);
-        }),
+      ...(wanted.nodeIds ?? []).map((id) => this.loadNode(id)),
+      ...classes.map(({ workload, acceleratorClass }) => this.loadClass(workload, acceleratorClass)),
     ]);
   }
 
   /**
    * Learns from one ended attempt: the node's estimate (read, updated, written back under its
-   * version) and, for a completion, its class's run time sums, in one transaction.
+   * version) and, for a completion, its workload's run time sums on the class (the label's and
+   * its type's), in one transaction.
    */
   async recordOutcome(outcome: Outcome): Promise<void> {
     const sample = runtimeSample(outcome);
@@ -147,9 +143,11 @@ export class StoredPerformance implements PerformanceView {
     const classWrites: Write[] = [];
     if (sample !== undefined) {
       await this.prepare({ classes: [{ workload: sample.workload, acceleratorClass: sample.cls }] });
-      predicted = trustedClassRuntime(this.memory.classSums(sample.workload, sample.cls), outcome.at);
+      predicted = this.memory.trustedRuntime(sample.workload, sample.cls, outcome.at);
       const seed = `${outcome.nodeId}#${outcome.at}`;
-      classWrites.push(classSampleWrite(sample.workload, sample.cls, seed, sample.runtimeMs, outcome.at));
+      for (const level of workloadLevels(sample.workload)) {
+        classWrites.push(classSampleWrite(level, sample.cls, seed, sample.runtimeMs, outcome.at));
+      }
     }
     const next = await this.updateNode(
       outcome.nodeId,
@@ -159,8 +157,19 @@ export class StoredPerformance implements PerformanceView {
     this.memory.setNode(outcome.nodeId, next);
     if (sample !== undefined) {
       const { epoch, fields } = classSample(sample.runtimeMs, outcome.at);
-      this.memory.mergeClass(sample.workload, sample.cls, { landmark: epoch * classEpochMs, ...fields });
+      for (const level of workloadLevels(sample.workload)) {
+        this.memory.mergeClass(level, sample.cls, { landmark: epoch * classEpochMs, ...fields });
+      }
     }
+  }
+
+  /**
+   * Learns from attempt `attemptNumber` of `task` once it ended, if there is anything to learn
+   * ({@link attemptOutcome}): the one call the places that end attempts make.
+   */
+  async recordAttempt(task: TaskRecord, attemptNumber: number, workload?: string): Promise<void> {
+    const outcome = attemptOutcome(task, attemptNumber, workload);
+    if (outcome !== undefined) await this.recordOutcome(outcome);
   }
 
   /** Learns a measured round trip to the node (a poll or claim answered, as the caller timed it). */
@@ -170,19 +179,54 @@ export class StoredPerformance implements PerformanceView {
   }
 
   runtimeMs(workload: string, acceleratorClass: string): number {
+    for (const level of workloadLevels(workload)) this.refresh(() => this.loadClass(level, acceleratorClass));
     return this.memory.runtimeMs(workload, acceleratorClass);
   }
 
   slowdown(nodeId: string): number {
+    this.refresh(() => this.loadNode(nodeId));
     return this.memory.slowdown(nodeId);
   }
 
   reliability(nodeId: string): number {
+    this.refresh(() => this.loadNode(nodeId));
     return this.memory.reliability(nodeId);
   }
 
   latencyMs(nodeId: string): number {
+    this.refresh(() => this.loadNode(nodeId));
     return this.memory.latencyMs(nodeId);
+  }
+
+  /**
+   * Starts a load in the background. Estimates are advice: a failed load leaves what is known
+   * and is tried again once `ttlMs` has passed, so its error is dropped here.
+   */
+  private refresh(load: () => Promise<void>): void {
+    load().catch(() => undefined);
+  }
+
+  private isFresh(key: string): boolean {
+    const at = this.loadedAt.get(key);
+    return at !== undefined && this.clock.now() - at < this.ttlMs;
+  }
+
+  private async loadNode(nodeId: string): Promise<void> {
+    if (this.isFresh(nodeId)) return;
+    this.loadedAt.set(nodeId, this.clock.now());
+    const item = await this.store.get<StoredNodeEstimate>(perfNodeKey(nodeId));
+    // An outcome recorded here while the read was on its way is newer than what it read.
+    const known = this.memory.node(nodeId);
+    if (known === undefined || (item !== undefined && item.data.updatedAt >= known.updatedAt)) {
+      this.memory.setNode(nodeId, item?.data);
+    }
+  }
+
+  private async loadClass(workload: string, acceleratorClass: string): Promise<void> {
+    const key = perfClassPrefix(workload, acceleratorClass);
+    if (this.isFresh(key)) return;
+    this.loadedAt.set(key, this.clock.now());
+    this.memory.setClass(workload, acceleratorClass, await this.readClass(workload, acceleratorClass));
   }
 
   /** Rewrites the node's estimate under the version read, with `alongside` in the same transaction. */

@@ -225,6 +225,18 @@ describe('performance estimates', () => {
     expect(perf.runtimeMs('short', 'a100')).toBe(performancePriors.runtimeMs);
   });
 
+  it('predicts a new program from its workload type until it has samples of its own', () => {
+    const clock = { ms: start };
+    const perf = new OnlinePerformance(() => clock.ms);
+    const nodes = [{ id: 'n', slowdown: 1, crashRate: 0 }];
+    drive(perf, clock, nodes, 20, rng(5), { workload: 'rendering/aaaa', medianMs: 30_000, sigma: 0 });
+    expect(perf.runtimeMs('rendering', 'h100')).toBeLessThan(35_000);
+    expect(perf.runtimeMs('rendering/bbbb', 'h100')).toBe(perf.runtimeMs('rendering', 'h100'));
+    drive(perf, clock, nodes, 20, rng(5), { workload: 'rendering/bbbb', medianMs: 300_000, sigma: 0 });
+    expect(perf.runtimeMs('rendering/bbbb', 'h100')).toBeGreaterThan(250_000);
+    expect(perf.runtimeMs('rendering/aaaa', 'h100')).toBeLessThan(35_000);
+  });
+
   it('sums kept per epoch and merged give the exponentially decayed mean of every sample', () => {
     const sample = fc.record({
       offset: fc.integer({ min: 0, max: 3 * classEpochMs }),

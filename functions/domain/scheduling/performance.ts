@@ -292,6 +292,22 @@ export function trustedClassRuntime(sums: ClassSums | undefined, now: number): n
 
 export const classKeyOf = (workload: string, acceleratorClass: string): string => `${workload}@${acceleratorClass}`;
 
+/** The type of a workload label (`training` of `training/3f2a9c1e`, see {@link workloadOf}). */
+export function workloadTypeOf(workload: string): string {
+  const slash = workload.indexOf('/');
+  return slash < 0 ? workload : workload.slice(0, slash);
+}
+
+/**
+ * The labels a run time sample of `workload` counts under: its own and its type's. The type's is
+ * the fallback while a program is new (few samples of its own), and what a caller that knows only
+ * the type asks (a router holding no job spec asks for `batch`).
+ */
+export function workloadLevels(workload: string): string[] {
+  const type = workloadTypeOf(workload);
+  return type === workload ? [workload] : [workload, type];
+}
+
 // ---------------------------------------------------------------------------------------------
 // In memory: the estimates of one process (the simulator's, a test's), updated synchronously.
 
@@ -309,11 +325,28 @@ export class OnlinePerformance implements PerformanceView {
   record(outcome: Outcome): void {
     const before = this.nodes.get(outcome.nodeId);
     const sample = runtimeSample(outcome);
-    const sums = sample === undefined ? undefined : this.classes.get(classKeyOf(sample.workload, sample.cls));
-    this.nodes.set(outcome.nodeId, observeNode(before, outcome, trustedClassRuntime(sums, outcome.at)));
+    const predicted = sample === undefined ? undefined : this.trustedRuntime(sample.workload, sample.cls, outcome.at);
+    this.nodes.set(outcome.nodeId, observeNode(before, outcome, predicted));
     if (sample === undefined) return;
     const { epoch, fields } = classSample(sample.runtimeMs, outcome.at);
-    this.mergeClass(sample.workload, sample.cls, { landmark: epoch * classEpochMs, ...fields });
+    for (const level of workloadLevels(sample.workload)) {
+      this.mergeClass(level, sample.cls, { landmark: epoch * classEpochMs, ...fields });
+    }
+  }
+
+  /** The class prediction to measure a node's run against: the workload's own, else its type's. */
+  trustedRuntime(workload: string, acceleratorClass: string, now: number): number | undefined {
+    const sums = this.sumsFor(workload, acceleratorClass, now);
+    return trustedClassRuntime(sums, now);
+  }
+
+  /** The workload's own sums once they carry {@link learningRates}.classMinWeight, else its type's where known. */
+  private sumsFor(workload: string, acceleratorClass: string, now: number): ClassSums | undefined {
+    const own = this.classes.get(classKeyOf(workload, acceleratorClass));
+    if (own !== undefined && classWeight(own, now) >= learningRates.classMinWeight) return own;
+    const type = workloadTypeOf(workload);
+    const typed = type === workload ? undefined : this.classes.get(classKeyOf(type, acceleratorClass));
+    return typed ?? own;
   }
 
   /** Adds sums to what is known of a workload on a class. */
@@ -349,7 +382,8 @@ export class OnlinePerformance implements PerformanceView {
   }
 
   runtimeMs(workload: string, acceleratorClass: string): number {
-    return classRuntime(this.classes.get(classKeyOf(workload, acceleratorClass)), this.now());
+    const now = this.now();
+    return classRuntime(this.sumsFor(workload, acceleratorClass, now), now);
   }
 
   slowdown(nodeId: string): number {
