@@ -1,3 +1,4 @@
+import { setTimeout as delay } from 'node:timers/promises';
 import { ControlPlaneClient } from '../../edge-agent/client.js';
 import type { Assignment, NodeInventory } from '../../protocol/index.js';
 import { generateNodeKeyPair, loadNodeKeyPair, nodeIdFromPublicKey, sha256Hex } from '../../protocol/index.js';
@@ -39,7 +40,9 @@ export class SimAgent {
   private current: Assignment | undefined;
   private readonly stopping = new AbortController();
   private loop: Promise<void> | undefined;
-  private beat: NodeJS.Timeout | undefined;
+  private beating: Promise<void> | undefined;
+  /** Aborted to send the next heartbeat now: a task was taken (as edge-agent/agent.ts does). */
+  private beatNow = new AbortController();
 
   constructor(
     api: string,
@@ -66,18 +69,34 @@ export class SimAgent {
 
   start(): void {
     this.loop = this.work();
-    this.beat = setInterval(() => void this.heartbeat(), this.heartbeatMs);
+    this.beating = this.heartbeats();
   }
 
   async stop(): Promise<void> {
-    clearInterval(this.beat);
     this.stopping.abort();
     await this.loop;
+    await this.beating;
   }
 
-  private async heartbeat(): Promise<void> {
-    const tasks = this.current === undefined ? [] : [{ taskId: this.current.taskId, attempt: this.current.attempt }];
-    await this.client.heartbeat({ tasks }, { signal: this.stopping.signal }).catch(() => undefined);
+  /**
+   * The real agent's heartbeat loop: every interval the control plane advises (idle or busy), and
+   * at once when a task is taken (heartbeats keep leases), the beats coalescing when tasks come
+   * faster than a beat's round trip.
+   */
+  private async heartbeats(): Promise<void> {
+    const stopping = this.stopping.signal;
+    while (!stopping.aborted) {
+      await sleep(this.heartbeatMs, AbortSignal.any([stopping, this.beatNow.signal]));
+      if (stopping.aborted) return;
+      if (this.beatNow.signal.aborted) this.beatNow = new AbortController();
+      const tasks = this.current === undefined ? [] : [{ taskId: this.current.taskId, attempt: this.current.attempt }];
+      try {
+        const response = await this.client.heartbeat({ tasks }, { signal: stopping });
+        this.heartbeatMs = Math.max(100, response.heartbeatIntervalMs);
+      } catch {
+        // A refused or lost beat: the next one tries again, as the real agent does.
+      }
+    }
   }
 
   private async work(): Promise<void> {
@@ -93,6 +112,7 @@ export class SimAgent {
       if (assignment === undefined) continue;
       const assignedAt = performance.now();
       this.current = assignment;
+      this.beatNow.abort();
       const { taskId, attempt } = assignment;
       // Reports are not abandoned at stop: a task in hand is finished, as the real agent does.
       await this.client.reportProgress(taskId, { attempt }, { retry: { attempts: 5 } });
@@ -107,3 +127,6 @@ export class SimAgent {
     }
   }
 }
+
+/** Waits `ms`, or less when `signal` aborts (never rejects). */
+const sleep = (ms: number, signal: AbortSignal) => delay(ms, undefined, { signal }).catch(() => undefined);
