@@ -175,7 +175,8 @@ async function authenticate(
     {
       method: c.req.method,
       pathWithQuery: url.pathname + url.search,
-      body: await c.req.text(),
+      // A GET has no body; reading one anyway made @hono/node-server build a full web Request per poll.
+      body: c.req.method === 'GET' ? '' : await c.req.text(),
       header: (name) => c.req.header(name),
     },
     options,
