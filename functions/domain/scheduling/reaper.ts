@@ -183,6 +183,7 @@ export class Reaper {
       expired++;
       const lostBy = item.data.nodeId;
       if (lostBy !== undefined) await this.registry.bumpStats(lostBy, 'leasesLost');
+      await this.verifier.performance.recordAttempt(task, task.attempt);
       if (task.state === 'queued') await requestScheduling(this.queue, task.jobId);
     });
     return expired;
