@@ -5,6 +5,7 @@ import { PoolSummaries } from './domain/resource/pool-summary.js';
 import { defaultRegions, type RegionPolicy } from './domain/resource/pools.js';
 import { Dispatcher } from './domain/scheduling/dispatcher.js';
 import { JobService } from './domain/scheduling/job-service.js';
+import { StoredPerformance } from './domain/scheduling/performance-record.js';
 import { Reaper } from './domain/scheduling/reaper.js';
 import { Router } from './domain/scheduling/router.js';
 import { Scheduler } from './domain/scheduling/scheduler.js';
@@ -151,8 +152,10 @@ export function createControlPlane(ports: Ports, settings: ControlPlaneSettings)
   );
   // Routing reads pool summaries (counters), never a scan of nodes; see router.ts.
   const summaries = new PoolSummaries(store, clock);
-  const router = new Router(store, nodes, signal, hints, clock, summaries);
-  const verifier = new Verifier(store, queue, nodes, clock);
+  // What is learned from every ended attempt (verifier, reports, reaper), and what routing reads.
+  const performance = new StoredPerformance(store, clock);
+  const router = new Router(store, nodes, signal, hints, clock, summaries, performance);
+  const verifier = new Verifier(store, queue, nodes, clock, performance);
   return {
     settings,
     hints,
@@ -165,7 +168,7 @@ export function createControlPlane(ports: Ports, settings: ControlPlaneSettings)
     nodes,
     auth: new RequestAuthenticator(store, nodes, clock),
     dispatcher: new Dispatcher(store, queue, nodes, keys, signal, clock, settings, ports.log, summaries),
-    reports: new TaskReports(store, queue, nodes, clock, settings),
+    reports: new TaskReports(store, queue, nodes, clock, settings, performance),
     router,
     scheduler: new Scheduler(store, router),
     verifier,

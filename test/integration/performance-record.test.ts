@@ -190,7 +190,8 @@ describe('stored performance estimates', () => {
       acceleratorClass: 'h100',
       runtimeMs: 90_000,
     });
-    expect(attemptOutcome(recordResult(claimed, { ...report, exitCode: 2 }, t0 + 5_000), 1)?.kind).toBe('failed');
+    // A non-zero exit is the job's doing, not the node's.
+    expect(attemptOutcome(recordResult(claimed, { ...report, exitCode: 2 }, t0 + 5_000), 1)).toBeUndefined();
     expect(attemptOutcome(recordFailure(claimed, 'error', 'oom', t0 + 5_000), 1)?.kind).toBe('failed');
     expect(attemptOutcome(recordFailure(claimed, 'released', 'bye', t0 + 5_000), 1)?.kind).toBe('released');
     expect(attemptOutcome(expireLease(claimed, t0 + 40_000), 1)).toEqual({
@@ -245,6 +246,45 @@ describe('stored performance estimates', () => {
     clock.advance(10_000);
     await view.prepare({ nodeIds: [node.id] });
     expect(view.reliability(node.id)).toBeLessThan(0.8);
+    await h.close();
+  });
+
+  it('learns from the failures a node reports and the leases the reaper finds lost, not from released tasks', async () => {
+    const clock = new ManualClock(Date.now());
+    const h = inProcessControlPlane({ clock });
+    const node = new TestNode(h.request, clock);
+    expect((await node.register(cpuInventory())).status).toBe(201);
+    const take = async () => {
+      const response = await h.api('/v1/jobs', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ command: ['true'], retries: 0 }),
+      });
+      const job = (await response.json()) as JobWithTasks;
+      await h.cp.scheduler.schedule({ jobId: job.id });
+      const polled = await node.poll(0);
+      expect(polled.status).toBe(200);
+      return ((await polled.json()) as { assignment: { taskId: string; attempt: number } }).assignment;
+    };
+    const view = new StoredPerformance(h.store, clock);
+    const reliability = async () => {
+      clock.advance(10_000); // past the view's cache
+      await view.prepare({ nodeIds: [node.id] });
+      return view.reliability(node.id);
+    };
+    const fail = (a: { taskId: string; attempt: number }, reason: string) =>
+      node.call('POST', `/v1/nodes/${node.id}/tasks/${a.taskId}/fail`, { attempt: a.attempt, reason, message: 'x' });
+
+    for (let i = 0; i < 3; i++) expect((await fail(await take(), 'released')).status).toBe(200);
+    expect(await reliability()).toBe(0.95);
+    for (let i = 0; i < 2; i++) expect((await fail(await take(), 'error')).status).toBe(200);
+    const afterErrors = await reliability();
+    expect(afterErrors).toBeLessThan(0.7);
+
+    await take();
+    clock.advance(h.cp.settings.leaseMs + 1);
+    await h.cp.reaper.tick();
+    expect(await reliability()).toBeLessThan(afterErrors);
     await h.close();
   });
 });

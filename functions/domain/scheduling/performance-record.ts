@@ -67,7 +67,8 @@ export function classSampleWrite(
 
 /**
  * The outcome an ended attempt gives, or undefined where there is nothing to learn (a cancelled
- * attempt, a result still waiting for verification, an attempt not in the history).
+ * attempt, a result still waiting for verification, a non-zero exit code, an attempt not in the
+ * history).
  *
  * Call sites: the verifier (completed, rejected), the node's failure and release reports
  * (task-reports), and the reaper's lost leases.
@@ -77,6 +78,9 @@ export function attemptOutcome(task: TaskRecord, attemptNumber: number, workload
   if (attempt?.outcome === undefined || attempt.endedAt === undefined) return undefined;
   const kind = outcomeKinds[attempt.outcome];
   if (kind === undefined || (kind === 'completed' && task.state !== 'verified')) return undefined;
+  // A run that ended with an exit code other than 0 ran to its end: it tells of the job, not of
+  // the node (a broken job would otherwise mark every node it touched as unreliable).
+  if (kind === 'failed' && attempt.report?.kind === 'result') return undefined;
   const at = Date.parse(attempt.endedAt);
   const sample =
     kind === 'completed' && workload !== undefined && task.pool !== undefined

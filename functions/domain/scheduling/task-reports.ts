@@ -17,6 +17,7 @@ import { updateWithRetry } from '../records.js';
 import type { NodeRegistry } from '../resource/node-registry.js';
 import { LeaseLostError, ReportConflictError } from './errors.js';
 import { queueNames, requestScheduling } from './messages.js';
+import type { StoredPerformance } from './performance-record.js';
 import {
   assertLease,
   extendLease,
@@ -59,6 +60,8 @@ export class TaskReports {
     private readonly registry: NodeRegistry,
     private readonly clock: Clock,
     private readonly settings: HeartbeatSettings,
+    /** Where ended attempts are learned from (performance-record.ts); none: nothing is learned here. */
+    private readonly performance?: StoredPerformance,
   ) {}
 
   /**
@@ -198,6 +201,7 @@ export class TaskReports {
     }
     const ended = task.attempts.at(-1);
     if (ended?.outcome === 'failed') await this.registry.bumpStats(nodeId, 'tasksFailed');
+    if (ended !== undefined) await this.performance?.recordAttempt(task, ended.number);
     if (task.state === 'queued') await requestScheduling(this.queue, task.jobId);
   }
 }
