@@ -154,7 +154,7 @@ describe('Agent', { timeout: 60_000 }, () => {
     });
   });
 
-  it('keeps the lease of a task that prints nothing, with reports a third of the lease apart', async () => {
+  it('keeps the lease of a task that prints nothing by heartbeats alone, with no keep-alive progress', async () => {
     const h = await setUp({ settings: { leaseMs: 1_500, heartbeatIdleMs: 200 } });
     const job = await h.submit({ command: ['sleep', '4'], retries: 0 });
     startAgent(h, { progressIntervalMs: 50 });
@@ -162,8 +162,29 @@ describe('Agent', { timeout: 60_000 }, () => {
     // The reaper runs every 100 ms: a lease the agent let lapse would show as a lease-expired attempt.
     expect(done.status).toBe('succeeded');
     expect(done.tasks[0]?.attempts).toMatchObject([{ number: 1, outcome: 'completed' }]);
-    // The start report, then about one every 500 ms while the task is silent.
-    expect(h.sent('POST', '/progress').length).toBeGreaterThanOrEqual(6);
+    // The start report only (docs/cost-model.md section 9): the heartbeats listing the task kept its lease.
+    expect(h.sent('POST', '/progress')).toHaveLength(1);
+    const listing = h
+      .sent('POST', '/heartbeat')
+      .filter((r) => HeartbeatRequest.parse(JSON.parse(r.body)).tasks.some((t) => t.taskId === done.tasks[0]?.id));
+    expect(listing.length).toBeGreaterThanOrEqual(4);
+  });
+
+  it('beats at once when it takes a task, then at the busy interval the control plane tells it', async () => {
+    const h = await setUp({ settings: { heartbeatIdleMs: 20_000, heartbeatBusyMs: 300 } });
+    startAgent(h);
+    await waitUntil('a registration', () => h.sent('POST', '/v1/nodes').length === 1);
+    const go = join(h.dataDir, 'go');
+    const job = await h.submit({ command: untilFile(go) });
+    const running = await h.waitForTask(job.id, (t) => t.state === 'running', 'running');
+    const listing = () =>
+      h
+        .sent('POST', '/heartbeat')
+        .filter((r) => HeartbeatRequest.parse(JSON.parse(r.body)).tasks.some((t) => t.taskId === running.id)).length;
+    // Idle, the next beat would be 20 s away: these come from taking the task and the busy interval.
+    await waitUntil('two heartbeats that list the task', () => listing() >= 2, 5_000);
+    await writeFile(go, '');
+    expect((await h.finished(job.id)).status).toBe('succeeded');
   });
 
   it('clears work dirs left behind by an earlier run', async () => {
