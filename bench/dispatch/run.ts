@@ -99,7 +99,9 @@ class Server {
     });
   }
 
-  static async start(countLimits: boolean): Promise<{ server: Server; ready: ServerMessage & { ready: true } }> {
+  static async start(
+    countLimits: boolean,
+  ): Promise<{ server: Server; ready: Extract<ServerMessage, { ready: true }> }> {
     const child = fork(fileURLToPath(new URL('./server.ts', import.meta.url)), [], {
       execArgv: ['--import', 'tsx'],
       stdio: 'inherit',
@@ -109,7 +111,10 @@ class Server {
     const exited = new Promise<never>((_, reject) =>
       child.once('exit', (code) => reject(new Error(`the bench server exited with ${code}`))),
     );
-    const ready = await Promise.race([server.next((m): m is ServerMessage & { ready: true } => 'ready' in m), exited]);
+    const ready = await Promise.race([
+      server.next((m): m is Extract<ServerMessage, { ready: true }> => 'ready' in m),
+      exited,
+    ]);
     return { server, ready };
   }
 
@@ -129,7 +134,7 @@ class Server {
 
   /** The server process's CPU time so far, ms. */
   async cpuMs(): Promise<number> {
-    const reply = this.next((m): m is ServerMessage & { cpu: { user: number; system: number } } => 'cpu' in m);
+    const reply = this.next((m): m is Extract<ServerMessage, { cpu: unknown }> => 'cpu' in m);
     this.send({ cmd: 'cpu' });
     const { cpu } = await reply;
     return (cpu.user + cpu.system) / 1000;
@@ -140,7 +145,7 @@ class Server {
   }
 
   async stopProfile(file: string): Promise<void> {
-    const written = this.next((m): m is ServerMessage & { profiled: string } => 'profiled' in m);
+    const written = this.next((m): m is Extract<ServerMessage, { profiled: string }> => 'profiled' in m);
     this.send({ cmd: 'profiled', file });
     await written;
   }
