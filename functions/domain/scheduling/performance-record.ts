@@ -216,7 +216,8 @@ export class StoredPerformance implements PerformanceView {
   }
 
   private async loadNode(nodeId: string): Promise<void> {
-    if (this.isFresh(nodeId)) return;
+    // No node named (a router's pool-wide latency question): the prior, nothing to read.
+    if (nodeId === '' || this.isFresh(nodeId)) return;
     this.loadedAt.set(nodeId, this.clock.now());
     const item = await this.store.get<StoredNodeEstimate>(perfNodeKey(nodeId));
     // An outcome recorded here while the read was on its way is newer than what it read.

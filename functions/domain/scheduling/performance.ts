@@ -146,10 +146,15 @@ export const emptyNodeEstimate = (now: number): NodeEstimate => ({
 
 /** The evidence aged to `now`: counts halve every {@link learningRates}.nodeHalfLifeMs. */
 function aged(est: NodeEstimate, now: number): NodeEstimate {
-  const elapsed = now - est.updatedAt;
-  if (elapsed <= 0) return est;
-  const keep = 0.5 ** (elapsed / learningRates.nodeHalfLifeMs);
+  const keep = keepOf(est, now);
+  if (keep === 1) return est;
   return { ...est, ok: est.ok * keep, bad: est.bad * keep, slowCount: est.slowCount * keep, updatedAt: now };
+}
+
+/** The share of the node's evidence still standing at `now`. */
+function keepOf(est: NodeEstimate, now: number): number {
+  const elapsed = now - est.updatedAt;
+  return elapsed <= 0 ? 1 : 0.5 ** (elapsed / learningRates.nodeHalfLifeMs);
 }
 
 /**
@@ -161,13 +166,23 @@ export function observeNode(
   outcome: Outcome,
   classRuntimeMs: number | undefined,
 ): NodeEstimate {
-  const prior = aged(est ?? emptyNodeEstimate(outcome.at), outcome.at);
-  const next = { ...prior };
+  const prior = est ?? emptyNodeEstimate(outcome.at);
+  const aging = keepOf(prior, outcome.at);
+  const next: NodeEstimate = {
+    ok: prior.ok * aging,
+    bad: prior.bad * aging,
+    slowSum: prior.slowSum,
+    slowNorm: prior.slowNorm,
+    slowCount: prior.slowCount * aging,
+    latSum: prior.latSum,
+    latNorm: prior.latNorm,
+    updatedAt: Math.max(prior.updatedAt, outcome.at),
+  };
   if (outcome.kind !== 'released') {
     const keep = learningRates.reliabilityKeep;
     const bad = failureWeight[outcome.kind];
-    next.ok = prior.ok * keep + (1 - bad);
-    next.bad = prior.bad * keep + bad;
+    next.ok = next.ok * keep + (1 - bad);
+    next.bad = next.bad * keep + bad;
   }
   if (outcome.kind === 'completed' && outcome.runtimeMs !== undefined && classRuntimeMs !== undefined) {
     const bound = Math.log(learningRates.slowdownBound);
@@ -175,7 +190,7 @@ export function observeNode(
     const rate = learningRates.slowdownRate;
     next.slowSum = prior.slowSum * (1 - rate) + rate * sample;
     next.slowNorm = prior.slowNorm * (1 - rate) + rate;
-    next.slowCount = prior.slowCount + 1;
+    next.slowCount += 1;
   }
   return next;
 }
@@ -194,7 +209,9 @@ export function observeLatency(est: NodeEstimate | undefined, ms: number, now: n
 /** The Beta's mean with the prior: successes over outcomes, evidence decayed to `now`. */
 export function nodeReliability(est: NodeEstimate | undefined, now: number): number {
   if (est === undefined) return performancePriors.reliability;
-  const { ok, bad } = aged(est, now);
+  const keep = keepOf(est, now);
+  const ok = est.ok * keep;
+  const bad = est.bad * keep;
   const w = learningRates.reliabilityPriorWeight;
   return (ok + w * performancePriors.reliability) / (ok + bad + w);
 }
@@ -202,7 +219,7 @@ export function nodeReliability(est: NodeEstimate | undefined, now: number): num
 /** exp of the EWMA log ratio, shrunk toward 1 while it rests on few samples. */
 export function nodeSlowdown(est: NodeEstimate | undefined, now: number): number {
   if (est === undefined || est.slowNorm === 0) return 1;
-  const count = aged(est, now).slowCount;
+  const count = est.slowCount * keepOf(est, now);
   return Math.exp((est.slowSum / est.slowNorm) * (count / (count + 1)));
 }
 
@@ -353,7 +370,13 @@ export class OnlinePerformance implements PerformanceView {
   mergeClass(workload: string, acceleratorClass: string, sums: ClassSums): void {
     const key = classKeyOf(workload, acceleratorClass);
     const known = this.classes.get(key);
-    this.classes.set(key, known === undefined ? sums : mergeSums(known, sums));
+    if (known === undefined) this.classes.set(key, { ...sums });
+    else if (known.landmark === sums.landmark) {
+      // The common case, in place: samples of one epoch share its landmark.
+      known.w += sums.w;
+      known.sx += sums.sx;
+      known.sxx += sums.sxx;
+    } else this.classes.set(key, mergeSums(known, sums));
   }
 
   recordLatency(nodeId: string, ms: number): void {
@@ -370,7 +393,7 @@ export class OnlinePerformance implements PerformanceView {
   setClass(workload: string, acceleratorClass: string, sums: ClassSums | undefined): void {
     const key = classKeyOf(workload, acceleratorClass);
     if (sums === undefined) this.classes.delete(key);
-    else this.classes.set(key, sums);
+    else this.classes.set(key, { ...sums });
   }
 
   node(nodeId: string): NodeEstimate | undefined {
