@@ -12,6 +12,8 @@ export const limits = {
   maxTimeoutSeconds: 7 * 24 * 3600,
   maxBodyBytes: 256 * 1024,
   maxWaitSeconds: 20,
+  /** A gang's tasks, their nodes and its record are bound in one transaction (100 writes at most). */
+  maxGangTasks: 32,
 } as const;
 
 export const GpuRequirement = z
@@ -110,6 +112,12 @@ export const JobSpec = z
       .default('batch')
       .meta({ description: 'Workload type, e.g. inference, training, rendering, batch.' }),
     tasks: z.int().min(1).max(limits.maxTasksPerJob).default(1),
+    gang: z
+      .boolean()
+      .optional()
+      .meta({
+        description: `All tasks start together, each on its own node: none is handed out until a node that fits is polling for every one, then all are bound at once (at most ${limits.maxGangTasks} tasks). A task retried later runs alone.`,
+      }),
     priority: z.int().min(0).max(9).optional().meta({
       description:
         'Scheduling priority, 0-9 (default 5): within a pool, tasks of a higher priority are dispatched first; within a priority, the tenant with the least recent work goes first, then the oldest task.',

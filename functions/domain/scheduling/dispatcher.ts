@@ -12,7 +12,8 @@ import type { NodeRegistry } from '../resource/node-registry.js';
 import type { PoolSummary } from '../resource/pool-summary.js';
 import { canReceive, sealEnvToNode } from '../security/seal-to-node.js';
 import { DispatchUnavailableError } from './errors.js';
-import { type JobRecord, jobKey } from './job-record.js';
+import { type GangMember, type GangRecord, gangKey, gangMarginMs, gangTopic, waitingMembers } from './gang.js';
+import { type JobRecord, jobKey, jobPk } from './job-record.js';
 import { requestScheduling } from './messages.js';
 import { markSeen } from './node-seen.js';
 import { claim, type LeaseSettings, recordFailure } from './task-machine.js';
@@ -35,7 +36,13 @@ const logToStderr: DispatchLog = (entry) =>
   process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level: 'warn', ...entry })}\n`);
 
 /** What one candidate came to: an assignment, or why not. `given_back`: claimed, then handed back at once. */
-type CandidateOutcome = Assignment | 'does_not_fit' | 'busy' | 'given_back' | undefined;
+type CandidateOutcome = Assignment | 'does_not_fit' | 'busy' | 'given_back' | 'gang_waiting' | undefined;
+
+/** What one long poll carries between its rounds: when it ends, and the gangs it joined (gang.ts). */
+interface PollContext {
+  until: number;
+  joined: Set<string>;
+}
 
 /**
  * A node's item as one poll round read it, and the tasks it holds: read lazily, pruned at most
@@ -92,6 +99,7 @@ export class Dispatcher {
   async poll(nodeId: string, waitSeconds: number, abort?: AbortSignal): Promise<Assignment | undefined> {
     const node = await markSeen(this.registry, nodeId);
     const until = this.clock.now() + waitSeconds * 1000;
+    const ctx: PollContext = { until, joined: new Set() };
     // Each failure costs its task a release or an attempt: this poll does not try that task again.
     const failed = new Set<string>();
     const accepts = acceptsWork(node, () => this.clock.now());
@@ -103,12 +111,16 @@ export class Dispatcher {
       if (read) {
         // Taken before the read: a notification that woke nobody while it ran shows as a change.
         missed = node.pools.map((pool) => this.signal.missed(pool));
-        const round = await this.tryClaim(node, failed);
+        const round = await this.tryClaim(node, failed, ctx);
         busy = round.busy;
         // A wake this poll did not use (it got another task, or none) goes on to another waiter.
         if (wake !== undefined && round.assignment?.taskId !== taskOf(wake.payload)) this.passOn(wake);
-        if (round.assignment !== undefined) return round.assignment;
+        if (round.assignment !== undefined) {
+          await this.leaveGangs(node.id, ctx);
+          return round.assignment;
+        }
         if (round.fault !== undefined) {
+          await this.leaveGangs(node.id, ctx);
           throw round.fault instanceof DispatchUnavailableError
             ? round.fault
             : new DispatchUnavailableError(`no task could be handed to node ${nodeId}: ${describe(round.fault)}`, {
@@ -117,9 +129,10 @@ export class Dispatcher {
         }
       }
       const left = until - this.clock.now();
-      if (left <= 0 || abort?.aborted) return undefined;
-      wake = await this.signal.wait(node.pools, Math.min(left, this.settings.recheckMs), abort, accepts);
-      if (abort?.aborted) return undefined;
+      if (left <= 0 || abort?.aborted) return this.endPoll(node, ctx);
+      const topics = [...node.pools, ...[...ctx.joined].map((jobId) => gangTopic(jobId, node.id))];
+      wake = await this.signal.wait(topics, Math.min(left, this.settings.recheckMs), abort, accepts);
+      if (abort?.aborted) return this.endPoll(node, ctx);
       // Woken for a task, or work may have come that woke nobody, or the node was full: read again.
       // Otherwise nothing changed since the last read (the storm of idle polls re-reading every second).
       read =
@@ -161,6 +174,9 @@ export class Dispatcher {
         task.state === 'queued' ? "it is not queued in one of this node's pools" : `it is ${task.state}`,
       );
     }
+    if ((task.gangSize ?? 0) > 1) {
+      throw notAvailable(taskId, 'it starts together with its gang, which only long polls assemble');
+    }
     const outcome = await this.tryClaimTask(await this.readHolding(nodeId), item);
     if (outcome === 'does_not_fit') {
       throw new ConflictError('does_not_fit', `node ${nodeId} does not fit the requirements of task ${taskId}`);
@@ -174,7 +190,9 @@ export class Dispatcher {
       );
     }
     if (outcome === 'given_back') throw notAvailable(taskId, "its job's key could not be opened");
-    if (outcome === undefined) throw notAvailable(taskId, 'another node claimed it first, or it is past its deadline');
+    if (outcome === undefined || outcome === 'gang_waiting') {
+      throw notAvailable(taskId, 'another node claimed it first, or it is past its deadline');
+    }
     return outcome;
   }
 
@@ -186,10 +204,17 @@ export class Dispatcher {
   private async tryClaim(
     node: NodeRecord,
     failed: Set<string>,
+    ctx: PollContext,
   ): Promise<{ assignment?: Assignment; fault?: unknown; busy: boolean }> {
     let holding: Holding | undefined;
     let fault: unknown;
     let busy = false;
+    // A gang this poll joined may have been bound by another member's poll: its task is here.
+    for (const jobId of ctx.joined) {
+      holding ??= await this.readHolding(node.id);
+      const assignment = await this.collectGang(holding, jobId, ctx);
+      if (assignment !== undefined) return { assignment, busy };
+    }
     // Whether the node could ever run a task, by requirement shape: tasks of one job share theirs.
     const fits = new Map<string, boolean>();
     const couldRun = (req: TaskRequirements) => {
@@ -209,7 +234,12 @@ export class Dispatcher {
           // The node's own item is not a candidate's: without it the poll cannot go on (404 when it is gone).
           holding ??= await this.readHolding(node.id);
           try {
-            const outcome = await this.tryClaimTask(holding, item);
+            const outcome =
+              (item.data.gangSize ?? 0) > 1
+                ? await this.joinGang(holding, item, ctx)
+                : await this.tryClaimTask(holding, item);
+            // Joined a gang: this poll waits for it to fill rather than take other work.
+            if (outcome === 'gang_waiting') return { busy };
             if (typeof outcome === 'object') {
               this.shares.record(item.data.tenant, unitsOf(item.data), this.clock.now());
               return { assignment: outcome, busy };
@@ -341,11 +371,21 @@ export class Dispatcher {
       }
     }
     if (bound === undefined) return undefined;
-    const { claimed, gpuIndices } = bound;
+    return this.handOut(holding, job.data, bound.claimed, bound.gpuIndices);
+  }
+
+  /** The assignment of a task claimed for the node: its env sealed to the node, or the claim given back. */
+  private async handOut(
+    holding: Holding,
+    job: JobRecord,
+    claimed: TaskRecord,
+    gpuIndices: number[],
+  ): Promise<CandidateOutcome> {
+    const now = this.clock.now();
     // Only the winner of the claim pays for the unwrap (a KMS call in the cloud).
     let sealedEnv: Awaited<ReturnType<typeof sealEnvToNode>>;
     try {
-      sealedEnv = await sealEnvToNode(this.keys, job.data, holding.node, claimed);
+      sealedEnv = await sealEnvToNode(this.keys, job, holding.node, claimed);
     } catch (error) {
       const keyIsBroken = error instanceof KeyUnwrapError;
       await this.giveBack(holding, claimed, error, keyIsBroken);
@@ -357,7 +397,7 @@ export class Dispatcher {
         },
       );
     }
-    const spec = job.data.spec;
+    const spec = job.spec;
     return {
       taskId: claimed.id,
       jobId: claimed.jobId,
@@ -373,6 +413,172 @@ export class Dispatcher {
       timeoutSeconds: claimed.timeoutSeconds,
       gpuIndices,
     };
+  }
+
+  /**
+   * Joins the gang of a queued gang task (gang.ts), or binds the whole gang when this join
+   * completes it. `gang_waiting` when this poll now waits for the other members.
+   */
+  private async joinGang(holding: Holding, item: StoredItem<TaskRecord>, ctx: PollContext): Promise<CandidateOutcome> {
+    const task = item.data;
+    const now = this.clock.now();
+    if (task.deadline !== undefined && task.deadline <= now) return undefined;
+    if (ctx.until <= now + gangMarginMs) return undefined; // this poll would end before the gang is bound
+    if (ctx.joined.has(task.jobId)) return 'gang_waiting';
+    if (fitOnNode(task.requirements, holding.node.inventory) === undefined) return 'does_not_fit';
+    if (!attestationFits(task.requirements, holding.node.attestation, now)) return 'does_not_fit';
+    const job = await this.store.get<JobRecord>(jobKey(task.jobId));
+    if (job === undefined) return undefined;
+    if (!canReceive(holding.node, job.data)) return 'does_not_fit';
+    if ((await this.roomFor(holding, task.requirements)) === undefined) return 'busy';
+    for (let round = 0; round < giveBackRounds; round++) {
+      const gang = await this.store.get<GangRecord>(gangKey(task.jobId));
+      const others = waitingMembers(gang?.data, now, holding.node.id);
+      const queued = (
+        await this.store.query<TaskRecord>({ pk: jobPk(task.jobId), skPrefix: 'TASK#', limit: 100 })
+      ).items.filter((t) => t.data.state === 'queued' && (t.data.gangSize ?? 0) > 1);
+      if (queued.length === 0) return undefined;
+      if (others.length + 1 < queued.length) {
+        const members = [...others, { nodeId: holding.node.id, until: ctx.until }];
+        try {
+          await this.store.transact([gangWrite(task.jobId, members, gang?.version ?? 0, ctx.until)]);
+        } catch (error) {
+          if (error instanceof ConditionFailedError) continue;
+          throw error;
+        }
+        ctx.joined.add(task.jobId);
+        return 'gang_waiting';
+      }
+      const outcome = await this.bindGang(holding, job.data, queued, others.slice(0, queued.length - 1), gang);
+      if (outcome !== 'conflict') return outcome;
+    }
+    return undefined;
+  }
+
+  /**
+   * Binds every queued task of a gang at once: one to this node, one to each of `others`, in one
+   * transaction with their node items and the gang record's removal. `conflict` when an item moved
+   * (the caller reads again); a member that has no room any more is dropped from the record.
+   */
+  private async bindGang(
+    holding: Holding,
+    job: JobRecord,
+    queued: StoredItem<TaskRecord>[],
+    others: GangMember[],
+    gang: StoredItem<GangRecord> | undefined,
+  ): Promise<CandidateOutcome | 'conflict'> {
+    const now = this.clock.now();
+    const read = await Promise.all(others.map((m) => this.readHolding(m.nodeId).catch(() => undefined)));
+    const gone = others.filter((_, i) => read[i] === undefined);
+    if (gone.length > 0) {
+      // A member node was removed meanwhile: it leaves the gang, the others keep waiting.
+      const members = (gang?.data.members ?? []).filter((m) => !gone.some((g) => g.nodeId === m.nodeId));
+      await this.store.transact([gangWrite(job.id, members, gang?.version ?? 0, now + 60_000)]).catch(ignoreConflict);
+      return 'conflict';
+    }
+    const holdings = [holding, ...(read as Holding[])];
+    const writes: Write[] = [];
+    const bound: { claimed: TaskRecord; gpuIndices: number[] }[] = [];
+    for (const [i, member] of holdings.entries()) {
+      const item = queued[i] as StoredItem<TaskRecord>;
+      const gpuIndices = await this.roomFor(member, item.data.requirements);
+      const fits =
+        gpuIndices !== undefined &&
+        attestationFits(item.data.requirements, member.node.attestation, now) &&
+        canReceive(member.node, job);
+      if (!fits) {
+        // This member cannot take its part now: it leaves the gang, the others keep waiting.
+        if (i === 0) return 'busy';
+        const members = (gang?.data.members ?? []).filter((m) => m.nodeId !== member.node.id);
+        await this.store.transact([gangWrite(job.id, members, gang?.version ?? 0, now + 60_000)]).catch(ignoreConflict);
+        return 'conflict';
+      }
+      const uuids = gpuIndices.map((g) => member.node.inventory.gpus.find((d) => d.index === g)?.uuid ?? String(g));
+      const claimed = claim(item.data, member.node.id, gpuIndices, uuids, now, this.settings.leaseMs);
+      const entry: HeldTask = {
+        taskId: claimed.id,
+        attempt: claimed.attempt,
+        gpuIndices,
+        ...demandOf(item.data.requirements),
+      };
+      writes.push(
+        ...putTask(claimed, item.version),
+        putNode({ ...member.node, held: [...member.held, entry] }, member.version),
+      );
+      bound.push({ claimed, gpuIndices });
+    }
+    if (gang !== undefined) writes.push({ kind: 'delete', key: gangKey(job.id), expectVersion: gang.version });
+    try {
+      await this.store.transact(writes);
+    } catch (error) {
+      if (error instanceof ConditionFailedError) return 'conflict';
+      throw error;
+    }
+    for (const member of others) this.signal.notify(gangTopic(job.id, member.nodeId));
+    const mine = bound[0] as { claimed: TaskRecord; gpuIndices: number[] };
+    const held = [
+      ...holding.held,
+      {
+        taskId: mine.claimed.id,
+        attempt: mine.claimed.attempt,
+        gpuIndices: mine.gpuIndices,
+        ...demandOf(mine.claimed.requirements),
+      },
+    ];
+    Object.assign(holding, { node: { ...holding.node, held }, version: holding.version + 1, held });
+    return this.handOut(holding, job, mine.claimed, mine.gpuIndices);
+  }
+
+  /** The task a bound gang assigned to this node, handed out; undefined while the gang waits. */
+  private async collectGang(holding: Holding, jobId: string, ctx: PollContext): Promise<Assignment | undefined> {
+    const tasks = await this.store.query<TaskRecord>({ pk: jobPk(jobId), skPrefix: 'TASK#', limit: 100 });
+    const mine = tasks.items.find(
+      (t) => t.data.state === 'assigned' && t.data.nodeId === holding.node.id && (t.data.gangSize ?? 0) > 1,
+    );
+    if (mine === undefined) {
+      const gang = await this.store.get<GangRecord>(gangKey(jobId));
+      // Dropped from the gang (or it is gone): this poll no longer waits for it.
+      if (!gang?.data.members.some((m) => m.nodeId === holding.node.id)) ctx.joined.delete(jobId);
+      return undefined;
+    }
+    ctx.joined.delete(jobId);
+    const job = await this.store.get<JobRecord>(jobKey(jobId));
+    if (job === undefined) return undefined;
+    const outcome = await this.handOut(holding, job.data, mine.data, mine.data.gpuIndices ?? []);
+    return typeof outcome === 'object' ? outcome : undefined;
+  }
+
+  /** A poll that ends without work: a gang bound meanwhile is still handed out, else it leaves its gangs. */
+  private async endPoll(node: NodeRecord, ctx: PollContext): Promise<Assignment | undefined> {
+    if (ctx.joined.size === 0) return undefined;
+    const holding = await this.readHolding(node.id);
+    for (const jobId of [...ctx.joined]) {
+      const assignment = await this.collectGang(holding, jobId, ctx);
+      if (assignment !== undefined) {
+        await this.leaveGangs(node.id, ctx);
+        return assignment;
+      }
+    }
+    await this.leaveGangs(node.id, ctx);
+    return undefined;
+  }
+
+  /** Takes this node out of the gangs it joined (best effort: a member whose poll ended is ignored anyway). */
+  private async leaveGangs(nodeId: string, ctx: PollContext): Promise<void> {
+    for (const jobId of ctx.joined) {
+      for (let round = 0; round < giveBackRounds; round++) {
+        const gang = await this.store.get<GangRecord>(gangKey(jobId));
+        if (gang === undefined || !gang.data.members.some((m) => m.nodeId === nodeId)) break;
+        const members = gang.data.members.filter((m) => m.nodeId !== nodeId);
+        try {
+          await this.store.transact([gangWrite(jobId, members, gang.version, this.clock.now() + 60_000)]);
+          break;
+        } catch (error) {
+          if (!(error instanceof ConditionFailedError)) throw error;
+        }
+      }
+    }
+    ctx.joined.clear();
   }
 
   /**
@@ -434,6 +640,19 @@ export class Dispatcher {
     }
   }
 }
+
+const ignoreConflict = (error: unknown): void => {
+  if (!(error instanceof ConditionFailedError)) throw error;
+};
+
+/** The gang record with `members`, expiring (TTL) an hour after the last member's poll ends. */
+const gangWrite = (jobId: string, members: GangMember[], expectVersion: number, until: number): Write => ({
+  kind: 'put',
+  key: gangKey(jobId),
+  data: { jobId, members } satisfies GangRecord,
+  expiresAt: Math.floor(Math.max(until, ...members.map((m) => m.until)) / 1000) + 3600,
+  expectVersion,
+});
 
 const taskOf = (payload: unknown): string | undefined =>
   typeof payload === 'object' && payload !== null && 'taskId' in payload ? String(payload.taskId) : undefined;

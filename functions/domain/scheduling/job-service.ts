@@ -2,6 +2,7 @@ import {
   type JobSpec,
   type JobView,
   type JobWithTasks,
+  limits,
   terminalJobStatuses,
   verificationView,
 } from '../../../protocol/index.js';
@@ -61,6 +62,12 @@ export class JobService {
 
   async submit(owner: string, spec: JobSpec, idempotency?: string): Promise<SubmitOutcome> {
     refuseUnknownGpuModels(spec);
+    if (spec.gang === true && spec.tasks > limits.maxGangTasks) {
+      throw new InvalidRequestError(
+        'gang_too_large',
+        `a gang job starts at most ${limits.maxGangTasks} tasks together, not ${spec.tasks}`,
+      );
+    }
     const now = this.clock.now();
     const deadline = spec.deadline === undefined ? undefined : Date.parse(spec.deadline);
     if (deadline !== undefined && deadline <= now) {
@@ -94,6 +101,7 @@ export class JobService {
     const tasks = Array.from({ length: spec.tasks }, (_, index) => ({
       ...newTaskRecord(id, index, spec.tasks, spec.retries + 1, requirements, spec.timeoutSeconds, deadline, now),
       ...(spec.priority === undefined ? {} : { priority: spec.priority }),
+      ...(spec.gang === true && spec.tasks > 1 ? { gangSize: spec.tasks } : {}),
       tenant: owner,
     }));
     const writes: Write[] = [putJob(job, 0), ...tasks.flatMap((t) => putTask(t, 0))];

@@ -248,7 +248,7 @@ export class Router {
       }
       if (page.cursor === undefined) {
         // The whole list seen: a new pass begins when capacity changes or after resweepMs.
-        sweep.cursor = undefined;
+        delete sweep.cursor;
         sweep.passEndedAt = now;
         break;
       }

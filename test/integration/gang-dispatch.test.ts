@@ -1,0 +1,72 @@
+import { describe, expect, it } from 'vitest';
+import { type GangRecord, gangKey } from '../../functions/domain/scheduling/gang.js';
+import { generateNodeKeyPair, JobSpec } from '../../protocol/index.js';
+import { cpuInventory, inProcessControlPlane } from '../support/in-process.js';
+
+async function world() {
+  const h = inProcessControlPlane({ settings: { livenessMs: 1e12 } });
+  const register = async () =>
+    (
+      await h.cp.nodes.register({
+        publicKey: generateNodeKeyPair().publicKey,
+        agentVersion: 't',
+        inventory: cpuInventory(),
+      })
+    ).node.id;
+  const submitGang = async (tasks: number) => {
+    const { job } = await h.cp.jobs.submit('default', JobSpec.parse({ command: ['true'], tasks, gang: true }));
+    await h.cp.scheduler.schedule({ jobId: job.id });
+    return job.id;
+  };
+  const members = async (jobId: string) =>
+    (await h.store.get<GangRecord>(gangKey(jobId)))?.data.members.map((m) => m.nodeId) ?? [];
+  return { ...h, register, submitGang, members };
+}
+
+const until = async (done: () => Promise<boolean>) => {
+  while (!(await done())) await new Promise((r) => setTimeout(r, 5));
+};
+
+describe('gang jobs', () => {
+  it('hands out no task of a gang until a node is polling for each, then all at once', async () => {
+    const w = await world();
+    const [a, b] = [await w.register(), await w.register()];
+    const job = await w.submitGang(2);
+    const pollA = w.cp.dispatcher.poll(a, 10);
+    await until(async () => (await w.members(job)).includes(a));
+    // A waits as the gang's first member: nothing is assigned yet.
+    expect((await w.cp.jobs.get('default', job)).tasks.map((t) => t.state)).toEqual(['queued', 'queued']);
+    const gotB = await w.cp.dispatcher.poll(b, 10);
+    const gotA = await pollA;
+    expect(gotA?.jobId).toBe(job);
+    expect(gotB?.jobId).toBe(job);
+    expect(new Set([gotA?.taskId, gotB?.taskId]).size).toBe(2);
+    const view = await w.cp.jobs.get('default', job);
+    expect(view.tasks.map((t) => t.state)).toEqual(['assigned', 'assigned']);
+    expect(new Set(view.tasks.map((t) => t.nodeId))).toEqual(new Set([a, b]));
+    expect(await w.members(job)).toEqual([]);
+    await w.close();
+  });
+
+  it('binds nothing when too few nodes poll, and a poll that ends leaves the gang', async () => {
+    const w = await world();
+    const a = await w.register();
+    const job = await w.submitGang(2);
+    expect(await w.cp.dispatcher.poll(a, 1.5)).toBeUndefined();
+    const view = await w.cp.jobs.get('default', job);
+    expect(view.tasks.map((t) => [t.state, t.attempts.length])).toEqual([
+      ['queued', 0],
+      ['queued', 0],
+    ]);
+    expect(await w.members(job)).toEqual([]);
+    await w.close();
+  });
+
+  it('refuses a gang larger than one transaction binds', async () => {
+    const w = await world();
+    await expect(
+      w.cp.jobs.submit('default', JobSpec.parse({ command: ['true'], tasks: 33, gang: true })),
+    ).rejects.toMatchObject({ code: 'gang_too_large' });
+    await w.close();
+  });
+});
