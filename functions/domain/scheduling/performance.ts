@@ -422,13 +422,16 @@ export class OnlinePerformance implements PerformanceView {
   }
 }
 
-/** The run time sample an outcome carries, if it carries one. */
+/** The run time sample an outcome carries, if it carries one (a finite one). */
 export function runtimeSample(outcome: Outcome): { workload: string; cls: string; runtimeMs: number } | undefined {
   if (
     outcome.kind !== 'completed' ||
     outcome.workload === undefined ||
     outcome.acceleratorClass === undefined ||
-    outcome.runtimeMs === undefined
+    outcome.runtimeMs === undefined ||
+    // A time that is not a number would poison the sums for good (and DynamoDB refuses NaN).
+    !Number.isFinite(outcome.runtimeMs) ||
+    !Number.isFinite(outcome.at)
   )
     return undefined;
   return { workload: outcome.workload, cls: outcome.acceleratorClass, runtimeMs: outcome.runtimeMs };
