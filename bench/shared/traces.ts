@@ -63,8 +63,15 @@ export const traceModels: Readonly<
 
 const alibabaDir = (): string => `${tracesDir()}alibaba-gpu-2023/`;
 
-/** The rows of a CSV file with a header line, as records keyed by column; undefined when absent. */
+const parsed = new Map<string, Record<string, string>[] | undefined>();
+
+/** The rows of a CSV file with a header line, as records keyed by column; undefined when absent. Parsed once per process. */
 function readCsv(file: string): Record<string, string>[] | undefined {
+  if (!parsed.has(file)) parsed.set(file, parseCsv(file));
+  return parsed.get(file);
+}
+
+function parseCsv(file: string): Record<string, string>[] | undefined {
   if (!existsSync(file)) return undefined;
   const [header, ...lines] = readFileSync(file, 'utf8').split(/\r?\n/);
   if (header === undefined) return [];
