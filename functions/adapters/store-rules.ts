@@ -37,17 +37,18 @@ export type PreparedWrite = (
       indexes: Partial<Record<IndexName, IndexKey>>;
     }
   | { kind: 'delete' | 'check'; key: ItemKey; expectVersion: number }
-  | { kind: 'add'; key: ItemKey; fields: Record<string, number> }
+  | { kind: 'add'; key: ItemKey; fields: Record<string, number>; set?: Record<string, number> }
 ) & {
-  /** The write's index in the caller's list (adds merged into an earlier add keep the first one's). */
+  /** The write's index in the caller's list (writes merged into an earlier one keep the first one's). */
   index: number;
 };
 
 /**
  * Checks a transaction the way DynamoDB does before looking at any item: a bounded, non-empty
  * list of writes to distinct items, with keys DynamoDB accepts, versions that can hold, data that
- * is JSON and expiry times that are numbers. Adds to one item are merged into the first of them
- * (so the bound counts items, as DynamoDB does); each prepared write keeps its caller's index.
+ * is JSON and expiry times that are numbers. Adds to one item are merged into the first of them,
+ * and adds to an item the transaction puts are folded into the put's data (so the bound counts
+ * items, as DynamoDB does); each prepared write keeps its caller's index.
  * @throws Error naming the first write at fault and what is wrong with it.
  */
 export function prepareWrites(writes: readonly Write[]): PreparedWrite[] {
@@ -56,40 +57,98 @@ export function prepareWrites(writes: readonly Write[]): PreparedWrite[] {
   }
   const seen = new Map<string, PreparedWrite>();
   const prepared: PreparedWrite[] = [];
+  /** Adds to an item that the transaction also puts, folded in once every write is seen. */
+  const folded = new Map<string, Extract<PreparedWrite, { kind: 'add' }>>();
   writes.forEach((write, index) => {
     const where = `write ${index} (${write.kind} ${describeKey(write.key)})`;
     requireKey(write.key, where);
     const id = JSON.stringify([write.key.pk, write.key.sk]);
     const earlier = seen.get(id);
     if (write.kind === 'add') {
-      const fields = checkFields(write.fields, where);
-      if (earlier?.kind === 'add') {
-        // Adds to one item are summed, so callers need not merge counters that happen to share a shard.
-        for (const [name, value] of Object.entries(fields)) earlier.fields[name] = (earlier.fields[name] ?? 0) + value;
-        return;
-      }
+      const add: Extract<PreparedWrite, { kind: 'add' }> = {
+        kind: 'add',
+        key: write.key,
+        fields: checkFields(write.fields, where),
+        ...(write.set === undefined ? {} : { set: checkSet(write.set, where) }),
+        index,
+      };
+      // Adds to one item are summed, so callers need not merge counters that happen to share a shard.
+      if (earlier?.kind === 'add') return mergeAdd(earlier, add);
+      if (earlier?.kind === 'put') return mergeAdd(foldedInto(folded, id, earlier), add);
       if (earlier !== undefined) {
-        throw new Error(`${where} targets the same item as write ${earlier.index}`);
+        throw new Error(`${where} targets the same item as write ${earlier.index}, which is a ${earlier.kind}`);
       }
-      const add: PreparedWrite = { kind: 'add', key: write.key, fields, index };
       seen.set(id, add);
       prepared.push(add);
       return;
-    }
-    if (earlier !== undefined) {
-      throw new Error(`${where} targets the same item as write ${earlier.index}`);
     }
     if (!Number.isSafeInteger(write.expectVersion) || write.expectVersion < 0) {
       throw new Error(`${where} expects version ${write.expectVersion}, which is not a non-negative integer`);
     }
     const checked = prepareVersioned(write, where, index);
+    if (earlier?.kind === 'add' && checked.kind === 'put') {
+      // The put takes the add's place, and the add folds into it.
+      prepared[prepared.indexOf(earlier)] = checked;
+      seen.set(id, checked);
+      mergeAdd(foldedInto(folded, id, checked), earlier);
+      return;
+    }
+    if (earlier !== undefined) {
+      throw new Error(`${where} targets the same item as write ${earlier.index}`);
+    }
     seen.set(id, checked);
     prepared.push(checked);
   });
+  for (const [id, add] of folded) {
+    const put = seen.get(id);
+    if (put?.kind === 'put') put.data = JSON.stringify(applyAdd(JSON.parse(put.data), add));
+  }
   if (prepared.length > maxTransactionWrites) {
     throw new Error(`a transaction takes at most ${maxTransactionWrites} writes, got ${prepared.length}`);
   }
   return prepared;
+}
+
+/** The add that collects what folds into a put of the same item. */
+function foldedInto(
+  folded: Map<string, Extract<PreparedWrite, { kind: 'add' }>>,
+  id: string,
+  put: Extract<PreparedWrite, { kind: 'put' }>,
+): Extract<PreparedWrite, { kind: 'add' }> {
+  let add = folded.get(id);
+  if (add === undefined) {
+    add = { kind: 'add', key: put.key, fields: {}, index: put.index };
+    folded.set(id, add);
+  }
+  return add;
+}
+
+/** Sums `later`'s fields into `into`'s; its `set` values win over earlier ones. */
+function mergeAdd(into: Extract<PreparedWrite, { kind: 'add' }>, later: Extract<PreparedWrite, { kind: 'add' }>): void {
+  for (const [name, value] of Object.entries(later.fields)) into.fields[name] = (into.fields[name] ?? 0) + value;
+  if (later.set !== undefined) into.set = { ...into.set, ...later.set };
+}
+
+/**
+ * `data` after an add: each field summed into the number of that name (absent: 0), each `set`
+ * field replaced. The same for both adapters' reads of an item, whatever wrote it.
+ * @throws Error when the data is not an object or a summed field holds something else than a number.
+ */
+export function applyAdd(data: unknown, add: Pick<Extract<PreparedWrite, { kind: 'add' }>, 'fields' | 'set' | 'key'>) {
+  if (typeof data !== 'object' || data === null || Array.isArray(data)) {
+    throw new Error(`an add to ${describeKey(add.key)} meets data that is not an object`);
+  }
+  const sums = { ...(data as Record<string, unknown>) };
+  for (const [name, value] of Object.entries(add.fields)) {
+    const before = sums[name] ?? 0;
+    if (typeof before !== 'number') {
+      throw new Error(
+        `an add to field ${JSON.stringify(name)} of ${describeKey(add.key)} meets something else than a number`,
+      );
+    }
+    sums[name] = before + value;
+  }
+  return { ...sums, ...add.set };
 }
 
 function prepareVersioned(write: Exclude<Write, { kind: 'add' }>, where: string, index: number): PreparedWrite {
@@ -120,6 +179,19 @@ function prepareVersioned(write: Exclude<Write, { kind: 'add' }>, where: string,
     indexes: indexKeys,
     index,
   };
+}
+
+/** An add's `set` fields: each named and a finite number (a copy). */
+function checkSet(set: Readonly<Record<string, number>>, where: string): Record<string, number> {
+  const entries = Object.entries(set);
+  for (const [name, value] of entries) {
+    if (name === '' || typeof value !== 'number' || !Number.isFinite(value)) {
+      throw new Error(
+        `${where} sets field ${JSON.stringify(name)} to ${JSON.stringify(value)}: needs a name and a finite number`,
+      );
+    }
+  }
+  return Object.fromEntries(entries);
 }
 
 /** An add's fields: at least one, each named and a finite number (a copy, so merging cannot touch the caller's). */

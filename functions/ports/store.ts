@@ -47,14 +47,17 @@ export type Write =
   | {
       /**
        * Adds each field to the item's numeric data field of that name (absent: 0), creating the
-       * item with `data` = the fields when it is absent, and bumps its version by one. It checks no
-       * condition, so counters kept this way never make a transaction fail or retry. Several adds
-       * to one item in one transaction are summed into one. An item is either counters (written by
-       * adds only, never expiring, no index keys) or written by puts: a put replaces counters.
+       * item with `data` = the fields when it is absent, and bumps its version by one; its index
+       * keys and expiry stay as they were. It checks no condition, so counters kept this way never
+       * make a transaction fail on their account. Several adds to one item in one transaction are
+       * summed into one; adds to an item that the transaction puts are summed into the put's data.
+       * Counters on an item written by puts survive only in the data that later puts carry on.
        */
       kind: 'add';
       key: ItemKey;
       fields: Readonly<Record<string, number>>;
+      /** Fields set to a value (the last write wins), beside the sums: a "last changed at" time. */
+      set?: Readonly<Record<string, number>>;
     };
 
 export interface QueryOptions {

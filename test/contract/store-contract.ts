@@ -269,6 +269,32 @@ export function storeContract(
       expect(await store.get(key('other-counters', 'SUM'))).toMatchObject({ version: 1, data: { queued: 1 } });
     });
 
+    it('adds to an item written by puts: sums into its data, keeps its index keys, folds into a put in the same transaction', async () => {
+      const job = key('job', 'JOB');
+      const byOwner = { pk: `OWNER#${ns}`, sk: '0001#job' };
+      await store.transact([
+        put(job, { id: 'job', queued: 0 }, 0, { byOwner }),
+        { kind: 'add', key: job, fields: { queued: 2 } },
+        { kind: 'add', key: job, fields: { queued: 1 }, set: { changedAt: 5 } },
+      ]);
+      expect(await store.get(job)).toMatchObject({ version: 1, data: { id: 'job', queued: 3, changedAt: 5 } });
+
+      await store.transact([{ kind: 'add', key: job, fields: { queued: -1, running: 1 }, set: { changedAt: 9 } }]);
+      const page = await store.query({ index: 'byOwner', pk: byOwner.pk });
+      expect(page.items).toEqual([
+        { ...job, version: 2, data: { id: 'job', queued: 2, running: 1, changedAt: 9 }, indexes: { byOwner } },
+      ]);
+
+      // A put replaces the data, counters included; adds go on from what it wrote.
+      const read = await store.get<Record<string, number>>(job);
+      await store.transact([put(job, { ...read?.data, cancelled: 1 }, 2, { byOwner })]);
+      await store.transact([{ kind: 'add', key: job, fields: { running: -1 } }]);
+      expect(await store.get(job)).toMatchObject({
+        version: 4,
+        data: { id: 'job', queued: 2, running: 0, changedAt: 9, cancelled: 1 },
+      });
+    });
+
     it('loses no add when many writers add to one item at once', async () => {
       const counters = key('counters', 'SUM');
       await Promise.all(
@@ -285,7 +311,11 @@ export function storeContract(
         [{ kind: 'add', key: counters, fields: {} }],
         [{ kind: 'add', key: counters, fields: { n: Number.NaN } }],
         [{ kind: 'add', key: counters, fields: { '': 1 } }],
-        [put(counters, {}, 0), { kind: 'add', key: counters, fields: { n: 1 } }],
+        [
+          { kind: 'check', key: counters, expectVersion: 0 },
+          { kind: 'add', key: counters, fields: { n: 1 } },
+        ],
+        [{ kind: 'add', key: counters, fields: { n: 1 }, set: { at: Number.POSITIVE_INFINITY } }],
         [
           { kind: 'add', key: counters, fields: { n: 1 } },
           { kind: 'delete', key: counters, expectVersion: 1 },

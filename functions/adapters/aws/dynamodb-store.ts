@@ -10,7 +10,8 @@
  * | `pk`, `sk`             | S    | the table's partition and sort key: the port's `ItemKey`        |
  * | `version`              | N    | the item's version, 1 on creation, +1 on each put               |
  * | `data`                 | S    | the item's data as JSON text, so any JSON value round-trips     |
- * | `+<field>`             | N    | a counter kept by `add` (UpdateItem `ADD`), read as `data.<field>` |
+ * | `+<field>`             | N    | a counter kept by `add` (UpdateItem `ADD`), summed into `data.<field>` on reads |
+ * | `=<field>`             | N    | a field an `add` sets (UpdateItem `SET`), read as `data.<field>` |
  * | `expiresAt`            | N    | epoch seconds; the table's TTL attribute; absent: never expires |
  * | `byPoolPk`, `byPoolSk` | S    | the item's key in the `byPool` index, when it has one          |
  * | `byDuePk`, `byDueSk`   | S    | the item's key in the `byDue` index, when it has one           |
@@ -45,9 +46,9 @@
  *   - expect version 0: `attribute_not_exists(pk) OR expiresAt <= :now`
  *   - expect version n: `version = :n AND (attribute_not_exists(expiresAt) OR expiresAt > :now)`
  * - **add** (counters): an UpdateItem, or an `Update` action in the transaction, of
- *   `ADD version :1, +<field> :n, ...` with no condition. ADD works on top-level attributes only,
- *   so each counter is its own attribute; reads fold them into `data`.
- *   Counter items carry no expiry and no index keys.
+ *   `ADD version :1, +<field> :n, ... SET =<field> = :v, ...` with no condition. ADD works on
+ *   top-level attributes only, so each counter is its own attribute; reads fold them into `data`.
+ *   A put replaces the whole item, counters included: its data carries what it keeps.
  *
  * ## Expiry
  *
@@ -93,6 +94,7 @@ import { type Clock, systemClock } from '../../ports/clock.js';
 import type { IndexName, ItemKey, QueryOptions, QueryPage, Store, StoredItem, Write } from '../../ports/store.js';
 import { ConditionFailedError } from '../../ports/store.js';
 import {
+  applyAdd,
   decodeCursor,
   encodeCursor,
   indexNames,
@@ -123,6 +125,8 @@ export const indexKeyAttributes: Readonly<Record<IndexName, { readonly pk: strin
 
 /** Counters written by `add` are top-level number attributes named with this prefix and the field. */
 export const counterPrefix = '+';
+/** Fields an `add` sets are top-level number attributes named with this prefix and the field. */
+export const setPrefix = '=';
 
 /** DynamoDB reads per query page before a page made short by expired items is returned as it is. */
 const maxReadsPerPage = 4;
@@ -517,42 +521,49 @@ function toItem<T>(raw: Record<string, AttributeValue>): StoredItem<T> {
 /**
  * An add as an UpdateItem: `ADD` on the version and on one top-level number attribute per field
  * (DynamoDB's ADD takes top-level attributes only, so counters cannot live inside `data`), each
- * named {@link counterPrefix} + the field. ADD treats an absent attribute, or item, as 0.
+ * named {@link counterPrefix} + the field; `SET` of one attribute per `set` field, named
+ * {@link setPrefix} + the field. ADD treats an absent attribute, or item, as 0.
  */
 function addUpdate(write: Extract<PreparedWrite, { kind: 'add' }>) {
   const names: Record<string, string> = { '#version': itemAttributes.version };
   const values: Record<string, AttributeValue> = { ':one': { N: '1' } };
-  const actions = ['#version :one'];
+  const adds = ['#version :one'];
   Object.entries(write.fields).forEach(([field, value], i) => {
     names[`#c${i}`] = `${counterPrefix}${field}`;
     values[`:c${i}`] = { N: String(value) };
-    actions.push(`#c${i} :c${i}`);
+    adds.push(`#c${i} :c${i}`);
+  });
+  const sets = Object.entries(write.set ?? {}).map(([field, value], i) => {
+    names[`#s${i}`] = `${setPrefix}${field}`;
+    values[`:s${i}`] = { N: String(value) };
+    return `#s${i} = :s${i}`;
   });
   return {
     Key: tableKey(write.key),
-    UpdateExpression: `ADD ${actions.join(', ')}`,
+    UpdateExpression: `ADD ${adds.join(', ')}${sets.length === 0 ? '' : ` SET ${sets.join(', ')}`}`,
     ExpressionAttributeNames: names,
     ExpressionAttributeValues: values,
   };
 }
 
 /**
- * An item's data: its JSON text, with its counters (attributes named {@link counterPrefix} + field)
- * as number fields beside it; a counters-only item's data is just its counters. Undefined when the
- * item has neither.
+ * An item's data: its JSON text, with its counters (attributes named {@link counterPrefix} +
+ * field) summed into the numbers of the same name and its set fields ({@link setPrefix}) over
+ * them, as the embedded store applies adds to the data itself. A counters-only item's data is just
+ * its counters. Undefined when the item has neither data nor counters.
  */
 function dataOf(raw: Record<string, AttributeValue>): unknown {
   const text = raw[itemAttributes.data]?.S;
-  let counters: Record<string, number> | undefined;
+  const fields: Record<string, number> = {};
+  const set: Record<string, number> = {};
   for (const [name, value] of Object.entries(raw)) {
-    if (name.startsWith(counterPrefix) && value.N !== undefined) {
-      counters ??= {};
-      counters[name.slice(counterPrefix.length)] = Number(value.N);
-    }
+    if (value.N === undefined) continue;
+    if (name.startsWith(counterPrefix)) fields[name.slice(counterPrefix.length)] = Number(value.N);
+    else if (name.startsWith(setPrefix)) set[name.slice(setPrefix.length)] = Number(value.N);
   }
-  if (text === undefined) return counters;
-  const data: unknown = JSON.parse(text);
-  return counters === undefined ? data : { ...(data as object), ...counters };
+  if (text === undefined && Object.keys(fields).length + Object.keys(set).length === 0) return undefined;
+  const [pk = '', sk = ''] = [raw[itemAttributes.pk]?.S, raw[itemAttributes.sk]?.S];
+  return applyAdd(text === undefined ? {} : JSON.parse(text), { key: { pk, sk }, fields, set });
 }
 
 /** A cursor holds a DynamoDB start key: the values of its attributes, which are all strings here. */

@@ -2,6 +2,7 @@ import { type Clock, systemClock } from '../../ports/clock.js';
 import type { IndexName, ItemKey, QueryOptions, QueryPage, Store, StoredItem, Write } from '../../ports/store.js';
 import { ConditionFailedError } from '../../ports/store.js';
 import {
+  applyAdd,
   decodeCursor,
   describeKey,
   encodeCursor,
@@ -217,35 +218,15 @@ function toRow(write: Extract<PreparedWrite, { kind: 'put' }>): ItemRow {
 }
 
 /**
- * The row after an add: the fields summed into the live row's data (its index keys kept), or a
- * new counters row when there is none (an expired row is replaced, as a put would).
+ * The row after an add: the fields summed into the live row's data, its index keys and expiry
+ * kept, or a new counters row when there is none (an expired row is replaced, as a put would).
  */
 function addedRow(current: ItemRow | undefined, write: Extract<PreparedWrite, { kind: 'add' }>): ItemRow {
   if (current === undefined) {
-    return toRow({
-      ...write,
-      kind: 'put',
-      expectVersion: 0,
-      data: JSON.stringify(write.fields),
-      expiresAt: undefined,
-      indexes: {},
-    });
+    const data = JSON.stringify(applyAdd({}, write));
+    return toRow({ ...write, kind: 'put', expectVersion: 0, data, expiresAt: undefined, indexes: {} });
   }
-  const data: unknown = JSON.parse(current.data);
-  if (typeof data !== 'object' || data === null || Array.isArray(data)) {
-    throw new Error(`write ${write.index} adds to item ${describeKey(write.key)}, whose data is not an object`);
-  }
-  const sums = data as Record<string, unknown>;
-  for (const [name, value] of Object.entries(write.fields)) {
-    const before = sums[name] ?? 0;
-    if (typeof before !== 'number') {
-      throw new Error(
-        `write ${write.index} adds to field ${JSON.stringify(name)} of ${describeKey(write.key)}, which is not a number`,
-      );
-    }
-    sums[name] = before + value;
-  }
-  return { ...current, version: current.version + 1, data: JSON.stringify(sums) };
+  return { ...current, version: current.version + 1, data: JSON.stringify(applyAdd(JSON.parse(current.data), write)) };
 }
 
 function toItem<T>(row: ItemRow): StoredItem<T> {
