@@ -1,5 +1,6 @@
 import type { Clock } from '../../ports/clock.js';
 import type { ItemKey, Store, Write } from '../../ports/store.js';
+import { ContentionError } from '../errors.js';
 import { updateWithRetry } from '../records.js';
 import { allShardPks, shardedPk } from '../shards.js';
 import {
@@ -140,8 +141,22 @@ export class StoredPerformance implements PerformanceView {
    * Learns from one ended attempt: the node's estimate (read, updated, written back under its
    * version) and, for a completion, its workload's run time sums on the class (the label's and
    * its type's), in one transaction.
+   *
+   * Callers record after the transition they learn from has landed, so this must not fail them:
+   * when many attempts of one node end at once and its item stays contended past the retries
+   * (ContentionError), the outcome is dropped (one sample fewer) and false is answered.
    */
-  async recordOutcome(outcome: Outcome): Promise<void> {
+  async recordOutcome(outcome: Outcome): Promise<boolean> {
+    try {
+      await this.learn(outcome);
+      return true;
+    } catch (error) {
+      if (error instanceof ContentionError) return false;
+      throw error;
+    }
+  }
+
+  private async learn(outcome: Outcome): Promise<void> {
     const sample = runtimeSample(outcome);
     let predicted: number | undefined;
     const classWrites: Write[] = [];
@@ -171,9 +186,9 @@ export class StoredPerformance implements PerformanceView {
    * Learns from attempt `attemptNumber` of `task` once it ended, if there is anything to learn
    * ({@link attemptOutcome}): the one call the places that end attempts make.
    */
-  async recordAttempt(task: TaskRecord, attemptNumber: number, workload?: string): Promise<void> {
+  async recordAttempt(task: TaskRecord, attemptNumber: number, workload?: string): Promise<boolean> {
     const outcome = attemptOutcome(task, attemptNumber, workload);
-    if (outcome !== undefined) await this.recordOutcome(outcome);
+    return outcome === undefined ? false : this.recordOutcome(outcome);
   }
 
   /** Learns a measured round trip to the node (a poll or claim answered, as the caller timed it). */
