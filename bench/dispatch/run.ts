@@ -19,7 +19,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import type { ParentMessage, ServerMessage } from './server.js';
+import type { ParentMessage, ServerMessage, StoreCounts } from './server.js';
 import { SimAgent, type TaskTimes } from './sim-agent.js';
 import { percentile, round } from './stats.js';
 
@@ -134,10 +134,15 @@ class Server {
 
   /** The server process's CPU time so far, ms. */
   async cpuMs(): Promise<number> {
+    return (await this.stats()).cpuMs;
+  }
+
+  /** The server process's CPU time (ms) and store and queue calls so far. */
+  async stats(): Promise<{ cpuMs: number; store: StoreCounts }> {
     const reply = this.next((m): m is Extract<ServerMessage, { cpu: unknown }> => 'cpu' in m);
     this.send({ cmd: 'cpu' });
-    const { cpu } = await reply;
-    return (cpu.user + cpu.system) / 1000;
+    const { cpu, store } = await reply;
+    return { cpuMs: (cpu.user + cpu.system) / 1000, store };
   }
 
   startProfile(): void {
@@ -193,6 +198,30 @@ function requestKind(method: string, path: string): string {
 
 const minus = (a: Record<string, number>, b: Record<string, number>) =>
   Object.fromEntries(Object.entries(a).flatMap(([k, v]) => (v === (b[k] ?? 0) ? [] : [[k, v - (b[k] ?? 0)]])));
+
+/** Store and queue calls per task between two counts. */
+function perTask(after: StoreCounts, before: StoreCounts, tasks: number) {
+  const each = (a: number, b: number) => round((a - b) / tasks, 2);
+  const writes = Object.fromEntries(
+    Object.entries(after.writes)
+      .map(([kind, n]) => [kind, each(n, before.writes[kind] ?? 0)] as const)
+      .filter(([, n]) => n > 0)
+      .sort((a, b) => b[1] - a[1]),
+  );
+  return {
+    get: each(after.get, before.get),
+    query: each(after.query, before.query),
+    transact: each(after.transact, before.transact),
+    itemsWritten: round(
+      Object.values(writes).reduce((sum, n) => sum + n, 0),
+      2,
+    ),
+    writes,
+    queueSend: each(after.queueSend, before.queueSend),
+    queueReceived: each(after.queueReceived, before.queueReceived),
+    queueDelete: each(after.queueDelete, before.queueDelete),
+  };
+}
 
 async function submitJob(url: string, adminKey: string): Promise<string> {
   const response = await fetch(`${url}/v1/jobs`, {
@@ -267,7 +296,7 @@ async function main(): Promise<void> {
     // 2. Throughput.
     if (o.profile !== undefined) server.startProfile();
     const before = counter.snapshot();
-    const cpuBefore = await server.cpuMs();
+    const { cpuMs: cpuBefore, store: storeBefore } = await server.stats();
     const benchCpuBefore = process.cpuUsage();
     const t0 = performance.now();
     const submitted: string[] = [];
@@ -288,7 +317,9 @@ async function main(): Promise<void> {
     const submitSeconds = (performance.now() - t0) / 1000;
     await allDone;
     const seconds = (performance.now() - t0) / 1000;
-    const cpuMs = (await server.cpuMs()) - cpuBefore;
+    const statsAfter = await server.stats();
+    const cpuMs = statsAfter.cpuMs - cpuBefore;
+    const store = perTask(statsAfter.store, storeBefore, o.tasks);
     // This process's: the simulated agents (signing, parsing) and the submitter.
     const benchCpu = process.cpuUsage(benchCpuBefore);
     const cpuOfBench = (benchCpu.user + benchCpu.system) / 1000;
@@ -306,7 +337,8 @@ async function main(): Promise<void> {
     log(
       `throughput: ${o.tasks} tasks in ${round(seconds)} s = ${round(tasksPerSec)} tasks/s (submitted at ` +
         `${round(o.tasks / submitSeconds)} jobs/s), ${round(requestsPerTask)} requests/task ${JSON.stringify(byKind)}, ` +
-        `server CPU ${round(cpuMs / o.tasks, 3)} ms/task (${round((cpuMs / 1000 / seconds) * 100)}% of a core)`,
+        `server CPU ${round(cpuMs / o.tasks, 3)} ms/task (${round((cpuMs / 1000 / seconds) * 100)}% of a core), ` +
+        `store per task ${JSON.stringify(store)}`,
     );
 
     // 3. Latency at a steady rate.
@@ -359,6 +391,7 @@ async function main(): Promise<void> {
       submitJobsPerSec: round(o.tasks / submitSeconds),
       requestsByKind: byKind,
       serverCpuMsPerTask: round(cpuMs / o.tasks, 3),
+      storePerTask: store,
       bareCpuUsPerRequest: round(bareCpuUsPerRequest),
       // The same fraction by the server's CPU time instead of wall time: steadier on a shared machine.
       cpuFractionOfHttpLimit: round((bareCpuUsPerRequest * requestsPerTask) / ((cpuMs * 1000) / o.tasks), 3),

@@ -21,14 +21,84 @@ import { join } from 'node:path';
 import { Hono } from 'hono';
 import { startControlPlane } from '../../embedded/control-plane-server.js';
 import { close, listen } from '../../embedded/http-listener.js';
+import { SqliteQueue } from '../../functions/adapters/embedded/sqlite-queue.js';
+import { SqliteStore } from '../../functions/adapters/embedded/sqlite-store.js';
 import { defaultRateLimits } from '../../functions/domain/security/rate-limit.js';
+import type { Write } from '../../functions/ports/store.js';
 
 export type ServerMessage =
   | { ready: true; url: string; bareUrl: string; adminKey: string }
-  | { cpu: { user: number; system: number } }
+  | { cpu: { user: number; system: number }; store: StoreCounts }
   | { profiled: string }
   | { stopped: true };
 export type ParentMessage = { cmd: 'cpu' } | { cmd: 'profile' } | { cmd: 'profiled'; file: string } | { cmd: 'stop' };
+
+/** What the control plane asked of its store and queue so far: counts that machine load does not blur. */
+export interface StoreCounts {
+  get: number;
+  query: number;
+  transact: number;
+  /**
+   * Items written (put, delete, add; not condition checks), by the key's kind: its pk and sk up to
+   * their first '#' (`JOB/TASK`, `NONCE/NONCE`), and the write's kind where it is not a put.
+   */
+  writes: Record<string, number>;
+  queueSend: number;
+  /** Messages received (not receive calls: a long poll that times out receives none). */
+  queueReceived: number;
+  queueDelete: number;
+}
+
+const counts: StoreCounts = {
+  get: 0,
+  query: 0,
+  transact: 0,
+  writes: {},
+  queueSend: 0,
+  queueReceived: 0,
+  queueDelete: 0,
+};
+
+/**
+ * Counts every store and queue call of this process by wrapping the embedded adapters' methods:
+ * instrumentation only, each call still goes to the real SQLite store or queue.
+ */
+function countStoreCalls(): void {
+  const store = SqliteStore.prototype;
+  const { get, query, transact } = store;
+  store.get = function (this: SqliteStore, ...args: Parameters<typeof get>) {
+    counts.get++;
+    return get.apply(this, args);
+  } as typeof get;
+  store.query = function (this: SqliteStore, ...args: Parameters<typeof query>) {
+    counts.query++;
+    return query.apply(this, args);
+  } as typeof query;
+  store.transact = function (this: SqliteStore, writes: readonly Write[]) {
+    counts.transact++;
+    for (const write of writes) {
+      if (write.kind === 'check') continue;
+      const kind = `${write.key.pk.split('#')[0]}/${write.key.sk.split('#')[0]}${write.kind === 'put' ? '' : `:${write.kind}`}`;
+      counts.writes[kind] = (counts.writes[kind] ?? 0) + 1;
+    }
+    return transact.call(this, writes);
+  };
+  const queue = SqliteQueue.prototype;
+  const { send, receive, delete: remove } = queue;
+  queue.send = function (this: SqliteQueue, ...args: Parameters<typeof send>) {
+    counts.queueSend++;
+    return send.apply(this, args);
+  };
+  queue.receive = async function (this: SqliteQueue, ...args: Parameters<typeof receive>) {
+    const messages = await receive.apply(this, args);
+    counts.queueReceived += messages.length;
+    return messages;
+  };
+  queue.delete = function (this: SqliteQueue, ...args: Parameters<typeof remove>) {
+    counts.queueDelete++;
+    return remove.apply(this, args);
+  };
+}
 
 /**
  * The V8 CPU profiler of this process, started and stopped around one phase of the bench, so that
@@ -60,6 +130,7 @@ const counted = { limit: 1_000_000_000, windowSeconds: 60 };
 
 async function main(): Promise<void> {
   const send = (message: ServerMessage) => process.send?.(message);
+  countStoreCalls();
   const dataDir = mkdtempSync(join(tmpdir(), 'gpuai-bench-dispatch-'));
   const reaperIntervalMs = Number(process.env.BENCH_REAPER_MS ?? 1000);
   const cp = await startControlPlane({
@@ -86,7 +157,7 @@ async function main(): Promise<void> {
 
   const profile = profiler();
   process.on('message', (message: ParentMessage) => {
-    if (message.cmd === 'cpu') send({ cpu: process.cpuUsage() });
+    if (message.cmd === 'cpu') send({ cpu: process.cpuUsage(), store: structuredClone(counts) });
     if (message.cmd === 'profile') void profile.start();
     if (message.cmd === 'profiled') void profile.stop(message.file).then(() => send({ profiled: message.file }));
     if (message.cmd === 'stop') {
