@@ -130,6 +130,12 @@ export class Dispatcher {
       }
       const left = until - this.clock.now();
       if (left <= 0 || abort?.aborted) return this.endPoll(node, ctx);
+      // A task routed while this round read woke nobody (this poll was not waiting yet): read again
+      // now, not at the next recheck. From here to the wait's registration nothing awaits.
+      if (read && node.pools.some((pool, i) => missed[i] !== undefined && missed[i] !== this.signal.missed(pool))) {
+        wake = undefined;
+        continue;
+      }
       const topics = [...node.pools, ...[...ctx.joined].map((jobId) => gangTopic(jobId, node.id))];
       wake = await this.signal.wait(topics, Math.min(left, this.settings.recheckMs), abort, accepts);
       if (abort?.aborted) return this.endPoll(node, ctx);

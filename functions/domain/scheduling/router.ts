@@ -3,11 +3,11 @@ import type { Signal } from '../../ports/signal.js';
 import { ConditionFailedError, type Store, type StoredItem } from '../../ports/store.js';
 import type { WorkHints } from '../../ports/work-hints.js';
 import { isoTime } from '../records.js';
-import { fitOnNode } from '../resource/fit.js';
+import { fitOnNode, type TaskRequirements } from '../resource/fit.js';
 import type { NodeRecord } from '../resource/node-record.js';
 import type { NodeRegistry } from '../resource/node-registry.js';
 import { fitsSummary, type PoolSummary } from '../resource/pool-summary.js';
-import { acceleratorClass, cpuClass, poolId } from '../resource/pools.js';
+import { acceleratorClass, acceleratorTable, cpuClass, poolId, regionOfPool } from '../resource/pools.js';
 import { neutralPerformance, type PerformanceView } from './performance.js';
 import { poolPk, putTask, type TaskRecord, unroutedPool } from './task-record.js';
 import { workSignal } from './work-signal.js';
@@ -26,12 +26,32 @@ const defaultWorkload = 'batch';
 /** A task that needs no GPU pays this much predicted time in a GPU pool, so that CPU pools take it first. */
 const gpuPoolPenaltyMs = 3_600_000;
 
+/** Whether a pool's name (region and class) allows the task at all; the summary decides the rest. */
+function poolMayHost(req: TaskRequirements, pool: string): boolean {
+  if (req.regions !== undefined && !req.regions.includes(regionOfPool(pool))) return false;
+  if (req.gpus.count === 0) return true;
+  const cls = pool.slice(pool.indexOf('/') + 1);
+  if (cls === cpuClass) return false;
+  const entry = acceleratorTable.find((e) => e.class === cls);
+  if (req.gpus.vendor !== undefined && entry !== undefined && entry.vendor !== req.gpus.vendor) return false;
+  const models = req.gpus.models ?? [];
+  if (models.length === 0 || entry === undefined) return true;
+  return models.some((m) => {
+    const name = m.trim().toLowerCase();
+    return name === cls || entry.pattern.test(` ${name.replace(/[^a-z0-9]+/g, ' ')} `);
+  });
+}
+
 export const unplaceableMessage = 'waiting for a live node that fits this task';
 
 /** What routing reads of the fleet: per-pool summaries (functions/domain/resource/pool-summary.ts). */
 export interface FleetCapacity {
   /** The summaries of every known pool, cached for a short while. */
   all(): Promise<PoolSummary[]>;
+  /** Every known pool's name, cached for a short while. */
+  pools(): Promise<string[]>;
+  /** One pool's summary, cached for a short while. */
+  get(pool: string): Promise<PoolSummary>;
   /** Makes a pool known to {@link FleetCapacity.all} (idempotent, once per pool and process). */
   ensurePool(pool: string): Promise<void>;
   invalidate(): void;
@@ -131,8 +151,14 @@ export class Router {
   }
 
   private async choosePool(task: TaskRecord): Promise<string | undefined> {
-    const summaries = (await this.summaries?.all()) ?? [];
-    if (summaries.length === 0) return this.choosePoolByNodes(task);
+    const names = (await this.summaries?.pools()) ?? [];
+    if (this.summaries === undefined || names.length === 0) return this.choosePoolByNodes(task);
+    // Only the pools whose name may fit are read: a GPU task never reads the CPU pools, nor
+    // another vendor's, and a task bound to regions reads only theirs.
+    const capacity = this.summaries;
+    const summaries = await Promise.all(
+      names.filter((pool) => poolMayHost(task.requirements, pool)).map((pool) => capacity.get(pool)),
+    );
     let best: { pool: string; score: number } | undefined;
     for (const summary of summaries) {
       if (!fitsSummary(task.requirements, summary)) continue;
