@@ -1,4 +1,4 @@
-import type { GpuDevice, NodeInventory } from '../../../../protocol/index.js';
+import { attestationRank, type GpuDevice, type NodeInventory } from '../../../../protocol/index.js';
 import { demandOf, fitOnNode, gpuMatches, type HeldTask, type TaskRequirements } from '../../resource/fit.js';
 import { acceleratorClass, cpuClass, poolId } from '../../resource/pools.js';
 import type { AttestationRecord } from '../../security/attestation/record.js';
@@ -41,6 +41,8 @@ export interface FleetEntry {
   freeMemoryMiB: number;
   /** Bit 1: a container runtime; bit 2: the process runtime. */
   runtimes: number;
+  /** The rank of its attestation's level as recorded (expiry only lowers it: `attestationFits` decides). */
+  attestationRank: number;
   /** waitMs + latency. */
   base: number;
   /** slowdown / reliability: what one ms of predicted run time costs on this node. */
@@ -74,6 +76,23 @@ export interface Bucket {
   readonly heap: SlotHeap<FleetEntry>;
   /** A lower bound of its nodes' `base`: the least ever added since the bucket was last empty. */
   baseFloor: number;
+  /**
+   * Upper bounds of what its nodes offer (free GPUs, cores, memory, trust, attestation rank, the
+   * runtimes any of them has): a bucket none of whose nodes could take a task is skipped whole.
+   * Raised as nodes enter or gain room; made exact again by a decision that walked the whole
+   * bucket (see placeTask), so a task nothing fits stops costing a walk after its first.
+   */
+  ceil: Ceilings;
+}
+
+/** @internal */
+export interface Ceilings {
+  gpus: number;
+  cores: number;
+  memoryMiB: number;
+  trust: number;
+  attestationRank: number;
+  runtimes: number;
 }
 
 export const tierCount = 5;
@@ -85,6 +104,27 @@ export function tierOf(freeGpus: number): number {
   if (freeGpus < 4) return 2;
   if (freeGpus < 8) return 3;
   return 4;
+}
+
+/** @internal */
+export function resetCeilings(ceil: Ceilings): Ceilings {
+  ceil.gpus = 0;
+  ceil.cores = Number.NEGATIVE_INFINITY;
+  ceil.memoryMiB = Number.NEGATIVE_INFINITY;
+  ceil.trust = Number.NEGATIVE_INFINITY;
+  ceil.attestationRank = 0;
+  ceil.runtimes = 0;
+  return ceil;
+}
+
+/** @internal */
+export function raiseCeilings(ceil: Ceilings, entry: FleetEntry): void {
+  if (entry.freeGpus > ceil.gpus) ceil.gpus = entry.freeGpus;
+  if (entry.freeCores > ceil.cores) ceil.cores = entry.freeCores;
+  if (entry.freeMemoryMiB > ceil.memoryMiB) ceil.memoryMiB = entry.freeMemoryMiB;
+  if (entry.trust > ceil.trust) ceil.trust = entry.trust;
+  if (entry.attestationRank > ceil.attestationRank) ceil.attestationRank = entry.attestationRank;
+  ceil.runtimes |= entry.runtimes;
 }
 
 const containerBit = 1;
@@ -147,6 +187,7 @@ export class FleetIndex {
       runtimes:
         (inventory.runtimes.some((r) => r !== 'process') ? containerBit : 0) |
         (inventory.runtimes.includes('process') ? processBit : 0),
+      attestationRank: node.attestation === undefined ? 0 : attestationRank(node.attestation.level),
       base: 0,
       factor: 0,
       classId: this.classIdOf(cls),
@@ -203,8 +244,10 @@ export class FleetIndex {
     if (already !== undefined) return already.gpuIndices;
     const gpuIndices = fitOnNode(req, entry.inventory, entry.held);
     if (gpuIndices === undefined) return undefined;
-    entry.held.push({ taskId, attempt, gpuIndices, ...demandOf(req) });
-    this.afterHeldChange(entry);
+    const { cpuCores, memoryMiB } = demandOf(req);
+    entry.held.push({ taskId, attempt, gpuIndices, cpuCores, memoryMiB });
+    // fitOnNode picked free devices only, so the counts move by exactly the task's demand.
+    this.afterHeldChange(entry, -gpuIndices.length, -cpuCores, -memoryMiB);
     return gpuIndices;
   }
 
@@ -214,9 +257,10 @@ export class FleetIndex {
     if (entry === undefined) return false;
     const at = entry.held.findIndex((h) => h.taskId === taskId);
     if (at < 0) return false;
+    const gone = entry.held[at] as HeldTask;
     entry.held[at] = entry.held[entry.held.length - 1] as HeldTask;
     entry.held.pop();
-    this.afterHeldChange(entry);
+    this.afterHeldChange(entry, gone.gpuIndices.length, gone.cpuCores, gone.memoryMiB);
     return true;
   }
 
@@ -293,10 +337,15 @@ export class FleetIndex {
     entry.freeMemoryMiB = entry.inventory.memoryMiB - memory;
   }
 
-  private afterHeldChange(entry: FleetEntry): void {
-    this.recount(entry);
+  private afterHeldChange(entry: FleetEntry, gpus: number, cores: number, memoryMiB: number): void {
+    entry.freeGpus += gpus;
+    entry.freeCores += cores;
+    entry.freeMemoryMiB += memoryMiB;
     const tier = tierOf(entry.freeGpus);
-    if (tier === entry.tier) return;
+    if (tier === entry.tier) {
+      for (const group of entry.groups) raiseCeilings((group.buckets[tier] as Bucket).ceil, entry);
+      return;
+    }
     this.leave(entry);
     entry.tier = tier;
     this.enter(entry);
@@ -305,7 +354,13 @@ export class FleetIndex {
   private enter(entry: FleetEntry): void {
     for (let i = 0; i < entry.slots.length; i++) {
       const bucket = (entry.groups[i] as DeviceGroup).buckets[entry.tier] as Bucket;
-      if (bucket.heap.size === 0 || entry.base < bucket.baseFloor) bucket.baseFloor = entry.base;
+      if (bucket.heap.size === 0) {
+        bucket.baseFloor = entry.base;
+        resetCeilings(bucket.ceil);
+      } else if (entry.base < bucket.baseFloor) {
+        bucket.baseFloor = entry.base;
+      }
+      raiseCeilings(bucket.ceil, entry);
       bucket.heap.push(entry.slots[i] as HeapSlot<FleetEntry>);
     }
   }
@@ -335,7 +390,11 @@ export class FleetIndex {
       group = {
         region,
         device,
-        buckets: Array.from({ length: tierCount }, () => ({ heap: new SlotHeap<FleetEntry>(), baseFloor: 0 })),
+        buckets: Array.from({ length: tierCount }, () => ({
+          heap: new SlotHeap<FleetEntry>(),
+          baseFloor: 0,
+          ceil: resetCeilings({} as Ceilings),
+        })),
         classIds: [],
       };
       this.groups.set(key, group);

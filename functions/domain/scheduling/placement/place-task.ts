@@ -1,6 +1,17 @@
+import { attestationRank } from '../../../../protocol/index.js';
 import { attestationFits, demandOf, fitOnNode } from '../../resource/fit.js';
 import type { PerformanceView } from '../performance.js';
-import { type Bucket, type FleetEntry, type FleetIndex, runtimeBitOf, tierCount, tierOf } from './fleet-index.js';
+import {
+  type Bucket,
+  type Ceilings,
+  type FleetEntry,
+  type FleetIndex,
+  raiseCeilings,
+  resetCeilings,
+  runtimeBitOf,
+  tierCount,
+  tierOf,
+} from './fleet-index.js';
 import { defaultSearchBudget, type Placement, type PlacementTask, type PlaceOptions } from './placement.js';
 import { HeapWalker } from './slot-heap.js';
 
@@ -20,6 +31,7 @@ import { HeapWalker } from './slot-heap.js';
  */
 
 const walker = new HeapWalker<FleetEntry>();
+const walkCeilings = resetCeilings({} as Ceilings);
 let boundBuckets: Bucket[] = [];
 let boundRuntimes: number[] = [];
 let bounds: number[] = [];
@@ -46,6 +58,7 @@ export function placeTask(
   const { cpuCores, memoryMiB } = demandOf(req);
   const runtimeBit = runtimeBitOf(req);
   const minTrust = task.minTrust ?? Number.NEGATIVE_INFINITY;
+  const minRank = req.minAttestation === undefined ? 0 : attestationRank(req.minAttestation);
   const avoid = task.avoidNodes !== undefined && task.avoidNodes.length > 0 ? task.avoidNodes : undefined;
 
   stamp++;
@@ -70,7 +83,18 @@ export function placeTask(
     }
     for (let tier = firstTier; tier < tierCount; tier++) {
       const bucket = group.buckets[tier] as Bucket;
-      if (bucket.heap.size === 0) continue;
+      const ceil = bucket.ceil;
+      if (
+        bucket.heap.size === 0 ||
+        ceil.gpus < gpus ||
+        ceil.cores < cpuCores ||
+        ceil.memoryMiB < memoryMiB ||
+        ceil.trust < minTrust ||
+        ceil.attestationRank < minRank ||
+        (ceil.runtimes & runtimeBit) === 0
+      ) {
+        continue;
+      }
       boundBuckets[n] = bucket;
       boundRuntimes[n] = runtime;
       bounds[n] = bucket.baseFloor + runtime * bucket.heap.minKey();
@@ -99,11 +123,20 @@ export function placeTask(
     const floor = bucket.baseFloor;
     const bucketRuntime = boundRuntimes[at] as number;
     walker.start(bucket.heap);
+    // What the walked nodes offer: if the walk covers the whole bucket, these are its exact ceilings.
+    const seen = resetCeilings(walkCeilings);
     for (;;) {
-      if (floor + bucketRuntime * walker.peekKey() >= best) break;
+      const key = walker.peekKey();
+      if (key === Number.POSITIVE_INFINITY) {
+        Object.assign(bucket.ceil, seen);
+        break;
+      }
+      if (floor + bucketRuntime * key >= best) break;
       const e = (walker.next() as { entry: FleetEntry }).entry;
       if (bestEntry !== undefined && ++afterFit > budget) break search;
+      raiseCeilings(seen, e);
       if (
+        e.attestationRank < minRank ||
         e.freeGpus < gpus ||
         e.freeCores < cpuCores ||
         e.freeMemoryMiB < memoryMiB ||

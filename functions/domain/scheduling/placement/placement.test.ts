@@ -147,16 +147,18 @@ describe('placeTask', () => {
           const { index, perf } = build(nodes);
           tasks.forEach((t, i) => {
             const task = toTask(t, `task-${i}`);
-            const ours = placeTask(index, task, perf, { now });
+            const ours = placeTask(index, task, perf, { now, searchBudget: Number.POSITIVE_INFINITY });
+            const budgeted = placeTask(index, task, perf, { now });
             const greedy = fullScanGreedy(index, task, perf, { now });
             const anyFits = index.entries.some((e) => admissible(index, e.id, task));
             expect(ours !== undefined).toBe(anyFits);
             expect(greedy !== undefined).toBe(anyFits);
             if (ours === undefined || greedy === undefined) return;
             expect(admissible(index, ours.nodeId, task)).toBe(true);
+            expect(budgeted !== undefined && admissible(index, budgeted.nodeId, task)).toBe(true);
             const e = index.get(ours.nodeId);
             expect(ours.gpuIndices).toEqual(fitOnNode(task.requirements, e?.inventory as NodeInventory, e?.held));
-            // With the default budget on a small fleet the search is exhaustive: the same best score.
+            // Without a search budget the bound is exact: the full scan's best score.
             expect(ours.predictedMs).toBeCloseTo(greedy.predictedMs, 6);
             // Take what was chosen, so later tasks see a fuller fleet.
             expect(index.reserve(ours.nodeId, task.id, task.requirements)).toEqual(ours.gpuIndices);

@@ -34,4 +34,4 @@ export interface PlaceOptions {
   searchBudget?: number;
 }
 
-export const defaultSearchBudget = 256;
+export const defaultSearchBudget = 64;

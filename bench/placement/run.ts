@@ -1,0 +1,297 @@
+/**
+ * bench:placement — placements per second and decision time of the placement engine
+ * (functions/domain/scheduling/placement) against the full-scan greedy, at 1k, 10k and 100k
+ * heterogeneous nodes, on one core (one synchronous loop, process.hrtime.bigint per decision),
+ * and the quality gap: mean predicted completion of ours over the greedy's on the same states.
+ *
+ *   npm run bench:placement -- [--quick] [--sizes 1000,10000,100000] [--decisions N] [--seed N]
+ *
+ * Per size: a fleet from bench/shared (half Alibaba-trace machines, half synthetic; regions,
+ * latencies, slow and flaky nodes), indexed and filled to a steady load with tasks (partly busy).
+ * Then the task stream: a decision is place + reserve, timed (hrtime, and the process's CPU time
+ * beside it); after it a running task chosen at random is released (untimed) to hold the load
+ * steady. Ours runs first, then the full-scan greedy on the same index with the same stream.
+ * Quality: every k-th decision of ours, the greedy is asked on the same state (untimed).
+ * Last line: one JSON object (see `summary`).
+ */
+import { availableParallelism, loadavg } from 'node:os';
+import { parseArgs } from 'node:util';
+import type { PerformanceView } from '../../functions/domain/scheduling/performance.js';
+import {
+  FleetIndex,
+  fullScanGreedy,
+  type Placement,
+  type PlacementTask,
+  type PlaceOptions,
+  placeTask,
+} from '../../functions/domain/scheduling/placement/index.js';
+import { fleetSummary, generateFleet, seededRandom } from '../shared/index.js';
+import { benchPerformance, indexNode, taskStream } from './workload.js';
+
+const help = `npm run bench:placement -- [options]
+
+Placement engine vs full-scan greedy on one core: placements/s, p50/p99 decision time, and the
+quality gap (mean predicted completion, %) at each fleet size. Last line: one JSON object.
+
+  --quick          CI-sized run (fewer decisions per size; still 1k, 10k and 100k nodes)
+  --sizes LIST     fleet sizes, comma-separated (default 1000,10000,100000)
+  --decisions N    timed decisions of ours per size (default 200000; quick 20000)
+  --seed N         seed of fleet, load and tasks (default 17)
+  --help           this text
+`;
+
+type Placer = (
+  index: FleetIndex,
+  task: PlacementTask,
+  perf: PerformanceView,
+  options: PlaceOptions,
+) => Placement | undefined;
+
+interface PhaseResult {
+  decisions: number;
+  placed: number;
+  /** Decisions over their summed wall-clock time (hrtime around place + reserve). */
+  placementsPerSec: number;
+  meanUs: number;
+  p50Us: number;
+  p99Ms: number;
+  maxMs: number;
+  /** The same over the process's CPU time in those spans (getrusage): what a core gives when the machine is shared. */
+  placementsPerCpuSec: number;
+  cpuP99Ms: number;
+}
+
+const now = Date.UTC(2026, 11, 7);
+
+function percentile(sorted: Float64Array, p: number): number {
+  if (sorted.length === 0) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] as number;
+}
+
+const round = (x: number, digits = 3): number => Number(x.toPrecision(digits));
+
+class Load {
+  readonly running: { nodeId: string; taskId: string }[] = [];
+  constructor(
+    private readonly index: FleetIndex,
+    private readonly target: number,
+    seed: number,
+  ) {
+    this.random = seededRandom(seed);
+  }
+  private readonly random;
+
+  taken(nodeId: string, taskId: string): void {
+    this.running.push({ nodeId, taskId });
+  }
+
+  /** Releases tasks at random until the load is back at its target (untimed: a finishing task). */
+  settle(): void {
+    while (this.running.length > this.target) {
+      const at = this.random.int(this.running.length);
+      const gone = this.running[at] as { nodeId: string; taskId: string };
+      this.running[at] = this.running[this.running.length - 1] as { nodeId: string; taskId: string };
+      this.running.pop();
+      this.index.release(gone.nodeId, gone.taskId);
+    }
+  }
+}
+
+function buildIndex(fleet: ReturnType<typeof generateFleet>, perf: PerformanceView, seed: number) {
+  const random = seededRandom(seed);
+  const index = new FleetIndex(perf);
+  const start = process.hrtime.bigint();
+  for (const node of fleet) index.add(indexNode(node, random, now));
+  const buildNs = Number(process.hrtime.bigint() - start);
+  return { index, buildNs };
+}
+
+/** Fills the index to its steady load with ours (the same for both copies: same seed, same states). */
+function fill(index: FleetIndex, perf: PerformanceView, target: number, seed: number): Load {
+  const load = new Load(index, target, seed + 3);
+  const next = taskStream(seededRandom(seed + 4), 'fill');
+  for (let tries = 0; load.running.length < target && tries < target * 3; tries++) {
+    const task = next();
+    const p = placeTask(index, task, perf, { now });
+    if (p !== undefined && index.reserve(p.nodeId, task.id, task.requirements) !== undefined) {
+      load.taken(p.nodeId, task.id);
+    }
+  }
+  return load;
+}
+
+interface Quality {
+  samples: number;
+  ours: number;
+  greedy: number;
+  sameNode: number;
+  oursMissed: number;
+  greedyMissed: number;
+}
+
+function run(
+  index: FleetIndex,
+  perf: PerformanceView,
+  load: Load,
+  placer: Placer,
+  decisions: number,
+  seed: number,
+  qualityEvery = 0,
+  phase = 'run',
+): { result: PhaseResult; quality: Quality } {
+  const next = taskStream(seededRandom(seed + 5), phase);
+  const times = new Float64Array(decisions);
+  const cpuTimes = new Float64Array(decisions);
+  let cpuTotal = 0;
+  const quality: Quality = { samples: 0, ours: 0, greedy: 0, sameNode: 0, oursMissed: 0, greedyMissed: 0 };
+  const options: PlaceOptions = { now };
+  let placed = 0;
+  let total = 0;
+  for (let i = 0; i < decisions; i++) {
+    const task = next();
+    const greedy = qualityEvery > 0 && i % qualityEvery === 0 ? fullScanGreedy(index, task, perf, options) : null;
+    const cpuStart = process.cpuUsage();
+    const start = process.hrtime.bigint();
+    const p = placer(index, task, perf, options);
+    const gpus = p === undefined ? undefined : index.reserve(p.nodeId, task.id, task.requirements);
+    const ns = Number(process.hrtime.bigint() - start);
+    const cpu = process.cpuUsage(cpuStart);
+    const cpuUs = cpu.user + cpu.system;
+    cpuTimes[i] = cpuUs;
+    cpuTotal += cpuUs;
+    times[i] = ns;
+    total += ns;
+    if (greedy !== null) {
+      if (p !== undefined && greedy !== undefined) {
+        quality.samples++;
+        quality.ours += p.predictedMs;
+        quality.greedy += greedy.predictedMs;
+        if (p.nodeId === greedy.nodeId) quality.sameNode++;
+      } else if (greedy !== undefined) quality.oursMissed++;
+      else if (p !== undefined) quality.greedyMissed++;
+    }
+    if (p !== undefined && gpus !== undefined) {
+      placed++;
+      load.taken(p.nodeId, task.id);
+    }
+    load.settle();
+  }
+  times.sort();
+  cpuTimes.sort();
+  return {
+    result: {
+      decisions,
+      placed,
+      placementsPerSec: round((decisions * 1e9) / total, 4),
+      meanUs: round(total / decisions / 1e3),
+      p50Us: round(percentile(times, 0.5) / 1e3),
+      p99Ms: round(percentile(times, 0.99) / 1e6),
+      maxMs: round((times[times.length - 1] ?? 0) / 1e6),
+      placementsPerCpuSec: round((decisions * 1e6) / Math.max(1, cpuTotal), 4),
+      cpuP99Ms: round(percentile(cpuTimes, 0.99) / 1e3),
+    },
+    quality,
+  };
+}
+
+function main(): void {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      help: { type: 'boolean', default: false },
+      sizes: { type: 'string' },
+      decisions: { type: 'string' },
+      seed: { type: 'string', default: '17' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(help);
+    return;
+  }
+  const quick = values.quick ?? false;
+  const seed = Number(values.seed);
+  const sizes = (values.sizes ?? '1000,10000,100000').split(',').map(Number);
+  const decisions = Number(values.decisions ?? (quick ? 10_000 : 100_000));
+  if (!sizes.every((s) => Number.isInteger(s) && s > 0) || !(decisions > 0) || !Number.isFinite(seed)) {
+    process.stderr.write(help);
+    process.exitCode = 2;
+    return;
+  }
+
+  const perSize: Record<string, unknown>[] = [];
+  let last: Record<string, unknown> = {};
+  for (const nodes of sizes) {
+    const fleet = generateFleet({ nodes, seed });
+    const perf = benchPerformance(fleet);
+    const summary = fleetSummary(fleet);
+    // Steady load: about one running task per node (roughly half the fleet's GPUs busy).
+    const target = nodes;
+    const greedyDecisions = Math.max(
+      quick ? 50 : 200,
+      Math.min(quick ? 1_000 : 5_000, Math.floor((quick ? 5e6 : 5e7) / nodes)),
+    );
+    const qualityEvery = Math.max(1, Math.floor(decisions / greedyDecisions));
+
+    const ours = buildIndex(fleet, perf, seed + 1);
+    const load = fill(ours.index, perf, target, seed);
+    const busyGpus = ours.index.entries.reduce((n, e) => n + e.totalGpus - e.freeGpus, 0);
+    // Warm up the JIT on this size before timing (untimed).
+    run(ours.index, perf, load, placeTask, Math.min(2_000, decisions), seed + 100, 0, 'warm');
+    const oursRun = run(ours.index, perf, load, placeTask, decisions, seed, qualityEvery, 'ours');
+    // The greedy on the same index at the same steady load, with the same task stream.
+    run(ours.index, perf, load, fullScanGreedy, 5, seed + 200, 0, 'warm-greedy');
+    const greedyRun = run(ours.index, perf, load, fullScanGreedy, greedyDecisions, seed, 0, 'greedy');
+
+    const q = oursRun.quality;
+    const qualityGapPct = q.samples === 0 ? 0 : round((q.ours / q.greedy - 1) * 100, 3);
+    const speedup = round(oursRun.result.placementsPerSec / greedyRun.result.placementsPerSec, 4);
+    const cpuSpeedup = round(oursRun.result.placementsPerCpuSec / greedyRun.result.placementsPerCpuSec, 4);
+    const row = {
+      nodes,
+      gpus: summary.gpus,
+      busyGpuPct: round((100 * busyGpus) / Math.max(1, summary.gpus)),
+      indexBuildUsPerNode: round(ours.buildNs / nodes / 1e3),
+      ours: oursRun.result,
+      fullScan: greedyRun.result,
+      speedup,
+      cpuSpeedup,
+      qualityGapPct,
+      quality: {
+        samples: q.samples,
+        sameNodePct: round((100 * q.sameNode) / Math.max(1, q.samples)),
+        oursMissed: q.oursMissed,
+        greedyMissed: q.greedyMissed,
+      },
+    };
+    perSize.push(row);
+    last = row;
+    const o = oursRun.result;
+    const g = greedyRun.result;
+    process.stdout.write(
+      `${String(nodes).padStart(7)} nodes (${summary.gpus} GPUs, ${row.busyGpuPct}% busy, index ${row.indexBuildUsPerNode} µs/node): ` +
+        `ours ${o.placementsPerSec}/s (${o.placementsPerCpuSec}/CPU-s) p50 ${o.p50Us} µs p99 ${o.p99Ms} ms (CPU ${o.cpuP99Ms}) (${o.placed}/${o.decisions} placed) | ` +
+        `full scan ${g.placementsPerSec}/s (${g.placementsPerCpuSec}/CPU-s) p50 ${g.p50Us} µs p99 ${g.p99Ms} ms (${g.placed}/${g.decisions}) | ` +
+        `speedup ${speedup}x, quality gap ${qualityGapPct}% over ${q.samples} paired decisions ` +
+        `(same node ${row.quality.sameNodePct}%, ours missed ${q.oursMissed})\n`,
+    );
+  }
+  const line = {
+    nodes: last.nodes,
+    ours: last.ours,
+    fullScan: last.fullScan,
+    speedup: last.speedup,
+    cpuSpeedup: last.cpuSpeedup,
+    qualityGapPct: last.qualityGapPct,
+    quality: last.quality,
+    sizes: perSize,
+    seed,
+    quick,
+    node: process.version,
+    // The machine's load while this ran: wall-clock figures count the time other processes held the core.
+    loadAverage: round(loadavg()[0] ?? 0),
+    cores: availableParallelism(),
+  };
+  process.stdout.write(`${JSON.stringify(line)}\n`);
+}
+
+main();
