@@ -112,6 +112,8 @@ export function defaultSettings(now: number, overrides: Partial<ControlPlaneSett
 /** The control plane's services wired over one set of ports: what the HTTP app and the workers call. */
 export interface ControlPlane {
   settings: ControlPlaneSettings;
+  /** The clock every service reads: views (a node's live status) read it too. */
+  clock: Clock;
   jobs: JobService;
   nodes: NodeRegistry;
   auth: RequestAuthenticator;
@@ -158,6 +160,7 @@ export function createControlPlane(ports: Ports, settings: ControlPlaneSettings)
   const verifier = new Verifier(store, queue, nodes, clock, performance);
   return {
     settings,
+    clock,
     hints,
     credentials: ports.credentials,
     joinTokens,

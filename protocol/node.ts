@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { NodeAttestation } from './attestation.js';
-import { NodeId, Region, Timestamp } from './common.js';
+import { NodeId, PageQuery, Region, Timestamp } from './common.js';
 import { Dispatch } from './dispatch.js';
 import { JoinTokenSecret, OperatorName } from './enrollment.js';
 import { SealingPublicKey } from './sealing.js';
@@ -72,6 +72,14 @@ export const RegisterNodeRequest = z
 export type RegisterNodeRequest = z.infer<typeof RegisterNodeRequest>;
 
 export const NodeStatus = z.enum(['live', 'unavailable']).meta({ id: 'NodeStatus' });
+
+/** `GET /v1/nodes`: a page, optionally only the nodes of one status (filtered within the page, so a page may come back short). */
+export const NodeListQuery = PageQuery.extend({
+  status: NodeStatus.optional().meta({
+    description:
+      'Only nodes of this status. Filtered within each page of the list, so a page may hold fewer than `limit` nodes (even none) and still carry a cursor.',
+  }),
+});
 
 export const NodeView = z
   .object({

@@ -20,7 +20,7 @@ import {
   type NodeInventory,
   signRequest,
 } from '../../protocol/index.js';
-import { cpuInventory, ManualClock, TestNode } from '../support/in-process.js';
+import { cpuInventory, inProcessControlPlane, ManualClock, TestNode } from '../support/in-process.js';
 
 /**
  * docs/cost-model.md section 9, step 1: a heartbeat writes the node's small presence item once and
@@ -279,5 +279,27 @@ describe('the node list', () => {
     expect(seen.sort()).toEqual([...ids].sort());
     await expect(w.cp.nodes.list(7, 'garbage')).rejects.toMatchObject({ code: 'invalid_cursor' });
     w.close();
+  });
+
+  it('shows when each node was last seen from its presence, and filters by status', async () => {
+    const clock = new ManualClock();
+    const h = inProcessControlPlane({ clock, settings: { heartbeatIdleMs: 1000, livenessMs: 3000 } });
+    const nodes = [new TestNode(h.request, clock), new TestNode(h.request, clock)];
+    for (const n of nodes) expect((await n.register()).status).toBe(201);
+    clock.advance(5000);
+    const [beating, silent] = nodes;
+    expect((await beating?.call('POST', `/v1/nodes/${beating.id}/heartbeat`, { tasks: [] }))?.status).toBe(200);
+    const list = async (query: string) =>
+      (
+        (await (await h.api(`/v1/nodes${query}`)).json()) as {
+          nodes: { id: string; status: string; lastSeenAt: string }[];
+        }
+      ).nodes;
+    expect((await list('?status=live')).map((n) => n.id)).toEqual([beating?.id]);
+    expect((await list('?status=unavailable')).map((n) => n.id)).toEqual([silent?.id]);
+    const shown = (await list('')).find((n) => n.id === beating?.id);
+    expect(shown).toMatchObject({ status: 'live', lastSeenAt: new Date(clock.now()).toISOString() });
+    expect((await h.api('/v1/nodes?status=dead')).status).toBe(400);
+    h.close();
   });
 });

@@ -11,8 +11,8 @@ import {
   NodeCredentials,
   NodeId,
   NodeList,
+  NodeListQuery,
   NodeView,
-  PageQuery,
   ProgressReport,
   RegisterNodeRequest,
   RegisterNodeResponse,
@@ -41,7 +41,7 @@ const listNodes = createRoute({
   tags: ['nodes'],
   ...authorized('read'),
   summary: 'List registered nodes',
-  request: { query: PageQuery },
+  request: { query: NodeListQuery },
   responses: {
     200: json(NodeList, 'A page of nodes: shard by shard, oldest registration first within a shard'),
     ...errorResponses(400, 401, 403),
@@ -196,7 +196,7 @@ const replayCheckOf = (method: string, path: string): ReplayCheck =>
 
 export function nodeRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
   const { cp } = deps;
-  const view = (node: Parameters<typeof toNodeView>[0]) => toNodeView(node, Date.now(), cp.settings.livenessMs);
+  const view = (node: Parameters<typeof toNodeView>[0]) => toNodeView(node, cp.clock.now(), cp.settings.livenessMs);
 
   // Node-scoped agent routes authenticate before their input is validated: an unsigned caller
   // learns nothing about the shape the endpoint expects.
@@ -213,7 +213,8 @@ export function nodeRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
   app.openapi(listNodes, async (c) => {
     const q = c.req.valid('query');
     const page = await cp.nodes.list(q.limit, q.cursor);
-    return c.json({ nodes: page.nodes.map(view), ...(page.cursor === undefined ? {} : { cursor: page.cursor }) }, 200);
+    const nodes = page.nodes.map(view).filter((node) => q.status === undefined || node.status === q.status);
+    return c.json({ nodes, ...(page.cursor === undefined ? {} : { cursor: page.cursor }) }, 200);
   });
 
   app.openapi(getNode, async (c) => c.json(view(await cp.nodes.describe(c.req.valid('param').nodeId)), 200));
