@@ -30,6 +30,7 @@ import {
 } from './job-record.js';
 import { countTasks, finishedAt, jobStatus } from './job-status.js';
 import { requestScheduling } from './messages.js';
+import { workloadOf } from './performance.js';
 import { stop } from './task-machine.js';
 import { isTerminal, newTaskRecord, putTask, type TaskRecord, toTaskView } from './task-record.js';
 
@@ -102,6 +103,7 @@ export class JobService {
       ...newTaskRecord(id, index, spec.tasks, spec.retries + 1, requirements, spec.timeoutSeconds, deadline, now),
       ...(spec.priority === undefined ? {} : { priority: spec.priority }),
       ...(spec.gang === true && spec.tasks > 1 ? { gangSize: spec.tasks } : {}),
+      workload: workloadOf(spec),
       tenant: owner,
     }));
     const writes: Write[] = [putJob(job, 0), ...tasks.flatMap((t) => putTask(t, 0))];

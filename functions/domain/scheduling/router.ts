@@ -21,7 +21,7 @@ const capacityTtlMs = 1000;
 const resweepMs = 30_000;
 /** Tasks a sweep remembers as tried under the current capacity (beyond, it forgets and tries again). */
 const maxTriedRemembered = 100_000;
-/** The workload class routing predicts run times for while tasks do not carry theirs. */
+/** The workload class routing predicts run times for when a task does not carry its own (older records). */
 const defaultWorkload = 'batch';
 /** A task that needs no GPU pays this much predicted time in a GPU pool, so that CPU pools take it first. */
 const gpuPoolPenaltyMs = 3_600_000;
@@ -176,7 +176,7 @@ export class Router {
    */
   private predictedCompletionMs(task: TaskRecord, summary: PoolSummary): number {
     const cls = summary.pool.slice(summary.pool.indexOf('/') + 1);
-    const runtime = this.performance.runtimeMs(defaultWorkload, cls);
+    const runtime = this.performance.runtimeMs(task.workload ?? defaultWorkload, cls);
     const gpus = task.requirements.gpus.count;
     const slots = Math.max(1, gpus > 0 ? Math.floor(summary.liveGpus / gpus) : summary.liveNodes);
     const queued = summary.queued + this.routedSinceRead(summary);

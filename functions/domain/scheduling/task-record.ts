@@ -64,6 +64,8 @@ export interface TaskRecord {
   tenant?: string;
   /** Set on the tasks of a gang job (`JobSpec.gang`): how many start together (gang.ts). */
   gangSize?: number;
+  /** The job's workload class (performance.ts `workloadOf`): routing predicts its run time per pool. */
+  workload?: string;
   /**
    * The pool whose summary counts this task as queued (see pool-summary.ts); written only by
    * {@link putTask}, which moves the count when the task leaves the queue or changes pool.
