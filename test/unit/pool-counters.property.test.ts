@@ -3,14 +3,22 @@ import { describe, expect, it } from 'vitest';
 import { openDatabase } from '../../functions/adapters/embedded/sqlite.js';
 import { SqliteStore } from '../../functions/adapters/embedded/sqlite-store.js';
 import { PoolSummaries } from '../../functions/domain/resource/pool-summary.js';
+import { jobKey } from '../../functions/domain/scheduling/job-record.js';
+import { countTasks } from '../../functions/domain/scheduling/job-status.js';
 import { claim, expireLease, recordFailure, stop } from '../../functions/domain/scheduling/task-machine.js';
-import { newTaskRecord, putTask, type TaskRecord, taskKey } from '../../functions/domain/scheduling/task-record.js';
+import {
+  jobTaskCounters,
+  newTaskRecord,
+  putTask,
+  type TaskRecord,
+  taskKey,
+} from '../../functions/domain/scheduling/task-record.js';
 import { ConditionFailedError, type StoredItem, type Write } from '../../functions/ports/store.js';
 import { ManualClock } from '../contract/store-contract.js';
 
 /**
- * The pools' `queued` counters are kept by `add` writes that ride along with every task write
- * (putTask), never recomputed. Over random sequences of transitions (routing, claims, lost
+ * The pools' `queued` counters, and each job's task counters, are kept by `add` writes that ride
+ * along with every task write (putTask), never recomputed. Over random sequences of transitions (routing, claims, lost
  * leases, failures, releases, moving tasks out of a dead pool, cancelling whole jobs in one
  * transaction, writes that lose a race), every counter must equal the number of tasks queued in
  * its pool, read back from the store.
@@ -59,8 +67,8 @@ function transition(o: Op, t: TaskRecord, now: number): TaskRecord | undefined {
   }
 }
 
-describe('pool summary counters', () => {
-  it('stay equal to the queued tasks of each pool over random transitions (property)', async () => {
+describe('pool summary and job counters', () => {
+  it('stay equal to the queued tasks of each pool and the task states of each job over random transitions (property)', async () => {
     await fc.assert(
       fc.asyncProperty(fc.array(op, { maxLength: 60 }), async (ops) => {
         const clock = new ManualClock(Date.UTC(2026, 0, 1));
@@ -120,6 +128,13 @@ describe('pool summary counters', () => {
             }
             for (const { data } of tasks) {
               expect(data.countedIn).toBe(data.state === 'queued' ? data.pool : undefined);
+            }
+            for (const job of jobs) {
+              const mine = tasks.filter((t) => t.data.jobId === job).map((t) => t.data);
+              const item = await store.get<Record<string, unknown>>(jobKey(job));
+              const counters = jobTaskCounters(item?.data ?? {}, tasksPerJob);
+              expect(counters?.counts).toEqual(countTasks(mine));
+              expect(counters?.started).toBe(mine.filter((t) => t.attempt > 0).length);
             }
           }
         } finally {

@@ -1,9 +1,11 @@
 import {
   type JobSpec,
+  type JobStatus,
   type JobView,
   type JobWithTasks,
   limits,
   terminalJobStatuses,
+  terminalTaskStates,
   verificationView,
 } from '../../../protocol/index.js';
 import type { Clock } from '../../ports/clock.js';
@@ -32,7 +34,15 @@ import { countTasks, finishedAt, jobStatus } from './job-status.js';
 import { requestScheduling } from './messages.js';
 import { workloadOf } from './performance.js';
 import { stop } from './task-machine.js';
-import { isTerminal, newTaskRecord, putTask, type TaskRecord, toTaskView } from './task-record.js';
+import {
+  isTerminal,
+  type JobTaskCounters,
+  jobTaskCounters,
+  newTaskRecord,
+  putTask,
+  type TaskRecord,
+  toTaskView,
+} from './task-record.js';
 
 export interface SubmitOutcome {
   job: JobWithTasks;
@@ -191,7 +201,13 @@ export class JobService {
     );
   }
 
-  /** Newest first. The status filter applies to each page, so a filtered page may be short. */
+  /**
+   * Newest first, one query per page: each job item carries its task counters (task-record.ts
+   * `JobTaskCounters`), so no job's tasks are read; only a job stored before the counters is
+   * loaded whole. A listed job's `updatedAt` is when a task last changed state (reading the job
+   * also counts progress reports). The status filter applies to each page, so a filtered page may
+   * be short.
+   */
   async list(
     owner: string,
     limit: number,
@@ -205,17 +221,45 @@ export class JobService {
       limit,
       ...(cursor === undefined ? {} : { cursor }),
     });
-    const loaded = await Promise.all(page.items.map((item) => this.load(item.data.id)));
-    const jobs = loaded
-      .filter((l): l is LoadedJob => l !== undefined)
-      .map((l) =>
-        this.summary(
-          l.job.data,
-          l.tasks.map((t) => t.data),
-        ),
-      )
+    const views = await Promise.all(
+      page.items.map(async (item): Promise<JobView | undefined> => {
+        const counters = jobTaskCounters(item.data as unknown as Record<string, unknown>, item.data.spec.tasks);
+        if (counters !== undefined) return this.counted(item.data, counters);
+        const loaded = await this.load(item.data.id);
+        return loaded === undefined
+          ? undefined
+          : this.summary(
+              loaded.job.data,
+              loaded.tasks.map((t) => t.data),
+            );
+      }),
+    );
+    const jobs = views
+      .filter((j): j is JobView => j !== undefined)
       .filter((j) => status === undefined || j.status === status);
     return { jobs, ...(page.cursor === undefined ? {} : { cursor: page.cursor }) };
+  }
+
+  /** A job's view from its counters, as {@link summary} derives it from its tasks. */
+  private counted(job: JobRecord, counters: JobTaskCounters): JobView {
+    const { counts, started, changedAt } = counters;
+    const total = job.spec.tasks;
+    const ended = terminalTaskStates.reduce((sum, state) => sum + counts[state], 0);
+    let status: JobStatus;
+    if (ended === total) {
+      status = counts.verified === total ? 'succeeded' : counts.failed > 0 ? 'failed' : 'cancelled';
+    } else if (job.cancelledAt !== undefined) status = 'cancelled';
+    else status = started > 0 ? 'running' : 'queued';
+    const updatedAt = Math.max(job.createdAt, job.cancelledAt ?? 0, changedAt ?? 0);
+    return {
+      id: job.id,
+      status,
+      spec: { ...job.spec, verification: verificationView(job.spec.verification) },
+      taskCounts: counts,
+      createdAt: isoTime(job.createdAt),
+      updatedAt: isoTime(updatedAt),
+      ...(ended === total && changedAt !== undefined ? { finishedAt: isoTime(changedAt) } : {}),
+    };
   }
 
   /** Cancels every task that has not finished; running tasks are stopped at their next heartbeat. */

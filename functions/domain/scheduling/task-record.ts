@@ -1,11 +1,11 @@
-import type { Attempt, TaskResult, TaskState, TaskView } from '../../../protocol/index.js';
-import { taskIdOf, terminalTaskStates } from '../../../protocol/index.js';
+import type { Attempt, TaskResult, TaskView } from '../../../protocol/index.js';
+import { TaskState, taskIdOf, terminalTaskStates } from '../../../protocol/index.js';
 import type { IndexKey, IndexName, ItemKey, Write } from '../../ports/store.js';
 import { isoTime, sortableTime } from '../records.js';
 import type { TaskRequirements } from '../resource/fit.js';
 import { poolDelta } from '../resource/pool-summary.js';
 import { shardedPk } from '../shards.js';
-import { jobPk } from './job-record.js';
+import { jobKey, jobPk } from './job-record.js';
 
 /**
  * A task as stored: `JOB#<jobId>` / `TASK#<index, 4 digits>`. Its index keys follow its state, so
@@ -71,6 +71,13 @@ export interface TaskRecord {
    * {@link putTask}, which moves the count when the task leaves the queue or changes pool.
    */
   countedIn?: string;
+  /**
+   * The state its job's counters ({@link JobTaskCounters}) count it in, and whether they count it
+   * as started; written only by {@link putTask}. Absent on tasks stored before the counters, whose
+   * jobs are listed the old way.
+   */
+  countedState?: TaskState;
+  countedStarted?: boolean;
 }
 
 export const unroutedPool = 'unrouted';
@@ -136,15 +143,65 @@ export function putTask(task: TaskRecord, expectVersion: number): Write[] {
   const writes: Write[] = [
     { kind: 'put', key: taskKey(task.jobId, task.index), data: task, indexes: taskIndexes(task), expectVersion },
   ];
+  // The counters are set on the record itself, so a caller that keeps it holds what was stored
+  // and a later putTask from it does not count the task twice.
   if (target !== task.countedIn) {
     if (task.countedIn !== undefined) writes.push(poolDelta(task.countedIn, task.jobId, { queued: -1 }));
     if (target !== undefined) writes.push(poolDelta(target, task.jobId, { queued: 1 }));
-    // Set on the record itself, so a caller that keeps it holds what was stored and a later
-    // putTask from it does not count the task twice.
     if (target === undefined) delete task.countedIn;
     else task.countedIn = target;
   }
+  const jobCounts = jobCountersDelta(task, expectVersion);
+  if (jobCounts !== undefined) writes.push(jobCounts);
   return writes;
+}
+
+/**
+ * What a job's item counts of its tasks, summed by `add` writes beside every task transition so
+ * that listing jobs reads nothing but the job items: `tasks.<state>` tasks in each state,
+ * `tasks.started` tasks ever claimed, `tasks.changedAt` when a task last changed state.
+ */
+export interface JobTaskCounters {
+  counts: Record<TaskState, number>;
+  started: number;
+  changedAt: number | undefined;
+}
+
+const countField = (state: TaskState): string => `tasks.${state}`;
+
+/** The job's task counters, or undefined when they do not count every task (a job stored before them). */
+export function jobTaskCounters(
+  job: { readonly [field: string]: unknown },
+  taskCount: number,
+): JobTaskCounters | undefined {
+  const number = (field: string) => (typeof job[field] === 'number' ? (job[field] as number) : 0);
+  const counts = Object.fromEntries(TaskState.options.map((state) => [state, number(countField(state))])) as Record<
+    TaskState,
+    number
+  >;
+  const counted = Object.values(counts).reduce((sum, n) => sum + n, 0);
+  if (counted !== taskCount || Object.values(counts).some((n) => n < 0)) return undefined;
+  const changedAt = job['tasks.changedAt'];
+  return { counts, started: number('tasks.started'), changedAt: typeof changedAt === 'number' ? changedAt : undefined };
+}
+
+/** The add that moves the task's job counters to what `task` is now; undefined when nothing moved. */
+function jobCountersDelta(task: TaskRecord, expectVersion: number): Write | undefined {
+  // A task stored before the counters was never counted: counting it now would count it half.
+  if (task.countedState === undefined && expectVersion > 0) return undefined;
+  const fields: Record<string, number> = {};
+  if (task.countedState !== task.state) {
+    if (task.countedState !== undefined) fields[countField(task.countedState)] = -1;
+    fields[countField(task.state)] = 1;
+    task.countedState = task.state;
+  }
+  const started = task.attempt > 0;
+  if (started !== (task.countedStarted ?? false)) {
+    fields['tasks.started'] = started ? 1 : -1;
+    task.countedStarted = started;
+  }
+  if (Object.keys(fields).length === 0) return undefined;
+  return { kind: 'add', key: jobKey(task.jobId), fields, set: { 'tasks.changedAt': task.updatedAt } };
 }
 
 export function newTaskRecord(
