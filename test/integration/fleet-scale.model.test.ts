@@ -359,7 +359,11 @@ describe('fleet at scale (model-based, more than 1,000 nodes)', () => {
           for (const kind of kindNames) for (let i = 0; i < 3; i++) await join(w, kind, 'later');
           w.cp.router.invalidate();
           // A backlog in every pool: a job of four tasks per kind of node, routed.
-          for (const gpus of [{ count: 0 }, { count: 1, vendor: 'nvidia' }, { count: 1, vendor: 'amd' }]) {
+          for (const gpus of [
+            { count: 0 },
+            { count: 1, vendor: 'nvidia' as const },
+            { count: 1, vendor: 'amd' as const },
+          ]) {
             await w.cp.jobs.submit(
               'default',
               JobSpec.parse({ command: ['echo', 'ok'], tasks: 4, resources: { gpus } } satisfies JobSpecInput),
