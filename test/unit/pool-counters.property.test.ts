@@ -23,7 +23,7 @@ import { ManualClock } from '../contract/store-contract.js';
  * transaction, writes that lose a race), every counter must equal the number of tasks queued in
  * its pool, read back from the store.
  */
-const pools = ['eu-west/h100', 'eu-west/a100', 'local/cpu'];
+const pools = ['eu-west/h100', 'eu-west/a100', 'local/cpu'] as const;
 const jobs = ['job-a', 'job-b', 'job-c'];
 const tasksPerJob = 3;
 
@@ -48,7 +48,7 @@ const op: fc.Arbitrary<Op> = fc.oneof(
 function transition(o: Op, t: TaskRecord, now: number): TaskRecord | undefined {
   switch (o.kind) {
     case 'route':
-      return t.state === 'queued' ? { ...t, pool: pools[o.pool], updatedAt: now } : undefined;
+      return t.state === 'queued' ? { ...t, pool: pools[o.pool] ?? pools[0], updatedAt: now } : undefined;
     case 'unroute': {
       if (t.state !== 'queued' || t.pool === undefined) return undefined;
       const { pool: _dead, ...rest } = t;
