@@ -78,6 +78,28 @@ describe("the reaper's re-drive of unrouted tasks", () => {
   });
 });
 
+describe("the reaper's re-drive of a young task", () => {
+  it('routes a task that was too young at the end of the last pass, without waiting for a new pass', async () => {
+    const clock = new ManualClock();
+    const h = inProcessControlPlane({ clock, settings: { livenessMs: 1e12 } });
+    await h.cp.nodes.register({ publicKey: generateNodeKeyPair().publicKey, agentVersion: 't', inventory: amd() });
+    // Its schedule message is lost (nothing consumes the queue here): only the reaper routes it.
+    const { job } = await h.cp.jobs.submit('default', JobSpec.parse({ command: ['true'] }));
+    await h.cp.nodes.register({
+      publicKey: generateNodeKeyPair().publicKey,
+      agentVersion: 't',
+      inventory: cpuInventory(),
+    });
+    h.cp.router.invalidate();
+    clock.advance(1000);
+    expect((await h.cp.reaper.tick()).routed).toBe(0); // younger than unroutedAfterMs: not offered yet
+    clock.advance(1500);
+    await h.cp.reaper.tick();
+    expect((await h.cp.jobs.get('default', job.id)).tasks[0]?.pool).toBe('local/cpu');
+    await h.close();
+  });
+});
+
 describe('routing over pool summaries', () => {
   it('spills a burst over to the next pool as the first one queues up, and reads no node', async () => {
     const clock = new ManualClock();

@@ -258,6 +258,7 @@ export class Router {
     this.sweep = sweep;
     let routed = 0;
     let looked = 0;
+    let young = false;
     while (looked < budget) {
       const page = await this.store.query<TaskRecord>({
         index: 'byPool',
@@ -268,14 +269,20 @@ export class Router {
       for (const item of page.items) {
         looked++;
         const task = item.data;
-        if (task.queuedAt >= before || sweep.tried.has(task.id)) continue;
+        if (task.queuedAt >= before) {
+          // Too young to route yet: this pass has not offered it, so it cannot count as done.
+          young = true;
+          continue;
+        }
+        if (sweep.tried.has(task.id)) continue;
         if (await this.routeOne(item)) routed++;
         else sweep.tried.add(task.id);
       }
       if (page.cursor === undefined) {
-        // The whole list seen: a new pass begins when capacity changes or after resweepMs.
+        // The whole list seen: a new pass begins when capacity changes or after resweepMs (at
+        // once while a task was too young to offer, or it would wait resweepMs under a new capacity).
         delete sweep.cursor;
-        sweep.passEndedAt = now;
+        if (!young) sweep.passEndedAt = now;
         break;
       }
       sweep.cursor = page.cursor;
