@@ -8,11 +8,14 @@
  * Phases, one server process (bench/dispatch/server.ts), agents and submitter in this one:
  * 1. bare: as many concurrent clients as agents GET the bare route for a few seconds (requests/s);
  * 2. throughput: N single-task jobs are submitted (8 at a time) while the agents drain them
- *    (tasks/s, every request of the phase per task, the server's CPU per task);
+ *    (tasks/s, every request of the phase per task, the server's CPU per task, and its store and
+ *    queue calls per task: counts that a loaded machine does not blur, unlike the timings);
  * 3. latency: single-task jobs submitted at a steady rate the idle agents keep up with; the time
  *    from sending the submit to the agent's first progress report being acknowledged (running),
  *    p50/p99. Agents long-poll, so no poll interval is in it.
- * Last line: one JSON object (see `summary` below).
+ * Last line: one JSON object (see `summary` below); `fractionOfHttpLimit` is tasks/s x requests per
+ * task over the bare route's requests/s, `cpuFractionOfHttpLimit` the same by the server's CPU time
+ * per request instead (steadier where other processes share the cores).
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
@@ -29,7 +32,7 @@ The real embedded control plane on real HTTP with many simulated signed agents (
 client, edge-agent/client.ts): tasks/s, requests per task, submit-to-running p50/p99, beside a bare
 hono route's request rate on the same server stack. Last line: one JSON object.
 
-  --quick             CI-sized run (16 agents, 400 tasks, 3 s latency phase)
+  --quick             CI-sized run (16 agents, 200 tasks, 3 s latency phase)
   --agents N          simulated agents, one slot each (default 64)
   --tasks N           tasks in the throughput phase (default 3000)
   --rate N            jobs/s in the latency phase (default 20)
@@ -81,7 +84,7 @@ function options(): Options {
   return {
     quick,
     agents: int('agents', values.agents, quick ? 16 : 64),
-    tasks: int('tasks', values.tasks, quick ? 400 : 3000),
+    tasks: int('tasks', values.tasks, quick ? 200 : 3000),
     rate: int('rate', values.rate, 20),
     latencySeconds: int('latency-seconds', values['latency-seconds'], quick ? 3 : 10),
     bareSeconds: int('bare-seconds', values['bare-seconds'], quick ? 2 : 5),
