@@ -70,6 +70,8 @@ export function placeTask(
 
   // Bound every bucket the task could use.
   let n = 0;
+  let lowestAt = -1;
+  let lowestBound = Number.POSITIVE_INFINITY;
   const firstTier = tierOf(gpus);
   for (const group of index.eligibleGroups(req)) {
     let runtime = Number.POSITIVE_INFINITY;
@@ -95,9 +97,14 @@ export function placeTask(
       ) {
         continue;
       }
+      const bound = bucket.baseFloor + runtime * bucket.heap.minKey();
+      if (bound < lowestBound) {
+        lowestBound = bound;
+        lowestAt = n;
+      }
       boundBuckets[n] = bucket;
       boundRuntimes[n] = runtime;
-      bounds[n] = bucket.baseFloor + runtime * bucket.heap.minKey();
+      bounds[n] = bound;
       n++;
     }
   }
@@ -106,18 +113,36 @@ export function placeTask(
   let bestEntry: FleetEntry | undefined;
   let bestGpus: number[] | undefined;
   let afterFit = 0;
+  // The first bucket to open was found while bounding; after each walk, the buckets whose bound
+  // no longer beats the best fit are dropped (once per improvement), and the next is picked
+  // linearly among the few left.
+  let at = lowestAt;
+  let compactedFor = Number.POSITIVE_INFINITY;
   search: for (;;) {
-    // The unopened bucket with the lowest bound (a linear pick: buckets are few, opened ones fewer).
-    let at = -1;
-    let lowest = best;
-    for (let i = 0; i < n; i++) {
-      const b = bounds[i] as number;
-      if (b < lowest) {
-        lowest = b;
-        at = i;
+    if (at < 0) {
+      if (best < compactedFor) {
+        let m = 0;
+        for (let i = 0; i < n; i++) {
+          if ((bounds[i] as number) < best) {
+            boundBuckets[m] = boundBuckets[i] as Bucket;
+            boundRuntimes[m] = boundRuntimes[i] as number;
+            bounds[m] = bounds[i] as number;
+            m++;
+          }
+        }
+        n = m;
+        compactedFor = best;
       }
+      let lowest = best;
+      for (let i = 0; i < n; i++) {
+        const b = bounds[i] as number;
+        if (b < lowest) {
+          lowest = b;
+          at = i;
+        }
+      }
+      if (at < 0) break;
     }
-    if (at < 0) break;
     bounds[at] = Number.POSITIVE_INFINITY;
     const bucket = boundBuckets[at] as Bucket;
     const floor = bucket.baseFloor;
@@ -155,6 +180,7 @@ export function placeTask(
       bestEntry = e;
       bestGpus = fit;
     }
+    at = -1;
   }
   if (bestEntry === undefined || bestGpus === undefined) return undefined;
   return { taskId: task.id, nodeId: bestEntry.id, pool: bestEntry.pool, gpuIndices: bestGpus, predictedMs: best };
