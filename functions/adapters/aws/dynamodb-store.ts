@@ -561,7 +561,9 @@ function dataOf(raw: Record<string, AttributeValue>): unknown {
     if (name.startsWith(counterPrefix)) fields[name.slice(counterPrefix.length)] = Number(value.N);
     else if (name.startsWith(setPrefix)) set[name.slice(setPrefix.length)] = Number(value.N);
   }
-  if (text === undefined && Object.keys(fields).length + Object.keys(set).length === 0) return undefined;
+  if (Object.keys(fields).length + Object.keys(set).length === 0) {
+    return text === undefined ? undefined : JSON.parse(text);
+  }
   const [pk = '', sk = ''] = [raw[itemAttributes.pk]?.S, raw[itemAttributes.sk]?.S];
   return applyAdd(text === undefined ? {} : JSON.parse(text), { key: { pk, sk }, fields, set });
 }
