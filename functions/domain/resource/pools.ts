@@ -105,10 +105,21 @@ export const acceleratorClasses: ReadonlySet<string> = new Set([
  * @example acceleratorClass({ vendor: 'nvidia', model: 'NVIDIA H100 80GB HBM3' }) // 'h100'
  */
 export function acceleratorClass(gpu: Pick<GpuDevice, 'vendor' | 'model'>): string {
+  const key = `${gpu.vendor}/${gpu.model}`;
+  const known = classCache.get(key);
+  if (known !== undefined) return known;
   const model = ` ${gpu.model.toLowerCase().replace(/[^a-z0-9]+/g, ' ')} `;
   const entry = acceleratorTable.find((e) => e.vendor === gpu.vendor && e.pattern.test(model));
-  return entry?.class ?? otherClassOf[gpu.vendor] ?? 'other';
+  const cls = entry?.class ?? otherClassOf[gpu.vendor] ?? 'other';
+  // Fit checks ask for every device they look at; the pattern table costs microseconds a call.
+  if (classCache.size >= classCacheLimit) classCache.clear();
+  classCache.set(key, cls);
+  return cls;
 }
+
+/** Classes by `<vendor>/<model>`: models are few, but a node may report any string, so the cache is bounded. */
+const classCache = new Map<string, string>();
+const classCacheLimit = 4096;
 
 /**
  * Whether a job's model requirement (protocol `GpuRequirement.models`) names a class of the
