@@ -64,6 +64,8 @@ function demand(task: PlacementTask): [number, number, number, number] {
 
 /** At most this many candidates per decision for the classic baselines (they stop at the first fit anyway). */
 const scanCap = 4_096;
+/** Best-fit stops after this many candidates that its task would fill exactly (cores break the tie). */
+const exactFits = 16;
 
 export function makePolicy(name: PolicyName, perf: PerformanceView, random: Random): Policy {
   switch (name) {
@@ -77,14 +79,17 @@ export function makePolicy(name: PolicyName, perf: PerformanceView, random: Rand
         const groups = index.eligibleGroups(task.requirements);
         let best: FleetEntry | undefined;
         let seen = 0;
-        // Tier by tier (0, 1, 2-3, 4-7, 8+ free GPUs): the lowest tier holding a fit holds the best fit.
+        let fits = 0;
+        // Tier by tier (0, 1, 2-3, 4-7, 8+ free GPUs): the lowest tier holding a fit holds the best
+        // fit. A node left with no free GPU is as tight as it gets: past a few such fits, stop.
         for (let tier = tierOf(gpus); tier < tierCount && best === undefined; tier++) {
           for (const group of groups) {
             const slots = group.buckets[tier]?.heap.slots;
             if (slots === undefined) continue;
-            for (let i = 0; i < slots.length && seen < scanCap; i++, seen++) {
+            for (let i = 0; i < slots.length && seen < scanCap && fits < exactFits; i++, seen++) {
               const e = (slots[i] as { entry: FleetEntry }).entry;
               if (!hasRoom(e, gpus, cores, memory, bit)) continue;
+              if (e.freeGpus === gpus) fits++;
               if (
                 best === undefined ||
                 e.freeGpus < best.freeGpus ||

@@ -219,7 +219,7 @@ async function main(): Promise<void> {
         `  ${p.padEnd(10)} ${(r.wallMs / 1000).toFixed(1).padStart(6)} s  lost ${r.lost}  failed ${round(r.failedPct)}%  ` +
           `queue p50 ${r.p50QueueMs} ms p99 ${r.p99QueueMs} ms  JCT p50 ${r.p50JctMs} p99 ${r.p99JctMs} ms  ` +
           `util ${r.utilisationPct}%  attempts ${r.attempts}  crashes ${r.crashes}  departures ${r.departures}  ` +
-          `writes ${r.storeWrites} in ${r.transactions} tx  sim ${r.simHours} h`,
+          `writes ${r.storeWrites} in ${r.transactions} tx  decision ${r.decisionUs} µs  cpu ${(r.cpuMs / 1000).toFixed(1)} s  sim ${r.simHours} h`,
       );
     }
   };
@@ -242,7 +242,12 @@ async function main(): Promise<void> {
       p99JctMs: r.p99JctMs,
       utilisationPct: r.utilisationPct,
       attempts: r.attempts,
+      crashes: r.crashes,
+      departures: r.departures,
+      decisionUs: r.decisionUs,
+      storeWrites: r.storeWrites,
       wallS: round(r.wallMs / 1000, 1),
+      cpuS: round(r.cpuMs / 1000, 1),
     };
   }
   const ours = results.get('ours');
