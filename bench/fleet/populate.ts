@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { newJobId } from '../../functions/domain/scheduling/job-id.js';
 import { type JobRecord, putJob } from '../../functions/domain/scheduling/job-record.js';
 import { newTaskRecord, putTask, type TaskRecord } from '../../functions/domain/scheduling/task-record.js';
@@ -20,8 +21,8 @@ export interface BenchNode {
 
 /**
  * Registers one node per inventory through the registry (the path an agent's registration takes,
- * so whatever it writes, presence and pool summaries included, is there), with a fresh key each.
- * Returns the first `keep` nodes with their keys, to sign requests as them, and the nodes per pool.
+ * so whatever it writes, presence and pool summaries included, is there), with a key of its own.
+ * Returns the first `keep` nodes with their key pairs, to sign requests as them, and the nodes per pool.
  */
 export async function registerFleet(
   ecp: EmbeddedControlPlane,
@@ -31,10 +32,12 @@ export async function registerFleet(
   const kept: BenchNode[] = [];
   const pools = new Map<string, number>();
   for (const [i, inventory] of inventories.entries()) {
-    const pair = generateNodeKeyPair();
-    const { node } = await ecp.cp.nodes.register({ publicKey: pair.publicKey, agentVersion: 'bench', inventory });
+    // Only the nodes that send requests need a private key; the others' keys are never used to verify.
+    const pair = i < keep ? generateNodeKeyPair() : undefined;
+    const publicKey = pair?.publicKey ?? randomBytes(32).toString('base64url');
+    const { node } = await ecp.cp.nodes.register({ publicKey, agentVersion: 'bench', inventory });
     for (const pool of node.pools) pools.set(pool, (pools.get(pool) ?? 0) + 1);
-    if (i < keep) kept.push({ id: node.id, key: loadNodeKeyPair(pair.privateKeyPem), pools: node.pools });
+    if (pair !== undefined) kept.push({ id: node.id, key: loadNodeKeyPair(pair.privateKeyPem), pools: node.pools });
   }
   return { kept, pools };
 }
