@@ -73,8 +73,14 @@ export function prepareWrites(writes: readonly Write[]): PreparedWrite[] {
         index,
       };
       // Adds to one item are summed, so callers need not merge counters that happen to share a shard.
-      if (earlier?.kind === 'add') return mergeAdd(earlier, add);
-      if (earlier?.kind === 'put') return mergeAdd(foldedInto(folded, id, earlier), add);
+      if (earlier?.kind === 'add') {
+        mergeAdd(earlier, add);
+        return;
+      }
+      if (earlier?.kind === 'put') {
+        mergeAdd(foldedInto(folded, id, earlier), add);
+        return;
+      }
       if (earlier !== undefined) {
         throw new Error(`${where} targets the same item as write ${earlier.index}, which is a ${earlier.kind}`);
       }
