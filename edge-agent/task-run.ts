@@ -83,6 +83,8 @@ export class TaskRun {
   private dropReason: string | undefined;
   private releasing = false;
   private readonly processDone = new AbortController();
+  /** When its process started (performance.now(), ms): its own timeout runs from here. */
+  private processStartedAt: number | undefined;
 
   constructor(
     private readonly assignment: Assignment,
@@ -114,12 +116,26 @@ export class TaskRun {
     }
   }
 
-  /** The control plane took the task back (aborted, or lease lost): stop it and report nothing. */
+  /**
+   * The control plane took the task back (aborted, or lease lost): stop it and report nothing. A
+   * task past its own timeout is not dropped: its process is being stopped already, and its
+   * `timeout` report is what the control plane's own timeout abort is waiting for (it takes it
+   * until the lease's grace ends; a report it refuses drops the task then).
+   */
   drop(reason: string): void {
     if (this.dropReason !== undefined) return;
+    if (this.pastOwnTimeout()) {
+      this.log('info', `reporting its own timeout rather than stopping silently (${reason})`);
+      return;
+    }
     this.dropReason = reason;
     this.log('warn', `stopped: ${reason}`);
     this.process?.abort();
+  }
+
+  private pastOwnTimeout(): boolean {
+    const started = this.processStartedAt;
+    return started !== undefined && performance.now() - started >= this.assignment.timeoutSeconds * 1000;
   }
 
   /** The node is shutting down: stop the task and hand it back to the control plane. */
@@ -148,6 +164,7 @@ export class TaskRun {
       await this.fail('released', 'the node is shutting down');
       return { kind: 'not-started' };
     }
+    this.processStartedAt = performance.now();
     this.process = await startProcessTask(opened, {
       dataDir: this.context.dataDir,
       killGraceMs: this.context.killGraceMs,

@@ -143,7 +143,8 @@ export class TaskReports {
    * Records that the node is alive (one presence write) and extends the leases of the tasks it
    * still holds: heartbeats alone keep leases, so the answer sets the next beat at the busy interval
    * when the node listed tasks, at the idle one when it did not. Tasks it no longer holds come back
-   * in `abort`, so the node stops work nobody will accept; so do tasks that outran their timeout,
+   * in `abort`, so the node stops work nobody will accept; so do tasks that outran their timeout
+   * by a busy interval (time for the node to report its own timeout),
    * whose lease runs out at the end of the grace whatever the node says. `signedDate` (the request's
    * signed date, where the route checks no nonce) must be later than the last heartbeat's.
    *
@@ -162,7 +163,9 @@ export class TaskReports {
         const task = await this.transition(nodeId, taskId, attempt, (t, now) =>
           extendLease(t, now, this.settings.leaseMs),
         );
-        if (timedOut(task, this.clock.now())) {
+        // One busy beat of slack: the node's own timeout runs from its process start, just after the
+        // claim the server's runs from, and its `timeout` report is worth more than a silent stop.
+        if (timedOut(task, this.clock.now() - this.settings.heartbeatBusyMs)) {
           abort.push({ taskId, attempt, reason: `timed out after ${task.timeoutSeconds} s` });
         }
       } catch (error) {
