@@ -123,7 +123,7 @@ describe('a heartbeat', () => {
     expect(w.store.gets).toEqual([]);
     expect(w.store.queries).toEqual([]);
     expect(w.store.transactions.map((writes) => writes.map((write) => write.key))).toEqual([[presenceKey(n.id)]]);
-    w.close();
+    await w.close();
   });
 
   it('is one read and one write of the presence item where instances share the store (Lambda)', async () => {
@@ -141,7 +141,7 @@ describe('a heartbeat', () => {
     w.store.reset();
     expect((await n.poll()).status).toBe(204);
     expect(w.store.transactions.flat().some((write) => write.key.pk.startsWith('NONCE#'))).toBe(true);
-    w.close();
+    await w.close();
   });
 
   it('moves the due item only when its live-until bucket changes', async () => {
@@ -157,7 +157,7 @@ describe('a heartbeat', () => {
     // 90 s buckets, a beat every 30 s: the due item moves on one beat in three.
     expect(writesPerBeat.filter((writes) => writes === 2)).toHaveLength(3);
     expect(writesPerBeat.filter((writes) => writes === 1)).toHaveLength(6);
-    w.close();
+    await w.close();
   });
 
   it('is refused when replayed or reordered, and changes nothing then', async () => {
@@ -180,7 +180,7 @@ describe('a heartbeat', () => {
     expect(w.store.transactions.flat().some((write) => write.key.pk.startsWith('NONCE#'))).toBe(false);
 
     expect((await signedAt(w.request, n, path, { tasks: [] }, date + 1)).status).toBe(200);
-    w.close();
+    await w.close();
   });
 
   it('tells the busy interval when it lists tasks, and extends their leases', async () => {
@@ -195,7 +195,7 @@ describe('a heartbeat', () => {
     expect(await response.json()).toMatchObject({ abort: [], heartbeatIntervalMs: 10_000 });
     const view = (await w.cp.jobs.get('default', job.id)).tasks[0];
     expect(Date.parse(view?.leaseExpiresAt ?? '')).toBe(w.clock.now() + 30_000);
-    w.close();
+    await w.close();
   });
 });
 
@@ -221,7 +221,7 @@ describe('progress reports', () => {
     expect((await signedAt(w.request, n, path, { attempt: a.attempt, percent: 30 }, now + 21)).status).toBe(200);
     expect((await w.cp.jobs.get('default', job.id)).tasks[0]?.progress?.percent).toBe(30);
     expect(w.store.transactions.flat().some((write) => write.key.pk.startsWith('NONCE#'))).toBe(false);
-    w.close();
+    await w.close();
   });
 });
 
@@ -259,7 +259,7 @@ describe('sweepDead', () => {
     expect(await summaries.get(pool)).toMatchObject({ liveNodes: 201, liveGpus: 201 });
     const listed = await w.cp.nodes.list(200);
     expect(listed.nodes).toHaveLength(200);
-    w.close();
+    await w.close();
   }, 120_000);
 });
 
@@ -278,7 +278,7 @@ describe('the node list', () => {
     } while (cursor !== undefined);
     expect(seen.sort()).toEqual([...ids].sort());
     await expect(w.cp.nodes.list(7, 'garbage')).rejects.toMatchObject({ code: 'invalid_cursor' });
-    w.close();
+    await w.close();
   });
 
   it('shows when each node was last seen from its presence, and filters by status', async () => {
