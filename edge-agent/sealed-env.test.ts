@@ -169,9 +169,10 @@ describe('agent: jobs sealed to the node', { timeout: 60_000 }, () => {
     tamperNextAssignment((a) => ({ ...a, attempt: a.attempt + 1 }));
     const job = await harness.submit({ command: ['sh', '-c', 'printf ran'], env: { TOKEN: secret } });
     const taskId = job.tasks[0]?.id ?? '';
-    const [failure] = await waitUntil('the refusal', () => {
+    // Waits for the server's answer too: the proxy logs the request when it has read its body.
+    const [failure] = await waitUntil('the refusal and its answer', () => {
       const sent = harness.sent('POST', `/tasks/${taskId}/fail`);
-      return sent.length > 0 ? sent : undefined;
+      return sent[0]?.status !== undefined ? sent : undefined;
     });
     expect(JSON.parse(failure?.body ?? '{}')).toMatchObject({
       attempt: 2,
