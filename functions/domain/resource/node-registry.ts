@@ -237,6 +237,13 @@ export class NodeRegistry {
       inPart = page.cursor;
       if (inPart === undefined) part++;
     }
+    // A full page that ended its shard looks for the next shard holding a node (the query the next
+    // page would start with), so the last page has no cursor, as the store's own last pages do.
+    while (inPart === undefined && part < nodeListPks.length) {
+      const ahead = await this.store.query<NodeRecord>({ index: 'byOwner', pk: nodeListPks[part] as string, limit: 1 });
+      if (ahead.items.length > 0) break;
+      part++;
+    }
     const presences = await Promise.all(nodes.map((node) => this.presences.get(node.id)));
     const seen = nodes.map((node, i) => withPresence(node, presences[i]));
     const next = part < nodeListPks.length ? encodeNodeCursor(part, inPart) : undefined;
