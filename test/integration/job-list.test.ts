@@ -1,4 +1,5 @@
 import { describe, expect, it, vi } from 'vitest';
+import { jobPk } from '../../functions/domain/scheduling/job-record.js';
 import { generateNodeKeyPair, JobSpec } from '../../protocol/index.js';
 import { cpuInventory, inProcessControlPlane, ManualClock } from '../support/in-process.js';
 
@@ -48,6 +49,45 @@ describe('job listing', () => {
     }
     expect(listed.find((j) => j.id === ids[3])?.status).toBe('cancelled');
     expect(listed.find((j) => j.id === ids[0])?.taskCounts.queued).toBe(1);
+    await h.close();
+  });
+
+  it('pages jobs whose counters span many index entries, each job once, one query per page', async () => {
+    const clock = new ManualClock();
+    const h = inProcessControlPlane({ clock, settings: { livenessMs: 1e12 } });
+    const ids: string[] = [];
+    for (const tasks of [20, 1, 64, 3, 9, 2, 8, 17]) {
+      clock.advance(1000);
+      ids.push((await h.cp.jobs.submit('default', JobSpec.parse({ command: ['true'], tasks }))).job.id);
+    }
+    await h.cp.jobs.cancel('default', ids[2] ?? '');
+    // A job stored before the counters (no counter items) is still listed right, read whole.
+    const legacy = ids[4] ?? '';
+    const counters = await h.store.query({ pk: jobPk(legacy), skPrefix: 'COUNT#' });
+    await h.store.transact(counters.items.map((i) => ({ kind: 'delete' as const, key: i, expectVersion: i.version })));
+
+    for (const limit of [1, 2, 3, 200]) {
+      const query = vi.spyOn(h.store, 'query');
+      const listed: string[] = [];
+      let cursor: string | undefined;
+      let pages = 0;
+      do {
+        const page = await h.cp.jobs.list('default', limit, cursor);
+        pages++;
+        expect(page.jobs.length).toBeLessThanOrEqual(limit);
+        for (const job of page.jobs) {
+          listed.push(job.id);
+          const { tasks: _tasks, updatedAt: _updated, ...read } = await h.cp.jobs.get('default', job.id);
+          const { updatedAt: _listedUpdated, ...shown } = job;
+          expect(shown).toEqual(read);
+        }
+        cursor = page.cursor;
+      } while (cursor !== undefined);
+      expect(listed).toEqual([...ids].reverse());
+      // One query per page, one per job read back above, and one for the legacy job's page.
+      expect(query).toHaveBeenCalledTimes(pages + listed.length + 1);
+      query.mockRestore();
+    }
     await h.close();
   });
 });

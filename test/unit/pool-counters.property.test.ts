@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { openDatabase } from '../../functions/adapters/embedded/sqlite.js';
 import { SqliteStore } from '../../functions/adapters/embedded/sqlite-store.js';
 import { PoolSummaries } from '../../functions/domain/resource/pool-summary.js';
-import { jobKey } from '../../functions/domain/scheduling/job-record.js';
+import { jobPk } from '../../functions/domain/scheduling/job-record.js';
 import { countTasks } from '../../functions/domain/scheduling/job-status.js';
 import { claim, expireLease, recordFailure, stop } from '../../functions/domain/scheduling/task-machine.js';
 import {
@@ -131,8 +131,11 @@ describe('pool summary and job counters', () => {
             }
             for (const job of jobs) {
               const mine = tasks.filter((t) => t.data.jobId === job).map((t) => t.data);
-              const item = await store.get<Record<string, unknown>>(jobKey(job));
-              const counters = jobTaskCounters(item?.data ?? {}, tasksPerJob);
+              const items = await store.query<Record<string, unknown>>({ pk: jobPk(job), skPrefix: 'COUNT#' });
+              const counters = jobTaskCounters(
+                items.items.map((i) => i.data),
+                tasksPerJob,
+              );
               expect(counters?.counts).toEqual(countTasks(mine));
               expect(counters?.started).toBe(mine.filter((t) => t.attempt > 0).length);
             }

@@ -16,7 +16,7 @@
  */
 import type { Clock } from '../../ports/clock.js';
 import { ConditionFailedError, type ItemKey, type Store, type Write } from '../../ports/store.js';
-import { allShardPks, shardedPk } from '../shards.js';
+import { allShardPks, shardCount, shardedPk, shardOf } from '../shards.js';
 import { demandOf, type TaskRequirements } from './fit.js';
 import type { NodeRecord } from './node-record.js';
 import { acceleratorClass, acceleratorTable, cpuClass, otherClassOf, poolId, regionOfPool } from './pools.js';
@@ -53,7 +53,7 @@ export interface PoolSummary {
 export const poolSummarySk = 'SUM';
 /** The partition-key prefix of a pool's counter shards. */
 export const poolSummaryPrefix = (pool: string): string => `POOLSUM#${pool}`;
-/** The counter shard of `pool` that `seed` (a task's job id, a node id) writes to. */
+/** The counter shard of `pool` that `seed` (a node id) writes to; tasks use {@link taskPoolDelta}. */
 export const poolSummaryKey = (pool: string, seed: string): ItemKey => ({
   pk: shardedPk(poolSummaryPrefix(pool), seed),
   sk: poolSummarySk,
@@ -65,6 +65,24 @@ export const poolListPk = 'POOLS';
 /** Adds `fields` to `pool`'s summary, on the shard of `seed`. */
 export function poolDelta(pool: string, seed: string, fields: Readonly<Record<string, number>>): Write {
   return { kind: 'add', key: poolSummaryKey(pool, seed), fields };
+}
+
+/**
+ * Adds `fields` to `pool`'s summary on the shard of task `index` of job `jobId`: the job's tasks
+ * take the shards round-robin from one its id picks, so the tasks of one job (claimed by many
+ * nodes at once) spread evenly, ceil(tasks / {@link shardCount}) on each, whatever the job.
+ */
+export function taskPoolDelta(
+  pool: string,
+  task: { readonly jobId: string; readonly index: number },
+  fields: Readonly<Record<string, number>>,
+): Write {
+  const shard = (shardOf(task.jobId) + task.index) % shardCount;
+  return {
+    kind: 'add',
+    key: { pk: `${poolSummaryPrefix(pool)}#${String(shard).padStart(2, '0')}`, sk: poolSummarySk },
+    fields,
+  };
 }
 
 /** `fields` negated: what a node that stops being live takes back from its pool. */

@@ -23,11 +23,16 @@ import {
   type IdempotencyRecord,
   idempotencyKey,
   idempotencyTtlSeconds,
+  type JobCounterRecord,
   type JobRecord,
+  jobCounterShards,
   jobKey,
+  jobOwnerSk,
   jobPk,
+  maxJobCounterShards,
   ownerPk,
   putJob,
+  putJobCounters,
   sealedValue,
 } from './job-record.js';
 import { countTasks, finishedAt, jobStatus } from './job-status.js';
@@ -116,7 +121,7 @@ export class JobService {
       workload: workloadOf(spec),
       tenant: owner,
     }));
-    const writes: Write[] = [putJob(job, 0), ...tasks.flatMap((t) => putTask(t, 0))];
+    const writes: Write[] = [putJob(job, 0), ...putJobCounters(job), ...tasks.flatMap((t) => putTask(t, 0))];
     if (idempotency !== undefined && secrets !== undefined) {
       const record: IdempotencyRecord = { jobId: id, requestMac: secrets.requestMac };
       writes.push({
@@ -202,11 +207,15 @@ export class JobService {
   }
 
   /**
-   * Newest first, one query per page: each job item carries its task counters (task-record.ts
-   * `JobTaskCounters`), so no job's tasks are read; only a job stored before the counters is
-   * loaded whole. A listed job's `updatedAt` is when a task last changed state (reading the job
-   * also counts progress reports). The status filter applies to each page, so a filtered page may
-   * be short.
+   * Newest first, one query per page: each job's task counters (task-record.ts `JobTaskCounters`)
+   * are index entries of the owner's list right above the job item (job-record.ts), so the page
+   * that reads a job reads its counters and no job's tasks; only a job stored before the counters
+   * is loaded whole. The query asks for enough entries to hold `limit` whole jobs; a job cut off at
+   * the end of what came back is left to the next page, whose cursor is the last listed job's
+   * sort key (pages thus start on a job's first entry). A listed job's `updatedAt` is when a task
+   * last changed state (reading the job also counts progress reports). The status filter applies
+   * to each page, so a filtered page may be short.
+   * @throws InvalidRequestError `invalid_cursor` for a cursor not made by this owner's list.
    */
   async list(
     owner: string,
@@ -214,18 +223,45 @@ export class JobService {
     cursor?: string,
     status?: string,
   ): Promise<{ jobs: JobView[]; cursor?: string }> {
-    const page = await this.store.query<JobRecord>({
-      index: 'byOwner',
-      pk: ownerPk(owner),
-      descending: true,
-      limit,
-      ...(cursor === undefined ? {} : { cursor }),
-    });
+    const pk = ownerPk(owner);
+    const listed: { job: JobRecord; counters: Record<string, unknown>[] }[] = [];
+    let before = cursor === undefined ? undefined : decodeJobCursor(cursor, pk);
+    let more = false;
+    let group: Record<string, unknown>[] = [];
+    // More than one query only when a store page held no whole job (DynamoDB stops at 1 MB).
+    for (let storeCursor: string | undefined; ; ) {
+      const page = await this.store.query<JobRecord | JobCounterRecord>({
+        index: 'byOwner',
+        pk,
+        descending: true,
+        limit: limit * (maxJobCounterShards + 1),
+        ...(before === undefined ? {} : { skBefore: before }),
+        ...(storeCursor === undefined ? {} : { cursor: storeCursor }),
+      });
+      // Descending, a job's counters come right before it: the job item closes its group.
+      for (const item of page.items) {
+        if (item.sk !== 'JOB') {
+          group.push(item.data as unknown as Record<string, unknown>);
+          continue;
+        }
+        if (listed.length === limit) {
+          more = true;
+          break;
+        }
+        const job = item.data as JobRecord;
+        listed.push({ job, counters: group.filter((c) => c.jobId === job.id) });
+        group = [];
+      }
+      if (page.cursor !== undefined) more = true;
+      if (listed.length > 0 || page.cursor === undefined) break;
+      storeCursor = page.cursor;
+    }
     const views = await Promise.all(
-      page.items.map(async (item): Promise<JobView | undefined> => {
-        const counters = jobTaskCounters(item.data as unknown as Record<string, unknown>, item.data.spec.tasks);
-        if (counters !== undefined) return this.counted(item.data, counters);
-        const loaded = await this.load(item.data.id);
+      listed.map(async ({ job, counters }): Promise<JobView | undefined> => {
+        const counted =
+          counters.length === jobCounterShards(job.spec.tasks) ? jobTaskCounters(counters, job.spec.tasks) : undefined;
+        if (counted !== undefined) return this.counted(job, counted);
+        const loaded = await this.load(job.id);
         return loaded === undefined
           ? undefined
           : this.summary(
@@ -237,7 +273,9 @@ export class JobService {
     const jobs = views
       .filter((j): j is JobView => j !== undefined)
       .filter((j) => status === undefined || j.status === status);
-    return { jobs, ...(page.cursor === undefined ? {} : { cursor: page.cursor }) };
+    const last = listed.at(-1)?.job;
+    before = last === undefined ? undefined : jobOwnerSk(last);
+    return { jobs, ...(more && before !== undefined ? { cursor: encodeJobCursor(pk, before) } : {}) };
   }
 
   /** A job's view from its counters, as {@link summary} derives it from its tasks. */
@@ -311,6 +349,31 @@ export class JobService {
       ...(ended === undefined ? {} : { finishedAt: isoTime(ended) }),
     };
   }
+}
+
+/** The job list's cursor: the owner's partition and the last listed job's sort key, as base64url JSON. */
+function encodeJobCursor(pk: string, sk: string): string {
+  return Buffer.from(JSON.stringify(['jobs', pk, sk])).toString('base64url');
+}
+
+/** The sort key a job list cursor resumes below; refused unless this owner's list made it. */
+function decodeJobCursor(cursor: string, pk: string): string {
+  let position: unknown;
+  try {
+    position = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+  } catch {
+    position = undefined;
+  }
+  const valid =
+    Array.isArray(position) &&
+    position.length === 3 &&
+    position[0] === 'jobs' &&
+    typeof position[2] === 'string' &&
+    position[2] !== '';
+  if (valid && (position as unknown[])[1] === pk) return (position as string[])[2] as string;
+  const shown = cursor.length > 40 ? `${cursor.slice(0, 40)}...` : cursor;
+  const why = valid ? 'belongs to another owner' : 'is malformed';
+  throw new InvalidRequestError('invalid_cursor', `job list cursor ${JSON.stringify(shown)} ${why}`);
 }
 
 /** A job whose GPU models no node can ever report would wait forever: refused before anything is written. */

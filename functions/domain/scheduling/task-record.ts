@@ -3,9 +3,9 @@ import { TaskState, taskIdOf, terminalTaskStates } from '../../../protocol/index
 import type { IndexKey, IndexName, ItemKey, Write } from '../../ports/store.js';
 import { isoTime, sortableTime } from '../records.js';
 import type { TaskRequirements } from '../resource/fit.js';
-import { poolDelta } from '../resource/pool-summary.js';
+import { taskPoolDelta } from '../resource/pool-summary.js';
 import { shardedPk } from '../shards.js';
-import { jobKey, jobPk } from './job-record.js';
+import { jobCounterKey, jobPk } from './job-record.js';
 
 /**
  * A task as stored: `JOB#<jobId>` / `TASK#<index, 4 digits>`. Its index keys follow its state, so
@@ -135,8 +135,11 @@ export function countingPool(task: TaskRecord): string | undefined {
  * The writes that store `task`: its put, plus the `add`s that keep the pool summaries' `queued`
  * counters true. `countedIn` says which pool counts the task now; when another pool (or none)
  * should, the old one gets -1, the new one +1, and the stored record names the new one. The
- * deltas go to the shard of the task's job, so the tasks of one job that a transaction moves
- * together share one counter write per pool. It sets `task.countedIn` to the pool now counting it.
+ * deltas go to a counter shard chosen by the task's id (round-robin over a job's tasks, see
+ * `taskPoolDelta`), never one per job: the claims of one big job's tasks by many nodes at once
+ * then write different items (DynamoDB cancels concurrent
+ * transactions that touch one item), and a transaction moving many tasks (cancel, a deadline)
+ * writes at most one add per shard and pool. It sets `task.countedIn` to the pool now counting it.
  */
 export function putTask(task: TaskRecord, expectVersion: number): Write[] {
   const target = countingPool(task);
@@ -146,8 +149,8 @@ export function putTask(task: TaskRecord, expectVersion: number): Write[] {
   // The counters are set on the record itself, so a caller that keeps it holds what was stored
   // and a later putTask from it does not count the task twice.
   if (target !== task.countedIn) {
-    if (task.countedIn !== undefined) writes.push(poolDelta(task.countedIn, task.jobId, { queued: -1 }));
-    if (target !== undefined) writes.push(poolDelta(target, task.jobId, { queued: 1 }));
+    if (task.countedIn !== undefined) writes.push(taskPoolDelta(task.countedIn, task, { queued: -1 }));
+    if (target !== undefined) writes.push(taskPoolDelta(target, task, { queued: 1 }));
     if (target === undefined) delete task.countedIn;
     else task.countedIn = target;
   }
@@ -157,9 +160,10 @@ export function putTask(task: TaskRecord, expectVersion: number): Write[] {
 }
 
 /**
- * What a job's item counts of its tasks, summed by `add` writes beside every task transition so
- * that listing jobs reads nothing but the job items: `tasks.<state>` tasks in each state,
- * `tasks.started` tasks ever claimed, `tasks.changedAt` when a task last changed state.
+ * What a job's counter items (job-record.ts `jobCounterKey`) count of its tasks, summed by `add`
+ * writes beside every task transition so that listing jobs reads nothing but the job's own index
+ * entries: `tasks.<state>` tasks in each state, `tasks.started` tasks ever claimed,
+ * `tasks.changedAt` when a task last changed state. Each item counts only its share of the tasks.
  */
 export interface JobTaskCounters {
   counts: Record<TaskState, number>;
@@ -169,20 +173,24 @@ export interface JobTaskCounters {
 
 const countField = (state: TaskState): string => `tasks.${state}`;
 
-/** The job's task counters, or undefined when they do not count every task (a job stored before them). */
+/**
+ * The job's task counters summed over its counter items, or undefined when they do not count
+ * every task (a job stored before them, or items missing).
+ */
 export function jobTaskCounters(
-  job: { readonly [field: string]: unknown },
+  items: readonly { readonly [field: string]: unknown }[],
   taskCount: number,
 ): JobTaskCounters | undefined {
-  const number = (field: string) => (typeof job[field] === 'number' ? (job[field] as number) : 0);
-  const counts = Object.fromEntries(TaskState.options.map((state) => [state, number(countField(state))])) as Record<
+  const sum = (field: string) =>
+    items.reduce((total, item) => total + (typeof item[field] === 'number' ? (item[field] as number) : 0), 0);
+  const counts = Object.fromEntries(TaskState.options.map((state) => [state, sum(countField(state))])) as Record<
     TaskState,
     number
   >;
-  const counted = Object.values(counts).reduce((sum, n) => sum + n, 0);
+  const counted = Object.values(counts).reduce((total, n) => total + n, 0);
   if (counted !== taskCount || Object.values(counts).some((n) => n < 0)) return undefined;
-  const changedAt = job['tasks.changedAt'];
-  return { counts, started: number('tasks.started'), changedAt: typeof changedAt === 'number' ? changedAt : undefined };
+  const changes = items.map((item) => item['tasks.changedAt']).filter((at): at is number => typeof at === 'number');
+  return { counts, started: sum('tasks.started'), changedAt: changes.length === 0 ? undefined : Math.max(...changes) };
 }
 
 /** The add that moves the task's job counters to what `task` is now; undefined when nothing moved. */
@@ -201,7 +209,12 @@ function jobCountersDelta(task: TaskRecord, expectVersion: number): Write | unde
     task.countedStarted = started;
   }
   if (Object.keys(fields).length === 0) return undefined;
-  return { kind: 'add', key: jobKey(task.jobId), fields, set: { 'tasks.changedAt': task.updatedAt } };
+  return {
+    kind: 'add',
+    key: jobCounterKey(task.jobId, task.taskCount, task.index),
+    fields,
+    set: { 'tasks.changedAt': task.updatedAt },
+  };
 }
 
 export function newTaskRecord(
