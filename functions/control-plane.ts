@@ -131,7 +131,7 @@ export interface ControlPlane {
   joinTokens: JoinTokens;
   /** Attestation challenges and evidence verification; the level lands on the node record. */
   attestation: AttestationService;
-  /** Rate-limit counters in the store, shared by every instance of the deployment. */
+  /** Rate-limit counters: in memory (exclusive store) or in the store, shared by every instance (functions/domain/security/rate-limit.ts). */
   limits: RateLimiter;
   /** API keys of the application routes: tenants and scopes (functions/domain/security/api-keys.ts). */
   apiKeys: ApiKeys;
@@ -165,7 +165,8 @@ export function createControlPlane(ports: Ports, settings: ControlPlaneSettings)
     credentials: ports.credentials,
     joinTokens,
     attestation: new AttestationService(store, clock, settings.attestation),
-    limits: new RateLimiter(store, clock, settings.rateLimits),
+    // Counted in memory where this process is the store's only user, by adds in the store otherwise.
+    limits: new RateLimiter(store, clock, settings.rateLimits, { exclusiveStore: settings.exclusiveStore }),
     apiKeys: new ApiKeys(store, clock),
     jobs: new JobService(store, queue, keys, clock, new Quotas(store, clock, settings.quotas)),
     nodes,

@@ -37,7 +37,7 @@ export type PreparedWrite = (
       indexes: Partial<Record<IndexName, IndexKey>>;
     }
   | { kind: 'delete' | 'check'; key: ItemKey; expectVersion: number }
-  | { kind: 'add'; key: ItemKey; fields: Record<string, number>; set?: Record<string, number> }
+  | { kind: 'add'; key: ItemKey; fields: Record<string, number>; set?: Record<string, number>; expiresAt?: number }
 ) & {
   /** The write's index in the caller's list (writes merged into an earlier one keep the first one's). */
   index: number;
@@ -70,6 +70,7 @@ export function prepareWrites(writes: readonly Write[]): PreparedWrite[] {
         key: write.key,
         fields: checkFields(write.fields, where),
         ...(write.set === undefined ? {} : { set: checkSet(write.set, where) }),
+        ...(write.expiresAt === undefined ? {} : { expiresAt: checkAddExpiry(write.expiresAt, where) }),
         index,
       };
       // Adds to one item are summed, so callers need not merge counters that happen to share a shard.
@@ -133,6 +134,15 @@ function foldedInto(
 function mergeAdd(into: Extract<PreparedWrite, { kind: 'add' }>, later: Extract<PreparedWrite, { kind: 'add' }>): void {
   for (const [name, value] of Object.entries(later.fields)) into.fields[name] = (into.fields[name] ?? 0) + value;
   if (later.set !== undefined) into.set = { ...into.set, ...later.set };
+  if (later.expiresAt !== undefined) into.expiresAt = later.expiresAt;
+}
+
+/** An add's expiry: a finite number of epoch seconds, as a put's. */
+function checkAddExpiry(expiresAt: number, where: string): number {
+  if (typeof expiresAt !== 'number' || !Number.isFinite(expiresAt)) {
+    throw new Error(`${where} has expiresAt ${String(expiresAt)}, which is not a number of epoch seconds`);
+  }
+  return expiresAt;
 }
 
 /**

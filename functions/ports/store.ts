@@ -58,6 +58,12 @@ export type Write =
       fields: Readonly<Record<string, number>>;
       /** Fields set to a value (the last write wins), beside the sums: a "last changed at" time. */
       set?: Readonly<Record<string, number>>;
+      /**
+       * Sets the item's expiry (epoch seconds, DynamoDB TTL), created or not: counters of a fixed
+       * window (rate limits) expire without a read to learn whether the add created them. Ignored
+       * when a put of the same item in the transaction takes the add in (the put's expiry holds).
+       */
+      expiresAt?: number;
     };
 
 export interface QueryOptions {

@@ -622,6 +622,17 @@ export function storeContract(
         expect(item).toMatchObject({ version: 1, data: 'taken over', indexes: {} });
         expect(item).not.toHaveProperty('expiresAt');
       });
+
+      it('gives an added counter the expiry its add names, created or not (rate-limit windows)', async () => {
+        const { clock } = fixture;
+        const expiresAt = Math.ceil(clock.now() / 1000) + 60;
+        const counter = key('window', 'RATE');
+        await store.transact([{ kind: 'add', key: counter, fields: { count: 1 }, expiresAt }]);
+        await store.transact([{ kind: 'add', key: counter, fields: { count: 1 }, expiresAt }]);
+        expect(await store.get(counter)).toMatchObject({ version: 2, data: { count: 2 }, expiresAt });
+        clock.advance(expiresAt * 1000 - clock.now());
+        expect(await store.get(counter)).toBeUndefined();
+      });
     });
 
     it('keeps its data across closing and reopening', async (context) => {

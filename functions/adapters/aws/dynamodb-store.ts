@@ -538,6 +538,11 @@ function addUpdate(write: Extract<PreparedWrite, { kind: 'add' }>) {
     values[`:s${i}`] = { N: String(value) };
     return `#s${i} = :s${i}`;
   });
+  if (write.expiresAt !== undefined) {
+    names['#expiresAt'] = itemAttributes.expiresAt;
+    values[':expiresAt'] = { N: String(write.expiresAt) };
+    sets.push('#expiresAt = :expiresAt');
+  }
   return {
     Key: tableKey(write.key),
     UpdateExpression: `ADD ${adds.join(', ')}${sets.length === 0 ? '' : ` SET ${sets.join(', ')}`}`,

@@ -224,9 +224,14 @@ function toRow(write: Extract<PreparedWrite, { kind: 'put' }>): ItemRow {
 function addedRow(current: ItemRow | undefined, write: Extract<PreparedWrite, { kind: 'add' }>): ItemRow {
   if (current === undefined) {
     const data = JSON.stringify(applyAdd({}, write));
-    return toRow({ ...write, kind: 'put', expectVersion: 0, data, expiresAt: undefined, indexes: {} });
+    return toRow({ ...write, kind: 'put', expectVersion: 0, data, expiresAt: write.expiresAt, indexes: {} });
   }
-  return { ...current, version: current.version + 1, data: JSON.stringify(applyAdd(JSON.parse(current.data), write)) };
+  return {
+    ...current,
+    version: current.version + 1,
+    data: JSON.stringify(applyAdd(JSON.parse(current.data), write)),
+    expires_at: write.expiresAt ?? current.expires_at,
+  };
 }
 
 function toItem<T>(row: ItemRow): StoredItem<T> {
