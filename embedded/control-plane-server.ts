@@ -123,7 +123,13 @@ export async function startControlPlane(options: ControlPlaneServerOptions): Pro
     const cp = createControlPlane(
       { store, queue, keys, clock: systemClock, signal, hints: new SignalWorkHints(), credentials: noCredentials, log },
       // Long polls are woken by the signal; hints carry nothing here, so there is nothing to re-drive.
-      defaultSettings(systemClock.now(), { hintRedriveMs: Number.POSITIVE_INFINITY, ...options.settings }),
+      // The data-dir lock makes this process the store's only writer (exclusiveStore): presence writes
+      // and rate-limit counters need no read of the store first.
+      defaultSettings(systemClock.now(), {
+        hintRedriveMs: Number.POSITIVE_INFINITY,
+        exclusiveStore: true,
+        ...options.settings,
+      }),
     );
     // The CLI on this machine finds this key by default, so the quickstart needs no setup.
     await ensureAdminKey(cp.apiKeys, options.dataDir, log);

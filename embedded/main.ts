@@ -52,8 +52,6 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<{ url: st
       leaseMs: env.GPUAI_LEASE_MS,
       heartbeatIdleMs: env.GPUAI_HEARTBEAT_IDLE_MS,
       heartbeatBusyMs: env.GPUAI_HEARTBEAT_BUSY_MS,
-      // One process serves this store: the presence versions it wrote last are current.
-      exclusiveStore: true,
       attestation: readAttestationEnv(),
       enrollment: env.GPUAI_ENROLLMENT,
       nodeExpiryMs: env.GPUAI_NODE_EXPIRY_MS,
