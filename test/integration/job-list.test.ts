@@ -90,4 +90,30 @@ describe('job listing', () => {
     }
     await h.close();
   });
+  it('ties a cursor to its status filter: resumed with another filter or none, it is refused', async () => {
+    const clock = new ManualClock();
+    const h = inProcessControlPlane({ clock, settings: { livenessMs: 1e12 } });
+    const ids: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      clock.advance(1000);
+      ids.push((await h.cp.jobs.submit('default', JobSpec.parse({ command: ['true'] }))).job.id);
+      await h.cp.jobs.cancel('default', ids[i] ?? '');
+    }
+    const first = await h.cp.jobs.list('default', 2, undefined, 'cancelled');
+    expect(first.jobs.map((j) => j.id)).toEqual([ids[3], ids[2]]);
+    const cursor = first.cursor as string;
+    expect(cursor).toBeDefined();
+    const second = await h.cp.jobs.list('default', 2, cursor, 'cancelled');
+    expect(second.jobs.map((j) => j.id)).toEqual([ids[1], ids[0]]);
+    for (const status of [undefined, 'failed']) {
+      await expect(h.cp.jobs.list('default', 2, cursor, status)).rejects.toMatchObject({ code: 'invalid_cursor' });
+    }
+    // An unfiltered list's cursor does not resume a filtered one either.
+    const all = await h.cp.jobs.list('default', 2);
+    await expect(h.cp.jobs.list('default', 2, all.cursor, 'cancelled')).rejects.toMatchObject({
+      code: 'invalid_cursor',
+    });
+    expect((await h.cp.jobs.list('default', 2, all.cursor)).jobs).toHaveLength(2);
+    await h.close();
+  });
 });

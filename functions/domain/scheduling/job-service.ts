@@ -214,8 +214,9 @@ export class JobService {
    * the end of what came back is left to the next page, whose cursor is the last listed job's
    * sort key (pages thus start on a job's first entry). A listed job's `updatedAt` is when a task
    * last changed state (reading the job also counts progress reports). The status filter applies
-   * to each page, so a filtered page may be short.
-   * @throws InvalidRequestError `invalid_cursor` for a cursor not made by this owner's list.
+   * to each page, so a filtered page may be short (even empty, with a cursor); the cursor carries
+   * the filter, so it resumes only a list with the same one.
+   * @throws InvalidRequestError `invalid_cursor` for a cursor not made by this owner's list with this status filter.
    */
   async list(
     owner: string,
@@ -225,7 +226,7 @@ export class JobService {
   ): Promise<{ jobs: JobView[]; cursor?: string }> {
     const pk = ownerPk(owner);
     const listed: { job: JobRecord; counters: Record<string, unknown>[] }[] = [];
-    let before = cursor === undefined ? undefined : decodeJobCursor(cursor, pk);
+    let before = cursor === undefined ? undefined : decodeJobCursor(cursor, pk, status);
     let more = false;
     let group: Record<string, unknown>[] = [];
     // More than one query only when a store page held no whole job (DynamoDB stops at 1 MB).
@@ -275,7 +276,7 @@ export class JobService {
       .filter((j) => status === undefined || j.status === status);
     const last = listed.at(-1)?.job;
     before = last === undefined ? undefined : jobOwnerSk(last);
-    return { jobs, ...(more && before !== undefined ? { cursor: encodeJobCursor(pk, before) } : {}) };
+    return { jobs, ...(more && before !== undefined ? { cursor: encodeJobCursor(pk, before, status) } : {}) };
   }
 
   /** A job's view from its counters, as {@link summary} derives it from its tasks. */
@@ -351,13 +352,18 @@ export class JobService {
   }
 }
 
-/** The job list's cursor: the owner's partition and the last listed job's sort key, as base64url JSON. */
-function encodeJobCursor(pk: string, sk: string): string {
-  return Buffer.from(JSON.stringify(['jobs', pk, sk])).toString('base64url');
+/**
+ * The job list's cursor: the owner's partition, the status filter ('' for none) and the last listed
+ * job's sort key, as base64url JSON. The filter is in it because a filtered page is the unfiltered
+ * page less what did not match: resumed under another filter, it would skip or repeat nothing
+ * visibly wrong yet mean a different list.
+ */
+function encodeJobCursor(pk: string, sk: string, status: string | undefined): string {
+  return Buffer.from(JSON.stringify(['jobs', pk, status ?? '', sk])).toString('base64url');
 }
 
-/** The sort key a job list cursor resumes below; refused unless this owner's list made it. */
-function decodeJobCursor(cursor: string, pk: string): string {
+/** The sort key a job list cursor resumes below; refused unless this owner's list with this filter made it. */
+function decodeJobCursor(cursor: string, pk: string, status: string | undefined): string {
   let position: unknown;
   try {
     position = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
@@ -366,14 +372,20 @@ function decodeJobCursor(cursor: string, pk: string): string {
   }
   const valid =
     Array.isArray(position) &&
-    position.length === 3 &&
+    position.length === 4 &&
     position[0] === 'jobs' &&
     typeof position[2] === 'string' &&
-    position[2] !== '';
-  if (valid && (position as unknown[])[1] === pk) return (position as string[])[2] as string;
+    typeof position[3] === 'string' &&
+    position[3] !== '';
+  const [, ownerPk, filter, sk] = valid ? (position as string[]) : [];
+  if (valid && ownerPk === pk && filter === (status ?? '')) return sk as string;
   const shown = cursor.length > 40 ? `${cursor.slice(0, 40)}...` : cursor;
-  const why = valid ? 'belongs to another owner' : 'is malformed';
-  throw new InvalidRequestError('invalid_cursor', `job list cursor ${JSON.stringify(shown)} ${why}`);
+  const why = !valid
+    ? 'is malformed'
+    : ownerPk !== pk
+      ? 'belongs to another owner'
+      : `was made by the list ${filter === '' ? 'without a status filter' : `of status ${filter}`}: pass the same status as the request that returned it`;
+  throw new InvalidRequestError('invalid_cursor', `query cursor ${JSON.stringify(shown)} ${why}`);
 }
 
 /** A job whose GPU models no node can ever report would wait forever: refused before anything is written. */
