@@ -188,4 +188,19 @@ describe('priorities and fair share', () => {
     expect(order).toEqual([big, small, big, small]);
     await w.close();
   });
+
+  it('does not let a priority-9 flood of one tenant hold back another tenant beyond one task per slot', async () => {
+    const w = world();
+    const node = await w.register(cpuInventory({ cpu: { cores: 16, model: 'Test CPU' } }));
+    // More tasks than a page of the pool queue (scanLimit 25): the other tenant's task is past the first page.
+    const flood = await w.submit({ command: ['sleep', '4'], tasks: 40, priority: 9 }, 'alpha');
+    expect((await w.cp.dispatcher.poll(node, 0))?.jobId).toBe(flood);
+    const job = await w.submit({ command: ['true'] }, 'beta');
+    expect((await w.cp.dispatcher.poll(node, 0))?.jobId).toBe(job);
+    // Within one tenant priority still orders: alpha's flood goes before its own default job.
+    const later = await w.submit({ command: ['true'] }, 'alpha');
+    expect((await w.cp.dispatcher.poll(node, 0))?.jobId).toBe(flood);
+    expect(later).not.toBe(flood);
+    await w.close();
+  });
 });

@@ -27,6 +27,16 @@ const claimRounds = 8;
 const avoidForMs = 60_000;
 /** Pages of one pool's queue a poll round reads at most, past tasks the node cannot run. */
 const maxScanPages = 8;
+/**
+ * Extra pages a poll reads while every task it read is one tenant's, so fair share sees the others
+ * (the pool queue sorts by priority before tenant). The bound keeps a single tenant's deep queue at
+ * four reads a poll; a tenant with more than that many pages queued above another's priority can
+ * still hold it back until its run drains below the window.
+ */
+const tenantLookAheadPages = 3;
+
+const singleTenant = (items: readonly StoredItem<TaskRecord>[]): boolean =>
+  items.every((item) => item.data.tenant === items[0]?.data.tenant);
 /** Rounds a give-back retries when the task or node item moved under it; then the lease runs out instead. */
 const giveBackRounds = 4;
 
@@ -240,12 +250,18 @@ export class Dispatcher {
           // The node's own item is not a candidate's: without it the poll cannot go on (404 when it is gone).
           holding ??= await this.readHolding(node.id);
           try {
+            if ((item.data.gangSize ?? 0) <= 1 && ctx.joined.size > 0) {
+              // Other work while this poll waits in a gang: the gang must not hold the node idle.
+              const bound = await this.leaveGangsFor(holding, item.data, ctx);
+              if (bound === 'stay') continue;
+              if (bound !== undefined) return { assignment: bound, busy };
+            }
             const outcome =
               (item.data.gangSize ?? 0) > 1
                 ? await this.joinGang(holding, item, ctx)
                 : await this.tryClaimTask(holding, item);
-            // Joined a gang: this poll waits for it to fill rather than take other work.
-            if (outcome === 'gang_waiting') return { busy };
+            // In a gang: the poll keeps its membership while nothing behind the gang is claimable.
+            if (outcome === 'gang_waiting') continue;
             if (typeof outcome === 'object') {
               this.shares.record(item.data.tenant, unitsOf(item.data), this.clock.now());
               return { assignment: outcome, busy };
@@ -277,6 +293,7 @@ export class Dispatcher {
    */
   private async *queued(pool: string): AsyncGenerator<StoredItem<TaskRecord>[]> {
     let cursor: string | undefined;
+    let batch: StoredItem<TaskRecord>[] = [];
     for (let page = 0; page < maxScanPages; page++) {
       const result = await this.store.query<TaskRecord>({
         index: 'byPool',
@@ -284,8 +301,13 @@ export class Dispatcher {
         limit: this.settings.scanLimit,
         ...(cursor === undefined ? {} : { cursor }),
       });
-      yield result.items;
+      batch = batch.concat(result.items);
       cursor = result.cursor;
+      // The queue sorts by priority first, so one tenant's high-priority run can fill the page and
+      // hide every other tenant from fair share: read on (up to tenantLookAheadPages) until another shows.
+      if (cursor !== undefined && page < tenantLookAheadPages && singleTenant(batch)) continue;
+      yield batch;
+      batch = [];
       if (cursor === undefined) return;
     }
   }
@@ -566,6 +588,32 @@ export class Dispatcher {
       }
     }
     await this.leaveGangs(node.id, ctx);
+    return undefined;
+  }
+
+  /**
+   * Before a poll that waits in a gang takes another task: `stay` when the node could not take
+   * `task` now anyway (it keeps its membership); otherwise it leaves its gangs first, so that no
+   * gang is bound to it after it took other work. Leaving and binding both write the gang record
+   * under a version condition, so either the leave came first (nothing will be bound) or the bind
+   * did, and its task is handed out here instead.
+   */
+  private async leaveGangsFor(
+    holding: Holding,
+    task: TaskRecord,
+    ctx: PollContext,
+  ): Promise<Assignment | 'stay' | undefined> {
+    const now = this.clock.now();
+    if (task.deadline !== undefined && task.deadline <= now) return 'stay';
+    if (!attestationFits(task.requirements, holding.node.attestation, now)) return 'stay';
+    if ((await this.roomFor(holding, task.requirements)) === undefined) return 'stay';
+    const jobs = [...ctx.joined];
+    await this.leaveGangs(holding.node.id, ctx);
+    Object.assign(holding, await this.readHolding(holding.node.id));
+    for (const jobId of jobs) {
+      const assignment = await this.collectGang(holding, jobId, ctx);
+      if (assignment !== undefined) return assignment;
+    }
     return undefined;
   }
 

@@ -9,9 +9,10 @@ const maxTenants = 10_000;
 /**
  * Fair share between tenants at dispatch: each tenant's recent work (units handed out, GPUs or 1
  * for a CPU task, decayed with a half-life) is its share, and among the queued tasks a poll reads,
- * those of equal priority go lowest share first, then oldest first. So a tenant that queued a
- * thousand tasks does not hold back one that queued two behind them, within the window a poll
- * reads (a page of `scanLimit`, more when the node fits none of it).
+ * the lowest share goes first, then that tenant's highest priority, then its oldest task. So a
+ * tenant that queued a thousand tasks, at whatever priority, does not hold back one that queued two
+ * behind them, within the window a poll reads (a page of `scanLimit`, read on while one tenant
+ * fills it, and more when the node fits none of it: see the dispatcher's `queued`).
  *
  * The shares live in this process: in the embedded deployment that is the whole control plane;
  * in the cloud each API instance keeps its own, which still alternates tenants per instance.
@@ -33,7 +34,12 @@ export class TenantShares {
     return used.units * 0.5 ** (Math.max(0, now - used.at) / halfLifeMs);
   }
 
-  /** The order to offer `items` in: priority (highest first), tenant share (least first), then as given (oldest first). */
+  /**
+   * The order to offer `items` in: tenant share (least first), then priority (highest first), then
+   * as given (oldest first). Share comes first so that priority orders a tenant's own work and can
+   * never starve another tenant: a flood at priority 9 gets one task per slot ahead of another
+   * tenant's default job at most, not the whole flood.
+   */
   order(items: readonly StoredItem<TaskRecord>[], now: number): StoredItem<TaskRecord>[] {
     const keyed = items.map((item, at) => ({
       item,
@@ -41,7 +47,7 @@ export class TenantShares {
       priority: priorityOf(item.data),
       share: this.share(item.data.tenant, now),
     }));
-    keyed.sort((a, b) => b.priority - a.priority || a.share - b.share || a.at - b.at);
+    keyed.sort((a, b) => a.share - b.share || b.priority - a.priority || a.at - b.at);
     return keyed.map((k) => k.item);
   }
 
