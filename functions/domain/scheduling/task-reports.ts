@@ -11,7 +11,7 @@ import type {
 import { parseTaskId } from '../../../protocol/index.js';
 import type { Clock } from '../../ports/clock.js';
 import type { Queue } from '../../ports/queue.js';
-import type { Store } from '../../ports/store.js';
+import { ConditionFailedError, type Store, type StoredItem } from '../../ports/store.js';
 import { ContentionError, NotFoundError, UnauthenticatedError } from '../errors.js';
 import { updateWithRetry } from '../records.js';
 import type { NodeRegistry } from '../resource/node-registry.js';
@@ -151,6 +151,22 @@ export class TaskReports {
    * @throws UnauthenticatedError `replayed_request` when it is not; nothing is extended then.
    */
   async heartbeat(nodeId: string, request: HeartbeatRequest, signedDate?: number): Promise<HeartbeatResponse> {
+    // Every listed task is read and checked before the presence write, so a heartbeat refused for a
+    // task never given to this node (403) moves neither the replay watermark nor any lease; the
+    // extension below writes against the version read here (read again only on a conflict).
+    const listed: ({ taskId: string; attempt: number } & ({ read: StoredItem<TaskRecord> } | { lost: string }))[] = [];
+    for (const { taskId, attempt } of request.tasks) {
+      const { jobId, index } = parseTaskId(taskId);
+      const read = await this.store.get<TaskRecord>(taskKey(jobId, index));
+      try {
+        if (read === undefined) throw new NotFoundError('task_not_found', `no task ${taskId}`);
+        assertLease(read.data, nodeId, attempt);
+        listed.push({ taskId, attempt, read });
+      } catch (error) {
+        if (!(error instanceof LeaseLostError) && !(error instanceof NotFoundError)) throw error;
+        listed.push({ taskId, attempt, lost: error.message });
+      }
+    }
     try {
       await this.registry.touch(nodeId, signedDate === undefined ? {} : { hbDate: signedDate });
     } catch (error) {
@@ -158,11 +174,14 @@ export class TaskReports {
       if (!(error instanceof ContentionError)) throw error;
     }
     const abort: HeartbeatResponse['abort'] = [];
-    for (const { taskId, attempt } of request.tasks) {
+    for (const entry of listed) {
+      const { taskId, attempt } = entry;
+      if ('lost' in entry) {
+        abort.push({ taskId, attempt, reason: entry.lost });
+        continue;
+      }
       try {
-        const task = await this.transition(nodeId, taskId, attempt, (t, now) =>
-          extendLease(t, now, this.settings.leaseMs),
-        );
+        const task = await this.extendRead(nodeId, entry.read, attempt);
         // One busy beat of slack: the node's own timeout runs from its process start, just after the
         // claim the server's runs from, and its `timeout` report is worth more than a silent stop.
         if (timedOut(task, this.clock.now() - this.settings.heartbeatBusyMs)) {
@@ -178,6 +197,18 @@ export class TaskReports {
       heartbeatIntervalMs: request.tasks.length > 0 ? this.settings.heartbeatBusyMs : this.settings.heartbeatIdleMs,
       progressIntervalMs: this.settings.progressIntervalMs,
     };
+  }
+
+  /** Extends the lease of a task read (and checked) just before; on a conflict, reads it again. */
+  private async extendRead(nodeId: string, read: StoredItem<TaskRecord>, attempt: number): Promise<TaskRecord> {
+    const task = extendLease(read.data, this.clock.now(), this.settings.leaseMs);
+    try {
+      await this.store.transact(putTask(task, read.version));
+      return task;
+    } catch (error) {
+      if (!(error instanceof ConditionFailedError)) throw error;
+      return this.transition(nodeId, read.data.id, attempt, (t, now) => extendLease(t, now, this.settings.leaseMs));
+    }
   }
 
   private async transition(
