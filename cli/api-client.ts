@@ -9,7 +9,7 @@ import { ApiKeyList, ApiKeyView, type CreateApiKeyInput, CreatedApiKey } from '.
 import { ErrorBody } from '../protocol/common.js';
 import { CreatedJoinToken, type CreateJoinTokenRequest, JoinTokenList, JoinTokenView } from '../protocol/enrollment.js';
 import { JobList, type JobSpecInput, type JobStatus, JobWithTasks, TaskList } from '../protocol/job.js';
-import { NodeList, NodeView } from '../protocol/node.js';
+import { NodeList, type NodeStatus, NodeView } from '../protocol/node.js';
 import { ApiError, isTransient, UnreachableError } from './errors.js';
 
 /** A successful response: the checked body and the text it was parsed from. */
@@ -107,8 +107,8 @@ export class ApiClient {
     return this.request(JobWithTasks, `/v1/jobs/${encodeURIComponent(jobId)}/cancel`, { method: 'POST' });
   }
 
-  /** GET /v1/nodes. */
-  listNodes(params: PageParams = {}): Promise<ApiResponse<NodeList>> {
+  /** GET /v1/nodes (`status` filters within each page: a page may come back short). */
+  listNodes(params: PageParams & { status?: z.infer<typeof NodeStatus> } = {}): Promise<ApiResponse<NodeList>> {
     return this.request(NodeList, '/v1/nodes', { query: { ...params } });
   }
 

@@ -22,6 +22,10 @@ export interface SpecFlags {
   deadline?: string;
   maxPrice?: string;
   workload?: string;
+  /** 0-9; higher runs first. */
+  priority?: string;
+  /** All tasks start together, each on its own node. */
+  gang?: boolean;
   region?: readonly string[];
   name?: string;
   verifyHash?: string;
@@ -192,6 +196,8 @@ export function specFromFlags(flags: SpecFlags, context: SpecContext): Record<st
   }
   if (flags.tasks !== undefined) spec.tasks = countFlag('--tasks', flags.tasks);
   if (flags.retries !== undefined) spec.retries = countFlag('--retries', flags.retries);
+  if (flags.priority !== undefined) spec.priority = countFlag('--priority', flags.priority);
+  if (flags.gang === true) spec.gang = true;
   if (flags.timeout !== undefined) {
     const ms = durationFlag('--timeout', flags.timeout);
     if (ms % 1000 !== 0) throw new UsageError(`--timeout is whole seconds, got "${flags.timeout}"`);
@@ -230,6 +236,8 @@ const flagByPath: readonly (readonly [string, string])[] = [
   ['workload', '--workload'],
   ['tasks', '--tasks'],
   ['retries', '--retries'],
+  ['priority', '--priority'],
+  ['gang', '--gang'],
   ['timeoutSeconds', '--timeout'],
   ['verification', '--verify-hash'],
   ['maxPricePerGpuHour', '--max-price'],

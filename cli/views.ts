@@ -152,7 +152,7 @@ export function renderJob(fromApi: JobWithTasks, style: Style, now: number): str
   return `${formatDetails(pairs, style)}\n\n${renderTasks(job.tasks, style, now)}`;
 }
 
-/** The job list: id, name, status, task progress, GPUs, age. */
+/** The job list: id, name, status, task progress (and whether a gang), priority, GPUs, age. */
 export function renderJobList(fromApi: readonly JobView[], style: Style, now: number): string {
   const jobs = escapeControlDeep(fromApi);
   return formatTable(
@@ -161,6 +161,7 @@ export function renderJobList(fromApi: readonly JobView[], style: Style, now: nu
       { header: 'NAME', maxWidth: 32 },
       { header: 'STATUS' },
       { header: 'TASKS', align: 'right' },
+      { header: 'PRIO', align: 'right' },
       { header: 'GPUS' },
       { header: 'CREATED' },
     ],
@@ -168,7 +169,9 @@ export function renderJobList(fromApi: readonly JobView[], style: Style, now: nu
       job.id,
       job.spec.name ?? '-',
       colourState(job.status, style),
-      `${job.taskCounts.verified}/${job.spec.tasks}`,
+      // A gang's tasks start together or not at all: said beside the count, which it qualifies.
+      `${job.spec.gang === true ? 'gang ' : ''}${job.taskCounts.verified}/${job.spec.tasks}`,
+      String(job.spec.priority ?? 5),
       gpusBrief(job.spec),
       formatRelativeTime(job.createdAt, now),
     ]),

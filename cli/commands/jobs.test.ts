@@ -134,6 +134,25 @@ describe('jobs submit', () => {
     });
   });
 
+  it('sets the priority and makes a gang with --priority and --gang, and refuses a priority out of 0-9', async () => {
+    const run = await gpuai(['jobs', 'submit', '--command', 'x', '--tasks', '3', '--priority', '8', '--gang']);
+    expect(run).toMatchObject({ code: 0, stderr: '' });
+    expect(JSON.parse(lastSent().body ?? '')).toMatchObject({ priority: 8, gang: true, tasks: 3 });
+    expect((await cp.getJob(run.stdout.trim())).spec).toMatchObject({ priority: 8, gang: true });
+    const before = cp.sent.length;
+    const bad = await gpuai(['jobs', 'submit', '--command', 'x', '--priority', '12']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('--priority');
+    expect(cp.sent.length).toBe(before);
+    // A gang's 32-task limit is the server's to state: passed on as its error.
+    const big = await gpuai(['jobs', 'submit', '--command', 'x', '--tasks', '33', '--gang']);
+    expect(big.code).not.toBe(0);
+    expect(big.stderr).toContain('gang_too_large');
+    const help = await gpuai(['jobs', 'submit', '--help']);
+    expect(help.stdout).toMatch(/--priority <0-9>/);
+    expect(help.stdout).toMatch(/--gang/);
+  });
+
   it('refuses an invalid spec before sending anything (exit 2)', async () => {
     const before = cp.sent.length;
     const run = await gpuai(['jobs', 'submit', '--command', 'x', '--tasks', '65', '--vendor', 'ibm']);
@@ -254,7 +273,7 @@ describe('jobs list', () => {
       const first = await runGpuai(['jobs', 'list', '--limit', '2'], { env });
       expect(first.code).toBe(0);
       const rows = first.stdout.trim().split('\n');
-      expect(rows[0]).toMatch(/^ID +NAME +STATUS +TASKS +GPUS +CREATED$/);
+      expect(rows[0]).toMatch(/^ID +NAME +STATUS +TASKS +PRIO +GPUS +CREATED$/);
       expect(rows.slice(1).map((row) => row.split(' ')[0])).toEqual([ids[2], ids[1]]);
       const cursor = /^more: gpuai jobs list --cursor (\S+) \(or --all\)\n$/.exec(first.stderr)?.[1];
       expect(cursor).toBeDefined();
@@ -274,6 +293,21 @@ describe('jobs list', () => {
       expect(JSON.parse(all.stdout).jobs.map((job: { id: string }) => job.id)).toEqual([...ids].reverse());
       // One request per page: the last page comes without a cursor.
       expect(fresh.proxy.requests.slice(before).filter((r) => r.path.startsWith('/v1/jobs?'))).toHaveLength(3);
+    } finally {
+      await fresh.stop();
+    }
+  });
+
+  it("shows each job's priority, and says when a job is a gang", async () => {
+    const fresh = await startTestControlPlane();
+    try {
+      const gang = await fresh.jobIn('queued', { tasks: 2, gang: true, priority: 9 });
+      const plain = await fresh.jobIn('queued');
+      const run = await runGpuai(['jobs', 'list'], { env: fresh.env });
+      expect(run.code).toBe(0);
+      const rows = run.stdout.trim().split('\n');
+      expect(rows.find((row) => row.startsWith(gang.id))).toMatch(/ queued +gang 0\/2 +9 /);
+      expect(rows.find((row) => row.startsWith(plain.id))).toMatch(/ queued +0\/1 +5 /);
     } finally {
       await fresh.stop();
     }

@@ -106,7 +106,9 @@ async function list(ctx: CommandContext, options: ListOptions): Promise<ExitCode
     return ExitCode.ok;
   }
   const page = response.body;
-  ctx.out(page.jobs.length === 0 ? 'no jobs' : renderJobList(page.jobs, ctx.style, ctx.io.now()));
+  // A filtered page is the unfiltered page less what did not match, so it may be empty yet have a cursor.
+  const none = page.cursor === undefined ? 'no jobs' : 'no jobs on this page';
+  ctx.out(page.jobs.length === 0 ? none : renderJobList(page.jobs, ctx.style, ctx.io.now()));
   if (page.cursor !== undefined) {
     const filter = query.status === undefined ? '' : ` --status ${query.status}`;
     ctx.note(ctx.style.dim(`more: gpuai jobs list${filter} --cursor ${page.cursor} (or --all)`));
@@ -251,6 +253,8 @@ export function jobsCommand(app: App): Command {
     .optionsGroup('Scheduling:')
     .option('--tasks <n>', 'how many parallel tasks (default 1)')
     .option('--retries <n>', 'extra attempts per failed task (default 2)')
+    .option('--priority <0-9>', 'higher runs first within a pool (default 5)')
+    .option('--gang', 'start all tasks together, each on its own node, or none (at most 32 tasks)')
     .option('--timeout <duration>', 'limit per attempt: 90s, 30m, 2h (default 1h)')
     .option('--deadline <time>', 'when unfinished tasks are failed and refunded: ISO time, or from now: 2h')
     .option('--max-price <tokens>', 'price cap in tokens per GPU-hour, e.g. 1.5')

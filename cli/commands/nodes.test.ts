@@ -43,6 +43,21 @@ describe('nodes', () => {
     expect(cp.proxy.requests.filter((r) => r.path.startsWith('/v1/nodes?limit=1'))).toHaveLength(3);
   });
 
+  it('filters by status with --status, following the filter through every cursor, and refuses unknown statuses', async () => {
+    const live = await gpuai('nodes', 'list', '--status', 'live', '--all', '--limit', '2', '--json');
+    expect(live.code).toBe(0);
+    expect(JSON.parse(live.stdout).nodes.map((node: NodeView) => node.status)).toEqual(['live', 'live', 'live']);
+    const sent = cp.proxy.requests.filter((r) => r.path.startsWith('/v1/nodes?'));
+    expect(sent.at(-1)?.path).toMatch(/^\/v1\/nodes\?status=live&limit=2&cursor=/);
+    // Every node here beats: none is unavailable.
+    const unavailable = await gpuai('nodes', 'list', '--status', 'unavailable');
+    expect(unavailable).toMatchObject({ code: 0, stdout: 'no nodes\n' });
+    expect(cp.proxy.requests.at(-1)?.path).toBe('/v1/nodes?status=unavailable');
+    const bad = await gpuai('nodes', 'list', '--status', 'dead');
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('--status expects one of live, unavailable, got "dead"');
+  });
+
   it('shows one node with a GPU table', async () => {
     const run = await gpuai('nodes', 'get', rig.id);
     expect(run.code).toBe(0);

@@ -1,19 +1,28 @@
 /** `gpuai nodes ...`: the edge nodes that run tasks. */
 import { Command } from 'commander';
+import { NodeStatus } from '../../protocol/node.js';
 import type { App, CommandContext } from '../context.js';
-import { ExitCode } from '../errors.js';
+import { ExitCode, UsageError } from '../errors.js';
 import { followCursors, parseLimit } from '../paging.js';
 import { renderNode, renderNodeList } from '../views.js';
 import { examples } from './help.js';
 
 interface ListOptions {
+  status?: string;
   limit?: string;
   cursor?: string;
   all?: boolean;
 }
 
 async function list(ctx: CommandContext, options: ListOptions): Promise<ExitCode> {
-  const query = options.limit === undefined ? {} : { limit: parseLimit(options.limit) };
+  const status = NodeStatus.safeParse(options.status);
+  if (options.status !== undefined && !status.success) {
+    throw new UsageError(`--status expects one of ${NodeStatus.options.join(', ')}, got "${options.status}"`);
+  }
+  const query = {
+    ...(status.success ? { status: status.data } : {}),
+    ...(options.limit === undefined ? {} : { limit: parseLimit(options.limit) }),
+  };
   if (options.all === true) {
     const nodes = await followCursors(options.cursor, async (cursor) => {
       const page = await ctx.api.listNodes(cursor === undefined ? query : { ...query, cursor });
@@ -29,8 +38,13 @@ async function list(ctx: CommandContext, options: ListOptions): Promise<ExitCode
     return ExitCode.ok;
   }
   const page = response.body;
-  ctx.out(page.nodes.length === 0 ? 'no nodes' : renderNodeList(page.nodes, ctx.style, ctx.io.now()));
-  if (page.cursor !== undefined) ctx.note(ctx.style.dim(`more: gpuai nodes list --cursor ${page.cursor} (or --all)`));
+  // The status filter applies within each page, so a page may be short, even empty, yet have a cursor.
+  const none = page.cursor === undefined ? 'no nodes' : 'no nodes on this page';
+  ctx.out(page.nodes.length === 0 ? none : renderNodeList(page.nodes, ctx.style, ctx.io.now()));
+  if (page.cursor !== undefined) {
+    const filter = query.status === undefined ? '' : ` --status ${query.status}`;
+    ctx.note(ctx.style.dim(`more: gpuai nodes list${filter} --cursor ${page.cursor} (or --all)`));
+  }
   return ExitCode.ok;
 }
 
@@ -50,6 +64,7 @@ export function nodesCommand(app: App): Command {
   nodes
     .command('list')
     .description('list nodes: id, name, status, region, GPUs, tasks done, last seen')
+    .option('--status <status>', `only nodes with this status: ${NodeStatus.options.join(', ')}`)
     .option('--limit <n>', 'page size, 1 to 200 (default 50)')
     .option('--cursor <cursor>', 'continue from a previous page')
     .option('--all', 'follow the cursors and list every node (--json prints one {"nodes": [...]})')
@@ -57,7 +72,8 @@ export function nodesCommand(app: App): Command {
       'after',
       examples([
         'gpuai nodes list',
-        'gpuai nodes list --all --json | jq -r \'.nodes[] | select(.status == "live") | .id\'',
+        'gpuai nodes list --status live --all',
+        "gpuai nodes list --status live --all --json | jq -r '.nodes[].id'",
       ]),
     )
     .action(async (options: ListOptions, command: Command) => {
