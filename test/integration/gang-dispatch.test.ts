@@ -62,6 +62,57 @@ describe('gang jobs', () => {
     await w.close();
   });
 
+  it('a gang that cannot fill does not hold its members idle: they take plain work queued behind it', async () => {
+    const w = await world();
+    const nodes = [await w.register(), await w.register(), await w.register()];
+    const gang = await w.submitGang(6); // more nodes than the pool has: it cannot be bound now
+    const polls = nodes.map((n) => w.cp.dispatcher.poll(n, 5));
+    await until(async () => (await w.members(gang)).length === 3);
+    for (const priority of [5, 4, 1]) {
+      const { job } = await w.cp.jobs.submit('default', JobSpec.parse({ command: ['true'], priority }));
+      await w.cp.scheduler.schedule({ jobId: job.id });
+    }
+    const got = await Promise.all(polls);
+    expect(got.every((a) => a !== undefined && a.jobId !== gang)).toBe(true);
+    expect(new Set(got.map((a) => a?.taskId)).size).toBe(3);
+    // Each member left the gang when it took other work; the gang's tasks are untouched.
+    expect(await w.members(gang)).toEqual([]);
+    expect((await w.cp.jobs.get('default', gang)).tasks.every((t) => t.state === 'queued')).toBe(true);
+    await w.close();
+  });
+
+  it("a tenant's gang that cannot fill does not keep another tenant's job queued", async () => {
+    const w = await world();
+    const nodes = [await w.register(), await w.register()];
+    const { job: gang } = await w.cp.jobs.submit(
+      'alpha',
+      JobSpec.parse({ command: ['true'], tasks: 3, gang: true, priority: 9 }),
+    );
+    await w.cp.scheduler.schedule({ jobId: gang.id });
+    // Long polls: before the fix only a poll's last second (too late to join the gang) took other work.
+    const stop = new AbortController();
+    const polls = nodes.map((n) => w.cp.dispatcher.poll(n, 600, stop.signal));
+    await until(async () => (await w.members(gang.id)).length === 2);
+    const { job } = await w.cp.jobs.submit('beta', JobSpec.parse({ command: ['true'] }));
+    await w.cp.scheduler.schedule({ jobId: job.id });
+    // The first poll to return one hands out beta's task; the other is then stopped.
+    const got = await Promise.any(polls.map(async (p) => (await p) ?? Promise.reject(new Error('no task'))));
+    expect(got.jobId).toBe(job.id);
+    stop.abort();
+    await Promise.all(polls);
+    await w.close();
+  });
+
+  it("says in a gang's tasks when the pool has fewer live nodes that fit than the gang needs", async () => {
+    const w = await world();
+    await w.register();
+    await w.register();
+    const gang = await w.submitGang(3);
+    const view = await w.cp.jobs.get('default', gang);
+    expect(view.tasks.map((t) => t.progress?.message)).toEqual(Array(3).fill('waiting for 3 nodes that fit; 2 live'));
+    await w.close();
+  });
+
   it('refuses a gang larger than one transaction binds', async () => {
     const w = await world();
     await expect(

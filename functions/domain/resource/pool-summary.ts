@@ -138,6 +138,28 @@ export function fitsSummary(req: TaskRequirements, summary: PoolSummary): boolea
   return reaching(summary, 'vramGiB', (gpus.minVramMiB ?? 0) / 1024) > 0;
 }
 
+/**
+ * How many live nodes of the summary's pool may fit the task: the fewest among the histogram
+ * buckets its demands reach (0 when {@link fitsSummary} says none). An upper bound, optimistic
+ * like the histogram; a gang needing more nodes than this cannot be bound now.
+ */
+export function liveNodesFitting(req: TaskRequirements, summary: PoolSummary): number {
+  if (!fitsSummary(req, summary)) return 0;
+  const demand = demandOf(req);
+  const counts = [
+    summary.fields[req.needsContainer ? 'container' : 'process'] ?? 0,
+    reaching(summary, 'cores', demand.cpuCores),
+    reaching(summary, 'memoryGiB', demand.memoryMiB / 1024),
+  ];
+  if (req.gpus.count > 0) {
+    counts.push(
+      reaching(summary, 'gpus', req.gpus.count),
+      reaching(summary, 'vramGiB', (req.gpus.minVramMiB ?? 0) / 1024),
+    );
+  }
+  return Math.min(summary.liveNodes, ...counts);
+}
+
 /** Live nodes in the highest bucket of `kind` at or below `demand`; every live node when the demand is below all. */
 function reaching(summary: PoolSummary, kind: keyof typeof summaryBuckets, demand: number): number {
   let count = summary.liveNodes;

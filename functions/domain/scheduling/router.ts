@@ -6,7 +6,7 @@ import { isoTime } from '../records.js';
 import { fitOnNode, type TaskRequirements } from '../resource/fit.js';
 import type { NodeRecord } from '../resource/node-record.js';
 import type { NodeRegistry } from '../resource/node-registry.js';
-import { fitsSummary, type PoolSummary } from '../resource/pool-summary.js';
+import { fitsSummary, liveNodesFitting, type PoolSummary } from '../resource/pool-summary.js';
 import { acceleratorClass, acceleratorTable, cpuClass, poolId, regionOfPool } from '../resource/pools.js';
 import { neutralPerformance, type PerformanceView } from './performance.js';
 import { poolPk, putTask, type TaskRecord, unroutedPool } from './task-record.js';
@@ -43,6 +43,9 @@ function poolMayHost(req: TaskRequirements, pool: string): boolean {
 }
 
 export const unplaceableMessage = 'waiting for a live node that fits this task';
+/** The progress message of a gang's tasks while its pool has fewer live nodes that fit than the gang needs. */
+export const gangShortMessage = (needed: number, live: number): string =>
+  `waiting for ${needed} nodes that fit; ${live} live`;
 
 /** What routing reads of the fleet: per-pool summaries (functions/domain/resource/pool-summary.ts). */
 export interface FleetCapacity {
@@ -114,7 +117,29 @@ export class Router {
       return this.write(item, { ...task, progress: { message: unplaceableMessage, updatedAt: now } }, undefined);
     }
     const { progress: _waiting, ...rest } = task;
-    return this.write(item, { ...rest, pool, updatedAt: now }, pool);
+    const short = await this.gangShortfall(task, pool);
+    return this.write(
+      item,
+      {
+        ...rest,
+        pool,
+        updatedAt: now,
+        ...(short === undefined ? {} : { progress: { message: short, updatedAt: now } }),
+      },
+      pool,
+    );
+  }
+
+  /**
+   * A gang routed to a pool with fewer live nodes that may fit than it has tasks cannot be bound
+   * until more join: its tasks say so ("waiting for N nodes that fit; M live") rather than wait
+   * silently. Undefined for other tasks, or when the pool has enough (or no summary to tell).
+   */
+  private async gangShortfall(task: TaskRecord, pool: string): Promise<string | undefined> {
+    const size = task.gangSize ?? 0;
+    if (size <= 1 || this.summaries === undefined) return undefined;
+    const live = liveNodesFitting(task.requirements, await this.summaries.get(pool));
+    return live < size ? gangShortMessage(size, live) : undefined;
   }
 
   private async write(item: StoredItem<TaskRecord>, next: TaskRecord, pool: string | undefined): Promise<boolean> {
