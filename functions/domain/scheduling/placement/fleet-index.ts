@@ -69,6 +69,8 @@ export interface DeviceGroup {
   readonly buckets: Bucket[];
   /** The classes of the group's nodes (their first device's class): usually exactly one. */
   classIds: number[];
+  /** @internal The decision that last bounded the group (placeTask visits a group once per decision). */
+  visited: number;
 }
 
 /** @internal */
@@ -96,6 +98,9 @@ export interface Ceilings {
 }
 
 export const tierCount = 5;
+
+/** The least free-GPU count of each tier (what bounds the packing term of a bucket). */
+export const tierFloorGpus: readonly number[] = [0, 1, 2, 4, 8];
 
 /** The bucket tier of a free-GPU count: 0, 1, 2-3, 4-7, 8+. */
 export function tierOf(freeGpus: number): number {
@@ -153,6 +158,14 @@ export class FleetIndex {
   private eligibleCache = new Map<string, DeviceGroup[]>();
   private eligibleByReq = new WeakMap<TaskRequirements, { generation: number; groups: DeviceGroup[] }>();
   private generation = 0;
+  /** @internal Bumped when a group gains a class: placeTask's per-requirement class lists depend on it. */
+  classVersion = 0;
+  /**
+   * @internal Least `base` and least `factor` any node has had (never raised): with a class's run
+   * time they bound every node of the class, so placeTask need not look at a class that cannot win.
+   */
+  baseFloor = Number.POSITIVE_INFINITY;
+  /** @internal */ factorFloor = Number.POSITIVE_INFINITY;
 
   constructor(readonly perf: PerformanceView = neutralPerformance) {}
 
@@ -200,7 +213,10 @@ export class FleetIndex {
     this.readPerformance(entry);
     entry.tier = tierOf(entry.freeGpus);
     for (const group of this.groupsOf(inventory)) {
-      if (!group.classIds.includes(entry.classId)) group.classIds.push(entry.classId);
+      if (!group.classIds.includes(entry.classId)) {
+        group.classIds.push(entry.classId);
+        this.classVersion++;
+      }
       entry.groups.push(group);
       entry.slots.push({ entry, pos: -1 });
     }
@@ -321,6 +337,8 @@ export class FleetIndex {
   private readPerformance(entry: FleetEntry): void {
     entry.base = entry.waitMs + this.perf.latencyMs(entry.id);
     entry.factor = this.perf.slowdown(entry.id) / this.perf.reliability(entry.id);
+    if (entry.base < this.baseFloor) this.baseFloor = entry.base;
+    if (entry.factor < this.factorFloor) this.factorFloor = entry.factor;
   }
 
   private recount(entry: FleetEntry): void {
@@ -396,6 +414,7 @@ export class FleetIndex {
           ceil: resetCeilings({} as Ceilings),
         })),
         classIds: [],
+        visited: 0,
       };
       this.groups.set(key, group);
       this.groupList.push(group);

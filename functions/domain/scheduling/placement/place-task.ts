@@ -4,40 +4,83 @@ import type { PerformanceView } from '../performance.js';
 import {
   type Bucket,
   type Ceilings,
+  type DeviceGroup,
   type FleetEntry,
   type FleetIndex,
   raiseCeilings,
   resetCeilings,
   runtimeBitOf,
   tierCount,
+  tierFloorGpus,
   tierOf,
 } from './fleet-index.js';
-import { defaultSearchBudget, type Placement, type PlacementTask, type PlaceOptions } from './placement.js';
+import {
+  defaultSearchBudget,
+  type Placement,
+  type PlacementTask,
+  type PlaceOptions,
+  packingMultiplier,
+} from './placement.js';
 import { HeapWalker } from './slot-heap.js';
 
 /*
- * Branch and bound over buckets. A node's score is `base + R x factor` (R: the task's predicted
- * run time on the node's class), and every bucket knows a floor of its nodes' `base` and, at its
- * heap's root, their least `factor`. So `floor + R x minFactor` bounds every score in the bucket:
+ * Branch and bound over buckets. A node's score is `base + R x factor x P` (R: the task's
+ * predicted run time on the node's class; P: the packing multiplier of the free GPUs it would
+ * leave idle, see `packingMultiplier`), and every bucket knows a floor of its nodes' `base`, at
+ * its heap's root their least `factor`, and by its tier the least P. So
+ * `floor + R x P(tier) x minFactor` bounds every score in the bucket:
  *
- *   buckets the task may use ──► bound each ──► open the lowest bound ──► walk its heap by factor
- *          ▲                                                                      │
- *          └──── next lowest bound, until it is no better than the best fit ◄─────┘
+ *   classes by R ──► admit the next class while the fleet-wide floors say it could win
+ *        │                 (bound its groups' buckets)
+ *        ▼
+ *   open the lowest bound ──► walk its heap by factor ──► next lowest bound, until it is no
+ *                                                        better than the best fit
  *
- * The walk inside a bucket stops as soon as `floor + R x factor` of the next node is no better
- * than the best fit found. The answer is the full scan's (same score, same checks) unless the
- * search budget runs out first; the final check of a candidate is `fitOnNode` and
+ * Admitting classes lazily keeps a decision from bounding every bucket of the fleet (15 regions x
+ * ~20 device kinds x 5 tiers): a 1-GPU task rarely looks past the two or three fastest classes.
+ * The walk inside a bucket stops as soon as `floor + R x P x factor` of the next node is no
+ * better than the best fit found. The answer is the full scan's (same score, same checks) unless
+ * the search budget runs out first; the final check of a candidate is `fitOnNode` and
  * `attestationFits` themselves, so no node that does not fit is ever answered.
  */
 
 const walker = new HeapWalker<FleetEntry>();
 const walkCeilings = resetCeilings({} as Ceilings);
 let boundBuckets: Bucket[] = [];
-let boundRuntimes: number[] = [];
+let boundScales: number[] = [];
+let order: number[] = [];
 let bounds: number[] = [];
 let runtimeOfClass: number[] = [];
 let runtimeStamp: number[] = [];
 let stamp = 0;
+
+interface ClassLists {
+  classVersion: number;
+  /** The distinct classes of the groups, and for each the groups that hold it. */
+  classIds: number[];
+  groups: DeviceGroup[][];
+}
+let classLists = new WeakMap<DeviceGroup[], ClassLists>();
+
+/** The eligible groups filed by class (cached per group list, rebuilt when a group gains a class). */
+function classesOf(index: FleetIndex, groups: DeviceGroup[]): ClassLists {
+  const cached = classLists.get(groups);
+  if (cached !== undefined && cached.classVersion === index.classVersion) return cached;
+  const lists: ClassLists = { classVersion: index.classVersion, classIds: [], groups: [] };
+  for (const group of groups) {
+    for (const classId of group.classIds) {
+      let at = lists.classIds.indexOf(classId);
+      if (at < 0) {
+        at = lists.classIds.length;
+        lists.classIds.push(classId);
+        lists.groups.push([]);
+      }
+      (lists.groups[at] as DeviceGroup[]).push(group);
+    }
+  }
+  classLists.set(groups, lists);
+  return lists;
+}
 
 /**
  * The best node for the task by predicted completion, looking at a few nodes of the buckets that
@@ -68,72 +111,88 @@ export function placeTask(
     runtimeStamp = new Array(classes.length).fill(0);
   }
 
-  // Bound every bucket the task could use.
-  let n = 0;
-  let lowestAt = -1;
-  let lowestBound = Number.POSITIVE_INFINITY;
-  const firstTier = tierOf(gpus);
-  for (const group of index.eligibleGroups(req)) {
-    let runtime = Number.POSITIVE_INFINITY;
-    for (const classId of group.classIds) {
-      if (runtimeStamp[classId] !== stamp) {
-        runtimeStamp[classId] = stamp;
-        runtimeOfClass[classId] = perf.runtimeMs(task.workload, classes[classId] as string);
-      }
-      const r = runtimeOfClass[classId] as number;
-      if (r < runtime) runtime = r;
+  // The classes the task's groups hold, cheapest predicted run time first: a class is admitted
+  // (its groups' buckets bounded) only once the fleet-wide floors say it could still win.
+  const byClass = classesOf(index, index.eligibleGroups(req));
+  const classCount = byClass.classIds.length;
+  for (let i = 0; i < classCount; i++) {
+    const classId = byClass.classIds[i] as number;
+    runtimeStamp[classId] = stamp;
+    runtimeOfClass[classId] = perf.runtimeMs(task.workload, classes[classId] as string);
+    // Insertion sort: a few dozen classes at most.
+    let j = i;
+    while (j > 0 && (runtimeOfClass[order[j - 1] as number] as number) > (runtimeOfClass[classId] as number)) {
+      order[j] = order[j - 1] as number;
+      j--;
     }
-    for (let tier = firstTier; tier < tierCount; tier++) {
-      const bucket = group.buckets[tier] as Bucket;
-      const ceil = bucket.ceil;
-      if (
-        bucket.heap.size === 0 ||
-        ceil.gpus < gpus ||
-        ceil.cores < cpuCores ||
-        ceil.memoryMiB < memoryMiB ||
-        ceil.trust < minTrust ||
-        ceil.attestationRank < minRank ||
-        (ceil.runtimes & runtimeBit) === 0
-      ) {
-        continue;
-      }
-      const bound = bucket.baseFloor + runtime * bucket.heap.minKey();
-      if (bound < lowestBound) {
-        lowestBound = bound;
-        lowestAt = n;
-      }
-      boundBuckets[n] = bucket;
-      boundRuntimes[n] = runtime;
-      bounds[n] = bound;
-      n++;
-    }
+    order[j] = classId;
   }
+  const floorBase = index.baseFloor;
+  const floorFactor = index.factorFloor;
+  let admitted = 0;
+  let n = 0;
+  const firstTier = tierOf(gpus);
+  /** Bounds every bucket of the next class's groups that could hold the task. */
+  const admitNextClass = (): void => {
+    const classId = order[admitted++] as number;
+    const groups = byClass.groups[byClass.classIds.indexOf(classId)] as DeviceGroup[];
+    for (const group of groups) {
+      if (group.visited === stamp) continue;
+      group.visited = stamp;
+      let runtime = Number.POSITIVE_INFINITY;
+      for (const id of group.classIds) {
+        const r = runtimeOfClass[id] as number;
+        if (r < runtime) runtime = r;
+      }
+      for (let tier = firstTier; tier < tierCount; tier++) {
+        const bucket = group.buckets[tier] as Bucket;
+        const ceil = bucket.ceil;
+        if (
+          bucket.heap.size === 0 ||
+          ceil.gpus < gpus ||
+          ceil.cores < cpuCores ||
+          ceil.memoryMiB < memoryMiB ||
+          ceil.trust < minTrust ||
+          ceil.attestationRank < minRank ||
+          (ceil.runtimes & runtimeBit) === 0
+        ) {
+          continue;
+        }
+        const scale = runtime * packingMultiplier((tierFloorGpus[tier] as number) - gpus);
+        boundBuckets[n] = bucket;
+        boundScales[n] = scale;
+        bounds[n] = bucket.baseFloor + scale * bucket.heap.minKey();
+        n++;
+      }
+    }
+  };
 
   let best = Number.POSITIVE_INFINITY;
+  let bestPredicted = 0;
   let bestEntry: FleetEntry | undefined;
   let bestGpus: number[] | undefined;
   let afterFit = 0;
-  // The first bucket to open was found while bounding; after each walk, the buckets whose bound
-  // no longer beats the best fit are dropped (once per improvement), and the next is picked
-  // linearly among the few left.
-  let at = lowestAt;
+  // Buckets whose bound no longer beats the best fit are dropped (once per improvement); the next
+  // to open is the lowest bound among the few left, after admitting every class whose floor is
+  // below it.
   let compactedFor = Number.POSITIVE_INFINITY;
   search: for (;;) {
-    if (at < 0) {
-      if (best < compactedFor) {
-        let m = 0;
-        for (let i = 0; i < n; i++) {
-          if ((bounds[i] as number) < best) {
-            boundBuckets[m] = boundBuckets[i] as Bucket;
-            boundRuntimes[m] = boundRuntimes[i] as number;
-            bounds[m] = bounds[i] as number;
-            m++;
-          }
+    if (best < compactedFor) {
+      let m = 0;
+      for (let i = 0; i < n; i++) {
+        if ((bounds[i] as number) < best) {
+          boundBuckets[m] = boundBuckets[i] as Bucket;
+          boundScales[m] = boundScales[i] as number;
+          bounds[m] = bounds[i] as number;
+          m++;
         }
-        n = m;
-        compactedFor = best;
       }
-      let lowest = best;
+      n = m;
+      compactedFor = best;
+    }
+    let at = -1;
+    let lowest = best;
+    for (;;) {
       for (let i = 0; i < n; i++) {
         const b = bounds[i] as number;
         if (b < lowest) {
@@ -141,12 +200,16 @@ export function placeTask(
           at = i;
         }
       }
-      if (at < 0) break;
+      if (admitted >= classCount) break;
+      const next = floorBase + (runtimeOfClass[order[admitted] as number] as number) * floorFactor;
+      if (next >= lowest) break;
+      admitNextClass();
     }
+    if (at < 0) break;
     bounds[at] = Number.POSITIVE_INFINITY;
     const bucket = boundBuckets[at] as Bucket;
     const floor = bucket.baseFloor;
-    const bucketRuntime = boundRuntimes[at] as number;
+    const bucketScale = boundScales[at] as number;
     walker.start(bucket.heap);
     // What the walked nodes offer: if the walk covers the whole bucket, these are its exact ceilings.
     const seen = resetCeilings(walkCeilings);
@@ -156,7 +219,7 @@ export function placeTask(
         Object.assign(bucket.ceil, seen);
         break;
       }
-      if (floor + bucketRuntime * key >= best) break;
+      if (floor + bucketScale * key >= best) break;
       const e = (walker.next() as { entry: FleetEntry }).entry;
       if (bestEntry !== undefined && ++afterFit > budget) break search;
       raiseCeilings(seen, e);
@@ -172,24 +235,34 @@ export function placeTask(
       ) {
         continue;
       }
-      const score = e.base + (runtimeOfClass[e.classId] as number) * e.factor;
+      const run = (runtimeOfClass[e.classId] as number) * e.factor;
+      const score = e.base + run * packingMultiplier(e.freeGpus - gpus);
       if (score >= best) continue;
       const fit = fitOnNode(req, e.inventory, e.held);
       if (fit === undefined || !attestationFits(req, e.attestation, now)) continue;
       best = score;
+      bestPredicted = e.base + run;
       bestEntry = e;
       bestGpus = fit;
     }
-    at = -1;
   }
   if (bestEntry === undefined || bestGpus === undefined) return undefined;
-  return { taskId: task.id, nodeId: bestEntry.id, pool: bestEntry.pool, gpuIndices: bestGpus, predictedMs: best };
+  return {
+    taskId: task.id,
+    nodeId: bestEntry.id,
+    pool: bestEntry.pool,
+    gpuIndices: bestGpus,
+    predictedMs: bestPredicted,
+    score: best,
+  };
 }
 
 /** Frees the scratch arrays (tests that build many indexes). */
 export function resetPlacementScratch(): void {
   boundBuckets = [];
-  boundRuntimes = [];
+  boundScales = [];
+  order = [];
+  classLists = new WeakMap();
   bounds = [];
   runtimeOfClass = [];
   runtimeStamp = [];

@@ -159,7 +159,7 @@ describe('placeTask', () => {
             const e = index.get(ours.nodeId);
             expect(ours.gpuIndices).toEqual(fitOnNode(task.requirements, e?.inventory as NodeInventory, e?.held));
             // Without a search budget the bound is exact: the full scan's best score.
-            expect(ours.predictedMs).toBeCloseTo(greedy.predictedMs, 6);
+            expect(ours.score).toBeCloseTo(greedy.score, 6);
             // Take what was chosen, so later tasks see a fuller fleet.
             expect(index.reserve(ours.nodeId, task.id, task.requirements)).toEqual(ours.gpuIndices);
           });
@@ -189,6 +189,42 @@ describe('placeTask', () => {
     // For a short task, latency and wait dominate the run time.
     index.setWaitMs('slow', 10_000);
     expect(placeTask(index, { ...task, workload: 'short' }, perf, { now })?.nodeId).toBe('fast');
+  });
+});
+
+describe('packing', () => {
+  it('puts a one-GPU task on the host it fills most closely, keeping an empty 8-GPU host whole (bench:sim: 8-GPU tasks waited ~10 min)', () => {
+    // The empty 8-GPU host is a little faster: by predicted completion alone it would win.
+    const figures = new Map([
+      ['big', { slowdown: 0.97, reliability: 0.99, latency: 20 }],
+      ['small', { slowdown: 1, reliability: 0.99, latency: 20 }],
+    ]);
+    const perf = tablePerformance(figures);
+    const index = new FleetIndex(perf);
+    index.add({ id: 'big', inventory: inventory([0, 0, 0, 0, 0, 0, 0, 0], 'eu-west', 64, ['docker']) });
+    index.add({ id: 'small', inventory: inventory([0, 0], 'eu-west', 16, ['docker']) });
+    const one = (id: string): PlacementTask => ({
+      id,
+      workload: 'train',
+      requirements: { gpus: { count: 1 }, needsContainer: true },
+    });
+    for (const id of ['a', 'b']) {
+      const p = placeTask(index, one(id), perf, { now });
+      expect(p?.nodeId).toBe('small');
+      expect(fullScanGreedy(index, one(id), perf, { now })?.nodeId).toBe('small');
+      index.reserve(p?.nodeId as string, id, one(id).requirements);
+    }
+    const eight: PlacementTask = {
+      id: 'g8',
+      workload: 'train',
+      requirements: { gpus: { count: 8 }, needsContainer: true },
+    };
+    expect(placeTask(index, eight, perf, { now })?.nodeId).toBe('big');
+    // A node faster by far more than the packing term still wins.
+    figures.set('small', { slowdown: 8, reliability: 0.99, latency: 20 });
+    index.release('small', 'a');
+    index.refreshPerformance('small');
+    expect(placeTask(index, one('c'), perf, { now })?.nodeId).toBe('big');
   });
 });
 
