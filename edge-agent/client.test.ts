@@ -7,6 +7,7 @@ import {
   loadNodeKeyPair,
   nodeIdFromPublicKey,
   signatureHeaders,
+  signRequest,
   verifySignature,
 } from '../protocol/index.js';
 import { AgentHarness } from '../test/support/agent-harness.js';
@@ -217,5 +218,25 @@ describe('ControlPlaneClient', { timeout: 60_000 }, () => {
     expect(h.sent('POST', '/progress')).toHaveLength(0);
     h.proxy.rewriteNext(1, () => JSON.stringify({ abort: 'none', heartbeatIntervalMs: 'soon' }));
     await expect(client.heartbeat({ tasks: [] })).rejects.toBeInstanceOf(UnexpectedResponseError);
+  });
+});
+
+describe('dated streams after a restart (heartbeats signed with a date the server has passed)', () => {
+  it('re-signs above the watermark that the 401 replayed_request carries, instead of failing until the clock catches up', async () => {
+    const { client, keyPair, nodeId, harness: h } = await registered();
+    // An earlier run of this node, its clock a minute ahead, had a heartbeat taken; this run has lost its last date.
+    const path = `/v1/nodes/${nodeId}/heartbeat`;
+    const body = JSON.stringify({ tasks: [] });
+    const ahead = await fetch(new URL(path, h.url), {
+      method: 'POST',
+      headers: {
+        ...signRequest(keyPair, nodeId, { method: 'POST', pathWithQuery: path, body }, Date.now() + 60_000),
+        'content-type': 'application/json',
+      },
+      body,
+    });
+    expect(ahead.status).toBe(200);
+    const beat = await client.heartbeat({ tasks: [] });
+    expect(beat.abort).toEqual([]);
   });
 });

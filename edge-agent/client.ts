@@ -22,6 +22,7 @@ import {
 import { type BackoffPolicy, backoffDelayMs, defaultBackoff, sleep } from './backoff.js';
 import {
   AgentError,
+  type ControlPlaneError,
   type EnrollmentRefusedError,
   errorFromResponse,
   explainRegistrationRefusal,
@@ -250,6 +251,7 @@ export class ControlPlaneClient {
   private async call<Response>(spec: RequestSpec<Response>, options: CallOptions): Promise<Response> {
     const body = spec.body === undefined ? '' : serialise(spec.body.schema, spec.body.value);
     const retry = options.retry ?? 'never';
+    let resigned = false;
     for (let failures = 0; ; failures++) {
       try {
         await this.waitOutRateLimit(options.signal);
@@ -257,7 +259,12 @@ export class ControlPlaneClient {
         this.markAvailable();
         return response;
       } catch (error) {
-        const agentError = toAgentError(error, options.signal);
+        // A dated stream refused as replayed, the server's watermark now adopted: once, signed above it.
+        if (error instanceof WatermarkAdopted && !resigned) {
+          resigned = true;
+          continue;
+        }
+        const agentError = toAgentError(error instanceof WatermarkAdopted ? error.refused : error, options.signal);
         if (!agentError.retryable) throw agentError;
         if (agentError instanceof RateLimitedError) this.holdBack(agentError, failures);
         this.markUnavailable(agentError);
@@ -288,7 +295,10 @@ export class ControlPlaneClient {
         ...(spec.method === 'POST' ? { body } : {}),
       });
       const text = await response.text();
-      if (!response.ok) throw errorFromResponse(response.status, text, response.headers);
+      if (!response.ok) {
+        const error = errorFromResponse(response.status, text, response.headers);
+        throw this.adoptWatermark(error, text) ? new WatermarkAdopted(error) : error;
+      }
       return parseResponse(spec, response.status, text);
     } finally {
       timeout.clear();
@@ -301,6 +311,26 @@ export class ControlPlaneClient {
    * reports, only with dates later than the last of their stream (protocol/signing.ts); each stream
    * is sent one request at a time, so dates that increase across all requests keep both in order.
    */
+  /**
+   * A heartbeat or progress report refused as `replayed_request` carries the date the server last
+   * took (`details.lastDate`). After a restart this process has lost its own last date, and the one
+   * before may have signed ahead of the clock (up to the accepted skew): adopting the watermark lets
+   * the next request sign above it at once, where waiting for the clock to pass it could outlast the
+   * node's liveness and leases. Returns whether it moved the date on.
+   */
+  private adoptWatermark(error: ControlPlaneError, text: string): boolean {
+    if (error.status !== 401 || error.code !== 'replayed_request') return false;
+    let lastDate: unknown;
+    try {
+      lastDate = (JSON.parse(text) as { error?: { details?: { lastDate?: unknown } } }).error?.details?.lastDate;
+    } catch {
+      return false;
+    }
+    if (typeof lastDate !== 'number' || !Number.isSafeInteger(lastDate) || lastDate < this.lastSignedDate) return false;
+    this.lastSignedDate = lastDate;
+    return true;
+  }
+
   private nextDate(): number {
     this.lastSignedDate = Math.max(Date.now(), this.lastSignedDate + 1);
     return this.lastSignedDate;
@@ -413,4 +443,11 @@ function describeNetworkFailure(error: unknown): string {
     return `${error.message} (${code})`;
   }
   return error.message;
+}
+
+/** A `replayed_request` refusal after which the client moved its signing date above the server's watermark. */
+class WatermarkAdopted extends Error {
+  constructor(readonly refused: ControlPlaneError) {
+    super(refused.message);
+  }
 }

@@ -51,8 +51,8 @@ export class ForbiddenError extends DomainError {
 
 export class UnauthenticatedError extends DomainError {
   override name = 'UnauthenticatedError';
-  constructor(code: string, message: string) {
-    super('unauthenticated', code, message);
+  constructor(code: string, message: string, details?: unknown) {
+    super('unauthenticated', code, message, details);
   }
 }
 

@@ -145,6 +145,9 @@ export class ReplayedHeartbeatError extends UnauthenticatedError {
     super(
       'replayed_request',
       `heartbeat date ${date} is not later than the last heartbeat taken (${last}): replayed or reordered`,
+      // The watermark itself: a node that restarted (and lost its last date) signs above it at once
+      // instead of being refused until its clock passes a date it once signed ahead (edge-agent/client.ts).
+      { lastDate: last },
     );
   }
 }

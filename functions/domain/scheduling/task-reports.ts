@@ -83,6 +83,7 @@ export class TaskReports {
         throw new UnauthenticatedError(
           'replayed_request',
           `progress date ${signedDate} is not later than the last report's (${last.date}): replayed or reordered`,
+          { lastDate: last.date },
         );
       }
       const next: ReportedTask = recordProgress(t, report, now, this.settings.leaseMs);
