@@ -10,7 +10,7 @@ const task = (id: string, tenant: string, queuedAt: number, priority?: number, u
 });
 
 describe('FairShare', () => {
-  it('orders by priority first, then alternates tenants by share, oldest first within a tenant', () => {
+  it('alternates tenants by share first, then by priority, oldest first within a tenant', () => {
     const fair = new FairShare();
     const tasks = [
       task('a1', 'alice', 1),
@@ -21,7 +21,15 @@ describe('FairShare', () => {
       task('urgent', 'carol', 50, 9),
       task('late', 'dave', 0, 1),
     ];
-    expect(fair.order(tasks).map((t) => t.id)).toEqual(['urgent', 'a1', 'b1', 'a2', 'b2', 'a3', 'late']);
+    // Equal shares: the highest priority first; dave's low priority does not wait for every other tenant's work.
+    expect(fair.order(tasks).map((t) => t.id)).toEqual(['urgent', 'a1', 'b1', 'late', 'a2', 'b2', 'a3']);
+  });
+
+  it("does not let one tenant's priority-9 flood starve another tenant's default task", () => {
+    const fair = new FairShare();
+    const flood = Array.from({ length: 40 }, (_, i) => task(`a${i}`, 'alpha', i, 9));
+    const order = fair.order([...flood, task('b', 'beta', 100)]).map((t) => t.id);
+    expect(order.indexOf('b')).toBe(1);
   });
 
   it('puts the tenant already running the most work last among equals, in proportion to its weight', () => {

@@ -16,11 +16,10 @@ const anonymous = '';
 
 /**
  * Fair share between tenants: each tenant's running work (in units, GPUs say) over its weight is
- * its share, and among tasks of equal priority the tenant with the least share goes first. The
+ * its share, and the tenant with the least share goes first, its highest priority first. The
  * owner tells it when work starts and stops (`started`/`finished`), so a share is O(1) to read.
  *
- *   priority 9 ─ tenant shares ─► a tenant's oldest task first
- *   priority 8 ─ ...
+ *   least share ─► that tenant's highest priority ─► its oldest task
  */
 export class FairShare {
   private readonly running = new Map<string, number>();
@@ -51,20 +50,16 @@ export class FairShare {
   }
 
   /**
-   * The order to offer waiting tasks in: by priority, highest first; within a priority, round by
-   * round the tenant whose share (counting the tasks already ordered before it as running) is
-   * least, its oldest task. So a tenant with a thousand queued tasks does not starve one with
-   * two, and one already running much goes after those running little. O(n log n).
+   * The order to offer waiting tasks in: round by round the tenant whose share (counting the tasks
+   * already ordered before it as running) is least, its highest-priority task, oldest first among
+   * equal priorities. Priority orders a tenant's own work and breaks ties of share; it never lets
+   * one tenant's flood starve another (the dispatcher's TenantShares orders the same way:
+   * docs/scheduling.md). So a tenant with a thousand queued tasks does not starve one with two, and
+   * one already running much goes after those running little. O(n log n).
    */
   order<T extends WaitingTask>(tasks: readonly T[]): T[] {
-    const byPriority = new Map<number, Map<string, T[]>>();
+    const tenants = new Map<string, T[]>();
     for (const task of tasks) {
-      const priority = task.priority ?? defaultPriority;
-      let tenants = byPriority.get(priority);
-      if (tenants === undefined) {
-        tenants = new Map();
-        byPriority.set(priority, tenants);
-      }
       const tenant = task.tenant ?? anonymous;
       let queue = tenants.get(tenant);
       if (queue === undefined) {
@@ -73,33 +68,34 @@ export class FairShare {
       }
       queue.push(task);
     }
+    const priorityOf = (task: T): number => task.priority ?? defaultPriority;
+    const heads: { tenant: string; queue: T[]; next: number }[] = [];
+    for (const [tenant, queue] of tenants) {
+      queue.sort(
+        (a, b) => priorityOf(b) - priorityOf(a) || a.queuedAt - b.queuedAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0),
+      );
+      heads.push({ tenant, queue, next: 0 });
+    }
     const extra = new Map<string, number>();
+    const shareOf = (tenant: string): number =>
+      ((this.running.get(tenant) ?? 0) + (extra.get(tenant) ?? 0)) / (this.weights.get(tenant) ?? 1);
+    const before = (a: (typeof heads)[number], b: (typeof heads)[number]): boolean => {
+      const sa = shareOf(a.tenant);
+      const sb = shareOf(b.tenant);
+      if (sa !== sb) return sa < sb;
+      const ta = a.queue[a.next] as T;
+      const tb = b.queue[b.next] as T;
+      if (priorityOf(ta) !== priorityOf(tb)) return priorityOf(ta) > priorityOf(tb);
+      return ta.queuedAt < tb.queuedAt || (ta.queuedAt === tb.queuedAt && ta.id < tb.id);
+    };
+    // A binary heap of tenants by (share, head's priority, oldest head).
+    const heap = new TenantHeap(heads, before);
     const out: T[] = [];
-    for (const priority of [...byPriority.keys()].sort((a, b) => b - a)) {
-      const tenants = byPriority.get(priority) as Map<string, T[]>;
-      const heads: { tenant: string; queue: T[]; next: number }[] = [];
-      for (const [tenant, queue] of tenants) {
-        queue.sort((a, b) => a.queuedAt - b.queuedAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-        heads.push({ tenant, queue, next: 0 });
-      }
-      const shareOf = (tenant: string): number =>
-        ((this.running.get(tenant) ?? 0) + (extra.get(tenant) ?? 0)) / (this.weights.get(tenant) ?? 1);
-      const before = (a: (typeof heads)[number], b: (typeof heads)[number]): boolean => {
-        const sa = shareOf(a.tenant);
-        const sb = shareOf(b.tenant);
-        if (sa !== sb) return sa < sb;
-        const ta = a.queue[a.next] as T;
-        const tb = b.queue[b.next] as T;
-        return ta.queuedAt < tb.queuedAt || (ta.queuedAt === tb.queuedAt && ta.id < tb.id);
-      };
-      // A binary heap of tenants by (share, oldest head).
-      const heap = new TenantHeap(heads, before);
-      for (let top = heap.pop(); top !== undefined; top = heap.pop()) {
-        const task = top.queue[top.next++] as T;
-        out.push(task);
-        extra.set(top.tenant, (extra.get(top.tenant) ?? 0) + (task.units ?? 1));
-        if (top.next < top.queue.length) heap.push(top);
-      }
+    for (let top = heap.pop(); top !== undefined; top = heap.pop()) {
+      const task = top.queue[top.next++] as T;
+      out.push(task);
+      extra.set(top.tenant, (extra.get(top.tenant) ?? 0) + (task.units ?? 1));
+      if (top.next < top.queue.length) heap.push(top);
     }
     return out;
   }
