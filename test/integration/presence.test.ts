@@ -302,4 +302,26 @@ describe('the node list', () => {
     expect((await h.api('/v1/nodes?status=dead')).status).toBe(400);
     h.close();
   });
+
+  it('gives opaque cursors that resume only a list with the same status filter', async () => {
+    const w = world();
+    for (let i = 0; i < 6; i++) await w.node();
+    const page = async (limit: number, cursor?: string, status?: string) => w.cp.nodes.list(limit, cursor, status);
+    const live = await page(2, undefined, 'live');
+    const cursor = live.cursor ?? '';
+    // Neither a shard number nor the store's own cursor shows through.
+    expect(cursor).toMatch(/^[A-Za-z0-9_-]+$/);
+    expect(cursor).not.toMatch(/^\d{2}~/);
+    expect((await page(2, cursor, 'live')).nodes).toHaveLength(2);
+    for (const status of [undefined, 'unavailable']) {
+      await expect(page(2, cursor, status)).rejects.toMatchObject({
+        code: 'invalid_cursor',
+        message: expect.stringMatching(/^query cursor /),
+      });
+    }
+    const all = await page(2);
+    await expect(page(2, all.cursor, 'live')).rejects.toMatchObject({ code: 'invalid_cursor' });
+    await expect(page(2, 'garbage')).rejects.toMatchObject({ message: expect.stringMatching(/^query cursor /) });
+    await w.close();
+  });
 });

@@ -219,12 +219,14 @@ export class NodeRegistry {
   /**
    * A page of nodes, with when each was last seen. The list is sharded (`NODES#<nn>`), so pages run
    * shard by shard, oldest registration first within a shard; the cursor names the shard and the
-   * position in it. A page reads its presences too (one GetItem each, at once).
+   * position in it. A page reads its presences too (one GetItem each, at once). `filter` names the
+   * filter the caller applies to each page (the route's `?status`): the cursor carries it, so it
+   * resumes only a list with the same one.
    *
-   * @throws InvalidRequestError `invalid_cursor`.
+   * @throws InvalidRequestError `invalid_cursor` for a cursor not made by this list with this filter.
    */
-  async list(limit: number, cursor?: string): Promise<{ nodes: NodeRecord[]; cursor?: string }> {
-    let { part, inPart } = decodeNodeCursor(cursor);
+  async list(limit: number, cursor?: string, filter?: string): Promise<{ nodes: NodeRecord[]; cursor?: string }> {
+    let { part, inPart } = decodeNodeCursor(cursor, filter ?? '');
     const nodes: NodeRecord[] = [];
     while (part < nodeListPks.length && nodes.length < limit) {
       const page = await this.store.query<NodeRecord>({
@@ -246,7 +248,7 @@ export class NodeRegistry {
     }
     const presences = await Promise.all(nodes.map((node) => this.presences.get(node.id)));
     const seen = nodes.map((node, i) => withPresence(node, presences[i]));
-    const next = part < nodeListPks.length ? encodeNodeCursor(part, inPart) : undefined;
+    const next = part < nodeListPks.length ? encodeNodeCursor(part, inPart, filter ?? '') : undefined;
     return { nodes: seen, ...(next === undefined ? {} : { cursor: next }) };
   }
 
@@ -271,18 +273,36 @@ function withPresence(node: NodeRecord, presence: PresenceRecord | undefined): N
     : { ...node, lastSeenAt: presence.lastSeenAt };
 }
 
-/** `<partition index, 2 digits>~<the store's cursor in it, empty at its start>`. */
-function encodeNodeCursor(part: number, inPart: string | undefined): string {
-  return `${String(part).padStart(2, '0')}~${inPart ?? ''}`;
+/**
+ * The node list's cursor: the shard index, the store's cursor in it ('' at its start) and the
+ * caller's filter ('' for none), as base64url JSON, opaque like the job list's and the store's.
+ */
+function encodeNodeCursor(part: number, inPart: string | undefined, filter: string): string {
+  return Buffer.from(JSON.stringify(['nodes', part, inPart ?? '', filter])).toString('base64url');
 }
 
-function decodeNodeCursor(cursor: string | undefined): { part: number; inPart?: string } {
+function decodeNodeCursor(cursor: string | undefined, filter: string): { part: number; inPart?: string } {
   if (cursor === undefined) return { part: 0 };
-  const match = /^(\d{2})~(.*)$/s.exec(cursor);
-  const part = Number(match?.[1]);
-  if (match === null || !(part < nodeListPks.length)) {
-    const shown = cursor.length > 40 ? `${cursor.slice(0, 40)}...` : cursor;
-    throw new InvalidRequestError('invalid_cursor', `node list cursor ${JSON.stringify(shown)} is malformed`);
+  let position: unknown;
+  try {
+    position = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+  } catch {
+    position = undefined;
   }
-  return match[2] === '' || match[2] === undefined ? { part } : { part, inPart: match[2] };
+  const valid =
+    Array.isArray(position) &&
+    position.length === 4 &&
+    position[0] === 'nodes' &&
+    Number.isInteger(position[1]) &&
+    position[1] >= 0 &&
+    position[1] < nodeListPks.length &&
+    typeof position[2] === 'string' &&
+    typeof position[3] === 'string';
+  const [, part, inPart, made] = valid ? (position as [string, number, string, string]) : ['', 0, '', ''];
+  if (valid && made === filter) return inPart === '' ? { part } : { part, inPart };
+  const shown = cursor.length > 40 ? `${cursor.slice(0, 40)}...` : cursor;
+  const why = !valid
+    ? 'is malformed'
+    : `was made by the list ${made === '' ? 'without a status filter' : `of status ${made}`}: pass the same status as the request that returned it`;
+  throw new InvalidRequestError('invalid_cursor', `query cursor ${JSON.stringify(shown)} ${why}`);
 }

@@ -212,7 +212,7 @@ export function nodeRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
 
   app.openapi(listNodes, async (c) => {
     const q = c.req.valid('query');
-    const page = await cp.nodes.list(q.limit, q.cursor);
+    const page = await cp.nodes.list(q.limit, q.cursor, q.status);
     const nodes = page.nodes.map(view).filter((node) => q.status === undefined || node.status === q.status);
     return c.json({ nodes, ...(page.cursor === undefined ? {} : { cursor: page.cursor }) }, 200);
   });
