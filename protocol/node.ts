@@ -77,7 +77,7 @@ export const NodeStatus = z.enum(['live', 'unavailable']).meta({ id: 'NodeStatus
 export const NodeListQuery = PageQuery.extend({
   status: NodeStatus.optional().meta({
     description:
-      'Only nodes of this status. Filtered within each page of the list, so a page may hold fewer than `limit` nodes (even none) and still carry a cursor.',
+      'Only nodes of this status. Filtered within each page of the list, so a page may hold fewer than `limit` nodes (even none) and still carry a cursor; the cursor resumes only a list with the same status.',
   }),
 });
 

@@ -46,7 +46,14 @@ const listJobs = createRoute({
   tags: ['jobs'],
   ...authorized('read'),
   summary: 'List jobs, newest first',
-  request: { query: PageQuery.extend({ status: JobStatus.optional() }) },
+  request: {
+    query: PageQuery.extend({
+      status: JobStatus.optional().meta({
+        description:
+          'Only jobs of this status. Filtered within each page of the list, so a page may hold fewer than `limit` jobs (even none) and still carry a cursor; the cursor resumes only a list with the same status.',
+      }),
+    }),
+  },
   responses: { 200: json(JobList, 'A page of jobs'), ...errorResponses(400, 401, 403) },
 });
 
