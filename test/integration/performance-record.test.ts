@@ -16,8 +16,8 @@ import {
   stop,
 } from '../../functions/domain/scheduling/task-machine.js';
 import { newTaskRecord, type TaskRecord } from '../../functions/domain/scheduling/task-record.js';
-import type { ItemKey, QueryOptions, Store, Write } from '../../functions/ports/store.js';
 import { type JobWithTasks, resultHash } from '../../protocol/index.js';
+import { CountingStore } from '../support/counting-store.js';
 import { cpuInventory, inProcessControlPlane, ManualClock, TestNode } from '../support/in-process.js';
 
 /**
@@ -25,34 +25,6 @@ import { cpuInventory, inProcessControlPlane, ManualClock, TestNode } from '../s
  * starts from what was learned, an outcome costs a bounded number of requests, and processes that
  * record at once lose nothing. Real SQLite store, real task transitions, the real verifier.
  */
-
-/** The store, counting what is asked of it. */
-class CountingStore implements Store {
-  gets = 0;
-  queries = 0;
-  transactions: Write[][] = [];
-  constructor(private readonly inner: Store) {}
-  get<T>(key: ItemKey) {
-    this.gets++;
-    return this.inner.get<T>(key);
-  }
-  query<T>(options: QueryOptions) {
-    this.queries++;
-    return this.inner.query<T>(options);
-  }
-  transact(writes: readonly Write[]) {
-    this.transactions.push([...writes]);
-    return this.inner.transact(writes);
-  }
-  close() {
-    return this.inner.close();
-  }
-  reset() {
-    this.gets = 0;
-    this.queries = 0;
-    this.transactions = [];
-  }
-}
 
 function world() {
   const clock = new ManualClock();
@@ -124,8 +96,8 @@ describe('stored performance estimates', () => {
       await perf.recordOutcome(completed('n', clock.now(), 100_000));
       await perf.recordOutcome({ nodeId: 'n', kind: 'failed', at: clock.now() });
     }
-    expect(counting.gets).toBe(40);
-    expect(counting.queries).toBe(0);
+    expect(counting.gets).toHaveLength(40);
+    expect(counting.queries).toHaveLength(0);
     expect(counting.transactions).toHaveLength(40);
     // The node's put, and for a completion one add to the program's sums and one to its type's.
     expect(Math.max(...counting.transactions.map((t) => t.length))).toBe(3);
@@ -137,7 +109,7 @@ describe('stored performance estimates', () => {
     counting.reset();
     await perf.recordOutcome(completed('n', clock.now(), 100_000));
     await perf.recordOutcome(completed('n', clock.now(), 100_000));
-    expect(counting.queries).toBe(2 * 8);
+    expect(counting.queries).toHaveLength(2 * 8);
   });
 
   it('loses no outcome when processes record at once', async () => {

@@ -11,7 +11,6 @@ import { PoolSummaries } from '../../functions/domain/resource/pool-summary.js';
 import { presenceKey } from '../../functions/domain/resource/presence.js';
 import { defaultRateLimits } from '../../functions/domain/security/rate-limit.js';
 import { createApp } from '../../functions/http/app.js';
-import type { ItemKey, QueryOptions, Store, Write } from '../../functions/ports/store.js';
 import { queueDefinitions } from '../../functions/workers/queues.js';
 import {
   generateNodeKeyPair,
@@ -20,6 +19,7 @@ import {
   type NodeInventory,
   signRequest,
 } from '../../protocol/index.js';
+import { CountingStore } from '../support/counting-store.js';
 import { cpuInventory, inProcessControlPlane, ManualClock, TestNode } from '../support/in-process.js';
 
 /**
@@ -28,34 +28,6 @@ import { cpuInventory, inProcessControlPlane, ManualClock, TestNode } from '../s
  * their signed dates, and nodes that stop beating are turned dead by the reaper's sweep, above 1,000
  * nodes too, leaving the pool summaries true.
  */
-
-/** The real SQLite store, counting what the control plane asks of it. */
-class CountingStore implements Store {
-  gets: ItemKey[] = [];
-  queries: QueryOptions[] = [];
-  transactions: Write[][] = [];
-  constructor(private readonly inner: Store) {}
-  get<T>(key: ItemKey) {
-    this.gets.push(key);
-    return this.inner.get<T>(key);
-  }
-  query<T>(options: QueryOptions) {
-    this.queries.push(options);
-    return this.inner.query<T>(options);
-  }
-  transact(writes: readonly Write[]) {
-    this.transactions.push([...writes]);
-    return this.inner.transact(writes);
-  }
-  close() {
-    return this.inner.close();
-  }
-  reset(): void {
-    this.gets = [];
-    this.queries = [];
-    this.transactions = [];
-  }
-}
 
 /** No rate limits: their counters are abuse limits, not what a heartbeat costs (counted apart). */
 const noRateLimits = Object.fromEntries(
@@ -300,7 +272,7 @@ describe('the node list', () => {
     const shown = (await list('')).find((n) => n.id === beating?.id);
     expect(shown).toMatchObject({ status: 'live', lastSeenAt: new Date(clock.now()).toISOString() });
     expect((await h.api('/v1/nodes?status=dead')).status).toBe(400);
-    h.close();
+    await h.close();
   });
 
   it('gives opaque cursors that resume only a list with the same status filter', async () => {

@@ -7,8 +7,9 @@ import { SqliteQueue } from '../../functions/adapters/embedded/sqlite-queue.js';
 import { SqliteStore } from '../../functions/adapters/embedded/sqlite-store.js';
 import { createControlPlane, defaultSettings } from '../../functions/control-plane.js';
 import { createApp } from '../../functions/http/app.js';
-import type { ItemKey, QueryOptions, Store, Write } from '../../functions/ports/store.js';
+import type { ItemKey } from '../../functions/ports/store.js';
 import { queueDefinitions } from '../../functions/workers/queues.js';
+import { CountingStore } from '../support/counting-store.js';
 import { ManualClock, TestNode } from '../support/in-process.js';
 
 /**
@@ -16,34 +17,6 @@ import { ManualClock, TestNode } from '../support/in-process.js';
  * request in store calls. The dispatch bench found a GetItem and a PutItem of a RATE counter per
  * scope per request: a heartbeat's one write became two, three from a non-loopback address.
  */
-
-/** The real SQLite store, recording what is asked of it. */
-class CountingStore implements Store {
-  gets: ItemKey[] = [];
-  queries: QueryOptions[] = [];
-  transactions: Write[][] = [];
-  constructor(private readonly inner: Store) {}
-  get<T>(key: ItemKey) {
-    this.gets.push(key);
-    return this.inner.get<T>(key);
-  }
-  query<T>(options: QueryOptions) {
-    this.queries.push(options);
-    return this.inner.query<T>(options);
-  }
-  transact(writes: readonly Write[]) {
-    this.transactions.push([...writes]);
-    return this.inner.transact(writes);
-  }
-  close() {
-    return this.inner.close();
-  }
-  reset(): void {
-    this.gets = [];
-    this.queries = [];
-    this.transactions = [];
-  }
-}
 
 const isRate = (key: ItemKey) => key.pk.startsWith('RATE#');
 

@@ -13,6 +13,7 @@ import {
   NotFoundError,
   UnauthenticatedError,
 } from '../errors.js';
+import { decodeListCursor, encodeListCursor, malformedCursor } from '../list-cursor.js';
 import { updateWithRetry } from '../records.js';
 import type { JoinTokens } from './join-tokens.js';
 import {
@@ -226,7 +227,7 @@ export class NodeRegistry {
    * @throws InvalidRequestError `invalid_cursor` for a cursor not made by this list with this filter.
    */
   async list(limit: number, cursor?: string, filter?: string): Promise<{ nodes: NodeRecord[]; cursor?: string }> {
-    let { part, inPart } = decodeNodeCursor(cursor, filter ?? '');
+    let { part, inPart } = decodeNodeCursor(cursor, filter);
     const nodes: NodeRecord[] = [];
     while (part < nodeListPks.length && nodes.length < limit) {
       const page = await this.store.query<NodeRecord>({
@@ -248,7 +249,7 @@ export class NodeRegistry {
     }
     const presences = await Promise.all(nodes.map((node) => this.presences.get(node.id)));
     const seen = nodes.map((node, i) => withPresence(node, presences[i]));
-    const next = part < nodeListPks.length ? encodeNodeCursor(part, inPart, filter ?? '') : undefined;
+    const next = part < nodeListPks.length ? encodeListCursor('nodes', '', filter, [part, inPart ?? '']) : undefined;
     return { nodes: seen, ...(next === undefined ? {} : { cursor: next }) };
   }
 
@@ -273,36 +274,16 @@ function withPresence(node: NodeRecord, presence: PresenceRecord | undefined): N
     : { ...node, lastSeenAt: presence.lastSeenAt };
 }
 
-/**
- * The node list's cursor: the shard index, the store's cursor in it ('' at its start) and the
- * caller's filter ('' for none), as base64url JSON, opaque like the job list's and the store's.
- */
-function encodeNodeCursor(part: number, inPart: string | undefined, filter: string): string {
-  return Buffer.from(JSON.stringify(['nodes', part, inPart ?? '', filter])).toString('base64url');
-}
-
-function decodeNodeCursor(cursor: string | undefined, filter: string): { part: number; inPart?: string } {
+/** The node list's position: the shard, and the store's cursor in it ('' at its start). */
+function decodeNodeCursor(cursor: string | undefined, filter: string | undefined): { part: number; inPart?: string } {
   if (cursor === undefined) return { part: 0 };
-  let position: unknown;
-  try {
-    position = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
-  } catch {
-    position = undefined;
-  }
+  const [part, inPart, ...rest] = decodeListCursor(cursor, 'nodes', '', filter);
   const valid =
-    Array.isArray(position) &&
-    position.length === 4 &&
-    position[0] === 'nodes' &&
-    Number.isInteger(position[1]) &&
-    position[1] >= 0 &&
-    position[1] < nodeListPks.length &&
-    typeof position[2] === 'string' &&
-    typeof position[3] === 'string';
-  const [, part, inPart, made] = valid ? (position as [string, number, string, string]) : ['', 0, '', ''];
-  if (valid && made === filter) return inPart === '' ? { part } : { part, inPart };
-  const shown = cursor.length > 40 ? `${cursor.slice(0, 40)}...` : cursor;
-  const why = !valid
-    ? 'is malformed'
-    : `was made by the list ${made === '' ? 'without a status filter' : `of status ${made}`}: pass the same status as the request that returned it`;
-  throw new InvalidRequestError('invalid_cursor', `query cursor ${JSON.stringify(shown)} ${why}`);
+    Number.isInteger(part) &&
+    (part as number) >= 0 &&
+    (part as number) < nodeListPks.length &&
+    typeof inPart === 'string' &&
+    rest.length === 0;
+  if (!valid) throw malformedCursor(cursor);
+  return inPart === '' ? { part: part as number } : { part: part as number, inPart };
 }

@@ -13,6 +13,7 @@ import type { Keys } from '../../ports/keys.js';
 import type { Queue } from '../../ports/queue.js';
 import { ConditionFailedError, type Store, type StoredItem, type Write } from '../../ports/store.js';
 import { ConflictError, ContentionError, InvalidRequestError, NotFoundError } from '../errors.js';
+import { decodeListCursor, encodeListCursor, malformedCursor } from '../list-cursor.js';
 import { isoTime } from '../records.js';
 import { unknownGpuModels } from '../resource/fit.js';
 import { acceleratorTable } from '../resource/pools.js';
@@ -276,7 +277,10 @@ export class JobService {
       .filter((j) => status === undefined || j.status === status);
     const last = listed.at(-1)?.job;
     before = last === undefined ? undefined : jobOwnerSk(last);
-    return { jobs, ...(more && before !== undefined ? { cursor: encodeJobCursor(pk, before, status) } : {}) };
+    return {
+      jobs,
+      ...(more && before !== undefined ? { cursor: encodeListCursor('jobs', pk, status, [before]) } : {}),
+    };
   }
 
   /** A job's view from its counters, as {@link summary} derives it from its tasks. */
@@ -352,40 +356,11 @@ export class JobService {
   }
 }
 
-/**
- * The job list's cursor: the owner's partition, the status filter ('' for none) and the last listed
- * job's sort key, as base64url JSON. The filter is in it because a filtered page is the unfiltered
- * page less what did not match: resumed under another filter, it would skip or repeat nothing
- * visibly wrong yet mean a different list.
- */
-function encodeJobCursor(pk: string, sk: string, status: string | undefined): string {
-  return Buffer.from(JSON.stringify(['jobs', pk, status ?? '', sk])).toString('base64url');
-}
-
-/** The sort key a job list cursor resumes below; refused unless this owner's list with this filter made it. */
+/** The sort key a job list cursor resumes below: the last listed job's. */
 function decodeJobCursor(cursor: string, pk: string, status: string | undefined): string {
-  let position: unknown;
-  try {
-    position = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
-  } catch {
-    position = undefined;
-  }
-  const valid =
-    Array.isArray(position) &&
-    position.length === 4 &&
-    position[0] === 'jobs' &&
-    typeof position[2] === 'string' &&
-    typeof position[3] === 'string' &&
-    position[3] !== '';
-  const [, ownerPk, filter, sk] = valid ? (position as string[]) : [];
-  if (valid && ownerPk === pk && filter === (status ?? '')) return sk as string;
-  const shown = cursor.length > 40 ? `${cursor.slice(0, 40)}...` : cursor;
-  const why = !valid
-    ? 'is malformed'
-    : ownerPk !== pk
-      ? 'belongs to another owner'
-      : `was made by the list ${filter === '' ? 'without a status filter' : `of status ${filter}`}: pass the same status as the request that returned it`;
-  throw new InvalidRequestError('invalid_cursor', `query cursor ${JSON.stringify(shown)} ${why}`);
+  const [sk, ...rest] = decodeListCursor(cursor, 'jobs', pk, status);
+  if (typeof sk !== 'string' || sk === '' || rest.length > 0) throw malformedCursor(cursor);
+  return sk;
 }
 
 /** A job whose GPU models no node can ever report would wait forever: refused before anything is written. */
