@@ -8,7 +8,7 @@ import { type FleetNode, loadTracePods, type Random, traceModels } from '../shar
  * What bench:placement places: tasks shaped like the Alibaba trace's pods (GPU count, cores,
  * memory, acceptable models) and synthetic ones of a decentralised fleet (whole-host 8-GPU jobs,
  * model and region constraints, attestation and trust minimums), and the estimates placement
- * scores them with (a PerformanceView over the fleet's figures, as H4's learner would give).
+ * scores them with (a PerformanceView over the fleet's figures, as the learned estimates (performance.ts) would give).
  */
 
 /** Relative throughput of a device class (H100 = 1): a task's run time divides by it. */

@@ -121,7 +121,7 @@ describe('per source address, key and node', () => {
       h.from(address)('/v1/jobs', { headers: { authorization: `Bearer ${key}` } });
     const statuses: number[] = [];
     for (let i = 0; i < 4; i++) statuses.push((await withKey(`198.51.100.${i}`, 'gpuai_key_one')).status);
-    // Whatever the key's own answer (H1's keys may refuse a made-up key), it is not 429 yet.
+    // Whatever the key's own answer (the API keys may refuse a made-up key), it is not 429 yet.
     expect(statuses).not.toContain(429);
     await expectLimited(await withKey('198.51.100.99', 'gpuai_key_one'));
     expect((await withKey('198.51.100.99', 'gpuai_key_two')).status).not.toBe(429);

@@ -85,7 +85,7 @@ const h100Node = (region: string): NodeInventory => ({
   region,
 });
 
-/** Where H3's engine places a one-GPU task of `workload` among nodes `a` and `b`, scored by `perf`. */
+/** Where the placement engine places a one-GPU task of `workload` among nodes `a` and `b`, scored by `perf`. */
 function placeOne(perf: OnlinePerformance, workload: string): string | undefined {
   const index = new FleetIndex(perf);
   index.add({ id: 'a', inventory: h100Node('eu-west'), trust: 1 });

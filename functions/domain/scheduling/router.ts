@@ -74,7 +74,7 @@ interface Sweep {
 /**
  * Routes each queued task to the pool (region x accelerator class) where it is predicted to finish
  * soonest: the queue's wait (tasks queued per slot times the predicted run time), plus the run
- * time on that pool's class (H4's {@link PerformanceView}), read from the pools' summaries
+ * time on that pool's class (the learned {@link PerformanceView}), read from the pools' summaries
  * (counters kept by the writes themselves), never from a scan of nodes. A pool that fills up
  * predicts a longer wait, so tasks spill over to the next best pool that fits. A task that no live
  * node fits stays unrouted; {@link Router.routeUnrouted} offers it again when capacity changes.

@@ -31,7 +31,7 @@ function inventory(kinds: number[], region: string, cores: number, runtimes: Nod
   };
 }
 
-/** A view with per-node figures from a table, and class speeds: what H4's estimates look like. */
+/** A view with per-node figures from a table, and class speeds: what the learned estimates look like. */
 function tablePerformance(figures: Map<string, { slowdown: number; reliability: number; latency: number }>) {
   const speed: Record<string, number> = { h100: 1, a100: 1.6, rtx4090: 2.5, mi300x: 1.2, cpu: 8 };
   return {

@@ -4,7 +4,7 @@ import type { TaskRequirements } from '../../resource/fit.js';
 export interface PlacementTask {
   id: string;
   requirements: TaskRequirements;
-  /** Workload class label (H4's estimates are kept per workload x accelerator class). */
+  /** Workload class label (the learned estimates are kept per workload x accelerator class). */
   workload: string;
   /** Least trust score a node needs to get the task; absent: any. */
   minTrust?: number;
