@@ -3,7 +3,6 @@
  * decision look at a handful of nodes instead of all of them. Pure: no store, no clock but the
  * `now` it is given. docs/placement.md tells the design and its measured figures.
  */
-export { defaultPriority, FairShare, type WaitingTask } from './fair-share.js';
 export { type FleetEntry, FleetIndex, type FleetNode, tierOf } from './fleet-index.js';
 export { fullScanGreedy } from './full-scan.js';
 export { type GangOptions, placeGang } from './gang.js';
