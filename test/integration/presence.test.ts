@@ -1,17 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { LocalKeys } from '../../functions/adapters/embedded/local-keys.js';
-import { MemorySignal } from '../../functions/adapters/embedded/memory-signal.js';
-import { noCredentials, SignalWorkHints } from '../../functions/adapters/embedded/signal-work-hints.js';
-import { openDatabase } from '../../functions/adapters/embedded/sqlite.js';
-import { SqliteQueue } from '../../functions/adapters/embedded/sqlite-queue.js';
-import { SqliteStore } from '../../functions/adapters/embedded/sqlite-store.js';
-import { type ControlPlaneSettings, createControlPlane, defaultSettings } from '../../functions/control-plane.js';
+import type { ControlPlaneSettings } from '../../functions/control-plane.js';
 import { nodeKey } from '../../functions/domain/resource/node-record.js';
 import { PoolSummaries } from '../../functions/domain/resource/pool-summary.js';
 import { presenceKey } from '../../functions/domain/resource/presence.js';
 import { defaultRateLimits } from '../../functions/domain/security/rate-limit.js';
-import { createApp } from '../../functions/http/app.js';
-import { queueDefinitions } from '../../functions/workers/queues.js';
 import {
   generateNodeKeyPair,
   JobSpec,
@@ -36,24 +28,11 @@ const noRateLimits = Object.fromEntries(
 
 function world(settings: Partial<ControlPlaneSettings> = {}) {
   const clock = new ManualClock();
-  const db = openDatabase(':memory:');
-  const store = new CountingStore(new SqliteStore(db, clock));
-  const queue = new SqliteQueue(db, queueDefinitions, clock);
-  const ports = {
-    store,
-    queue,
-    keys: LocalKeys.inMemory(),
+  const { store, cp, request, queue } = inProcessControlPlane({
     clock,
-    signal: new MemorySignal(),
-    hints: new SignalWorkHints(),
-    credentials: noCredentials,
-  };
-  const cp = createControlPlane(
-    ports,
-    defaultSettings(clock.now(), { bootedAt: 0, enrollment: 'open', rateLimits: noRateLimits, ...settings }),
-  );
-  const app = createApp({ cp, log: () => {} });
-  const request = async (path: string, init: RequestInit = {}) => app.request(`http://gpuai.test${path}`, init);
+    settings: { rateLimits: noRateLimits, ...settings },
+    wrapStore: (sqlite) => new CountingStore(sqlite),
+  });
   const node = async (inventory: NodeInventory = cpuInventory()) => {
     const n = new TestNode(request, clock);
     expect((await n.register(inventory)).status).toBe(201);

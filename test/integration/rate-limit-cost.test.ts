@@ -1,16 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { LocalKeys } from '../../functions/adapters/embedded/local-keys.js';
-import { MemorySignal } from '../../functions/adapters/embedded/memory-signal.js';
-import { noCredentials, SignalWorkHints } from '../../functions/adapters/embedded/signal-work-hints.js';
-import { openDatabase } from '../../functions/adapters/embedded/sqlite.js';
-import { SqliteQueue } from '../../functions/adapters/embedded/sqlite-queue.js';
-import { SqliteStore } from '../../functions/adapters/embedded/sqlite-store.js';
-import { createControlPlane, defaultSettings } from '../../functions/control-plane.js';
-import { createApp } from '../../functions/http/app.js';
 import type { ItemKey } from '../../functions/ports/store.js';
-import { queueDefinitions } from '../../functions/workers/queues.js';
 import { CountingStore } from '../support/counting-store.js';
-import { ManualClock, TestNode } from '../support/in-process.js';
+import { inProcessControlPlane, ManualClock, TestNode } from '../support/in-process.js';
 
 /**
  * What the rate limits (default settings: per source address and per node) cost a signed agent
@@ -22,24 +13,13 @@ const isRate = (key: ItemKey) => key.pk.startsWith('RATE#');
 
 function world(exclusiveStore: boolean) {
   const clock = new ManualClock();
-  const db = openDatabase(':memory:');
-  const store = new CountingStore(new SqliteStore(db, clock));
-  const queue = new SqliteQueue(db, queueDefinitions, clock);
-  const cp = createControlPlane(
-    {
-      store,
-      queue,
-      keys: LocalKeys.inMemory(),
-      clock,
-      signal: new MemorySignal(),
-      hints: new SignalWorkHints(),
-      credentials: noCredentials,
-    },
-    defaultSettings(clock.now(), { bootedAt: 0, enrollment: 'open', exclusiveStore }),
-  );
-  // A non-loopback agent: its requests are counted per source address too.
-  const app = createApp({ cp, log: () => {}, sourceAddress: () => '203.0.113.5' });
-  const request = async (path: string, init: RequestInit = {}) => app.request(`http://gpuai.test${path}`, init);
+  const { store, request, queue } = inProcessControlPlane({
+    clock,
+    settings: { exclusiveStore },
+    wrapStore: (sqlite) => new CountingStore(sqlite),
+    // A non-loopback agent: its requests are counted per source address too.
+    sourceAddress: () => '203.0.113.5',
+  });
   /** The RATE reads and writes of the store calls since the last reset. */
   const rateCalls = () => ({
     gets: store.gets.filter(isRate).length,

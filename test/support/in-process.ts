@@ -11,8 +11,10 @@ import {
   defaultSettings,
 } from '../../functions/control-plane.js';
 import { createApp } from '../../functions/http/app.js';
+import type { SourceAddress } from '../../functions/http/context.js';
 import type { Clock } from '../../functions/ports/clock.js';
 import type { CredentialIssuer } from '../../functions/ports/node-credentials.js';
+import type { Store } from '../../functions/ports/store.js';
 import type { WorkHints } from '../../functions/ports/work-hints.js';
 import { queueDefinitions } from '../../functions/workers/queues.js';
 import {
@@ -38,7 +40,7 @@ export class ManualClock implements Clock {
 }
 
 /** The control plane wired over in-memory SQLite, its HTTP app called in-process. */
-export function inProcessControlPlane(
+export function inProcessControlPlane<S extends Store = SqliteStore>(
   options: {
     clock?: Clock;
     settings?: Partial<ControlPlaneSettings>;
@@ -50,11 +52,16 @@ export function inProcessControlPlane(
      * freely; enrollment tests pass `token` (the deployments' default).
      */
     enrollment?: Enrollment;
+    /** Wraps the SQLite store, e.g. in test/support/counting-store.ts for tests that count store calls. */
+    wrapStore?: (store: SqliteStore) => S;
+    /** The peer address rate limits count per (default: the app's own, loopback in-process). */
+    sourceAddress?: SourceAddress;
   } = {},
 ) {
   const clock = options.clock ?? { now: () => Date.now() };
   const db = openDatabase(':memory:');
-  const store = new SqliteStore(db, clock);
+  const sqlite = new SqliteStore(db, clock);
+  const store = (options.wrapStore?.(sqlite) ?? sqlite) as S;
   const queue = new SqliteQueue(db, queueDefinitions, clock);
   const ports = {
     store,
@@ -70,7 +77,11 @@ export function inProcessControlPlane(
     defaultSettings(clock.now(), { bootedAt: 0, enrollment: options.enrollment ?? 'open', ...options.settings }),
   );
   const logs: Record<string, unknown>[] = [];
-  const app = createApp({ cp, log: (e) => logs.push(e) });
+  const app = createApp({
+    cp,
+    log: (e) => logs.push(e),
+    ...(options.sourceAddress === undefined ? {} : { sourceAddress: options.sourceAddress }),
+  });
   /** A request exactly as given: no API key unless `init` carries one (node routes, auth tests). */
   const request = async (path: string, init: RequestInit = {}): Promise<Response> =>
     app.request(`http://gpuai.test${path}`, init);
