@@ -88,7 +88,7 @@ export class ApiClient {
   }
 
   /** GET /v1/jobs: newest first. */
-  listJobs(params: PageParams & { status?: JobStatus } = {}): Promise<ApiResponse<JobList>> {
+  listJobs(params: PageParams & { status?: JobStatus; tenant?: string } = {}): Promise<ApiResponse<JobList>> {
     return this.request(JobList, '/v1/jobs', { query: { ...params } });
   }
 

@@ -313,6 +313,32 @@ describe('jobs list', () => {
     }
   });
 
+  it("lists another tenant's jobs with --tenant and an admin key, and refuses it to that tenant's own key", async () => {
+    const { key: acme } = await cp.api<{ key: string }>('/v1/keys', {
+      method: 'POST',
+      body: JSON.stringify({ tenant: 'acme', scopes: ['submit', 'read'] }),
+    });
+    const submitted = await fetch(`${cp.url}/v1/jobs`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${acme}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ command: ['true'], name: 'acme-job' }),
+    });
+    expect(submitted.status).toBe(201);
+    const job = (await submitted.json()) as JobWithTasks;
+
+    const mine = await gpuai(['jobs', 'list', '--all', '--json']);
+    expect((JSON.parse(mine.stdout) as JobList).jobs.map((j) => j.id)).not.toContain(job.id);
+    const theirs = await gpuai(['jobs', 'list', '--tenant', 'acme', '--limit', '1']);
+    expect(theirs).toMatchObject({ code: 0, stderr: '' });
+    expect(cp.proxy.requests.at(-1)?.path).toBe('/v1/jobs?tenant=acme&limit=1');
+    expect(theirs.stdout).toMatch(new RegExp(`^${job.id} +acme-job +queued `, 'm'));
+
+    const refused = await gpuai(['jobs', 'list', '--tenant', 'default'], { env: { GPUAI_API_KEY: acme } });
+    expect(refused.code).not.toBe(0);
+    expect(refused.stdout).toBe('');
+    expect(refused.stderr).toContain('HTTP 403 insufficient_scope');
+  });
+
   it('filters by status, and refuses unknown statuses and limits', async () => {
     const failed = await cp.jobIn('failed');
     const run = await gpuai(['jobs', 'list', '--status', 'failed', '--json']);

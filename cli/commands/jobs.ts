@@ -77,6 +77,7 @@ async function get(ctx: CommandContext, jobId: string): Promise<ExitCode> {
 
 interface ListOptions {
   status?: string;
+  tenant?: string;
   limit?: string;
   cursor?: string;
   all?: boolean;
@@ -89,6 +90,7 @@ async function list(ctx: CommandContext, options: ListOptions): Promise<ExitCode
   }
   const query = {
     ...(status.success ? { status: status.data } : {}),
+    ...(options.tenant === undefined ? {} : { tenant: options.tenant }),
     ...(options.limit === undefined ? {} : { limit: parseLimit(options.limit) }),
   };
   if (options.all === true) {
@@ -110,7 +112,9 @@ async function list(ctx: CommandContext, options: ListOptions): Promise<ExitCode
   const none = page.cursor === undefined ? 'no jobs' : 'no jobs on this page';
   ctx.out(page.jobs.length === 0 ? none : renderJobList(page.jobs, ctx.style, ctx.io.now()));
   if (page.cursor !== undefined) {
-    const filter = query.status === undefined ? '' : ` --status ${query.status}`;
+    const filter =
+      (query.tenant === undefined ? '' : ` --tenant ${query.tenant}`) +
+      (query.status === undefined ? '' : ` --status ${query.status}`);
     ctx.note(ctx.style.dim(`more: gpuai jobs list${filter} --cursor ${page.cursor} (or --all)`));
   }
   return ExitCode.ok;
@@ -298,6 +302,7 @@ export function jobsCommand(app: App): Command {
     .command('list')
     .description('list jobs, newest first')
     .option('--status <status>', `only jobs with this status: ${JobStatus.options.join(', ')}`)
+    .option('--tenant <tenant>', "another tenant's jobs (needs an admin key; default: your key's tenant)")
     .option('--limit <n>', 'page size, 1 to 200 (default 50)')
     .option('--cursor <cursor>', 'continue from a previous page')
     .option('--all', 'follow the cursors and list every job (--json prints one {"jobs": [...]})')
@@ -306,6 +311,7 @@ export function jobsCommand(app: App): Command {
       examples([
         'gpuai jobs list',
         'gpuai jobs list --status failed --limit 10',
+        'gpuai jobs list --tenant acme --status running   # an admin looking at one tenant',
         'gpuai jobs list --all --json | jq -r ".jobs[].id"',
       ]),
     )

@@ -62,6 +62,45 @@ describe('tenancy', () => {
     }
   });
 
+  it("lets an admin list any tenant's jobs with ?tenant=, and no other key: a non-admin naming another tenant gets 403", async () => {
+    const a = await h.createKey('tenant-a');
+    const b = await h.createKey('tenant-b');
+    const bJobs = [];
+    for (let i = 0; i < 3; i++) bJobs.push(await submitJob(h, { command: ['true'], name: `b-${i}` }, b));
+    const aJob = await submitJob(h, { command: ['true'] }, a);
+    const ids = async (path: string, key?: string) => {
+      const response = await h.api(path, {}, key);
+      expect(response.status).toBe(200);
+      return (await response.json()) as { jobs: JobView[]; cursor?: string };
+    };
+
+    // The admin (tenant `default`) pages B's list, its cursor staying on B's list.
+    const first = await ids('/v1/jobs?tenant=tenant-b&limit=2');
+    expect(first.jobs.map((j) => j.id)).toEqual([bJobs[2]?.id, bJobs[1]?.id]);
+    const cursor = encodeURIComponent(first.cursor ?? '');
+    const rest = await ids(`/v1/jobs?tenant=tenant-b&limit=2&cursor=${cursor}`);
+    expect(rest.jobs.map((j) => j.id)).toEqual([bJobs[0]?.id]);
+    expect((await ids('/v1/jobs?tenant=tenant-a&status=queued')).jobs.map((j) => j.id)).toEqual([aJob.id]);
+    // Without ?tenant= it is the admin's own list; B's cursor does not resume it or A's list.
+    expect((await ids('/v1/jobs')).jobs).toEqual([]);
+    await expectRefused(await h.api(`/v1/jobs?cursor=${cursor}`), 400, 'invalid_cursor');
+    await expectRefused(await h.api(`/v1/jobs?tenant=tenant-a&cursor=${cursor}`), 400, 'invalid_cursor');
+
+    // A (read and submit, no admin) sees its own list, named or not, and never B's: 403 whether
+    // or not the named tenant has jobs, with no job in the answer.
+    expect((await ids('/v1/jobs?tenant=tenant-a', a)).jobs.map((j) => j.id)).toEqual([aJob.id]);
+    for (const query of [
+      '?tenant=tenant-b',
+      '?tenant=tenant-b&status=queued',
+      '?tenant=nobody-here',
+      '?tenant=default',
+    ]) {
+      const refused = await expectRefused(await h.api(`/v1/jobs${query}`, {}, a), 403, 'insufficient_scope');
+      expect(JSON.stringify(refused)).not.toContain('job_');
+    }
+    await expectRefused(await h.api(`/v1/jobs?tenant=tenant-b&cursor=${cursor}`, {}, a), 403, 'insufficient_scope');
+  });
+
   it('keeps Idempotency-Keys per tenant: the same key from two tenants makes two jobs', async () => {
     const a = await h.createKey('tenant-a');
     const b = await h.createKey('tenant-b');

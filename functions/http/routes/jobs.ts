@@ -1,5 +1,6 @@
 import { createRoute, type OpenAPIHono } from '@hono/zod-openapi';
 import { z } from 'zod';
+import { TenantId } from '../../../protocol/api-keys.js';
 import {
   JobId,
   JobList,
@@ -10,6 +11,8 @@ import {
   PageQuery,
   TaskList,
 } from '../../../protocol/index.js';
+import { DomainError } from '../../domain/errors.js';
+import { hasScope, type Principal } from '../../domain/security/api-keys.js';
 import { authorized } from '../auth.js';
 import type { AppDeps, AppEnv } from '../context.js';
 import { errorResponses, json } from './responses.js';
@@ -45,9 +48,15 @@ const listJobs = createRoute({
   path: '/v1/jobs',
   tags: ['jobs'],
   ...authorized('read'),
-  summary: 'List jobs, newest first',
+  summary: "List a tenant's jobs, newest first",
+  description:
+    "The caller's own tenant's jobs; an `admin` key may name another tenant with `?tenant=` (a tenant's jobs are kept and paged together, so there is no list of every tenant's jobs at once: `GET /v1/keys` lists the tenants that have keys). Any other key that names another tenant gets 403 `insufficient_scope`, whether or not that tenant has jobs.",
   request: {
     query: PageQuery.extend({
+      tenant: TenantId.optional().meta({
+        description:
+          "Whose jobs: default the caller's tenant; another tenant's needs the `admin` scope. A cursor resumes only the list of the tenant it was made for.",
+      }),
       status: JobStatus.optional().meta({
         description:
           'Only jobs of this status. Filtered within each page of the list, so a page may hold fewer than `limit` jobs (even none) and still carry a cursor; the cursor resumes only a list with the same status.',
@@ -99,7 +108,7 @@ export function jobRoutes(app: OpenAPIHono<AppEnv>, { cp }: AppDeps): void {
 
   app.openapi(listJobs, async (c) => {
     const q = c.req.valid('query');
-    return c.json(await cp.jobs.list(c.get('owner'), q.limit, q.cursor, q.status), 200);
+    return c.json(await cp.jobs.list(listedTenant(c.get('principal'), q.tenant), q.limit, q.cursor, q.status), 200);
   });
 
   app.openapi(getJob, async (c) => c.json(await cp.jobs.get(c.get('owner'), c.req.valid('param').jobId), 200));
@@ -110,4 +119,19 @@ export function jobRoutes(app: OpenAPIHono<AppEnv>, { cp }: AppDeps): void {
   });
 
   app.openapi(cancelJob, async (c) => c.json(await cp.jobs.cancel(c.get('owner'), c.req.valid('param').jobId), 200));
+}
+
+/**
+ * Whose jobs a list shows: the caller's tenant, or the one `?tenant=` names when the caller may
+ * read it. An admin operates the whole control plane (it already mints and lists every tenant's
+ * keys), so it may read any tenant's list; no other key may, which keeps tenants isolated.
+ * @throws DomainError 403 `insufficient_scope` for a key without `admin` that names another tenant.
+ */
+function listedTenant(principal: Principal, tenant: string | undefined): string {
+  if (tenant === undefined || tenant === principal.tenant) return principal.tenant;
+  if (hasScope(principal, 'admin')) return tenant;
+  throw new DomainError('forbidden', 'insufficient_scope', 'listing another tenant\'s jobs needs the "admin" scope', {
+    required: 'admin',
+    granted: principal.scopes,
+  });
 }
