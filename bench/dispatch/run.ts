@@ -5,20 +5,29 @@
  *
  *   npm run bench:dispatch -- [--quick] [--agents N] [--tasks N] [--rate N] [--profile DIR]
  *
- * Phases, one server process (bench/dispatch/server.ts), agents and submitter in this one:
- * 1. bare: as many concurrent clients as agents GET the bare route for a few seconds (requests/s);
+ * Two server processes (bench/dispatch/server.ts), the bare route's and the control plane's, so
+ * that each one's CPU time is its own; agents and submitter in this one. Phases:
+ * 1. bare: as many concurrent clients as agents GET the bare route for a few seconds (requests/s,
+ *    and the bare server's CPU time per request);
  * 2. throughput: N single-task jobs are submitted (8 at a time) while the agents drain them
- *    (tasks/s, every request of the phase per task, the server's CPU per task, and its store and
- *    queue calls per task: counts that a loaded machine does not blur, unlike the timings);
+ *    (tasks/s, every request of the phase per task, the server's CPU per task and per request, and
+ *    its store and queue calls per task: counts that a loaded machine does not blur, unlike timings);
+ *    then the bare route once more, so that its figures bracket the control plane's in time;
  * 3. latency: single-task jobs submitted at a steady rate the idle agents keep up with; the time
  *    from sending the submit to the agent's first progress report being acknowledged (running),
  *    p50/p99. Agents long-poll, so no poll interval is in it.
- * Last line: one JSON object (see `summary` below); `fractionOfHttpLimit` is tasks/s x requests per
- * task over the bare route's requests/s, `cpuFractionOfHttpLimit` the same by the server's CPU time
- * per request instead (steadier where other processes share the cores).
+ * Last line: one JSON object (see `summary` below). `fractionOfHttpLimit` is tasks/s x requests per
+ * task over the bare route's requests/s, by the wall clock: on a shared machine it measures the
+ * load as much as the server, and the bare route's rate is often bound by this process's clients.
+ * `cpuFractionOfHttpLimit` is the same fraction by CPU time: the bare server's CPU µs per request
+ * over the control plane's CPU µs per dispatch request (process.cpuUsage, every thread, the
+ * control plane's background work included), the rate ratio two CPU-bound servers would reach.
+ * CPU time rather than event-loop utilisation: ELU counts the time the loop was busy by the wall
+ * clock, so a descheduled process looks busier on a loaded machine.
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
+import { availableParallelism, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -103,12 +112,13 @@ class Server {
   }
 
   static async start(
+    role: 'bare' | 'control-plane',
     countLimits: boolean,
   ): Promise<{ server: Server; ready: Extract<ServerMessage, { ready: true }> }> {
     const child = fork(fileURLToPath(new URL('./server.ts', import.meta.url)), [], {
       execArgv: ['--import', 'tsx'],
       stdio: 'inherit',
-      env: { ...process.env, BENCH_COUNT_LIMITS: countLimits ? '1' : '0' },
+      env: { ...process.env, BENCH_ROLE: role, BENCH_COUNT_LIMITS: countLimits ? '1' : '0' },
     });
     const server = new Server(child);
     const exited = new Promise<never>((_, reject) =>
@@ -240,20 +250,52 @@ async function submitJob(url: string, adminKey: string): Promise<string> {
   return id;
 }
 
-async function bareRate(bareUrl: string, clients: number, seconds: number): Promise<number> {
-  const until = performance.now() + seconds * 1000;
-  let done = 0;
+/** One window of the bare route: its request rate, and the server's and this process's CPU per request. */
+interface BareWindow {
+  requests: number;
+  seconds: number;
+  serverCpuMs: number;
+  clientCpuMs: number;
+}
+
+async function bareWindow(bare: Server, url: string, clients: number, seconds: number): Promise<BareWindow> {
+  const serverBefore = await bare.cpuMs();
+  const clientBefore = process.cpuUsage();
   const started = performance.now();
+  const until = started + seconds * 1000;
+  let requests = 0;
   await Promise.all(
     Array.from({ length: clients }, async () => {
       while (performance.now() < until) {
-        const response = await fetch(bareUrl);
+        const response = await fetch(url);
         await response.text();
-        done++;
+        requests++;
       }
     }),
   );
-  return done / ((performance.now() - started) / 1000);
+  const elapsed = (performance.now() - started) / 1000;
+  const client = process.cpuUsage(clientBefore);
+  return {
+    requests,
+    seconds: elapsed,
+    serverCpuMs: (await bare.cpuMs()) - serverBefore,
+    clientCpuMs: (client.user + client.system) / 1000,
+  };
+}
+
+/** The bare route's figures over its windows together. */
+function bareFigures(windows: readonly BareWindow[]) {
+  const sum = (f: (w: BareWindow) => number) => windows.reduce((total, w) => total + f(w), 0);
+  const requests = sum((w) => w.requests);
+  return {
+    rps: requests / sum((w) => w.seconds),
+    serverCpuUsPerRequest: (sum((w) => w.serverCpuMs) * 1000) / requests,
+    clientCpuUsPerRequest: (sum((w) => w.clientCpuMs) * 1000) / requests,
+    byWindow: windows.map((w) => ({
+      rps: round(w.requests / w.seconds),
+      serverCpuUsPerRequest: round((w.serverCpuMs * 1000) / w.requests),
+    })),
+  };
 }
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
@@ -263,7 +305,11 @@ async function main(): Promise<void> {
   const o = options();
   const counter = new RequestCounter();
   counter.install();
-  const { server, ready } = await Server.start(o.countLimits);
+  // The bare route runs in a process of its own (see server.ts), started first and kept for a
+  // second window after the throughput phase, so that its figures bracket the control plane's in time.
+  const bare = await Server.start('bare', false);
+  const { server, ready } = await Server.start('control-plane', o.countLimits);
+  const loadAtStart = loadavg()[0] ?? 0;
   const done = new Map<string, TaskTimes>();
   let onDone: (() => void) | undefined;
   const agents = Array.from(
@@ -278,16 +324,14 @@ async function main(): Promise<void> {
     for (let i = 0; i < agents.length; i += 16) await Promise.all(agents.slice(i, i + 16).map((a) => a.register()));
     log(`${agents.length} agents registered`);
 
-    // 1. The bare route, before the agents poll, so nothing else runs on the server; after a
-    // warm-up (connections opened, code compiled), as the throughput phase gets too.
-    await bareRate(ready.bareUrl, o.agents, 0.5);
-    const bareCpuBefore = await server.cpuMs();
-    const bareBefore = counter.snapshot();
-    const bareRouteRps = await bareRate(ready.bareUrl, o.agents, o.bareSeconds);
-    const bareCpuUsPerRequest =
-      (((await server.cpuMs()) - bareCpuBefore) * 1000) / (counter.snapshot().total - bareBefore.total);
+    // 1. The bare route, as many concurrent clients as agents, after a warm-up (connections opened,
+    // code compiled), as the throughput phase gets too.
+    await bareWindow(bare.server, bare.ready.url, o.agents, 0.5);
+    const bareWindows = [await bareWindow(bare.server, bare.ready.url, o.agents, o.bareSeconds)];
+    const firstBare = bareFigures(bareWindows);
     log(
-      `bare route: ${round(bareRouteRps)} requests/s with ${o.agents} clients, server CPU ${round(bareCpuUsPerRequest)} µs/request`,
+      `bare route: ${round(firstBare.rps)} requests/s with ${o.agents} clients, server CPU ` +
+        `${round(firstBare.serverCpuUsPerRequest)} µs/request, client CPU ${round(firstBare.clientCpuUsPerRequest)} µs/request`,
     );
 
     for (const agent of agents) agent.start();
@@ -344,6 +388,18 @@ async function main(): Promise<void> {
         `store per task ${JSON.stringify(store)}`,
     );
 
+    // The bare route again, now that the agents idle on long polls (which cost the control plane's
+    // process, not the bare one's).
+    bareWindows.push(await bareWindow(bare.server, bare.ready.url, o.agents, o.bareSeconds));
+    const bareFigs = bareFigures(bareWindows);
+    const bareRouteRps = bareFigs.rps;
+    const bareCpuUsPerRequest = bareFigs.serverCpuUsPerRequest;
+    const dispatchCpuUsPerRequest = (cpuMs * 1000) / requests;
+    log(
+      `bare route, both windows: ${round(bareRouteRps)} requests/s, server CPU ${round(bareCpuUsPerRequest)} µs/request ` +
+        `(${JSON.stringify(bareFigs.byWindow)}); control plane ${round(dispatchCpuUsPerRequest)} µs/request`,
+    );
+
     // 3. Latency at a steady rate.
     await sleep(500);
     done.clear();
@@ -383,34 +439,54 @@ async function main(): Promise<void> {
     );
 
     const summary = {
+      // Wall clock (the issue's keys): rates over elapsed time, so they depend on what else the
+      // machine runs, and the bare route's rate is bounded by this process's clients as much as by
+      // the server (see bare.clientCpuUsPerRequest).
       tasksPerSec: round(tasksPerSec),
       requestsPerTask: round(requestsPerTask, 2),
       bareRouteRps: round(bareRouteRps),
       fractionOfHttpLimit: round((tasksPerSec * requestsPerTask) / bareRouteRps, 3),
       p50Ms: round(p50Ms, 2),
       p99Ms: round(p99Ms, 2),
+      // CPU time (process.cpuUsage of each server process, every thread): what each request costs
+      // the server whatever else runs, so the fraction a server-bound process would reach:
+      // bare µs per request over the control plane's µs per dispatch request.
+      cpuFractionOfHttpLimit: round(bareCpuUsPerRequest / dispatchCpuUsPerRequest, 3),
+      serverCpuUsPerDispatchRequest: round(dispatchCpuUsPerRequest),
+      serverCpuUsPerBareRequest: round(bareCpuUsPerRequest),
+      serverCpuMsPerTask: round(cpuMs / o.tasks, 3),
+      figures: {
+        fractionOfHttpLimit: 'wall clock, load-dependent',
+        cpuFractionOfHttpLimit: 'server CPU time per request, bare over dispatch',
+        p50Ms: 'wall clock, submit to running, load-dependent',
+      },
+      bare: {
+        clients: o.agents,
+        clientCpuUsPerRequest: round(bareFigs.clientCpuUsPerRequest),
+        windows: bareFigs.byWindow,
+      },
       agents: o.agents,
       tasks: o.tasks,
       submitJobsPerSec: round(o.tasks / submitSeconds),
       requestsByKind: byKind,
-      serverCpuMsPerTask: round(cpuMs / o.tasks, 3),
       storePerTask: store,
-      bareCpuUsPerRequest: round(bareCpuUsPerRequest),
-      // The same fraction by the server's CPU time instead of wall time: steadier on a shared machine.
-      cpuFractionOfHttpLimit: round((bareCpuUsPerRequest * requestsPerTask) / ((cpuMs * 1000) / o.tasks), 3),
       submitToAssignedP50Ms: round(percentile(assigned, 50), 2),
       submitToAssignedP99Ms: round(percentile(assigned, 99), 2),
       latencyRate: o.rate,
       countLimits: o.countLimits,
       benchCpuMsPerTask: round(cpuOfBench / o.tasks, 3),
       latencyTasksRan: running.length,
+      loadAverage1m: { start: round(loadAtStart, 2), end: round(loadavg()[0] ?? 0, 2) },
+      cores: availableParallelism(),
       quick: o.quick,
     };
     await Promise.all(agents.map((a) => a.stop()));
     await server.stop();
+    await bare.server.stop();
     process.stdout.write(`${JSON.stringify(summary)}\n`);
   } catch (error) {
     await server.stop().catch(() => undefined);
+    await bare.server.stop().catch(() => undefined);
     throw error;
   }
 }

@@ -1,17 +1,22 @@
 /**
  * The server side of bench:dispatch, run in its own process so that its CPU time (and, with
- * `--profile`, its CPU profile) is the control plane's alone, apart from the simulated agents.
+ * `--profile`, its CPU profile) is the server's alone, apart from the simulated agents.
  *
- * Serves two things on loopback, both on @hono/node-server behind embedded/http-listener.ts:
- * - the real embedded control plane (embedded/control-plane-server.ts: SQLite in a temp data dir,
- *   queue workers, reaper, Host check), with open enrollment and the per-node, per-key and
- *   registration rate limits off (the bench's agents are far past what one real node sends), or,
- *   with `--count-limits`, the per-node and per-key ones counting at a limit never reached;
- * - a bare hono route (`GET /bare`), the HTTP stack's own limit to compare the control plane with.
+ * Serves one of two things on loopback, both on @hono/node-server behind embedded/http-listener.ts:
+ * - `BENCH_ROLE=control-plane`: the real embedded control plane (embedded/control-plane-server.ts:
+ *   SQLite in a temp data dir, queue workers, reaper, Host check), with open enrollment and the
+ *   per-node, per-key and registration rate limits off (the bench's agents are far past what one
+ *   real node sends), or, with `--count-limits`, the per-node and per-key ones counting at a limit
+ *   never reached;
+ * - `BENCH_ROLE=bare`: a bare hono route (`GET /bare`), the HTTP stack's own limit to compare the
+ *   control plane with. In a process of its own, so that the CPU time measured per bare request is
+ *   the route's alone, not the route's plus the control plane's background work (queue workers,
+ *   reaper), which would make every bare request look dearer and the control plane's fraction better.
  *
- * Talks to the parent over IPC: sends `{ ready, url, bareUrl, adminKey }`, answers `cpu` with its
- * process.cpuUsage(), profiles its CPU between `profile` and `profiled` (written to the file
- * named), and on `stop` shuts both down and exits.
+ * Talks to the parent over IPC: sends `{ ready, url, adminKey }`, answers `cpu` with its
+ * process.cpuUsage() (every thread of the process: the event loop, GC, SQLite and crypto) and store
+ * counts, profiles its CPU between `profile` and `profiled` (written to the file named), and on
+ * `stop` shuts down and exits.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector';
@@ -27,7 +32,7 @@ import { defaultRateLimits } from '../../functions/domain/security/rate-limit.js
 import type { Write } from '../../functions/ports/store.js';
 
 export type ServerMessage =
-  | { ready: true; url: string; bareUrl: string; adminKey: string }
+  | { ready: true; url: string; adminKey: string }
   | { cpu: { user: number; system: number }; store: StoreCounts }
   | { profiled: string }
   | { stopped: true };
@@ -130,6 +135,41 @@ const counted = { limit: 1_000_000_000, windowSeconds: 60 };
 
 async function main(): Promise<void> {
   const send = (message: ServerMessage) => process.send?.(message);
+  const served = process.env.BENCH_ROLE === 'bare' ? await serveBare() : await serveControlPlane();
+  const profile = profiler();
+  process.on('message', (message: ParentMessage) => {
+    if (message.cmd === 'cpu') send({ cpu: process.cpuUsage(), store: structuredClone(counts) });
+    if (message.cmd === 'profile') void profile.start();
+    if (message.cmd === 'profiled') void profile.stop(message.file).then(() => send({ profiled: message.file }));
+    if (message.cmd === 'stop') {
+      void (async () => {
+        await served.stop();
+        send({ stopped: true });
+        process.exit(0);
+      })();
+    }
+  });
+  // An orphan (the bench was killed) must not keep serving.
+  process.on('disconnect', () => process.exit(0));
+  send({ ready: true, url: served.url, adminKey: served.adminKey });
+}
+
+interface Served {
+  url: string;
+  adminKey: string;
+  stop(): Promise<void>;
+}
+
+/** The bare route on the same listener the control plane uses, and nothing else in this process. */
+async function serveBare(): Promise<Served> {
+  const bare = new Hono().get('/bare', (c) => c.json({ ok: true }));
+  const bareServer = await listen('127.0.0.1', 0);
+  bareServer.ready(bare.fetch);
+  const port = (bareServer.server.address() as AddressInfo).port;
+  return { url: `http://127.0.0.1:${port}/bare`, adminKey: '', stop: () => close(bareServer.server) };
+}
+
+async function serveControlPlane(): Promise<Served> {
   countStoreCalls();
   const dataDir = mkdtempSync(join(tmpdir(), 'gpuai-bench-dispatch-'));
   const reaperIntervalMs = Number(process.env.BENCH_REAPER_MS ?? 1000);
@@ -149,30 +189,15 @@ async function main(): Promise<void> {
     },
     log: () => undefined,
   });
-  const bare = new Hono().get('/bare', (c) => c.json({ ok: true }));
-  const bareServer = await listen('127.0.0.1', 0);
-  bareServer.ready(bare.fetch);
-  const barePort = (bareServer.server.address() as AddressInfo).port;
   const adminKey = readFileSync(join(dataDir, 'admin-key'), 'utf8').trim();
-
-  const profile = profiler();
-  process.on('message', (message: ParentMessage) => {
-    if (message.cmd === 'cpu') send({ cpu: process.cpuUsage(), store: structuredClone(counts) });
-    if (message.cmd === 'profile') void profile.start();
-    if (message.cmd === 'profiled') void profile.stop(message.file).then(() => send({ profiled: message.file }));
-    if (message.cmd === 'stop') {
-      void (async () => {
-        await close(bareServer.server);
-        await cp.stop();
-        rmSync(dataDir, { recursive: true, force: true });
-        send({ stopped: true });
-        process.exit(0);
-      })();
-    }
-  });
-  // An orphan (the bench was killed) must not keep serving.
-  process.on('disconnect', () => process.exit(0));
-  send({ ready: true, url: cp.url, bareUrl: `http://127.0.0.1:${barePort}/bare`, adminKey });
+  return {
+    url: cp.url,
+    adminKey,
+    async stop() {
+      await cp.stop();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
 }
 
 main().catch((error: unknown) => {
