@@ -11,6 +11,7 @@ import { Router } from './domain/scheduling/router.js';
 import { Scheduler } from './domain/scheduling/scheduler.js';
 import { TaskReports } from './domain/scheduling/task-reports.js';
 import { Verifier } from './domain/scheduling/verifier.js';
+import { WaitingPlacement } from './domain/scheduling/waiting-placement.js';
 import { ApiKeys } from './domain/security/api-keys.js';
 import { AttestationService } from './domain/security/attestation/attestation-service.js';
 import { type AttestationSettings, defaultAttestationSettings } from './domain/security/attestation/settings.js';
@@ -157,6 +158,10 @@ export function createControlPlane(ports: Ports, settings: ControlPlaneSettings)
   // What is learned from every ended attempt (verifier, reports, reaper), and what routing reads.
   const performance = new StoredPerformance(store, clock);
   const router = new Router(store, nodes, signal, hints, clock, summaries, performance);
+  // Where the signal wakes polls in this process (embedded), the placement engine picks which
+  // waiting node a routed task wakes, by the same estimates (waiting-placement.ts).
+  const describeWaiters = signal.chooseWith !== undefined;
+  signal.chooseWith?.(new WaitingPlacement(performance, clock));
   const verifier = new Verifier(store, queue, nodes, clock, performance);
   return {
     settings,
@@ -171,7 +176,17 @@ export function createControlPlane(ports: Ports, settings: ControlPlaneSettings)
     jobs: new JobService(store, queue, keys, clock, new Quotas(store, clock, settings.quotas)),
     nodes,
     auth: new RequestAuthenticator(store, nodes, clock),
-    dispatcher: new Dispatcher(store, queue, nodes, keys, signal, clock, settings, ports.log, summaries),
+    dispatcher: new Dispatcher(
+      store,
+      queue,
+      nodes,
+      keys,
+      signal,
+      clock,
+      { ...settings, describeWaiters },
+      ports.log,
+      summaries,
+    ),
     reports: new TaskReports(store, queue, nodes, clock, settings, performance),
     router,
     scheduler: new Scheduler(store, router),

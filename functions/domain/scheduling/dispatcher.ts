@@ -19,6 +19,7 @@ import { markSeen } from './node-seen.js';
 import { claim, type LeaseSettings, recordFailure } from './task-machine.js';
 import { poolPk, putTask, type TaskRecord, taskKey } from './task-record.js';
 import { TenantShares, unitsOf } from './tenant-shares.js';
+import type { WaitingNode } from './waiting-placement.js';
 import { acceptsWork, passedOn } from './work-signal.js';
 
 /** Rounds a claim retries when only the node item moved (a heartbeat's touch, a racing poll's claim). */
@@ -70,6 +71,12 @@ export interface DispatchSettings extends LeaseSettings {
   recheckMs: number;
   /** Queued tasks looked at per pool and poll. */
   scanLimit: number;
+  /**
+   * The signal lets the placement engine choose which waiting poll a task wakes
+   * (waiting-placement.ts): each round then reads the node's item and prunes what it holds, so
+   * that its wait tells the engine the node's free capacity. Off where no one chooses (Lambda).
+   */
+  describeWaiters?: boolean;
 }
 
 /**
@@ -117,11 +124,16 @@ export class Dispatcher {
     let read = true;
     let missed: (number | undefined)[] = [];
     let busy = false;
+    /** What this poll's waits tell the placement engine: the node and what it holds, as last read. */
+    let waiting: WaitingNode | undefined;
     for (;;) {
       if (read) {
         // Taken before the read: a notification that woke nobody while it ran shows as a change.
         missed = node.pools.map((pool) => this.signal.missed(pool));
-        const round = await this.tryClaim(node, failed, ctx);
+        // Read before the pool, so that nothing awaits between the pool's read and the wait.
+        const holding = this.settings.describeWaiters ? await this.readPruned(nodeId) : undefined;
+        const round = await this.tryClaim(node, failed, ctx, holding);
+        if (holding !== undefined) waiting = { node: holding.node, held: holding.held };
         busy = round.busy;
         // A wake this poll did not use (it got another task, or none) goes on to another waiter.
         if (wake !== undefined && round.assignment?.taskId !== taskOf(wake.payload)) this.passOn(wake);
@@ -147,7 +159,7 @@ export class Dispatcher {
         continue;
       }
       const topics = [...node.pools, ...[...ctx.joined].map((jobId) => gangTopic(jobId, node.id))];
-      wake = await this.signal.wait(topics, Math.min(left, this.settings.recheckMs), abort, accepts);
+      wake = await this.signal.wait(topics, Math.min(left, this.settings.recheckMs), abort, accepts, waiting);
       if (abort?.aborted) return this.endPoll(node, ctx);
       // Woken for a task, or work may have come that woke nobody, or the node was full: read again.
       // Otherwise nothing changed since the last read (the storm of idle polls re-reading every second).
@@ -221,8 +233,9 @@ export class Dispatcher {
     node: NodeRecord,
     failed: Set<string>,
     ctx: PollContext,
+    read?: Holding,
   ): Promise<{ assignment?: Assignment; fault?: unknown; busy: boolean }> {
-    let holding: Holding | undefined;
+    let holding: Holding | undefined = read;
     let fault: unknown;
     let busy = false;
     // A gang this poll joined may have been bound by another member's poll: its task is here.
@@ -332,14 +345,29 @@ export class Dispatcher {
     return { node: item.data, version: item.version, held: item.data.held ?? [], pruned: false };
   }
 
+  /** The node's item with what it really holds: what a waiting poll describes to the placement engine. */
+  private async readPruned(nodeId: string): Promise<Holding> {
+    const holding = await this.readHolding(nodeId);
+    if (holding.held.length > 0) await this.prune(holding);
+    return holding;
+  }
+
   /**
    * The GPU indices the task would get beside what the node holds. When it does not fit, the
-   * held list is pruned first (once per round): one read per held task, and a node holds at most
-   * as many tasks as it has GPUs and cores, so the cost is bounded and no index is scanned.
+   * held list is pruned first (once per round).
    */
   private async roomFor(holding: Holding, req: TaskRequirements): Promise<number[] | undefined> {
     const fit = fitOnNode(req, holding.node.inventory, holding.held);
     if (fit !== undefined || holding.pruned || holding.held.length === 0) return fit;
+    await this.prune(holding);
+    return fitOnNode(req, holding.node.inventory, holding.held);
+  }
+
+  /**
+   * Drops the held entries whose task ended or moved on: one read per held task, and a node holds
+   * at most as many tasks as it has GPUs and cores, so the cost is bounded and no index is scanned.
+   */
+  private async prune(holding: Holding): Promise<void> {
     const stillHeld = await Promise.all(
       holding.held.map(async (h) => {
         const { jobId, index } = parseTaskId(h.taskId);
@@ -355,7 +383,6 @@ export class Dispatcher {
     );
     holding.held = holding.held.filter((_, i) => stillHeld[i]);
     holding.pruned = true;
-    return fitOnNode(req, holding.node.inventory, holding.held);
   }
 
   /**

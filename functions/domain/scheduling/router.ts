@@ -153,7 +153,7 @@ export class Router {
       const seen = this.routedSince.get(pool);
       if (seen !== undefined) seen.count++;
       // One waiting poll of a node that can run it is woken, not every poll of the pool.
-      this.signal.notify(pool, workSignal(next.id, next.requirements));
+      this.signal.notify(pool, workSignal(next.id, next.requirements, next));
       await this.hint(next);
       return true;
     }

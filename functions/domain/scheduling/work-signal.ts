@@ -3,12 +3,17 @@ import type { NodeRecord } from '../resource/node-record.js';
 
 /**
  * What the router's notification carries (the Signal port's payload): the task routed, its
- * requirements, so that the signal wakes a waiting poll of a node that can run it, and how many
- * woken polls have passed it on already.
+ * requirements, so that the signal wakes a waiting poll of a node that can run it, what predicts
+ * its run time and the nodes it avoids (so that the placement engine can pick the best waiting
+ * node, waiting-placement.ts), and how many woken polls have passed it on already.
  */
 export interface WorkSignal {
   taskId: string;
   requirements: TaskRequirements;
+  /** The task's workload class (performance.ts `workloadOf`); absent on older task records. */
+  workload?: string;
+  /** Nodes that failed the task before (task-record `avoidNodes`). */
+  avoidNodes?: readonly string[];
   passes: number;
 }
 
@@ -19,13 +24,20 @@ export interface WorkSignal {
  */
 export const maxSignalPasses = 3;
 
-export const workSignal = (taskId: string, requirements: TaskRequirements): WorkSignal => ({
+/** The notification of a task just routed (`more`: the task record's workload and avoided nodes). */
+export const workSignal = (
+  taskId: string,
+  requirements: TaskRequirements,
+  more: { workload?: string | undefined; avoidNodes?: readonly string[] | undefined } = {},
+): WorkSignal => ({
   taskId,
   requirements,
+  ...(more.workload === undefined ? {} : { workload: more.workload }),
+  ...(more.avoidNodes === undefined || more.avoidNodes.length === 0 ? {} : { avoidNodes: more.avoidNodes }),
   passes: 0,
 });
 
-function isWorkSignal(payload: unknown): payload is WorkSignal {
+export function isWorkSignal(payload: unknown): payload is WorkSignal {
   return typeof payload === 'object' && payload !== null && 'requirements' in payload && 'passes' in payload;
 }
 
