@@ -10,7 +10,14 @@
  * @module
  */
 import { InvalidRequestError } from '../domain/errors.js';
-import { type IndexKey, type IndexName, type ItemKey, maxTransactionWrites, type Write } from '../ports/store.js';
+import {
+  type FieldCondition,
+  type IndexKey,
+  type IndexName,
+  type ItemKey,
+  maxTransactionWrites,
+  type Write,
+} from '../ports/store.js';
 
 /** Page size when a query names none. */
 const defaultQueryLimit = 100;
@@ -35,9 +42,11 @@ export type PreparedWrite = (
       data: string;
       expiresAt: number | undefined;
       indexes: Partial<Record<IndexName, IndexKey>>;
+      numbers: Record<string, number>;
     }
   | { kind: 'delete' | 'check'; key: ItemKey; expectVersion: number }
   | { kind: 'add'; key: ItemKey; fields: Record<string, number>; set?: Record<string, number>; expiresAt?: number }
+  | { kind: 'update'; key: ItemKey; set: Record<string, number>; when: Record<string, FieldCondition> }
 ) & {
   /** The write's index in the caller's list (writes merged into an earlier one keep the first one's). */
   index: number;
@@ -89,6 +98,24 @@ export function prepareWrites(writes: readonly Write[]): PreparedWrite[] {
       prepared.push(add);
       return;
     }
+    if (write.kind === 'update') {
+      if (earlier !== undefined) {
+        throw new Error(`${where} targets the same item as write ${earlier.index}`);
+      }
+      if (Object.keys(write.set ?? {}).length === 0) {
+        throw new Error(`${where} sets no fields`);
+      }
+      const update: PreparedWrite = {
+        kind: 'update',
+        key: write.key,
+        set: checkSet(write.set, where),
+        when: checkWhen(write.when, where),
+        index,
+      };
+      seen.set(id, update);
+      prepared.push(update);
+      return;
+    }
     if (!Number.isSafeInteger(write.expectVersion) || write.expectVersion < 0) {
       throw new Error(`${where} expects version ${write.expectVersion}, which is not a non-negative integer`);
     }
@@ -137,6 +164,35 @@ function mergeAdd(into: Extract<PreparedWrite, { kind: 'add' }>, later: Extract<
   if (later.expiresAt !== undefined) into.expiresAt = later.expiresAt;
 }
 
+/** An update's condition: per named field, finite bounds, at least one (a copy). */
+function checkWhen(when: Readonly<Record<string, FieldCondition>>, where: string): Record<string, FieldCondition> {
+  const checked: Record<string, FieldCondition> = {};
+  for (const [name, condition] of Object.entries(when ?? {})) {
+    const bounds = Object.entries(condition ?? {}).filter(([, value]) => value !== undefined);
+    const known = bounds.every(([bound]) => bound === 'below' || bound === 'atLeast' || bound === 'equals');
+    if (name === '' || bounds.length === 0 || !known || !bounds.every(([, value]) => Number.isFinite(value))) {
+      throw new Error(
+        `${where} compares field ${JSON.stringify(name)} with ${JSON.stringify(condition)}: needs a name and finite below, atLeast or equals`,
+      );
+    }
+    checked[name] = Object.fromEntries(bounds) as FieldCondition;
+  }
+  return checked;
+}
+
+/**
+ * Whether a number field (undefined when absent) meets a condition: the reading both adapters
+ * follow (DynamoDB's comparisons are false on an absent attribute).
+ */
+export function meetsCondition(value: number | undefined, condition: FieldCondition): boolean {
+  if (value === undefined) return false;
+  return (
+    (condition.below === undefined || value < condition.below) &&
+    (condition.atLeast === undefined || value >= condition.atLeast) &&
+    (condition.equals === undefined || value === condition.equals)
+  );
+}
+
 /** An add's expiry: a finite number of epoch seconds, as a put's. */
 function checkAddExpiry(expiresAt: number, where: string): number {
   if (typeof expiresAt !== 'number' || !Number.isFinite(expiresAt)) {
@@ -167,7 +223,11 @@ export function applyAdd(data: unknown, add: Pick<Extract<PreparedWrite, { kind:
   return { ...sums, ...add.set };
 }
 
-function prepareVersioned(write: Exclude<Write, { kind: 'add' }>, where: string, index: number): PreparedWrite {
+function prepareVersioned(
+  write: Exclude<Write, { kind: 'add' | 'update' }>,
+  where: string,
+  index: number,
+): PreparedWrite {
   if (write.kind !== 'put') {
     return { kind: write.kind, key: write.key, expectVersion: write.expectVersion, index };
   }
@@ -193,6 +253,7 @@ function prepareVersioned(write: Exclude<Write, { kind: 'add' }>, where: string,
     data,
     expiresAt: write.expiresAt,
     indexes: indexKeys,
+    numbers: write.numbers === undefined ? {} : checkSet(write.numbers, where),
     index,
   };
 }

@@ -2,10 +2,16 @@
  * Store: versioned items with conditional writes, shaped by DynamoDB's single-table semantics so
  * that the embedded (SQLite) and cloud (DynamoDB) adapters can honour the same contract.
  *
- * An item lives at (pk, sk). Every write but `add` names the version it expects: `0` means "must
- * not exist", `n` means "must exist at version n"; a successful put stores version expected + 1.
- * An `add` (counters) checks nothing and bumps the version. A batch of writes is one transaction:
- * all apply or none does.
+ * An item lives at (pk, sk). Every write but `add` and `update` names the version it expects: `0`
+ * means "must not exist", `n` means "must exist at version n"; a successful put stores version
+ * expected + 1. An `add` (counters) checks nothing and bumps the version; an `update` checks the
+ * item's number fields instead of its version, so it needs no read first. A batch of writes is one
+ * transaction: all apply or none does.
+ *
+ * Number fields: an item's data is opaque to conditions (DynamoDB holds it as one JSON text), except
+ * for the top-level numbers kept beside it: a put's `numbers` and the `set` fields of adds and
+ * updates. They read back as fields of the data, over the data's own; an `update`'s `when` compares
+ * them. A put replaces them all, as it replaces the data.
  *
  * Two secondary indexes, `byPool` and `byDue`, hold the keys that items choose to project:
  *   byPool  pk = POOL#<pool>      sk = <9 - priority>#<queuedAt>#<taskId>   queued tasks, highest priority then oldest first
@@ -41,6 +47,11 @@ export type Write =
       expiresAt?: number;
       /** 0: the item must not exist (or have expired); n: it must exist at version n. */
       expectVersion: number;
+      /**
+       * Top-level numbers kept beside the data (see the module's number fields): the fields a later
+       * `update` may compare and set without a read. Read back over the data's fields of the same name.
+       */
+      numbers?: Readonly<Record<string, number>>;
     }
   | { kind: 'delete'; key: ItemKey; expectVersion: number }
   | { kind: 'check'; key: ItemKey; expectVersion: number }
@@ -64,7 +75,32 @@ export type Write =
        * when a put of the same item in the transaction takes the add in (the put's expiry holds).
        */
       expiresAt?: number;
+    }
+  | {
+      /**
+       * Sets number fields of an item that exists (and has not expired) when its number fields meet
+       * `when`, and bumps its version by one; its other data, index keys and expiry stay as they
+       * were. The condition rides on the write, so a caller that knows what the item must hold
+       * (a watermark below a new date, say) writes once with no read. A number field that is absent
+       * meets no condition. Fails with the transaction as a version check does.
+       */
+      kind: 'update';
+      key: ItemKey;
+      /** The number fields to set (kept as number fields, so later updates can compare them). */
+      set: Readonly<Record<string, number>>;
+      /** Each named number field must hold a number within these bounds. */
+      when: Readonly<Record<string, FieldCondition>>;
     };
+
+/** Bounds on one number field, all of which must hold. */
+export interface FieldCondition {
+  /** The field is strictly below this value. */
+  below?: number;
+  /** The field is at or above this value. */
+  atLeast?: number;
+  /** The field is exactly this value. */
+  equals?: number;
+}
 
 export interface QueryOptions {
   /** Query an index instead of the table. */
@@ -93,7 +129,7 @@ export interface Store {
   query<T = unknown>(options: QueryOptions): Promise<QueryPage<T>>;
   /**
    * Applies every write or none. Throws {@link ConditionFailedError} naming the writes whose
-   * expected version did not hold (indexes into `writes` as given).
+   * expected version, or `update` condition, did not hold (indexes into `writes` as given).
    */
   transact(writes: readonly Write[]): Promise<void>;
   close(): Promise<void>;

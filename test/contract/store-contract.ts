@@ -332,6 +332,123 @@ export function storeContract(
       expect(await store.get(counters)).toBeUndefined();
     });
 
+    it('updates number fields when its condition on them holds, with no version: a watermark that only rises', async () => {
+      const { clock } = fixture;
+      const seen = key('node', 'SEEN');
+      const byDue = { pk: `DUE#${ns}`, sk: '0100#node' };
+      const expiresAt = Math.ceil(clock.now() / 1000) + 60;
+      await store.transact([
+        { ...put(seen, { id: 'node', pools: ['p'] }, 0, { byDue }, expiresAt), numbers: { hbDate: 10, dueAt: 100 } },
+      ]);
+      expect(await store.get(seen)).toMatchObject({ version: 1, data: { id: 'node', pools: ['p'], hbDate: 10, dueAt: 100 } });
+
+      const beat = (date: number): Write => ({
+        kind: 'update',
+        key: seen,
+        set: { hbDate: date, lastSeenAt: date * 2 },
+        when: { hbDate: { below: date }, dueAt: { atLeast: 100, equals: 100 } },
+      });
+      await store.transact([beat(11)]);
+      // The other data, the index keys and the expiry stay; the version moves on.
+      expect(await store.get(seen)).toEqual({
+        ...seen,
+        version: 2,
+        data: { id: 'node', pools: ['p'], hbDate: 11, dueAt: 100, lastSeenAt: 22 },
+        indexes: { byDue },
+        expiresAt,
+      });
+      // Not later than the watermark: refused, and nothing changes.
+      await expectConditionFailed(store.transact([beat(11)]), [0]);
+      await expectConditionFailed(store.transact([beat(5)]), [0]);
+      // Inside a transaction it is named by its place, and takes the transaction down with it.
+      await expectConditionFailed(store.transact([put(key('other'), 1, 0), beat(11)]), [1]);
+      expect(await store.get(key('other'))).toBeUndefined();
+      await store.transact([beat(12), { kind: 'add', key: key('counters', 'SUM'), fields: { beats: 1 } }]);
+      expect(await store.get(seen)).toMatchObject({ version: 3, data: { hbDate: 12, lastSeenAt: 24 } });
+
+      // A field that is absent meets no condition; neither does an item that is absent.
+      await expectConditionFailed(
+        store.transact([{ kind: 'update', key: seen, set: { a: 1 }, when: { missing: { atLeast: 0 } } }]),
+        [0],
+      );
+      await expectConditionFailed(
+        store.transact([{ kind: 'update', key: key('absent'), set: { a: 1 }, when: {} }]),
+        [0],
+      );
+      expect(await store.get(key('absent'))).toBeUndefined();
+      // Nor does an expired one.
+      clock.advance(expiresAt * 1000 - clock.now());
+      await expectConditionFailed(store.transact([beat(13)]), [0]);
+    });
+
+    it('compares number fields only, never numbers inside the data of a put, and a put replaces them', async () => {
+      const item = key('node', 'SEEN');
+      const rises = (date: number): Write => ({
+        kind: 'update',
+        key: item,
+        set: { hbDate: date },
+        when: { hbDate: { below: date } },
+      });
+      // DynamoDB holds a put's data as one JSON text that conditions cannot read: both stores agree.
+      await store.transact([put(item, { hbDate: 1 }, 0)]);
+      await expectConditionFailed(store.transact([rises(2)]), [0]);
+
+      await store.transact([{ ...put(item, { hbDate: 1 }, 1), numbers: { hbDate: 1 } }]);
+      await store.transact([rises(2)]);
+      const read = await store.get<Record<string, number>>(item);
+      expect(read).toMatchObject({ version: 3, data: { hbDate: 2 } });
+      // A put without numbers keeps what it reads as data only.
+      await store.transact([put(item, { ...read?.data }, 3)]);
+      expect(await store.get(item)).toMatchObject({ version: 4, data: { hbDate: 2 } });
+      await expectConditionFailed(store.transact([rises(3)]), [0]);
+      // An add's set fields are number fields too.
+      await store.transact([{ kind: 'add', key: item, fields: { n: 1 }, set: { hbDate: 2 } }]);
+      await store.transact([rises(3)]);
+      expect(await store.get(item)).toMatchObject({ version: 6, data: { hbDate: 3, n: 1 } });
+    });
+
+    it('lets exactly one of many concurrent updates to the same watermark win', async () => {
+      const item = key('node', 'SEEN');
+      await store.transact([{ ...put(item, {}, 0), numbers: { hbDate: 0 } }]);
+      const results = await Promise.allSettled(
+        Array.from({ length: 10 }, () =>
+          store.transact([{ kind: 'update', key: item, set: { hbDate: 7 }, when: { hbDate: { below: 7 } } }]),
+        ),
+      );
+      expect(results.filter((result) => result.status === 'fulfilled')).toHaveLength(1);
+      for (const result of results) {
+        if (result.status === 'rejected') expect(result.reason).toBeInstanceOf(ConditionFailedError);
+      }
+      expect(await store.get(item)).toMatchObject({ version: 2, data: { hbDate: 7 } });
+    });
+
+    it('rejects malformed updates outright, applying nothing', async () => {
+      const item = key('node', 'SEEN');
+      await store.transact([{ ...put(item, {}, 0), numbers: { hbDate: 0 } }]);
+      const update = (set: Record<string, number>, when: Record<string, unknown>): Write =>
+        ({ kind: 'update', key: item, set, when }) as Write;
+      const malformed: Write[][] = [
+        [update({}, {})],
+        [update({ hbDate: Number.NaN }, {})],
+        [update({ hbDate: 1 }, { hbDate: {} })],
+        [update({ hbDate: 1 }, { hbDate: { below: Number.POSITIVE_INFINITY } })],
+        [update({ hbDate: 1 }, { hbDate: { lessThan: 1 } })],
+        [update({ hbDate: 1 }, { '': { below: 1 } })],
+        [update({ hbDate: 1 }, {}), { kind: 'add', key: item, fields: { n: 1 } }],
+        [{ kind: 'check', key: item, expectVersion: 1 }, update({ hbDate: 1 }, {})],
+        [{ ...put(item, {}, 1), numbers: { hbDate: Number.NaN } }],
+      ];
+      for (const writes of malformed) {
+        const error = await store.transact(writes).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(error).toBeInstanceOf(Error);
+        expect(error).not.toBeInstanceOf(ConditionFailedError);
+      }
+      expect(await store.get(item)).toMatchObject({ version: 1, data: { hbDate: 0 } });
+    });
+
     it('lets exactly one of many concurrent updates at the same version win, every time', async () => {
       const contended = key('contended');
       await store.transact([put(contended, { round: 0 }, 0)]);
@@ -407,7 +524,7 @@ export function storeContract(
           const model = new Map<string, { version: number; data: number; byPool?: IndexKey }>();
 
           for (const transaction of transactions) {
-            const writes = transaction.map((w): Exclude<Write, { kind: 'add' }> => {
+            const writes = transaction.map((w): Exclude<Write, { kind: 'add' | 'update' }> => {
               const expectVersion = w.expect === 'current' ? (model.get(w.id)?.version ?? 0) : w.expect;
               if (w.kind !== 'put') {
                 return { kind: w.kind, key: itemKey(w.id), expectVersion };
@@ -670,7 +787,7 @@ function put(
   expectVersion: number,
   indexes?: Partial<Record<IndexName, IndexKey>>,
   expiresAt?: number,
-): Write {
+): Extract<Write, { kind: 'put' }> {
   return {
     kind: 'put',
     key,

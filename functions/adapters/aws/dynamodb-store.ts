@@ -11,7 +11,7 @@
  * | `version`              | N    | the item's version, 1 on creation, +1 on each put               |
  * | `data`                 | S    | the item's data as JSON text, so any JSON value round-trips     |
  * | `+<field>`             | N    | a counter kept by `add` (UpdateItem `ADD`), summed into `data.<field>` on reads |
- * | `=<field>`             | N    | a field an `add` sets (UpdateItem `SET`), read as `data.<field>` |
+ * | `=<field>`             | N    | a number field: a put's `numbers`, or set by an `add` or `update` (UpdateItem `SET`), read as `data.<field>` |
  * | `expiresAt`            | N    | epoch seconds; the table's TTL attribute; absent: never expires |
  * | `byPoolPk`, `byPoolSk` | S    | the item's key in the `byPool` index, when it has one          |
  * | `byDuePk`, `byDueSk`   | S    | the item's key in the `byDue` index, when it has one           |
@@ -49,6 +49,11 @@
  *   `ADD version :1, +<field> :n, ... SET =<field> = :v, ...` with no condition. ADD works on
  *   top-level attributes only, so each counter is its own attribute; reads fold them into `data`.
  *   A put replaces the whole item, counters included: its data carries what it keeps.
+ * - **update** (number fields, no read): an UpdateItem, or an `Update` action in the transaction,
+ *   of `SET =<field> = :v, ... ADD version :1` with the condition
+ *   `attribute_exists(pk) AND (attribute_not_exists(expiresAt) OR expiresAt > :now) AND =<field> < :below ...`.
+ *   The number fields are top-level attributes precisely so that a condition can compare them: the
+ *   data's JSON text is opaque to DynamoDB, and a comparison on an absent attribute is false.
  *
  * ## Expiry
  *
@@ -301,6 +306,19 @@ export class DynamoDbStore implements Store {
       await this.#client.send(new UpdateItemCommand({ TableName: this.#table, ...addUpdate(write) }));
       return;
     }
+    if (write.kind === 'update') {
+      try {
+        await this.#client.send(
+          new UpdateItemCommand({ TableName: this.#table, ...conditionalUpdate(write, this.#nowSeconds()) }),
+        );
+      } catch (error) {
+        if (error instanceof ConditionalCheckFailedException) {
+          throw new ConditionFailedError([0], { cause: error });
+        }
+        throw error;
+      }
+      return;
+    }
     if (write.kind === 'check') {
       // A lone check writes nothing: a consistent read of the version is as good as a condition.
       const item = await this.get(write.key);
@@ -353,6 +371,9 @@ export class DynamoDbStore implements Store {
   #transactItem(write: PreparedWrite, now: number): TransactWriteItem {
     if (write.kind === 'add') {
       return { Update: { TableName: this.#table, ...addUpdate(write) } };
+    }
+    if (write.kind === 'update') {
+      return { Update: { TableName: this.#table, ...conditionalUpdate(write, now) } };
     }
     const condition = versionCondition(write.expectVersion, now);
     switch (write.kind) {
@@ -483,6 +504,9 @@ function toDynamoItem(write: Extract<PreparedWrite, { kind: 'put' }>): Record<st
   if (write.expiresAt !== undefined) {
     item[itemAttributes.expiresAt] = { N: String(write.expiresAt) };
   }
+  for (const [field, value] of Object.entries(write.numbers)) {
+    item[`${setPrefix}${field}`] = { N: String(value) };
+  }
   for (const name of indexNames) {
     const indexKey = write.indexes[name];
     if (indexKey !== undefined) {
@@ -546,6 +570,43 @@ function addUpdate(write: Extract<PreparedWrite, { kind: 'add' }>) {
   return {
     Key: tableKey(write.key),
     UpdateExpression: `ADD ${adds.join(', ')}${sets.length === 0 ? '' : ` SET ${sets.join(', ')}`}`,
+    ExpressionAttributeNames: names,
+    ExpressionAttributeValues: values,
+  };
+}
+
+/**
+ * An update as an UpdateItem: `SET` of each number field ({@link setPrefix} + the field), `ADD` on
+ * the version, under a condition that the item exists, has not expired at `now` (epoch seconds)
+ * and that each compared number field holds its bounds.
+ */
+function conditionalUpdate(write: Extract<PreparedWrite, { kind: 'update' }>, now: number) {
+  const names: Record<string, string> = {
+    '#pk': itemAttributes.pk,
+    '#version': itemAttributes.version,
+    '#expiresAt': itemAttributes.expiresAt,
+  };
+  const values: Record<string, AttributeValue> = { ':one': { N: '1' }, ':now': { N: String(now) } };
+  const sets = Object.entries(write.set).map(([field, value], i) => {
+    names[`#s${i}`] = `${setPrefix}${field}`;
+    values[`:s${i}`] = { N: String(value) };
+    return `#s${i} = :s${i}`;
+  });
+  const conditions = ['attribute_exists(#pk)', '(attribute_not_exists(#expiresAt) OR #expiresAt > :now)'];
+  const operators = { below: '<', atLeast: '>=', equals: '=' } as const;
+  Object.entries(write.when).forEach(([field, condition], i) => {
+    names[`#w${i}`] = `${setPrefix}${field}`;
+    for (const bound of ['below', 'atLeast', 'equals'] as const) {
+      const value = condition[bound];
+      if (value === undefined) continue;
+      values[`:w${i}${bound}`] = { N: String(value) };
+      conditions.push(`#w${i} ${operators[bound]} :w${i}${bound}`);
+    }
+  });
+  return {
+    Key: tableKey(write.key),
+    UpdateExpression: `SET ${sets.join(', ')} ADD #version :one`,
+    ConditionExpression: conditions.join(' AND '),
     ExpressionAttributeNames: names,
     ExpressionAttributeValues: values,
   };

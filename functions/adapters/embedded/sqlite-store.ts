@@ -1,9 +1,19 @@
 import { type Clock, systemClock } from '../../ports/clock.js';
-import type { IndexName, ItemKey, QueryOptions, QueryPage, Store, StoredItem, Write } from '../../ports/store.js';
+import type {
+  FieldCondition,
+  IndexName,
+  ItemKey,
+  QueryOptions,
+  QueryPage,
+  Store,
+  StoredItem,
+  Write,
+} from '../../ports/store.js';
 import { ConditionFailedError } from '../../ports/store.js';
 import {
   applyAdd,
   decodeCursor,
+  meetsCondition,
   describeKey,
   encodeCursor,
   indexNames,
@@ -36,6 +46,8 @@ interface ItemRow {
   by_due_sk: string | null;
   by_owner_pk: string | null;
   by_owner_sk: string | null;
+  /** The item's number fields as JSON (null: none); its data holds them too, so reads need not merge. */
+  numbers: string | null;
 }
 
 /**
@@ -67,9 +79,9 @@ export class SqliteStore implements Store {
     selectVersion.pluck();
     const upsert = db.prepare<[ItemRow]>(
       `INSERT OR REPLACE INTO items (pk, sk, version, data, expires_at,
-         by_pool_pk, by_pool_sk, by_due_pk, by_due_sk, by_owner_pk, by_owner_sk)
+         by_pool_pk, by_pool_sk, by_due_pk, by_due_sk, by_owner_pk, by_owner_sk, numbers)
        VALUES (@pk, @sk, @version, @data, @expires_at,
-         @by_pool_pk, @by_pool_sk, @by_due_pk, @by_due_sk, @by_owner_pk, @by_owner_sk)`,
+         @by_pool_pk, @by_pool_sk, @by_due_pk, @by_due_sk, @by_owner_pk, @by_owner_sk, @numbers)`,
     );
     const remove = db.prepare<[ItemKey]>('DELETE FROM items WHERE pk = @pk AND sk = @sk');
     const selectRow = db.prepare<[{ pk: string; sk: string; now: number }], ItemRow>(
@@ -80,6 +92,10 @@ export class SqliteStore implements Store {
       // Check every condition before writing anything, so the error can name all that failed.
       const failed = writes.flatMap((write) => {
         if (write.kind === 'add') return [];
+        if (write.kind === 'update') {
+          const row = selectRow.get({ pk: write.key.pk, sk: write.key.sk, now });
+          return row !== undefined && meetsAll(row, write.when) ? [] : [write.index];
+        }
         const version = selectVersion.get({ pk: write.key.pk, sk: write.key.sk, now }) ?? 0;
         return version === write.expectVersion ? [] : [write.index];
       });
@@ -93,6 +109,9 @@ export class SqliteStore implements Store {
           remove.run({ pk: write.key.pk, sk: write.key.sk });
         } else if (write.kind === 'add') {
           upsert.run(addedRow(selectRow.get({ pk: write.key.pk, sk: write.key.sk, now }), write));
+        } else if (write.kind === 'update') {
+          const row = selectRow.get({ pk: write.key.pk, sk: write.key.sk, now });
+          if (row !== undefined) upsert.run(updatedRow(row, write.set));
         }
       }
     });
@@ -199,7 +218,7 @@ function toRow(write: Extract<PreparedWrite, { kind: 'put' }>): ItemRow {
     pk: write.key.pk,
     sk: write.key.sk,
     version: write.expectVersion + 1,
-    data: write.data,
+    data: hasFields(write.numbers) ? JSON.stringify({ ...JSON.parse(write.data), ...write.numbers }) : write.data,
     expires_at: write.expiresAt ?? null,
     by_pool_pk: null,
     by_pool_sk: null,
@@ -207,6 +226,7 @@ function toRow(write: Extract<PreparedWrite, { kind: 'put' }>): ItemRow {
     by_due_sk: null,
     by_owner_pk: null,
     by_owner_sk: null,
+    numbers: hasFields(write.numbers) ? JSON.stringify(write.numbers) : null,
   };
   for (const name of indexNames) {
     const indexKey = write.indexes[name];
@@ -224,14 +244,45 @@ function toRow(write: Extract<PreparedWrite, { kind: 'put' }>): ItemRow {
 function addedRow(current: ItemRow | undefined, write: Extract<PreparedWrite, { kind: 'add' }>): ItemRow {
   if (current === undefined) {
     const data = JSON.stringify(applyAdd({}, write));
-    return toRow({ ...write, kind: 'put', expectVersion: 0, data, expiresAt: write.expiresAt, indexes: {} });
+    const numbers = write.set ?? {};
+    return toRow({ ...write, kind: 'put', expectVersion: 0, data, expiresAt: write.expiresAt, indexes: {}, numbers });
   }
   return {
     ...current,
     version: current.version + 1,
     data: JSON.stringify(applyAdd(JSON.parse(current.data), write)),
     expires_at: write.expiresAt ?? current.expires_at,
+    numbers: withNumbers(current.numbers, write.set),
   };
+}
+
+/** The row after an update whose condition held: its number fields set, in its data too. */
+function updatedRow(current: ItemRow, set: Readonly<Record<string, number>>): ItemRow {
+  return {
+    ...current,
+    version: current.version + 1,
+    data: JSON.stringify({ ...JSON.parse(current.data), ...set }),
+    numbers: withNumbers(current.numbers, set),
+  };
+}
+
+/** The number fields column with `set` over it. */
+function withNumbers(numbers: string | null, set: Readonly<Record<string, number>> | undefined): string | null {
+  if (!hasFields(set)) return numbers;
+  return JSON.stringify({ ...(numbers === null ? {} : JSON.parse(numbers)), ...set });
+}
+
+/**
+ * Whether the row's number fields meet every condition. Only number fields count, as DynamoDB's
+ * conditions see only the attributes beside a put's JSON text: a number inside the data does not.
+ */
+function meetsAll(row: ItemRow, when: Readonly<Record<string, FieldCondition>>): boolean {
+  const numbers = (row.numbers === null ? {} : JSON.parse(row.numbers)) as Record<string, number>;
+  return Object.entries(when).every(([field, condition]) => meetsCondition(numbers[field], condition));
+}
+
+function hasFields(fields: Readonly<Record<string, number>> | undefined): fields is Readonly<Record<string, number>> {
+  return fields !== undefined && Object.keys(fields).length > 0;
 }
 
 function toItem<T>(row: ItemRow): StoredItem<T> {

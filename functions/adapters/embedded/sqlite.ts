@@ -6,7 +6,7 @@ import { ensurePrivateDir, ensurePrivateFile } from './private-files.js';
 export type Database = BetterSqlite3.Database;
 
 /** The schema this code writes; stored in SQLite's `user_version` pragma. */
-export const schemaVersion = 1;
+export const schemaVersion = 2;
 
 /**
  * Both adapters' tables in one file, so a single data directory holds the whole control plane.
@@ -26,6 +26,7 @@ const schema = `
     by_due_sk TEXT,
     by_owner_pk TEXT,
     by_owner_sk TEXT,
+    numbers TEXT,
     PRIMARY KEY (pk, sk)
   ) WITHOUT ROWID;
   CREATE INDEX IF NOT EXISTS items_by_pool ON items (by_pool_pk, by_pool_sk, pk, sk) WHERE by_pool_pk IS NOT NULL;
@@ -84,6 +85,8 @@ function migrate(db: Database, file: string): void {
       throw new Error(`database ${file} has schema version ${String(found)}, newer than this build's ${schemaVersion}`);
     }
     db.exec(schema);
+    // Version 2: the items' number fields (a put's numbers, the set fields of adds and updates), as JSON.
+    if (found === 1) db.exec('ALTER TABLE items ADD COLUMN numbers TEXT');
     db.pragma(`user_version = ${schemaVersion}`);
   }).immediate();
 }
