@@ -1,11 +1,13 @@
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { defaultRateLimits } from '../functions/domain/security/rate-limit.js';
 import { freePort } from '../test/support/processes.js';
+import { adminKeyFileName } from './admin-key.js';
 import { isLoopbackPeer, type RunningControlPlane, startControlPlane } from './control-plane-server.js';
 import { DataDirLockedError, lockDataDir } from './data-dir-lock.js';
 import { allowedHosts } from './host-check.js';
@@ -99,6 +101,40 @@ describe('the embedded server by default', () => {
       for (let i = 0; i < 3; i++) {
         const response = await fetch(`${local.url}/v1/nodes`, { method: 'POST', body: '{}' });
         expect(response.status).not.toBe(429);
+      }
+    } finally {
+      await local.stop();
+    }
+  });
+});
+
+describe('the embedded server is the only writer of its store', () => {
+  it('counts rate limits in memory, writing no counter to the database (exclusiveStore)', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'gpuai-server-'));
+    const local = await startControlPlane({
+      port: 0,
+      host: '127.0.0.1',
+      dataDir,
+      reaperIntervalMs: 60_000,
+      log: () => undefined,
+      settings: { rateLimits: { ...defaultRateLimits, key: { limit: 3, windowSeconds: 3600 } } },
+    });
+    try {
+      const key = readFileSync(join(dataDir, adminKeyFileName), 'utf8').trim();
+      const statuses: number[] = [];
+      for (let i = 0; i < 5; i++) {
+        const response = await fetch(`${local.url}/v1/jobs`, { headers: { authorization: `Bearer ${key}` } });
+        statuses.push(response.status);
+      }
+      // Counted (the 4th request of the key is refused), yet no RATE# counter in the store: the
+      // data-dir lock makes this process the only writer, so nothing needs sharing.
+      expect(statuses).toEqual([200, 200, 200, 429, 429]);
+      const db = new Database(join(dataDir, 'gpuai.db'), { readonly: true });
+      try {
+        const counters = db.prepare("SELECT count(*) AS n FROM items WHERE pk LIKE 'RATE#%'").get() as { n: number };
+        expect(counters.n).toBe(0);
+      } finally {
+        db.close();
       }
     } finally {
       await local.stop();
