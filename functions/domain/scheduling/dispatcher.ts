@@ -159,7 +159,10 @@ export class Dispatcher {
         continue;
       }
       const topics = [...node.pools, ...[...ctx.joined].map((jobId) => gangTopic(jobId, node.id))];
-      wake = await this.signal.wait(topics, Math.min(left, this.settings.recheckMs), abort, accepts, waiting);
+      // A poll waiting in a gang is not offered to placement: its node is spoken for, and a node
+      // that joined would otherwise be the best again for each of its gang's other tasks.
+      const candidate = ctx.joined.size === 0 ? waiting : undefined;
+      wake = await this.signal.wait(topics, Math.min(left, this.settings.recheckMs), abort, accepts, candidate);
       if (abort?.aborted) return this.endPoll(node, ctx);
       // Woken for a task, or work may have come that woke nobody, or the node was full: read again.
       // Otherwise nothing changed since the last read (the storm of idle polls re-reading every second).
