@@ -65,7 +65,13 @@ export class SqliteQueue implements Queue {
         return { id: row.id, body: row.body, receiptHandle, receiveCount: row.receive_count + 1, sentAt: row.sent_at };
       });
     });
-    this.#take = (definition, maxMessages, visibilityMs) => take.immediate(definition, maxMessages, visibilityMs);
+    // A plain read first: a receive that finds nothing visible (most of a long poll's rechecks) takes
+    // no write lock and commits nothing. Nothing is dead-lettered then either, since only visible
+    // messages are, so the outcome is the transaction's own.
+    this.#take = (definition, maxMessages, visibilityMs) =>
+      this.#statements.anyVisible.get({ queue: definition.name, now: this.#clock.now() }) === undefined
+        ? []
+        : take.immediate(definition, maxMessages, visibilityMs);
   }
 
   async send(queue: string, body: string, options: { delaySeconds?: number } = {}): Promise<string> {
@@ -197,6 +203,11 @@ function prepareStatements(db: Database) {
       `SELECT id, body, sent_at, receive_count FROM messages
        WHERE queue = @queue AND visible_at <= @now ORDER BY sent_at, rowid LIMIT @limit`,
     ),
+    anyVisible: db
+      .prepare<[{ queue: string; now: number }], number>(
+        'SELECT 1 FROM messages WHERE queue = @queue AND visible_at <= @now LIMIT 1',
+      )
+      .pluck(),
     deliver: db.prepare<[{ id: string; visibleAt: number; receipt: string }]>(
       `UPDATE messages SET visible_at = @visibleAt, receive_count = receive_count + 1, receipt = @receipt
        WHERE id = @id`,
