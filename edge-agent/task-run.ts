@@ -81,6 +81,13 @@ export class TaskRun {
   readonly attempt: number;
   private process: ProcessTask | undefined;
   private dropReason: string | undefined;
+  /**
+   * Where its final report (result or failure) is: a delivered one ended the lease itself, so the
+   * task is no longer listed in heartbeats and an abort that says so changes nothing.
+   */
+  private finalReport: 'unsent' | 'sending' | 'delivered' | 'undelivered' = 'unsent';
+  /** An abort that came while the final report was on its way, until the report's fate tells what it meant. */
+  private abortWhileReporting: string | undefined;
   private releasing = false;
   private readonly processDone = new AbortController();
   /** When its process started (performance.now(), ms): its own timeout runs from here. */
@@ -96,7 +103,7 @@ export class TaskRun {
 
   /** Whether the control plane still considers this task leased to the node (heartbeats list it). */
   get leased(): boolean {
-    return this.dropReason === undefined;
+    return this.dropReason === undefined && this.finalReport !== 'delivered';
   }
 
   /** Whether the task's process is still running (the node must wait for it or release it). */
@@ -117,12 +124,35 @@ export class TaskRun {
   }
 
   /**
-   * The control plane took the task back (aborted, or lease lost): stop it and report nothing. A
-   * task past its own timeout is not dropped: its process is being stopped already, and its
-   * `timeout` report is what the control plane's own timeout abort is waiting for (it takes it
-   * until the lease's grace ends; a report it refuses drops the task then).
+   * A heartbeat's answer says the control plane took the task back: stop it and report nothing.
+   *
+   * Not when the task's own final report got there first. A heartbeat sent while that report was
+   * on its way still lists the task, and if the control plane takes the report (and verifies it)
+   * before it reads the heartbeat, it answers "abort: the task is verified" (or reported, failed):
+   *
+   *   agent   beat(lists task) ──────────────────────────────▶ answer: abort (verified)
+   *           result report ────▶ taken, verified ────▶ 200
+   *
+   * Such an abort describes the report's own effect, so it waits for the report: delivered, the
+   * abort is dropped silently; refused, the task stops with the abort's reason (a real abort, a
+   * cancellation say, still warns). See {@link deliver}.
    */
   drop(reason: string): void {
+    if (this.finalReport === 'delivered') return;
+    if (this.finalReport === 'sending') {
+      this.abortWhileReporting ??= reason;
+      return;
+    }
+    this.stop(reason);
+  }
+
+  /**
+   * The task is not ours any more (aborted, lease lost, a report refused): stop it and report
+   * nothing. A task past its own timeout is not stopped: its process is being stopped already, and
+   * its `timeout` report is what the control plane's own timeout abort is waiting for (it takes it
+   * until the lease's grace ends; a report it refuses stops the task then).
+   */
+  private stop(reason: string): void {
     if (this.dropReason !== undefined) return;
     if (this.pastOwnTimeout()) {
       this.log('info', `reporting its own timeout rather than stopping silently (${reason})`);
@@ -317,10 +347,15 @@ export class TaskRun {
     );
   }
 
-  /** Sends a final report; a result the protocol refuses (too many outputs, say) is turned into a failure. */
+  /**
+   * Sends a final report; a result the protocol refuses (too many outputs, say) is turned into a
+   * failure. An abort that came meanwhile ({@link drop}) is settled by the report's fate.
+   */
   private async deliver(kind: 'result' | 'failure', send: () => Promise<unknown>): Promise<void> {
+    this.finalReport = 'sending';
     try {
       await this.context.asNode(send, this.context.reportSignal);
+      this.finalReport = 'delivered';
     } catch (error) {
       if (kind === 'result' && error instanceof InvalidRequestError) {
         await this.fail('error', `result cannot be reported: ${error.message}`);
@@ -328,9 +363,13 @@ export class TaskRun {
       }
       // The control plane took the report (2xx) even if its answer did not parse: nothing to repeat.
       if (error instanceof UnexpectedResponseError) {
+        this.finalReport = 'delivered';
         this.log('warn', `${kind} delivered, but the response was unexpected`, { error: error.message });
         return;
       }
+      this.finalReport = 'undelivered';
+      // Not taken: the abort was the control plane's own (a cancellation, a lost lease), and its reason says more than the refusal.
+      if (this.abortWhileReporting !== undefined) this.stop(this.abortWhileReporting);
       this.onReportError(error, `${kind} report`);
     }
   }
@@ -353,9 +392,9 @@ export class TaskRun {
    */
   private onReportError(error: unknown, what: string): void {
     if (error instanceof LeaseLostError) {
-      this.drop('lease lost');
+      this.stop('lease lost');
     } else if (error instanceof RequestRejectedError) {
-      this.drop(`${what} refused: ${error.message}`);
+      this.stop(`${what} refused: ${error.message}`);
     } else if (error instanceof RequestAbortedError) {
       this.log('warn', `${what} abandoned: the agent is stopping`);
     } else if (!(error instanceof AgentError && error.retryable)) {
