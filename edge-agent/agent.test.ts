@@ -187,6 +187,23 @@ describe('Agent', { timeout: 60_000 }, () => {
     expect((await h.finished(job.id)).status).toBe('succeeded');
   });
 
+  it('reports its measured round trip to the control plane in a heartbeat, then not again within the period', async () => {
+    const h = await setUp();
+    startAgent(h);
+    const reported = () =>
+      h
+        .sent('POST', '/heartbeat')
+        .map((r) => HeartbeatRequest.parse(JSON.parse(r.body)).latencyMs)
+        .filter((ms) => ms !== undefined);
+    await waitUntil('a heartbeat with a round trip', () => reported().length > 0);
+    const beats = h.sent('POST', '/heartbeat').length;
+    await waitUntil('three more heartbeats', () => h.sent('POST', '/heartbeat').length >= beats + 3);
+    // Registration and the first beats were measured (never the long polls); reported once.
+    expect(reported()).toHaveLength(1);
+    expect(reported()[0]).toBeGreaterThanOrEqual(1);
+    expect(reported()[0]).toBeLessThan(60_000);
+  });
+
   it('clears work dirs left behind by an earlier run', async () => {
     const h = await setUp();
     const stale = join(workRootFor(h.dataDir), 'job_stale.0-1');
@@ -280,6 +297,77 @@ describe('Agent', { timeout: 60_000 }, () => {
     });
     expect(h.sent('POST', '/result')).toEqual([]);
     expect(h.sent('POST', '/fail')).toEqual([]);
+    expect((await h.task(job.id)).state).toBe('cancelled');
+  });
+
+  /**
+   * Holds the answer to the task's final report until a heartbeat answer that aborts the task has
+   * reached the agent (the next beat is sent after it was handled): the race between a report and
+   * a beat that still listed the task, made certain. `strip` hides aborts from heartbeat answers
+   * while it returns true. Returns the abort reasons heartbeat answers carried for the task.
+   */
+  function raceReportWithAbort(h: AgentHarness, taskId: string, report: 'result' | 'fail', strip = () => false) {
+    const aborts: string[] = [];
+    h.proxy.rewriteNext(
+      10_000,
+      (body) => {
+        const answer = JSON.parse(body) as { abort: { taskId: string; reason: string }[] };
+        const mine = answer.abort.filter((a) => a.taskId === taskId);
+        if (strip()) return JSON.stringify({ ...answer, abort: answer.abort.filter((a) => a.taskId !== taskId) });
+        aborts.push(...mine.map((a) => a.reason));
+        return body;
+      },
+      (r) => r.method === 'POST' && r.path.endsWith('/heartbeat'),
+    );
+    h.proxy.rewriteNext(
+      1,
+      async (body) => {
+        await waitUntil('a heartbeat answer aborting the task', () => aborts.length > 0);
+        const beats = h.sent('POST', '/heartbeat').length;
+        await waitUntil('the next heartbeat', () => h.sent('POST', '/heartbeat').length > beats);
+        return body;
+      },
+      (r) => r.method === 'POST' && r.path.endsWith(`/tasks/${taskId}/${report}`),
+    );
+    return aborts;
+  }
+
+  it("does not warn when a heartbeat's abort only says that the task's own result was verified", async () => {
+    const h = await setUp();
+    const job = await h.submit({ command: ['printf', 'done'] });
+    const taskId = job.tasks[0]?.id ?? '';
+    const aborts = raceReportWithAbort(h, taskId, 'result');
+    startAgent(h);
+
+    expect((await h.finished(job.id)).status).toBe('succeeded');
+    await waitUntil('a heartbeat without the task', () => {
+      const last = h.sent('POST', '/heartbeat').at(-1);
+      return last !== undefined && HeartbeatRequest.parse(JSON.parse(last.body)).tasks.length === 0;
+    });
+    // The race happened: the control plane answered a beat with "abort: the task is verified".
+    expect(aborts[0]).toMatch(/is no longer leased to this node: the task is (reported|verified)$/);
+    expect(h.logLines.filter((line) => !line.startsWith('info '))).toEqual([]);
+  });
+
+  it('still warns of an abort that came while its result was on its way when the result is refused (cancelled)', async () => {
+    const h = await setUp();
+    const go = join(h.dataDir, 'go');
+    // Silent until it ends, so no progress report learns of the cancellation first.
+    const job = await h.submit({ command: ['sh', '-c', `while [ ! -e '${go}' ]; do sleep 0.05; done; printf ok`] });
+    const taskId = job.tasks[0]?.id ?? '';
+    // The agent hears of the cancellation only once its result is on its way.
+    let cancelled = false;
+    const aborts = raceReportWithAbort(h, taskId, 'result', () => cancelled && h.sent('POST', '/result').length === 0);
+    startAgent(h);
+    await h.waitForTask(job.id, (t) => t.state === 'running', 'the task running');
+    await h.cancel(job.id);
+    cancelled = true;
+    await writeFile(go, '');
+
+    await waitUntil('the abort', () => h.logged(`task ${taskId} attempt 1 stopped: aborted by the control plane`));
+    expect(aborts[0]).toMatch(/: the task is cancelled$/);
+    expect(h.logged(`task ${taskId} attempt 1 stopped: aborted by the control plane (${aborts[0]})`)).toBe(true);
+    expect(h.sent('POST', '/result').map((r) => r.status)).toEqual([409]);
     expect((await h.task(job.id)).state).toBe('cancelled');
   });
 

@@ -447,8 +447,14 @@ export class Agent {
       const tasks = [...this.tasks.values()]
         .filter((task) => task.leased)
         .map((task) => ({ taskId: task.taskId, attempt: task.attempt }));
+      // Now and then the beat carries the node's round trip, which the control plane learns its latency from.
+      const latencyMs = client.roundTrips.due(performance.now());
       try {
-        const response = await this.asNode(() => client.heartbeat({ tasks }, { signal }), signal);
+        const response = await this.asNode(
+          () => client.heartbeat({ tasks, ...(latencyMs === undefined ? {} : { latencyMs }) }, { signal }),
+          signal,
+        );
+        if (latencyMs !== undefined) client.roundTrips.reported(performance.now());
         this.heartbeatIntervalMs = Math.max(minHeartbeatIntervalMs, response.heartbeatIntervalMs);
         this.advisedProgressMs = response.progressIntervalMs ?? this.advisedProgressMs;
         this.applyAborts(response.abort);

@@ -32,6 +32,7 @@ import {
   RequestAbortedError,
   UnexpectedResponseError,
 } from './errors.js';
+import { RoundTrips } from './round-trips.js';
 
 /** How often a call is sent again after a retryable failure (network error, 5xx, 429). */
 export type RetryPolicy = 'never' | 'forever' | { attempts: number };
@@ -62,6 +63,8 @@ interface RequestSpec<Response> {
   body?: { schema: z.ZodType; value: unknown };
   response: z.ZodType<Response>;
   timeoutMs: number;
+  /** A long poll: its answer waits for work, so its duration is no round trip ({@link RoundTrips}). */
+  waitsForWork?: true;
 }
 
 const longPollMarginMs = 15_000;
@@ -84,6 +87,8 @@ export class ControlPlaneClient {
   private rateLimitedUntil = 0;
   /** The signed date of the last request signed: the next is later (see {@link ControlPlaneClient.nextDate}). */
   private lastSignedDate = 0;
+  /** Round trips of the requests answered so far, for the heartbeats to report now and then. */
+  readonly roundTrips = new RoundTrips();
 
   constructor(private readonly options: ControlPlaneClientOptions) {
     this.nodeId = options.nodeId;
@@ -131,6 +136,7 @@ export class ControlPlaneClient {
         path: `${this.nodePath}/work?wait=${waitSeconds}`,
         response: WorkResponse.optional(),
         timeoutMs: waitSeconds * 1000 + longPollMarginMs,
+        waitsForWork: true,
       },
       options,
     );
@@ -288,12 +294,15 @@ export class ControlPlaneClient {
     if (spec.method === 'POST') headers['content-type'] = 'application/json';
     const timeout = requestDeadline(spec.timeoutMs);
     try {
+      const sentAt = performance.now();
       const response = await fetch(url, {
         method: spec.method,
         headers,
         signal: signal === undefined ? timeout.signal : AbortSignal.any([signal, timeout.signal]),
         ...(spec.method === 'POST' ? { body } : {}),
       });
+      // Any answer is a round trip, a refusal included: to its status line, before its body is read.
+      if (spec.waitsForWork !== true) this.roundTrips.observe(performance.now() - sentAt);
       const text = await response.text();
       if (!response.ok) {
         const error = errorFromResponse(response.status, text, response.headers);

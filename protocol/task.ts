@@ -81,9 +81,16 @@ export const FailureReport = z
   .meta({ id: 'FailureReport' });
 export type FailureReport = z.infer<typeof FailureReport>;
 
+/** The longest round trip a heartbeat may report: beyond a minute it is an outage, not a latency. */
+export const maxReportedLatencyMs = 60_000;
+
 export const HeartbeatRequest = z
   .strictObject({
     tasks: z.array(z.strictObject({ taskId: TaskId, ...AttemptRef })).max(64),
+    latencyMs: z.int().min(1).max(maxReportedLatencyMs).optional().meta({
+      description:
+        "The node's smoothed round trip to the control plane, ms, as it measured its own requests (never its long polls). Optional and occasional (the agent sends it every 5 minutes at most): the control plane learns the node's latency from it, which routing and placement weigh.",
+    }),
   })
   .meta({ id: 'HeartbeatRequest' });
 export type HeartbeatRequest = z.infer<typeof HeartbeatRequest>;

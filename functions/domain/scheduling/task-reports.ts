@@ -146,7 +146,9 @@ export class TaskReports {
    * when the node listed tasks, at the idle one when it did not. Tasks it no longer holds come back
    * in `abort`, so the node stops work nobody will accept; so do tasks that outran their timeout
    * by a busy interval (time for the node to report its own timeout),
-   * whose lease runs out at the end of the grace whatever the node says. `signedDate` (the request's
+   * whose lease runs out at the end of the grace whatever the node says. A beat that carries the
+   * node's measured round trip (`latencyMs`, now and then) feeds its latency estimate: one more
+   * read and write, once the beat is accepted. `signedDate` (the request's
    * signed date, where the route checks no nonce) must be later than the last heartbeat's.
    *
    * @throws UnauthenticatedError `replayed_request` when it is not; nothing is extended then.
@@ -193,11 +195,24 @@ export class TaskReports {
         abort.push({ taskId, attempt, reason: error.message });
       }
     }
+    if (request.latencyMs !== undefined) await this.learnLatency(nodeId, request.latencyMs);
     return {
       abort,
       heartbeatIntervalMs: request.tasks.length > 0 ? this.settings.heartbeatBusyMs : this.settings.heartbeatIdleMs,
       progressIntervalMs: this.settings.progressIntervalMs,
     };
+  }
+
+  /**
+   * Learns the round trip the node measured (the protocol bounds it). Advice, like every
+   * estimate: an estimate item contended past its retries drops the sample, never the heartbeat.
+   */
+  private async learnLatency(nodeId: string, ms: number): Promise<void> {
+    try {
+      await this.performance?.recordLatency(nodeId, ms);
+    } catch (error) {
+      if (!(error instanceof ContentionError)) throw error;
+    }
   }
 
   /** Extends the lease of a task read (and checked) just before; on a conflict, reads it again. */
