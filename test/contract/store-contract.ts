@@ -340,7 +340,10 @@ export function storeContract(
       await store.transact([
         { ...put(seen, { id: 'node', pools: ['p'] }, 0, { byDue }, expiresAt), numbers: { hbDate: 10, dueAt: 100 } },
       ]);
-      expect(await store.get(seen)).toMatchObject({ version: 1, data: { id: 'node', pools: ['p'], hbDate: 10, dueAt: 100 } });
+      expect(await store.get(seen)).toMatchObject({
+        version: 1,
+        data: { id: 'node', pools: ['p'], hbDate: 10, dueAt: 100 },
+      });
 
       const beat = (date: number): Write => ({
         kind: 'update',
@@ -500,7 +503,11 @@ export function storeContract(
       expect(lost).toBeGreaterThan(0);
     });
 
-    it('behaves like a map of versioned items over random transactions', async () => {
+    // A run is a few transactions and reads; an emulator on a loaded machine took up to 118 s for 50
+    // runs, past the 30 s default: the limit scales with the runs asked for.
+    it('behaves like a map of versioned items over random transactions', {
+      timeout: propertyRuns * 3_000,
+    }, async () => {
       const ids = ['a', 'b', 'c', 'd'] as const;
       const writeArbitrary = fc.record({
         kind: fc.constantFrom('put', 'put', 'delete', 'check'),

@@ -4,6 +4,7 @@ import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import BetterSqlite3 from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { LocalKeys } from '../../functions/adapters/embedded/local-keys.js';
 import { MemorySignal } from '../../functions/adapters/embedded/memory-signal.js';
@@ -77,12 +78,38 @@ describe('openDatabase', () => {
     const memory = openDatabase(':memory:');
     try {
       expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
-      expect(db.pragma('user_version', { simple: true })).toBe(1);
+      expect(db.pragma('user_version', { simple: true })).toBe(2);
       expect(db.pragma('busy_timeout', { simple: true })).toBe(5000);
-      expect(memory.pragma('user_version', { simple: true })).toBe(1);
+      expect(memory.pragma('user_version', { simple: true })).toBe(2);
     } finally {
       db.close();
       memory.close();
+      await remove();
+    }
+  });
+
+  it('brings a version 1 database up to version 2 (number fields), keeping its items', async () => {
+    const { dir, remove } = await temporaryDirectory();
+    const file = join(dir, 'gpuai.db');
+    const old = new BetterSqlite3(file);
+    old.exec(`CREATE TABLE items (pk TEXT NOT NULL, sk TEXT NOT NULL, version INTEGER NOT NULL, data TEXT NOT NULL,
+      expires_at INTEGER, by_pool_pk TEXT, by_pool_sk TEXT, by_due_pk TEXT, by_due_sk TEXT, by_owner_pk TEXT,
+      by_owner_sk TEXT, PRIMARY KEY (pk, sk)) WITHOUT ROWID`);
+    old.exec(`INSERT INTO items (pk, sk, version, data) VALUES ('NODE#a', 'SEEN', 3, '{"hbDate":5}')`);
+    old.pragma('user_version = 1');
+    old.close();
+    const store = new SqliteStore(openDatabase(file));
+    try {
+      expect(await store.get({ pk: 'NODE#a', sk: 'SEEN' })).toMatchObject({ version: 3, data: { hbDate: 5 } });
+      await store.transact([
+        { kind: 'put', key: { pk: 'NODE#a', sk: 'SEEN' }, data: {}, expectVersion: 3, numbers: { hbDate: 6 } },
+      ]);
+      await store.transact([
+        { kind: 'update', key: { pk: 'NODE#a', sk: 'SEEN' }, set: { hbDate: 7 }, when: { hbDate: { below: 7 } } },
+      ]);
+      expect(await store.get({ pk: 'NODE#a', sk: 'SEEN' })).toMatchObject({ version: 5, data: { hbDate: 7 } });
+    } finally {
+      await store.close();
       await remove();
     }
   });

@@ -13,11 +13,11 @@ import { ConditionFailedError } from '../../ports/store.js';
 import {
   applyAdd,
   decodeCursor,
-  meetsCondition,
   describeKey,
   encodeCursor,
   indexNames,
   invalidCursor,
+  meetsCondition,
   type PreparedWrite,
   pageSize,
   prepareWrites,

@@ -20,6 +20,13 @@
  * taken (`hbDate`); a replayed or reordered heartbeat fails that check and writes nothing, so the
  * heartbeat route keeps no nonce item (protocol/signing.ts).
  *
+ * Cost: where this process is the store's only writer (embedded) it remembers what it wrote and a
+ * heartbeat is one write with no read. Where instances share the store (Lambda) a heartbeat that
+ * changes nothing but when the node was seen is one conditional `update` of the item's number
+ * fields (`hbDate`, `lastSeenAt`, `dueAt`, `nodeExpiresAt`), whose condition carries the replay
+ * check and "nothing else to do" ({@link Presences.seen}); only a beat that must move the due item,
+ * turn the node live or push its expiry reads the item first and writes a transaction.
+ *
  * @module
  */
 import type { Clock } from '../../ports/clock.js';
@@ -66,6 +73,12 @@ export interface PresenceSettings {
   bucketMs?: number;
   /** This process is the store's only writer: trust the versions it wrote last and skip the read. */
   exclusiveStore?: boolean;
+  /**
+   * The longest regular gap between a node's heartbeats (default: a third of the liveness window,
+   * the idle interval). A beat within this of a due bucket boundary may have to move the due item,
+   * so it reads first instead of trying the one-write update and failing.
+   */
+  beatEveryMs?: number;
 }
 
 export const presenceKey = (nodeId: string): ItemKey => ({ pk: `NODE#${nodeId}`, sk: 'SEEN' });
@@ -110,6 +123,20 @@ export function putPresence(presence: PresenceRecord, expectVersion: number, exp
     data: presence,
     expiresAt: Math.ceil(expiresAtMs / 1000),
     expectVersion,
+    numbers: presenceNumbers(presence),
+  };
+}
+
+/**
+ * The presence's number fields: what a heartbeat's update compares and sets without a read. `dueAt`
+ * is one only while the node is live, so "has a due time far enough ahead" also says "is live".
+ */
+function presenceNumbers(presence: PresenceRecord): Record<string, number> {
+  return {
+    lastSeenAt: presence.lastSeenAt,
+    nodeExpiresAt: presence.nodeExpiresAt,
+    ...(presence.hbDate === undefined ? {} : { hbDate: presence.hbDate }),
+    ...(presence.live && presence.dueAt !== undefined ? { dueAt: presence.dueAt } : {}),
   };
 }
 
@@ -159,6 +186,9 @@ export class ReplayedHeartbeatError extends UnauthenticatedError {
 export class Presences {
   private readonly cache = new Map<string, StoredItem<PresenceRecord>>();
   private readonly bucketMs: number;
+  private readonly beatEveryMs: number;
+  /** The node item's TTL is pushed once less than this is left of it: a seventh of the expiry has passed. */
+  private readonly refreshAfterMs: number;
 
   constructor(
     private readonly store: Store,
@@ -168,6 +198,8 @@ export class Presences {
     private readonly ensurePool: (pool: string) => Promise<void> = async () => {},
   ) {
     this.bucketMs = Math.max(1000, settings.bucketMs ?? settings.livenessMs);
+    this.beatEveryMs = settings.beatEveryMs ?? settings.livenessMs / 3;
+    this.refreshAfterMs = settings.nodeExpiryMs - settings.nodeExpiryMs / 7;
   }
 
   async get(nodeId: string): Promise<PresenceRecord | undefined> {
@@ -179,10 +211,17 @@ export class Presences {
    * later than the last heartbeat's ({@link ReplayedHeartbeatError}); without (a poll, a claim) it
    * skips the write when the node was seen within the last second and is live.
    *
+   * A heartbeat where instances share the store first tries {@link Presences.beatInPlace}: one
+   * write, no read. Only when its condition fails (a replay, or something else to write) does it
+   * read the presence and plan the writes, which then refuse the replay with the watermark it read.
+   *
    * @throws NotFoundError `node_not_found` when the node is not registered (or its item expired).
    * @throws ContentionError when other writes of the same presence kept winning.
    */
   async seen(nodeId: string, options: { hbDate?: number } = {}): Promise<void> {
+    if (options.hbDate !== undefined && this.settings.exclusiveStore !== true) {
+      if (await this.beatInPlace(nodeId, options.hbDate)) return;
+    }
     await retrying(
       async () => {
         const current = this.cached(nodeId) ?? (await this.read(nodeId));
@@ -205,6 +244,41 @@ export class Presences {
           }),
       },
     );
+  }
+
+  /**
+   * A heartbeat as one conditional update of the presence's number fields: `hbDate` and
+   * `lastSeenAt` set, if the date is later than the watermark (the replay check rides on the write),
+   * the node's due item is at or past where this beat would put it (so the node is live and the
+   * due item stays), and its node item's expiry is not yet due to be pushed. Exactly the case in
+   * which {@link Presences.planSeen} writes the presence item alone. False when the condition
+   * failed, having written nothing; near a due bucket boundary, where the due item may have to
+   * move, it does not try (a failed conditional write costs as much as one that succeeds).
+   */
+  private async beatInPlace(nodeId: string, hbDate: number): Promise<boolean> {
+    const now = this.clock.now();
+    const { livenessMs } = this.settings;
+    if (dueBucket(now - this.beatEveryMs, livenessMs, this.bucketMs) !== dueBucket(now, livenessMs, this.bucketMs)) {
+      return false;
+    }
+    try {
+      await this.store.transact([
+        {
+          kind: 'update',
+          key: presenceKey(nodeId),
+          set: { lastSeenAt: now, hbDate },
+          when: {
+            hbDate: { below: hbDate },
+            dueAt: { atLeast: now + livenessMs },
+            nodeExpiresAt: { atLeast: now + this.refreshAfterMs },
+          },
+        },
+      ]);
+      return true;
+    } catch (error) {
+      if (error instanceof ConditionFailedError) return false;
+      throw error;
+    }
   }
 
   /**
@@ -352,8 +426,7 @@ export class Presences {
       writes.push(...countedDelta(nodeId, {}, next.counted));
     }
     // The node item's TTL: pushed when a seventh of the expiry has passed since it last was.
-    const refreshAfterMs = this.settings.nodeExpiryMs - this.settings.nodeExpiryMs / 7;
-    if (before.nodeExpiresAt - now < refreshAfterMs) {
+    if (before.nodeExpiresAt - now < this.refreshAfterMs) {
       const item = await loadNode();
       next.nodeExpiresAt = now + this.settings.nodeExpiryMs;
       writes.push(putNode({ ...item.data, lastSeenAt: now, expiresAt: next.nodeExpiresAt }, item.version));
