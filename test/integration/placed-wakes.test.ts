@@ -81,14 +81,14 @@ function world() {
     expect(await h.cp.verifier.verify({ taskId: assignment.taskId, attempt: assignment.attempt })).toBe('verified');
   };
   /**
-   * Long polls of these nodes, each started once the one before it read the pool and waits, so
-   * the first waits longest. Aborted by `stop`.
+   * Long polls of these nodes, by name, each started once the one before it read the pool and
+   * waits, so the first named waits longest. Aborted by `stop`.
    */
-  const wait = async (pool: string, nodes: TestNode[], stop: AbortSignal) => {
-    const polls: Promise<Assignment | undefined>[] = [];
-    for (const node of nodes) {
+  const wait = async <K extends string>(pool: string, nodes: Record<K, TestNode>, stop: AbortSignal) => {
+    const polls = {} as Record<K, Promise<Assignment | undefined>>;
+    for (const [name, node] of Object.entries(nodes) as [K, TestNode][]) {
       const before = poolReads(pool);
-      polls.push(h.cp.dispatcher.poll(node.id, 600, stop));
+      polls[name] = h.cp.dispatcher.poll(node.id, 600, stop);
       await until(() => poolReads(pool) > before);
       await new Promise((r) => setTimeout(r, 5));
     }
@@ -107,11 +107,11 @@ describe('a routed task wakes the waiting node placement picks', () => {
     for (let i = 0; i < 3; i++) await w.run(slow, spec, 120_000);
 
     const stop = new AbortController();
-    const [slowPoll, fastPoll] = await w.wait('local/cpu', [slow, fast], stop.signal);
+    const polls = await w.wait('local/cpu', { slow, fast }, stop.signal);
     const job = await w.submit(spec);
-    expect(await firstOf({ fast: fastPoll, slow: slowPoll })).toEqual(['fast', job]);
+    expect(await firstOf(polls)).toEqual(['fast', job]);
     stop.abort();
-    expect(await slowPoll).toBeUndefined();
+    expect(await polls.slow).toBeUndefined();
     await w.close();
   });
 
@@ -132,11 +132,11 @@ describe('a routed task wakes the waiting node placement picks', () => {
     }
 
     const stop = new AbortController();
-    const [flakyPoll, steadyPoll] = await w.wait('local/cpu', [flaky, steady], stop.signal);
+    const polls = await w.wait('local/cpu', { flaky, steady }, stop.signal);
     const job = await w.submit({ command: ['true'] });
-    expect(await firstOf({ steady: steadyPoll, flaky: flakyPoll })).toEqual(['steady', job]);
+    expect(await firstOf(polls)).toEqual(['steady', job]);
     stop.abort();
-    expect(await flakyPoll).toBeUndefined();
+    expect(await polls.flaky).toBeUndefined();
     await w.close();
   });
 
@@ -150,12 +150,12 @@ describe('a routed task wakes the waiting node placement picks', () => {
     expect(((await polled.json()) as { assignment: { jobId: string } }).assignment.jobId).toBe(seven);
 
     const stop = new AbortController();
-    const [emptyPoll, busyPoll] = await w.wait('local/h100', [empty, busy], stop.signal);
+    const polls = await w.wait('local/h100', { empty, busy }, stop.signal);
     const one = await w.submit({ command: ['infer'], resources: { gpus: { count: 1 } } });
-    expect(await firstOf({ busy: busyPoll, empty: emptyPoll })).toEqual(['busy', one]);
-    expect((await busyPoll)?.gpuIndices).toEqual([7]);
+    expect(await firstOf(polls)).toEqual(['busy', one]);
+    expect((await polls.busy)?.gpuIndices).toEqual([7]);
     stop.abort();
-    expect(await emptyPoll).toBeUndefined();
+    expect(await polls.empty).toBeUndefined();
     await w.close();
   });
 });
