@@ -158,6 +158,22 @@ describe('a routed task wakes the waiting node placement picks', () => {
     expect(await polls.empty).toBeUndefined();
     await w.close();
   });
+
+  it("counts the GPUs of a node's finished tasks as free, though its item still lists them", async () => {
+    const w = world();
+    const single = await w.join(h100s(1));
+    const empty = await w.join(h100s(8));
+    // The 1-GPU host ran a task to a verified result: its item still holds it until a poll prunes.
+    await w.run(single, { command: ['train'], resources: { gpus: { count: 1 } } }, 1_000);
+
+    const stop = new AbortController();
+    const polls = await w.wait('local/h100', { empty, single }, stop.signal);
+    const one = await w.submit({ command: ['infer'], resources: { gpus: { count: 1 } } });
+    expect(await firstOf(polls)).toEqual(['single', one]);
+    stop.abort();
+    expect(await polls.empty).toBeUndefined();
+    await w.close();
+  });
 });
 
 describe('the memory signal with a chooser', () => {
