@@ -1,6 +1,7 @@
 import type { JobSpec } from '../../../protocol/index.js';
 import type { ItemKey, Write } from '../../ports/store.js';
 import { sortableTime } from '../records.js';
+import { shardedPk } from '../shards.js';
 
 /**
  * A job as stored: `JOB#<id>` / `JOB`, beside its tasks (`JOB#<id>` / `TASK#<index>`), so one
@@ -17,7 +18,8 @@ import { sortableTime } from '../records.js';
  * the same query; `add` writes keep those keys.
  *
  * Indexes: byOwner `OWNER#<owner>` / `<createdAt>#<id>` (newest-first listing);
- * byDue `DUE#deadline` / `<deadline>#<id>` until the deadline has been enforced.
+ * byDue `DUE#deadline#<nn>` / `<deadline>#<id>` (sharded by job id, functions/domain/shards.ts) until
+ * the deadline has been enforced.
  */
 export interface JobRecord {
   id: string;
@@ -42,7 +44,17 @@ export const sealedValue = '[sealed]';
 export const jobPk = (jobId: string): string => `JOB#${jobId}`;
 export const jobKey = (jobId: string): ItemKey => ({ pk: jobPk(jobId), sk: 'JOB' });
 export const ownerPk = (owner: string): string => `OWNER#${owner}`;
+/**
+ * The prefix of the deadline due list's shards, `DUE#deadline#<nn>` (see {@link deadlineDueShard});
+ * also the one partition that jobs submitted before the shards were listed in, which the reaper
+ * still sweeps until their deadlines have passed.
+ */
 export const deadlineDuePk = 'DUE#deadline';
+/**
+ * The shard of the deadline due list holding job `jobId`: every deadline job of the fleet is put
+ * there at submission, a rate one partition (1,000 writes a second) need not take alone.
+ */
+export const deadlineDueShard = (jobId: string): string => shardedPk(deadlineDuePk, jobId);
 
 /** At most this many counter items per job: a page of 200 jobs then reads at most 1,800 index items. */
 export const maxJobCounterShards = 8;
@@ -89,7 +101,9 @@ export function putJob(job: JobRecord, expectVersion: number): Write {
     data: job,
     indexes: {
       byOwner: { pk: ownerPk(job.owner), sk: jobOwnerSk(job) },
-      ...(enforceDeadline ? { byDue: { pk: deadlineDuePk, sk: `${sortableTime(job.deadline ?? 0)}#${job.id}` } } : {}),
+      ...(enforceDeadline
+        ? { byDue: { pk: deadlineDueShard(job.id), sk: `${sortableTime(job.deadline ?? 0)}#${job.id}` } }
+        : {}),
     },
     expectVersion,
   };

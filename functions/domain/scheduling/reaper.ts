@@ -200,12 +200,14 @@ export class Reaper {
 
   private async enforceDeadlines(): Promise<number> {
     let enforced = 0;
-    // Deadlines are one item per job, written at submission only: one partition takes their rate.
+    const enforce = async (item: StoredItem<JobRecord>) => {
+      if (await this.enforceDeadline(item.data.id)) enforced++;
+    };
+    await this.sweepDue<JobRecord>(deadlineDuePk, enforce);
+    // Jobs submitted before the deadline list was sharded sit in its one old partition.
     await this.sweep<JobRecord>(
       { index: 'byDue', pk: deadlineDuePk, skBefore: sortableTime(this.clock.now()) },
-      async (item) => {
-        if (await this.enforceDeadline(item.data.id)) enforced++;
-      },
+      enforce,
     );
     return enforced;
   }
