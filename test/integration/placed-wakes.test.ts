@@ -204,15 +204,12 @@ describe('the memory signal with a chooser', () => {
     expect(seen).toEqual(['+a:0:first', '+a:1:best', '+a:2:third', '-a:1', '-a:0', '-a:2']);
   });
 
-  it('wakes the longest waiting when the chooser throws', async () => {
+  it('wakes the longest waiting when the chooser throws, and its waits still wait', async () => {
     const signal = new MemorySignal();
-    signal.chooseWith({
-      waiting: () => {},
-      left: () => {},
-      choose: () => {
-        throw new Error('broken');
-      },
-    });
+    const broken = () => {
+      throw new Error('broken');
+    };
+    signal.chooseWith({ waiting: broken, left: broken, choose: broken });
     const first = signal.wait(['a'], 60_000, undefined, undefined, 'x');
     void signal.wait(['a'], 10, undefined, undefined, 'y');
     signal.notify('a', 'work');

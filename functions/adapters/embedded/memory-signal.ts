@@ -84,7 +84,7 @@ export class MemorySignal implements Signal {
           this.#waiters.set(topic, waiters);
         }
         waiters.add(waiter);
-        if (waiter.described) this.#chooser?.waiting(topic, waiter.id, candidate);
+        if (waiter.described) this.#tell((chooser) => chooser.waiting(topic, waiter.id, candidate));
       }
     });
   }
@@ -108,6 +108,16 @@ export class MemorySignal implements Signal {
     if (waiters?.delete(waiter) && waiters.size === 0) {
       this.#waiters.delete(topic);
     }
-    if (waiter.described) this.#chooser?.left(topic, waiter.id);
+    if (waiter.described) this.#tell((chooser) => chooser.left(topic, waiter.id));
+  }
+
+  /** Tells the chooser of a wait that starts or ends; a chooser that throws fails its choices only, never a wait. */
+  #tell(what: (chooser: WakeChooser) => void): void {
+    if (this.#chooser === undefined) return;
+    try {
+      what(this.#chooser);
+    } catch {
+      // The signal's own order still wakes this waiter (see #chosen).
+    }
   }
 }
