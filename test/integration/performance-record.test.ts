@@ -1,9 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import { openDatabase } from '../../functions/adapters/embedded/sqlite.js';
 import { SqliteStore } from '../../functions/adapters/embedded/sqlite-store.js';
-import { learningRates, type Outcome, workloadOf } from '../../functions/domain/scheduling/performance.js';
+import {
+  classEpochMs,
+  learningRates,
+  type Outcome,
+  workloadOf,
+} from '../../functions/domain/scheduling/performance.js';
 import {
   attemptOutcome,
+  classSumsTtlMs,
   perfNodeKey,
   StoredPerformance,
 } from '../../functions/domain/scheduling/performance-record.js';
@@ -110,6 +116,30 @@ describe('stored performance estimates', () => {
     await perf.recordOutcome(completed('n', clock.now(), 100_000));
     await perf.recordOutcome(completed('n', clock.now(), 100_000));
     expect(counting.queries).toHaveLength(2 * 8);
+  });
+
+  it('lets the class items expire a set time after their epoch ends, so a class holds a bounded number of them', async () => {
+    const { clock, store } = world();
+    const counting = new CountingStore(store);
+    await new StoredPerformance(counting, clock).recordOutcome(completed('n', clock.now(), 100_000));
+    // One add to the program's sums and one to its type's, each to its epoch's item.
+    const keys = counting.transactions.flatMap((t) => t.filter((w) => w.kind === 'add').map((w) => w.key));
+    expect(keys).toHaveLength(2);
+    const runtimeAfresh = async (on = store) => {
+      const perf = new StoredPerformance(on, clock);
+      await perf.prepare({ classes: [{ workload: 'batch/0001', acceleratorClass: 'h100' }] });
+      return perf.runtimeMs('batch/0001', 'h100');
+    };
+    const prior = await runtimeAfresh(new SqliteStore(openDatabase(':memory:'), clock));
+
+    const epochEnd = (Math.floor(clock.now() / classEpochMs) + 1) * classEpochMs;
+    clock.advance(epochEnd + classSumsTtlMs - clock.now() - 1000);
+    for (const key of keys) expect(await store.get(key)).toBeDefined();
+    expect(await runtimeAfresh()).not.toBe(prior);
+
+    clock.advance(1000);
+    for (const key of keys) expect(await store.get(key)).toBeUndefined();
+    expect(await runtimeAfresh()).toBe(prior);
   });
 
   it('loses no outcome when processes record at once', async () => {

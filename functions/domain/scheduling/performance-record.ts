@@ -35,11 +35,19 @@ import type { TaskRecord } from './task-record.js';
  * An outcome costs one GetItem (the node's item) and one transaction of at most two writes (the
  * node's put and, for a completion, one class `add`). Class items are counters that many nodes
  * add to at once, so they are sharded by the task id and never read before a write; each epoch
- * (classEpochMs) starts new items, and readers combine the two latest of each shard.
+ * (classEpochMs) starts new items, and readers combine the two latest of each shard. A class item
+ * expires {@link classSumsTtlMs} after its epoch ends, so a workload class that keeps running
+ * holds a bounded number of items, and one unseen that long starts afresh, as a node does.
  */
 export const classShards = 8;
 /** A node's estimate outlives its silence by this long (its item's TTL): past it the node starts afresh. */
 export const nodeEstimateTtlMs = 30 * 24 * 3600_000;
+/**
+ * A class item outlives its epoch by this long (its TTL). Readers use the two latest items of each
+ * shard, so while the class runs only two epochs matter; the rest is what a class quiet for weeks
+ * still knows, kept as long as a node's estimate is.
+ */
+export const classSumsTtlMs = nodeEstimateTtlMs;
 
 export const perfNodeKey = (nodeId: string): ItemKey => ({ pk: `PERF#${nodeId}`, sk: 'PERF' });
 const perfClassPrefix = (workload: string, acceleratorClass: string): string =>
@@ -63,6 +71,8 @@ export function classSampleWrite(
     kind: 'add',
     key: { pk: shardedPk(perfClassPrefix(workload, acceleratorClass), seed, classShards), sk: epochSk(epoch) },
     fields,
+    // The same for every add to the item (its epoch's end plus the TTL), so no add needs a read.
+    expiresAt: Math.ceil(((epoch + 1) * classEpochMs + classSumsTtlMs) / 1000),
   };
 }
 
