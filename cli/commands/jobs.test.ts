@@ -321,7 +321,8 @@ describe('jobs list', () => {
     const submitted = await fetch(`${cp.url}/v1/jobs`, {
       method: 'POST',
       headers: { authorization: `Bearer ${acme}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ command: ['true'], name: 'acme-job' }),
+      // In a region no test node serves, so it stays queued and no other test's node takes it.
+      body: JSON.stringify({ command: ['true'], name: 'acme-job', regions: ['us-east'] }),
     });
     expect(submitted.status).toBe(201);
     const job = (await submitted.json()) as JobWithTasks;
