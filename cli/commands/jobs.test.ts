@@ -318,21 +318,30 @@ describe('jobs list', () => {
       method: 'POST',
       body: JSON.stringify({ tenant: 'acme', scopes: ['submit', 'read'] }),
     });
-    const submitted = await fetch(`${cp.url}/v1/jobs`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${acme}`, 'content-type': 'application/json' },
-      // In a region no test node serves, so it stays queued and no other test's node takes it.
-      body: JSON.stringify({ command: ['true'], name: 'acme-job', regions: ['us-east'] }),
-    });
-    expect(submitted.status).toBe(201);
-    const job = (await submitted.json()) as JobWithTasks;
+    const submit = async (name: string) => {
+      const submitted = await fetch(`${cp.url}/v1/jobs`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${acme}`, 'content-type': 'application/json' },
+        // In a region no test node serves, so it stays queued and no other test's node takes it.
+        body: JSON.stringify({ command: ['true'], name, regions: ['us-east'] }),
+      });
+      expect(submitted.status).toBe(201);
+      return (await submitted.json()) as JobWithTasks;
+    };
+    const older = await submit('acme-old');
+    const job = await submit('acme-job');
 
     const mine = await gpuai(['jobs', 'list', '--all', '--json']);
     expect((JSON.parse(mine.stdout) as JobList).jobs.map((j) => j.id)).not.toContain(job.id);
     const theirs = await gpuai(['jobs', 'list', '--tenant', 'acme', '--limit', '1']);
-    expect(theirs).toMatchObject({ code: 0, stderr: '' });
+    expect(theirs.code).toBe(0);
     expect(cp.proxy.requests.at(-1)?.path).toBe('/v1/jobs?tenant=acme&limit=1');
     expect(theirs.stdout).toMatch(new RegExp(`^${job.id} +acme-job +queued `, 'm'));
+    // The hint for the next page keeps the tenant, whose list the cursor belongs to.
+    const cursor = /^more: gpuai jobs list --tenant acme --cursor (\S+) \(or --all\)\n$/.exec(theirs.stderr)?.[1];
+    expect(cursor, theirs.stderr).toBeDefined();
+    const next = await gpuai(['jobs', 'list', '--tenant', 'acme', '--limit', '1', '--cursor', cursor ?? '']);
+    expect(next.stdout).toMatch(new RegExp(`^${older.id} +acme-old +queued `, 'm'));
 
     const refused = await gpuai(['jobs', 'list', '--tenant', 'default'], { env: { GPUAI_API_KEY: acme } });
     expect(refused.code).not.toBe(0);
