@@ -24,6 +24,9 @@ describe('bench:sim simulator', () => {
     expect(result.verified + result.failed).toBe(result.tasks);
     expect(result.crashes + result.departures).toBeGreaterThan(0);
     expect(result.attempts).toBeGreaterThan(result.tasks);
+    // The wait in the queue is the queueing delay less the nodes' round trips.
+    expect(result.p99WaitMs).toBeLessThanOrEqual(result.p99QueueMs);
+    expect(result.longWaits).toBeLessThanOrEqual(result.tasks);
   });
 
   it('the same seed gives the same run, another seed another run', async () => {

@@ -57,6 +57,8 @@ export interface SimOptions {
   failBudget?: number;
   /** Which estimates placement learns with, default the production ones. */
   estimates?: Estimates;
+  /** Told each time another tenth of the tasks has ended (a long run's sign of life). */
+  progress?: (ended: number, simHours: number, cpuMs: number) => void;
 }
 
 export interface PolicyResult {
@@ -69,6 +71,13 @@ export interface PolicyResult {
   failedPct: number;
   p50QueueMs: number;
   p99QueueMs: number;
+  /**
+   * The same delay without the nodes' round trips: time in the queue until claimed. At a light
+   * load this is the dispatch cycle alone, and the round trip is most of the queueing delay.
+   */
+  p99WaitMs: number;
+  /** Tasks that queued longer than 10 s in all: those that waited for capacity, not for a dispatch cycle. */
+  longWaits: number;
   p50JctMs: number;
   p99JctMs: number;
   utilisationPct: number;
@@ -181,6 +190,7 @@ export async function simulate(
   const runEpoch = new Int32Array(T);
   const queuedSince = new Float64Array(T);
   const queueMs = new Float64Array(T);
+  const waitMs = new Float64Array(T);
   const doneMs = new Float64Array(T);
   const avoid: (string[] | undefined)[] = new Array(T);
   let verified = 0;
@@ -308,6 +318,7 @@ export async function simulate(
     gpusOf[task] = gpus;
     usedGpus += gpus;
     queueMs[task] = (queueMs[task] as number) + (now - (queuedSince[task] as number)) + node.latencyMs;
+    waitMs[task] = (waitMs[task] as number) + (now - (queuedSince[task] as number));
     perf.observeLatency(node.id, node.latencyMs);
     const shape = work.shapes[work.shape[task] as number];
     const sensitivity = workloadSensitivity[shape?.workload ?? ''] ?? 1;
@@ -421,6 +432,7 @@ export async function simulate(
   let utilSum = 0;
   let utilTime = 0;
   let again = false;
+  let nextReport = Math.ceil(T / 10);
   const lastArrival = T > 0 ? (work.arrivalMs[T - 1] as number) : 0;
   while (verified + failed < T) {
     // Jump to the next tick where something happens: between events nothing can unblock a task.
@@ -452,6 +464,14 @@ export async function simulate(
     flush();
     again = dispatch();
     flush();
+    if (options.progress !== undefined && verified + failed >= nextReport) {
+      nextReport += Math.max(1, Math.ceil(T / 10));
+      const cpu = process.cpuUsage(cpuStart);
+      options.progress(verified + failed, (now - start) / 3_600_000, (cpu.user + cpu.system) / 1000);
+    }
+    // SqliteStore applied the writes synchronously; one await lets a refused condition's rejection
+    // reach its handler, so that the run stops at the tick that broke it, not never.
+    await undefined;
     if (storeError !== undefined) throw storeError;
   }
 
@@ -480,6 +500,8 @@ export async function simulate(
     failedPct: T === 0 ? 0 : (100 * failed) / T,
     p50QueueMs: Math.round(percentile(queueMs, 0.5)),
     p99QueueMs: Math.round(percentile(queueMs, 0.99)),
+    p99WaitMs: Math.round(percentile(waitMs, 0.99)),
+    longWaits: queueMs.reduce((n, ms) => (ms > 10_000 ? n + 1 : n), 0),
     p50JctMs: Math.round(percentile(doneMs, 0.5)),
     p99JctMs: Math.round(percentile(doneMs, 0.99)),
     utilisationPct: utilTime === 0 ? 0 : Math.round((1000 * utilSum) / utilTime) / 10,
