@@ -4,11 +4,14 @@ import type { PerformanceView } from '../performance.js';
 import {
   type Bucket,
   type Ceilings,
+  coreLevelOf,
   type DeviceGroup,
   type FleetEntry,
   type FleetIndex,
+  memoryLevelOf,
   raiseCeilings,
   resetCeilings,
+  roomLevels,
   runtimeBitOf,
   tierCount,
   tierFloorGpus,
@@ -44,14 +47,26 @@ import { HeapWalker } from './slot-heap.js';
  * `attestationFits` themselves, so no node that does not fit is ever answered.
  */
 
-const walker = new HeapWalker<FleetEntry>();
-const walkCeilings = resetCeilings({} as Ceilings);
+/**
+ * Walks of the buckets opened in the current decision, reused across decisions: a bucket's walk
+ * is paused when its next node's bound passes another bucket's, and resumed when that bucket's
+ * turn comes again (best first over every node of every bucket, so a bucket of nodes that are
+ * nearly full never holds the search up while another has nodes that fit at once).
+ */
+const walkers: HeapWalker<FleetEntry>[] = [];
+/** What each walk's nodes offered so far: if a walk covers its whole bucket, its exact ceilings. */
+const walkSeen: Ceilings[] = [];
+/** Per bound bucket, the walk it has (-1: not opened yet). */
+let walkOf: number[] = [];
 let boundBuckets: Bucket[] = [];
 let boundScales: number[] = [];
 let order: number[] = [];
 let bounds: number[] = [];
 let runtimeOfClass: number[] = [];
 let runtimeStamp: number[] = [];
+/** Per class (by its place in `order`): the next tier to admit, and what admitting it costs at least (R x P). */
+let nextTier: number[] = [];
+let stageScale: number[] = [];
 let stamp = 0;
 
 interface ClassLists {
@@ -82,6 +97,64 @@ function classesOf(index: FleetIndex, groups: DeviceGroup[]): ClassLists {
   return lists;
 }
 
+/** What the current decision needs of a bucket's ceilings (module scratch: decisions are synchronous). */
+const need: Ceilings = resetCeilings({} as Ceilings);
+/** Buckets bounded so far in the current decision. */
+let n = 0;
+
+/** Whether some node of the bucket may meet the task (its ceilings are upper bounds). */
+const mayFit = (bucket: Bucket, task: Ceilings): boolean => {
+  const ceil = bucket.ceil;
+  return (
+    bucket.heap.size > 0 &&
+    ceil.gpus >= task.gpus &&
+    ceil.cores >= task.cores &&
+    ceil.memoryMiB >= task.memoryMiB &&
+    ceil.trust >= task.trust &&
+    ceil.attestationRank >= task.attestationRank &&
+    (ceil.runtimes & task.runtimes) !== 0
+  );
+};
+
+function addBound(bucket: Bucket, scale: number): void {
+  boundBuckets[n] = bucket;
+  boundScales[n] = scale;
+  bounds[n] = bucket.baseFloor + scale * bucket.heap.minKey();
+  walkOf[n] = -1;
+  n++;
+}
+
+/** Bounds the tier's bucket of every group of the class (a group of several classes: once, at its least run time). */
+function admitTier(byClass: ClassLists, classId: number, tier: number, gpus: number, task: Ceilings): void {
+  const groups = byClass.groups[byClass.classIds.indexOf(classId)] as DeviceGroup[];
+  const packing = packingMultiplier((tierFloorGpus[tier] as number) - gpus);
+  for (const group of groups) {
+    if (group.visited[tier] === stamp) continue;
+    group.visited[tier] = stamp;
+    const bucket = group.buckets[tier] as Bucket;
+    if (!mayFit(bucket, task)) continue;
+    let runtime = Number.POSITIVE_INFINITY;
+    for (const id of group.classIds) {
+      const r = runtimeOfClass[id] as number;
+      if (r < runtime) runtime = r;
+    }
+    addBound(bucket, runtime * packing);
+  }
+}
+
+/** Bounds the class's room cells (nodes with no free GPU) that may have the cores and memory asked for. */
+function admitRoomCells(index: FleetIndex, classId: number, cores: number, memoryMiB: number, task: Ceilings): void {
+  const cells = index.roomCells[classId] as Bucket[];
+  const scale = (runtimeOfClass[classId] as number) * packingMultiplier(0);
+  const firstMemory = memoryLevelOf(memoryMiB);
+  for (let c = coreLevelOf(cores); c < roomLevels; c++) {
+    for (let m = firstMemory; m < roomLevels; m++) {
+      const cell = cells[c * roomLevels + m] as Bucket;
+      if (mayFit(cell, task)) addBound(cell, scale);
+    }
+  }
+}
+
 /**
  * The best node for the task by predicted completion, looking at a few nodes of the buckets that
  * can hold it instead of the whole fleet; undefined when no node fits now. Nothing is reserved:
@@ -103,16 +176,27 @@ export function placeTask(
   const minTrust = task.minTrust ?? Number.NEGATIVE_INFINITY;
   const minRank = req.minAttestation === undefined ? 0 : attestationRank(req.minAttestation);
   const avoid = task.avoidNodes !== undefined && task.avoidNodes.length > 0 ? task.avoidNodes : undefined;
+  // Room cells hold nodes of every region: the walk checks the region there.
+  const regions = req.regions;
+  need.gpus = gpus;
+  need.cores = cpuCores;
+  need.memoryMiB = memoryMiB;
+  need.trust = minTrust;
+  need.attestationRank = minRank;
+  need.runtimes = runtimeBit;
 
   stamp++;
   const classes = index.classNames;
   if (runtimeOfClass.length < classes.length) {
     runtimeOfClass = new Array(classes.length).fill(0);
     runtimeStamp = new Array(classes.length).fill(0);
+    nextTier = new Array(classes.length).fill(0);
+    stageScale = new Array(classes.length).fill(0);
   }
 
-  // The classes the task's groups hold, cheapest predicted run time first: a class is admitted
-  // (its groups' buckets bounded) only once the fleet-wide floors say it could still win.
+  // The classes the task's groups hold, cheapest predicted run time first. A stage is a class and
+  // a free-GPU tier; it is admitted (its buckets bounded) only once the fleet-wide floors say it
+  // could still win: floor + R(class) x P(tier's least leftover) x least factor.
   const byClass = classesOf(index, index.eligibleGroups(req));
   const classCount = byClass.classIds.length;
   for (let i = 0; i < classCount; i++) {
@@ -127,54 +211,26 @@ export function placeTask(
     }
     order[j] = classId;
   }
+  const firstTier = tierOf(gpus);
+  const firstScale = packingMultiplier((tierFloorGpus[firstTier] as number) - gpus);
+  for (let i = 0; i < classCount; i++) {
+    nextTier[i] = firstTier;
+    stageScale[i] = (runtimeOfClass[order[i] as number] as number) * firstScale;
+  }
   const floorBase = index.baseFloor;
   const floorFactor = index.factorFloor;
-  let admitted = 0;
-  let n = 0;
-  const firstTier = tierOf(gpus);
-  /** Bounds every bucket of the next class's groups that could hold the task. */
-  const admitNextClass = (): void => {
-    const classId = order[admitted++] as number;
-    const groups = byClass.groups[byClass.classIds.indexOf(classId)] as DeviceGroup[];
-    for (const group of groups) {
-      if (group.visited === stamp) continue;
-      group.visited = stamp;
-      let runtime = Number.POSITIVE_INFINITY;
-      for (const id of group.classIds) {
-        const r = runtimeOfClass[id] as number;
-        if (r < runtime) runtime = r;
-      }
-      for (let tier = firstTier; tier < tierCount; tier++) {
-        const bucket = group.buckets[tier] as Bucket;
-        const ceil = bucket.ceil;
-        if (
-          bucket.heap.size === 0 ||
-          ceil.gpus < gpus ||
-          ceil.cores < cpuCores ||
-          ceil.memoryMiB < memoryMiB ||
-          ceil.trust < minTrust ||
-          ceil.attestationRank < minRank ||
-          (ceil.runtimes & runtimeBit) === 0
-        ) {
-          continue;
-        }
-        const scale = runtime * packingMultiplier((tierFloorGpus[tier] as number) - gpus);
-        boundBuckets[n] = bucket;
-        boundScales[n] = scale;
-        bounds[n] = bucket.baseFloor + scale * bucket.heap.minKey();
-        n++;
-      }
-    }
-  };
+  let stagesLeft = classCount * (tierCount - firstTier);
+  n = 0;
 
   let best = Number.POSITIVE_INFINITY;
   let bestPredicted = 0;
   let bestEntry: FleetEntry | undefined;
   let bestGpus: number[] | undefined;
   let afterFit = 0;
-  // Buckets whose bound no longer beats the best fit are dropped (once per improvement); the next
-  // to open is the lowest bound among the few left, after admitting every class whose floor is
-  // below it.
+  let walksUsed = 0;
+  // Buckets whose bound no longer beats the best fit are dropped (once per improvement). Each turn
+  // the lowest bound is opened (after admitting every stage whose floor is below it) and walked
+  // while its next node's bound is no worse than the runner-up's; then it waits with that bound.
   let compactedFor = Number.POSITIVE_INFINITY;
   search: for (;;) {
     if (best < compactedFor) {
@@ -184,6 +240,7 @@ export function placeTask(
           boundBuckets[m] = boundBuckets[i] as Bucket;
           boundScales[m] = boundScales[i] as number;
           bounds[m] = bounds[i] as number;
+          walkOf[m] = walkOf[i] as number;
           m++;
         }
       }
@@ -192,34 +249,75 @@ export function placeTask(
     }
     let at = -1;
     let lowest = best;
+    let runnerUp = best;
     for (;;) {
       for (let i = 0; i < n; i++) {
         const b = bounds[i] as number;
         if (b < lowest) {
+          runnerUp = lowest;
           lowest = b;
           at = i;
+        } else if (b < runnerUp) {
+          runnerUp = b;
         }
       }
-      if (admitted >= classCount) break;
-      const next = floorBase + (runtimeOfClass[order[admitted] as number] as number) * floorFactor;
-      if (next >= lowest) break;
-      admitNextClass();
+      if (stagesLeft === 0) break;
+      let stage = 0;
+      for (let i = 1; i < classCount; i++) if ((stageScale[i] as number) < (stageScale[stage] as number)) stage = i;
+      const stageBound = floorBase + (stageScale[stage] as number) * floorFactor;
+      if (stageBound >= lowest) {
+        if (stageBound < runnerUp) runnerUp = stageBound;
+        break;
+      }
+      const tier = nextTier[stage] as number;
+      const classId = order[stage] as number;
+      if (tier === 0) admitRoomCells(index, classId, cpuCores, memoryMiB, need);
+      else admitTier(byClass, classId, tier, gpus, need);
+      stagesLeft--;
+      if (tier + 1 < tierCount) {
+        nextTier[stage] = tier + 1;
+        stageScale[stage] =
+          (runtimeOfClass[classId] as number) * packingMultiplier((tierFloorGpus[tier + 1] as number) - gpus);
+      } else {
+        stageScale[stage] = Number.POSITIVE_INFINITY;
+      }
+      // Bounds were added: look again for the lowest and the runner-up.
+      at = -1;
+      lowest = best;
+      runnerUp = best;
     }
     if (at < 0) break;
-    bounds[at] = Number.POSITIVE_INFINITY;
     const bucket = boundBuckets[at] as Bucket;
     const floor = bucket.baseFloor;
     const bucketScale = boundScales[at] as number;
-    walker.start(bucket.heap);
-    // What the walked nodes offer: if the walk covers the whole bucket, these are its exact ceilings.
-    const seen = resetCeilings(walkCeilings);
+    let w = walkOf[at] as number;
+    if (w < 0) {
+      w = walksUsed++;
+      if (w === walkers.length) {
+        walkers.push(new HeapWalker<FleetEntry>());
+        walkSeen.push(resetCeilings({} as Ceilings));
+      }
+      walkOf[at] = w;
+      (walkers[w] as HeapWalker<FleetEntry>).start(bucket.heap);
+      resetCeilings(walkSeen[w] as Ceilings);
+    }
+    const walker = walkers[w] as HeapWalker<FleetEntry>;
+    const seen = walkSeen[w] as Ceilings;
+    // This bucket waits again once its next node's bound passes the runner-up (it is done once that
+    // bound is no better than the best fit).
+    bounds[at] = Number.POSITIVE_INFINITY;
     for (;;) {
       const key = walker.peekKey();
       if (key === Number.POSITIVE_INFINITY) {
         Object.assign(bucket.ceil, seen);
         break;
       }
-      if (floor + bucketScale * key >= best) break;
+      const bound = floor + bucketScale * key;
+      if (bound >= best) break;
+      if (bound > runnerUp) {
+        bounds[at] = bound;
+        break;
+      }
       const e = (walker.next() as { entry: FleetEntry }).entry;
       if (bestEntry !== undefined && ++afterFit > budget) break search;
       raiseCeilings(seen, e);
@@ -230,6 +328,7 @@ export function placeTask(
         e.freeMemoryMiB < memoryMiB ||
         (e.runtimes & runtimeBit) === 0 ||
         e.trust < minTrust ||
+        (regions !== undefined && !regions.includes(e.region)) ||
         (exclude?.has(e.id) ?? false) ||
         (avoid?.includes(e.id) ?? false)
       ) {
@@ -244,6 +343,7 @@ export function placeTask(
       bestPredicted = e.base + run;
       bestEntry = e;
       bestGpus = fit;
+      if (runnerUp > best) runnerUp = best;
     }
   }
   if (bestEntry === undefined || bestGpus === undefined) return undefined;
@@ -264,6 +364,9 @@ export function resetPlacementScratch(): void {
   order = [];
   classLists = new WeakMap();
   bounds = [];
+  walkOf = [];
   runtimeOfClass = [];
   runtimeStamp = [];
+  nextTier = [];
+  stageScale = [];
 }

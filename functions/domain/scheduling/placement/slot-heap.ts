@@ -1,15 +1,52 @@
 /**
  * A binary min-heap of slots that knows where each slot sits, so that a node whose key changes or
  * that leaves its bucket is moved or taken out in O(log n) instead of searched for. The key is
- * read from the slot's node (`entry.factor`): one node in two buckets keeps one key.
+ * read from the slot's node (`entry.factor`, ties broken by `entry.base`): one node in two
+ * buckets keeps one key. The tie-break matters where many nodes share a factor (nodes nothing has
+ * been learned about yet): the walk then meets the nearest of them first.
  */
-export interface HeapSlot<E extends { factor: number }> {
+export interface HeapSlot<E extends Keyed> {
   entry: E;
-  /** Position in the heap's array; -1 while the slot is in no heap. */
+  /** Position in the heap's (or list's) array; -1 while the slot is in none. */
   pos: number;
 }
 
-export class SlotHeap<E extends { factor: number }> {
+/** What a heap orders by: `factor`, then `base`. */
+export interface Keyed {
+  factor: number;
+  base: number;
+}
+
+/** Whether `a` comes before `b`: smaller factor, or the same factor and a smaller base. */
+const before = (a: Keyed, b: Keyed): boolean => a.factor < b.factor || (a.factor === b.factor && a.base < b.base);
+
+/**
+ * An unordered list of slots with O(1) add and remove (the last slot fills the hole): for nodes
+ * that something iterates but nothing walks in key order.
+ */
+export class SlotList<E extends Keyed> {
+  readonly slots: HeapSlot<E>[] = [];
+
+  get size(): number {
+    return this.slots.length;
+  }
+
+  push(slot: HeapSlot<E>): void {
+    slot.pos = this.slots.length;
+    this.slots.push(slot);
+  }
+
+  remove(slot: HeapSlot<E>): void {
+    const at = slot.pos;
+    const last = this.slots.pop();
+    slot.pos = -1;
+    if (last === undefined || last === slot) return;
+    this.slots[at] = last;
+    last.pos = at;
+  }
+}
+
+export class SlotHeap<E extends Keyed> {
   readonly slots: HeapSlot<E>[] = [];
 
   get size(): number {
@@ -47,11 +84,11 @@ export class SlotHeap<E extends { factor: number }> {
   private up(at: number): void {
     const slots = this.slots;
     const slot = slots[at] as HeapSlot<E>;
-    const key = slot.entry.factor;
+    const entry = slot.entry;
     while (at > 0) {
       const parentAt = (at - 1) >> 1;
       const parent = slots[parentAt] as HeapSlot<E>;
-      if (parent.entry.factor <= key) break;
+      if (!before(entry, parent.entry)) break;
       slots[at] = parent;
       parent.pos = at;
       at = parentAt;
@@ -64,16 +101,16 @@ export class SlotHeap<E extends { factor: number }> {
     const slots = this.slots;
     const n = slots.length;
     const slot = slots[at] as HeapSlot<E>;
-    const key = slot.entry.factor;
+    const entry = slot.entry;
     for (;;) {
       let child = 2 * at + 1;
       if (child >= n) break;
       const right = child + 1;
-      if (right < n && (slots[right] as HeapSlot<E>).entry.factor < (slots[child] as HeapSlot<E>).entry.factor) {
+      if (right < n && before((slots[right] as HeapSlot<E>).entry, (slots[child] as HeapSlot<E>).entry)) {
         child = right;
       }
       const smaller = slots[child] as HeapSlot<E>;
-      if (smaller.entry.factor >= key) break;
+      if (!before(smaller.entry, entry)) break;
       slots[at] = smaller;
       smaller.pos = at;
       at = child;
@@ -89,7 +126,7 @@ export class SlotHeap<E extends { factor: number }> {
  * v slots costs O(v log v), whatever the heap's size. One walker is reused across calls (the
  * placement loop is synchronous), so a walk allocates nothing once its arrays have grown.
  */
-export class HeapWalker<E extends { factor: number }> {
+export class HeapWalker<E extends Keyed> {
   private frontier: number[] = [];
   private slots: HeapSlot<E>[] = [];
   private n = 0;
@@ -121,18 +158,18 @@ export class HeapWalker<E extends { factor: number }> {
     return slots[top];
   }
 
-  private keyAt(pos: number): number {
-    return (this.slots[pos] as HeapSlot<E>).entry.factor;
+  private entryAt(pos: number): E {
+    return (this.slots[pos] as HeapSlot<E>).entry;
   }
 
   private add(pos: number): void {
     const f = this.frontier;
     let at = this.n++;
-    const key = this.keyAt(pos);
+    const entry = this.entryAt(pos);
     while (at > 0) {
       const parentAt = (at - 1) >> 1;
       const parent = f[parentAt] as number;
-      if (this.keyAt(parent) <= key) break;
+      if (!before(entry, this.entryAt(parent))) break;
       f[at] = parent;
       at = parentAt;
     }
@@ -142,14 +179,14 @@ export class HeapWalker<E extends { factor: number }> {
   private siftDown(pos: number): void {
     const f = this.frontier;
     const n = this.n;
-    const key = this.keyAt(pos);
+    const entry = this.entryAt(pos);
     let at = 0;
     for (;;) {
       let child = 2 * at + 1;
       if (child >= n) break;
-      if (child + 1 < n && this.keyAt(f[child + 1] as number) < this.keyAt(f[child] as number)) child++;
+      if (child + 1 < n && before(this.entryAt(f[child + 1] as number), this.entryAt(f[child] as number))) child++;
       const smaller = f[child] as number;
-      if (this.keyAt(smaller) >= key) break;
+      if (!before(this.entryAt(smaller), entry)) break;
       f[at] = smaller;
       at = child;
     }
