@@ -9,7 +9,6 @@ import {
 } from '../../functions/domain/scheduling/performance.js';
 import {
   attemptOutcome,
-  classSumsTtlMs,
   perfNodeKey,
   StoredPerformance,
 } from '../../functions/domain/scheduling/performance-record.js';
@@ -132,8 +131,9 @@ describe('stored performance estimates', () => {
     };
     const prior = await runtimeAfresh(new SqliteStore(openDatabase(':memory:'), clock));
 
+    // A class unseen for 30 days after the epoch of its last sample starts afresh, as a node does.
     const epochEnd = (Math.floor(clock.now() / classEpochMs) + 1) * classEpochMs;
-    clock.advance(epochEnd + classSumsTtlMs - clock.now() - 1000);
+    clock.advance(epochEnd + 30 * 24 * 3600_000 - clock.now() - 1000);
     for (const key of keys) expect(await store.get(key)).toBeDefined();
     expect(await runtimeAfresh()).not.toBe(prior);
 
