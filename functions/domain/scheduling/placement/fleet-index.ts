@@ -85,18 +85,20 @@ export interface ListBucket {
   readonly heap: SlotList<FleetEntry>;
 }
 
-/** @internal */
-export interface Bucket {
+/**
+ * @internal A heap of nodes with what bounds them, in one object so that bounding a bucket reads
+ * one object: `rootKey`, `baseFloor`, and its ceilings: upper bounds of what its nodes offer (free
+ * GPUs, cores, memory, trust, attestation rank, the runtimes any of them has), so that a bucket
+ * none of whose nodes could take a task is skipped whole. Ceilings are raised as nodes enter or
+ * gain room, and made exact again by a decision that walked the whole bucket (see placeTask), so a
+ * task nothing fits stops costing a walk after its first.
+ */
+export interface Bucket extends Ceilings {
   readonly heap: SlotHeap<FleetEntry>;
   /** A lower bound of its nodes' `base`: the least ever added since the bucket was last empty. */
   baseFloor: number;
-  /**
-   * Upper bounds of what its nodes offer (free GPUs, cores, memory, trust, attestation rank, the
-   * runtimes any of them has): a bucket none of whose nodes could take a task is skipped whole.
-   * Raised as nodes enter or gain room; made exact again by a decision that walked the whole
-   * bucket (see placeTask), so a task nothing fits stops costing a walk after its first.
-   */
-  ceil: Ceilings;
+  /** The least factor in the heap (its root's), +Infinity when empty: kept by every change of the heap. */
+  rootKey: number;
 }
 
 /** @internal */
@@ -152,14 +154,11 @@ export const memoryLevelOf = (memoryMiB: number): number => levelOf(memoryMiB, m
 export const roomCellOf = (freeCores: number, freeMemoryMiB: number): number =>
   coreLevelOf(freeCores) * roomLevels + memoryLevelOf(freeMemoryMiB);
 
-const newBucket = (): Bucket => ({
-  heap: new SlotHeap<FleetEntry>(),
-  baseFloor: 0,
-  ceil: resetCeilings({} as Ceilings),
-});
+const newBucket = (): Bucket =>
+  resetCeilings({ heap: new SlotHeap<FleetEntry>(), baseFloor: 0, rootKey: Number.POSITIVE_INFINITY } as Bucket);
 
 /** @internal */
-export function resetCeilings(ceil: Ceilings): Ceilings {
+export function resetCeilings<C extends Ceilings>(ceil: C): C {
   ceil.gpus = 0;
   ceil.cores = Number.NEGATIVE_INFINITY;
   ceil.memoryMiB = Number.NEGATIVE_INFINITY;
@@ -186,12 +185,13 @@ const processBit = 2;
 function fileInto(bucket: Bucket, entry: FleetEntry, slot: HeapSlot<FleetEntry>): void {
   if (bucket.heap.size === 0) {
     bucket.baseFloor = entry.base;
-    resetCeilings(bucket.ceil);
+    resetCeilings(bucket);
   } else if (entry.base < bucket.baseFloor) {
     bucket.baseFloor = entry.base;
   }
-  raiseCeilings(bucket.ceil, entry);
+  raiseCeilings(bucket, entry);
   bucket.heap.push(slot);
+  bucket.rootKey = bucket.heap.minKey();
 }
 
 /** The runtime bit a task needs (see `fitOnNode`: a container needs any runtime but `process`). */
@@ -321,8 +321,7 @@ export class FleetIndex {
   reserve(nodeId: string, taskId: string, req: TaskRequirements, attempt = 1): number[] | undefined {
     const entry = this.byId.get(nodeId);
     if (entry === undefined) return undefined;
-    const already = entry.held.find((h) => h.taskId === taskId);
-    if (already !== undefined) return already.gpuIndices;
+    for (const h of entry.held) if (h.taskId === taskId) return h.gpuIndices;
     const gpuIndices = fitOnNode(req, entry.inventory, entry.held);
     if (gpuIndices === undefined) return undefined;
     const { cpuCores, memoryMiB } = demandOf(req);
@@ -336,7 +335,8 @@ export class FleetIndex {
   release(nodeId: string, taskId: string): boolean {
     const entry = this.byId.get(nodeId);
     if (entry === undefined) return false;
-    const at = entry.held.findIndex((h) => h.taskId === taskId);
+    let at = entry.held.length - 1;
+    while (at >= 0 && (entry.held[at] as HeldTask).taskId !== taskId) at--;
     if (at < 0) return false;
     const gone = entry.held[at] as HeldTask;
     entry.held[at] = entry.held[entry.held.length - 1] as HeldTask;
@@ -353,6 +353,7 @@ export class FleetIndex {
     if (entry.tier === 0) {
       const cell = this.cellOf(entry);
       cell.heap.rekey(entry.cellSlot);
+      cell.rootKey = cell.heap.minKey();
       if (entry.base < cell.baseFloor) cell.baseFloor = entry.base;
       return;
     }
@@ -360,6 +361,7 @@ export class FleetIndex {
       const group = entry.groups[i] as DeviceGroup;
       const bucket = group.buckets[entry.tier] as Bucket;
       bucket.heap.rekey(entry.slots[i] as HeapSlot<FleetEntry>);
+      bucket.rootKey = bucket.heap.minKey();
       if (entry.base < bucket.baseFloor) bucket.baseFloor = entry.base;
     }
   }
@@ -434,8 +436,8 @@ export class FleetIndex {
     const tier = tierOf(entry.freeGpus);
     const cell = tier === 0 ? roomCellOf(entry.freeCores, entry.freeMemoryMiB) : -1;
     if (tier === entry.tier && cell === entry.cell) {
-      if (tier === 0) raiseCeilings(this.cellOf(entry).ceil, entry);
-      else for (const group of entry.groups) raiseCeilings((group.buckets[tier] as Bucket).ceil, entry);
+      if (tier === 0) raiseCeilings(this.cellOf(entry), entry);
+      else for (const group of entry.groups) raiseCeilings(group.buckets[tier] as Bucket, entry);
       return;
     }
     this.leave(entry);
@@ -470,12 +472,15 @@ export class FleetIndex {
       for (let i = 0; i < entry.slots.length; i++) {
         (entry.groups[i] as DeviceGroup).buckets[0].heap.remove(entry.slots[i] as HeapSlot<FleetEntry>);
       }
-      this.cellOf(entry).heap.remove(entry.cellSlot);
+      const cell = this.cellOf(entry);
+      cell.heap.remove(entry.cellSlot);
+      cell.rootKey = cell.heap.minKey();
       return;
     }
     for (let i = 0; i < entry.slots.length; i++) {
       const bucket = (entry.groups[i] as DeviceGroup).buckets[entry.tier] as Bucket;
       bucket.heap.remove(entry.slots[i] as HeapSlot<FleetEntry>);
+      bucket.rootKey = bucket.heap.minKey();
     }
   }
 

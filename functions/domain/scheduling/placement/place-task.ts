@@ -104,22 +104,21 @@ let n = 0;
 
 /** Whether some node of the bucket may meet the task (its ceilings are upper bounds). */
 const mayFit = (bucket: Bucket, task: Ceilings): boolean => {
-  const ceil = bucket.ceil;
   return (
-    bucket.heap.size > 0 &&
-    ceil.gpus >= task.gpus &&
-    ceil.cores >= task.cores &&
-    ceil.memoryMiB >= task.memoryMiB &&
-    ceil.trust >= task.trust &&
-    ceil.attestationRank >= task.attestationRank &&
-    (ceil.runtimes & task.runtimes) !== 0
+    bucket.rootKey !== Number.POSITIVE_INFINITY &&
+    bucket.gpus >= task.gpus &&
+    bucket.cores >= task.cores &&
+    bucket.memoryMiB >= task.memoryMiB &&
+    bucket.trust >= task.trust &&
+    bucket.attestationRank >= task.attestationRank &&
+    (bucket.runtimes & task.runtimes) !== 0
   );
 };
 
 function addBound(bucket: Bucket, scale: number): void {
   boundBuckets[n] = bucket;
   boundScales[n] = scale;
-  bounds[n] = bucket.baseFloor + scale * bucket.heap.minKey();
+  bounds[n] = bucket.baseFloor + scale * bucket.rootKey;
   walkOf[n] = -1;
   n++;
 }
@@ -309,7 +308,7 @@ export function placeTask(
     for (;;) {
       const key = walker.peekKey();
       if (key === Number.POSITIVE_INFINITY) {
-        Object.assign(bucket.ceil, seen);
+        Object.assign(bucket, seen);
         break;
       }
       const bound = floor + bucketScale * key;
