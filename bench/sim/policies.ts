@@ -62,7 +62,12 @@ function demand(task: PlacementTask): [number, number, number, number] {
   return [task.requirements.gpus.count, cpuCores, memoryMiB, task.requirements.needsContainer ? 1 : 2];
 }
 
-/** At most this many candidates per decision for the classic baselines (they stop at the first fit anyway). */
+/**
+ * Once it has a fit, best-fit looks at no more than this many candidates per decision. Until it has
+ * one it looks on (as random and round-robin do until their first fit): a cap on the search for a
+ * first fit answered "no node" at 100,000 nodes when the first 4,096 candidates were all too full,
+ * so the task waited (and was retried every tick) while a node had room.
+ */
 const scanCap = 4_096;
 /** Best-fit stops after this many candidates that its task would fill exactly (cores break the tie). */
 const exactFits = 16;
@@ -86,7 +91,11 @@ export function makePolicy(name: PolicyName, perf: PerformanceView, random: Rand
           for (const group of groups) {
             const slots = group.buckets[tier]?.heap.slots;
             if (slots === undefined) continue;
-            for (let i = 0; i < slots.length && seen < scanCap && fits < exactFits; i++, seen++) {
+            for (
+              let i = 0;
+              i < slots.length && (best === undefined || (seen < scanCap && fits < exactFits));
+              i++, seen++
+            ) {
               const e = (slots[i] as { entry: FleetEntry }).entry;
               if (!hasRoom(e, gpus, cores, memory, bit)) continue;
               if (e.freeGpus === gpus) fits++;
@@ -141,10 +150,9 @@ function firstFit(
   memory: number,
   bit: number,
 ): string | undefined {
-  let seen = 0;
   for (let l = 0; l < lists.length; l++) {
     const list = lists[(l + offset) % lists.length] as FleetEntry[];
-    for (let i = 0; i < list.length && seen < scanCap; i++, seen++) {
+    for (let i = 0; i < list.length; i++) {
       const e = entryAt(list, (i + offset) % list.length);
       if (hasRoom(e, gpus, cores, memory, bit)) return e.id;
     }
