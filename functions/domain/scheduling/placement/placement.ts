@@ -51,11 +51,11 @@ export const defaultSearchBudget = 16;
  * What is left of the gap is not in this term. Its tail is 8-GPU training tasks waiting for one
  * of the few hosts that take them, partly held by small tasks. A further penalty for breaking a
  * host with 8 or more free GPUs (+4 or +8 on the multiplier) cut ours' breaks of such hosts by
- * half and did not lower its p99 (0.54-0.59 s). Ours sends small tasks to big hosts for what the estimates
- * say: a class never seen running a workload is predicted at the 60 s prior while seen classes
- * predict minutes (predicting the workload's mean over seen classes instead: 0.55 s -> 0.51 s,
- * 39 -> 17 tasks waiting over 1 s), and a node's learned slowdown is noisy while one workload label covers
- * run times of 30 s to 4 h.
+ * half and did not lower its p99 (0.54-0.59 s). Ours sends small tasks to big hosts for what the
+ * estimates say: a class never seen running a workload is predicted at the 60 s prior while seen
+ * classes predict minutes (predicting the workload's mean over seen classes instead: 0.55 s ->
+ * 0.51 s, 39 -> 17 tasks waiting over 1 s), and a node's learned slowdown is noisy while one
+ * workload label covers run times of 30 s to 4 h.
  */
 export const packingWeight = 3;
 export const packingSpan = 8;
