@@ -1,7 +1,8 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { type PresenceRecord, presenceKey } from '../../functions/domain/resource/presence.js';
 import { signRequest } from '../../protocol/index.js';
-import { inProcessControlPlane, TestNode } from '../support/in-process.js';
-import { assignedTask, expectRefused, type Harness } from './support.js';
+import { inProcessControlPlane, ManualClock, TestNode } from '../support/in-process.js';
+import { assignedTask, expectRefused, type Harness, unchanged } from './support.js';
 
 /**
  * The heartbeat replay watermark (functions/domain/resource/presence.ts): a heartbeat must carry a
@@ -37,5 +38,30 @@ describe('heartbeat replay watermark', () => {
     expect((await beat(x, [], now + 5_000)).status).toBe(200);
     // And the taken one did move it.
     await expectRefused(await beat(x, [], now + 4_000), 401, 'replayed_request');
+  });
+});
+
+describe('a refused heartbeat writes nothing', () => {
+  it('leaves the node presence (SEEN) as it was when the beat lists a task never given to the node', async () => {
+    const clock = new ManualClock();
+    h.close();
+    h = inProcessControlPlane({ clock });
+    const { assignment } = await assignedTask(h, new TestNode(h.request, clock));
+    const x = new TestNode(h.request, clock);
+    expect((await x.register()).status).toBe(201);
+    expect((await x.call('POST', `/v1/nodes/${x.id}/heartbeat`, { tasks: [] })).status).toBe(200);
+    clock.advance(30_000);
+    const seen = async () => (await h.store.get<PresenceRecord>(presenceKey(x.id)))?.data;
+    const before = await seen();
+    expect(before?.lastSeenAt).toBeDefined();
+    const foreign = [{ taskId: assignment.taskId, attempt: assignment.attempt }];
+    await unchanged(h, async () => {
+      await expectRefused(
+        await x.call('POST', `/v1/nodes/${x.id}/heartbeat`, { tasks: foreign, latencyMs: 40 }),
+        403,
+        'task_not_assigned',
+      );
+    });
+    expect(await seen()).toEqual(before);
   });
 });
