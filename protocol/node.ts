@@ -5,6 +5,23 @@ import { Dispatch } from './dispatch.js';
 import { JoinTokenSecret, OperatorName } from './enrollment.js';
 import { SealingPublicKey } from './sealing.js';
 
+/**
+ * Upper bounds on what a node may claim to have. A node describes its own hardware and placement
+ * takes it at its word, so an inventory beyond any real machine (2^53 MiB of memory) would make a
+ * node look able to take every task. The bounds sit above the largest machines sold today (about
+ * 32 TiB of memory in one host, 288-512 GiB of memory on one accelerator, a few thousand logical
+ * CPUs), so no real node is refused: docs/security.md.
+ */
+export const inventoryLimits = {
+  /** 64 TiB of host memory. */
+  maxMemoryMiB: 67_108_864,
+  /** 1 TiB of memory on one device (unified-memory machines report their whole memory). */
+  maxVramMiB: 1_048_576,
+  /** Logical CPUs. */
+  maxCpuCores: 4096,
+  maxGpus: 64,
+} as const;
+
 export const GpuVendor = z.enum(['nvidia', 'amd', 'intel', 'apple', 'other']).meta({ id: 'GpuVendor' });
 export type GpuVendor = z.infer<typeof GpuVendor>;
 
@@ -13,7 +30,7 @@ export const GpuDevice = z
     index: z.int().min(0).max(255),
     vendor: GpuVendor,
     model: z.string().min(1).max(128).meta({ example: 'NVIDIA H100 80GB HBM3' }),
-    vramMiB: z.int().min(0).max(16_777_216),
+    vramMiB: z.int().min(0).max(inventoryLimits.maxVramMiB),
     uuid: z.string().min(1).max(128),
     driver: z.string().max(64).optional(),
     computeCapability: z
@@ -33,11 +50,48 @@ export type GpuDevice = z.infer<typeof GpuDevice>;
 export const Runtime = z.enum(['process', 'docker', 'podman', 'kubernetes']).meta({ id: 'Runtime' });
 export type Runtime = z.infer<typeof Runtime>;
 
+/**
+ * A node's devices: each GPU once. Placement hands out GPUs by index and the agent pins a task to
+ * them by UUID, so two devices with one index (or one UUID) would let one GPU go to several tasks,
+ * or a task be given the same GPU eight times over.
+ */
+const GpuDevices = z
+  .array(GpuDevice)
+  .max(inventoryLimits.maxGpus)
+  .superRefine((gpus, ctx) => {
+    const indices = new Map<number, number>();
+    const uuids = new Map<string, number>();
+    gpus.forEach((gpu, i) => {
+      const sameIndex = indices.get(gpu.index);
+      if (sameIndex === undefined) indices.set(gpu.index, i);
+      else {
+        ctx.addIssue({
+          code: 'custom',
+          path: [i, 'index'],
+          message: `duplicate GPU index ${gpu.index} (gpus[${sameIndex}] has it): each device is listed once`,
+        });
+      }
+      const sameUuid = uuids.get(gpu.uuid);
+      if (sameUuid === undefined) uuids.set(gpu.uuid, i);
+      else {
+        ctx.addIssue({
+          code: 'custom',
+          path: [i, 'uuid'],
+          message: `duplicate GPU uuid ${JSON.stringify(gpu.uuid)} (gpus[${sameUuid}] has it): each device is listed once`,
+        });
+      }
+    });
+  });
+
+/**
+ * What a node registers (and re-registers with: registration is the only way an inventory enters).
+ * Self-consistent (each GPU once) and bounded ({@link inventoryLimits}), else 400 naming the field.
+ */
 export const NodeInventory = z
   .strictObject({
-    gpus: z.array(GpuDevice).max(64),
-    cpu: z.strictObject({ model: z.string().max(128), cores: z.int().min(1).max(4096) }),
-    memoryMiB: z.int().min(1),
+    gpus: GpuDevices,
+    cpu: z.strictObject({ model: z.string().max(128), cores: z.int().min(1).max(inventoryLimits.maxCpuCores) }),
+    memoryMiB: z.int().min(1).max(inventoryLimits.maxMemoryMiB),
     os: z.enum(['linux', 'windows', 'darwin', 'other']),
     osVersion: z.string().max(128).optional(),
     arch: z.enum(['x64', 'arm64', 'other']),
