@@ -5,6 +5,7 @@ import {
   classEpochMs,
   learningRates,
   type Outcome,
+  performancePriors,
   workloadOf,
 } from '../../functions/domain/scheduling/performance.js';
 import {
@@ -79,7 +80,8 @@ describe('stored performance estimates', () => {
       expect(restarted.reliability(id)).toBeCloseTo(first.reliability(id), 9);
       expect(restarted.latencyMs(id)).toBeCloseTo(first.latencyMs(id), 9);
     }
-    expect(restarted.latencyMs('fast')).toBeCloseTo(20, 6);
+    // Learned (one report moves it part way from the 50 ms prior toward 20 ms), and kept.
+    expect(restarted.latencyMs('fast')).toBeLessThan(performancePriors.latencyMs);
     expect(restarted.runtimeMs('batch/0001', 'h100')).toBeCloseTo(first.runtimeMs('batch/0001', 'h100'), 3);
     // What another process learns after this one loaded is taken in once the cache expires.
     for (let i = 0; i < 10; i++) await first.recordOutcome({ nodeId: 'fast', kind: 'lost', at: clock.now() });

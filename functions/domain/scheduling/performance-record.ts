@@ -8,6 +8,7 @@ import {
   classEpochMs,
   classOfPool,
   classSample,
+  latencySampleDue,
   mergeSums,
   type NodeEstimate,
   OnlinePerformance,
@@ -201,10 +202,32 @@ export class StoredPerformance implements PerformanceView {
     return outcome === undefined ? false : this.recordOutcome(outcome);
   }
 
-  /** Learns a measured round trip to the node (a poll or claim answered, as the caller timed it). */
-  async recordLatency(nodeId: string, ms: number): Promise<void> {
+  /**
+   * Learns a round trip the node measured and reported in its signed heartbeat (its own view:
+   * the whole request, the control plane's time included). At most one sample per node per
+   * `latencyLimits.sampleEveryMs` (performance.ts) is learned, whatever the node sends: where this process
+   * learned (or read) a sample within the period, the report is dropped without a read; else the
+   * stored estimate is read and, when its last sample is that recent, nothing is written. Answers
+   * whether the sample was learned.
+   */
+  async recordLatency(nodeId: string, ms: number): Promise<boolean> {
     const now = this.clock.now();
-    this.memory.setNode(nodeId, await this.updateNode(nodeId, (before) => observeLatency(before, ms, now)));
+    if (!latencySampleDue(this.memory.node(nodeId), now)) return false;
+    const seen: { read?: NodeEstimate | undefined } = {};
+    const next = await this.updateNode(nodeId, (before) => {
+      seen.read = before;
+      return latencySampleDue(before, now) ? observeLatency(before, ms, now) : undefined;
+    });
+    if (next !== undefined) {
+      this.memory.setNode(nodeId, next);
+      return true;
+    }
+    // Another process learned one this period: keep what was read, so the next report costs nothing.
+    const { read } = seen;
+    const known = this.memory.node(nodeId);
+    if (read !== undefined && (known === undefined || read.updatedAt >= known.updatedAt))
+      this.memory.setNode(nodeId, read);
+    return false;
   }
 
   runtimeMs(workload: string, acceleratorClass: string): number {
@@ -259,29 +282,28 @@ export class StoredPerformance implements PerformanceView {
     this.memory.setClass(workload, acceleratorClass, await this.readClass(workload, acceleratorClass));
   }
 
-  /** Rewrites the node's estimate under the version read, with `alongside` in the same transaction. */
+  /**
+   * Rewrites the node's estimate under the version read, with `alongside` in the same transaction;
+   * `change` answering undefined writes nothing (and undefined is answered).
+   */
   private async updateNode(
     nodeId: string,
-    change: (before: NodeEstimate | undefined) => NodeEstimate,
+    change: (before: NodeEstimate | undefined) => NodeEstimate | undefined,
     alongside: readonly Write[] = [],
-  ): Promise<NodeEstimate> {
-    const updated = await updateWithRetry<StoredNodeEstimate, NodeEstimate>(
-      this.store,
-      perfNodeKey(nodeId),
-      (current) => {
-        const next = change(current?.data);
-        const stored: StoredNodeEstimate = { ...next, nodeId };
-        const put: Write = {
-          kind: 'put',
-          key: perfNodeKey(nodeId),
-          data: stored,
-          expiresAt: Math.ceil((next.updatedAt + nodeEstimateTtlMs) / 1000),
-          expectVersion: current?.version ?? 0,
-        };
-        return { writes: [put, ...alongside], result: next };
-      },
-    );
-    return updated as NodeEstimate;
+  ): Promise<NodeEstimate | undefined> {
+    return updateWithRetry<StoredNodeEstimate, NodeEstimate>(this.store, perfNodeKey(nodeId), (current) => {
+      const next = change(current?.data);
+      if (next === undefined) return undefined;
+      const stored: StoredNodeEstimate = { ...next, nodeId };
+      const put: Write = {
+        kind: 'put',
+        key: perfNodeKey(nodeId),
+        data: stored,
+        expiresAt: Math.ceil((next.updatedAt + nodeEstimateTtlMs) / 1000),
+        expectVersion: current?.version ?? 0,
+      };
+      return { writes: [put, ...alongside], result: next };
+    });
   }
 
   /** A class's sums: the two latest epochs of every shard, merged. */

@@ -7,10 +7,17 @@ import {
   classLandmarkOf,
   classRuntime,
   classSample,
+  emptyNodeEstimate,
+  latencyLimits,
+  latencySampleDue,
   learningRates,
   mergeSums,
+  type NodeEstimate,
   neutralPerformance,
+  nodeLatency,
   OnlinePerformance,
+  observeLatency,
+  observeNode,
   performancePriors,
   workloadOf,
 } from './performance.js';
@@ -286,5 +293,44 @@ describe('performance estimates', () => {
     );
     expect(workloadOf({ workload: 'training', image: 'pytorch:2', command: ['python', 'eval.py'] })).not.toBe(train);
     expect(workloadOf({ workload: 'batch', image: 'pytorch:2', command: ['python', 'train.py'] })).not.toBe(train);
+  });
+});
+
+describe('self-reported latency', () => {
+  it('moves the estimate only part way from the prior on a first report, further with each', () => {
+    const first = nodeLatency(observeLatency(undefined, 400, start));
+    expect(first).toBeGreaterThan(performancePriors.latencyMs);
+    expect(first).toBeLessThan(400 / 2);
+    let est = observeLatency(undefined, 400, start);
+    for (let i = 1; i < 30; i++) est = observeLatency(est, 400, start + i * latencyLimits.sampleEveryMs);
+    expect(nodeLatency(est)).toBeGreaterThan(first);
+    expect(nodeLatency(est)).toBeCloseTo(400, -1);
+  });
+
+  it('keeps its effect on placement within the bounds whatever a node reports, however often', () => {
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 1, max: 60_000 }), { minLength: 1, maxLength: 60 }), (reports) => {
+        let est: NodeEstimate | undefined;
+        reports.forEach((ms, i) => {
+          est = observeLatency(est, ms, start + i * latencyLimits.sampleEveryMs);
+        });
+        const latency = nodeLatency(est);
+        expect(latency).toBeGreaterThanOrEqual(latencyLimits.minMs);
+        expect(latency).toBeLessThanOrEqual(latencyLimits.maxMs);
+      }),
+    );
+    // An estimate stored before the bounds (or written by hand) is bounded when read.
+    const lied = { ...emptyNodeEstimate(start), latSum: Math.log(0.1), latNorm: 1 };
+    expect(nodeLatency(lied)).toBe(latencyLimits.minMs);
+  });
+
+  it('takes one sample per node per period: the time of the last one learned is kept in the estimate', () => {
+    const est = observeLatency(undefined, 80, start);
+    expect(latencySampleDue(undefined, start)).toBe(true);
+    expect(latencySampleDue(est, start + latencyLimits.sampleEveryMs - 1)).toBe(false);
+    expect(latencySampleDue(est, start + latencyLimits.sampleEveryMs)).toBe(true);
+    // An outcome learned between samples keeps the time of the last sample.
+    const after = observeNode(est, { nodeId: 'n', kind: 'failed', at: start + 1000 }, undefined);
+    expect(latencySampleDue(after, start + 2000)).toBe(false);
   });
 });

@@ -15,7 +15,11 @@ export interface PerformanceView {
   slowdown(nodeId: string): number;
   /** Probability the node finishes a task it takes (decayed success rate, prior ~0.95). */
   reliability(nodeId: string): number;
-  /** Observed control-plane-to-node latency (poll/claim round trip), ms; a prior when unknown. */
+  /**
+   * The node's round trip to the control plane as the node itself observes and reports it (a
+   * request's full round trip, server time included, smoothed; reported in its signed heartbeat),
+   * ms; the prior when unknown. Self-reported, so bounded: {@link latencyLimits}.
+   */
   latencyMs(nodeId: string): number;
 }
 
@@ -25,6 +29,32 @@ export const performancePriors = {
   runtimeMs: 60_000,
   reliability: 0.95,
   latencyMs: 50,
+} as const;
+
+/**
+ * How far a node's self-reported latency can move placement. A node measures its own round trips
+ * and reports them (docs/security.md): a node that lies low to draw work, or spams reports, must
+ * not gain more than these bounds allow.
+ */
+export const latencyLimits = {
+  /**
+   * The estimate is never below this. A round trip includes the control plane's own time (about
+   * 50-100 ms measured over loopback), so a report far under it is a lie or a node beside the
+   * control plane; either way it wins no more than the prior minus this over an honest node.
+   */
+  minMs: 20,
+  /**
+   * Nor above: a node that is far (or reports so) weighs at most this in a placement score, about
+   * 2% of a task of the one-minute prior, so whatever a node reports moves its score by under a
+   * second.
+   */
+  maxMs: 1_000,
+  /**
+   * One sample per node per this period is learned, the rest dropped unread where this process
+   * learned the last one (performance-record.ts). A little under the agent's 5-minute report
+   * period (edge-agent/round-trips.ts), so an honest agent's reports are all taken.
+   */
+  sampleEveryMs: 4 * 60_000,
 } as const;
 
 /**
@@ -126,9 +156,14 @@ export interface NodeEstimate {
   slowNorm: number;
   /** Decayed count of run time samples: how far the slowdown is trusted. */
   slowCount: number;
-  /** Bias-corrected EWMA of log(round trip ms). */
+  /**
+   * EWMA of log(round trip ms) and the sum of its weights (`latSum / latNorm` is the bias-corrected
+   * mean; `latNorm` grows toward 1 with the samples, so it is also how far they are trusted).
+   */
   latSum: number;
   latNorm: number;
+  /** When the last latency sample was learned, epoch ms: the next is taken a period on ({@link latencySampleDue}). */
+  latAt?: number;
   /** When the evidence was last updated, epoch ms. */
   updatedAt: number;
 }
@@ -176,6 +211,7 @@ export function observeNode(
     slowCount: prior.slowCount * aging,
     latSum: prior.latSum,
     latNorm: prior.latNorm,
+    ...(prior.latAt === undefined ? {} : { latAt: prior.latAt }),
     updatedAt: Math.max(prior.updatedAt, outcome.at),
   };
   if (outcome.kind !== 'released') {
@@ -195,15 +231,26 @@ export function observeNode(
   return next;
 }
 
-/** The node's estimate after a measured round trip of `ms`. */
+/**
+ * The node's estimate after a round trip of `ms` it reported, taken within {@link latencyLimits}
+ * (one wild report moves the log-mean by a bounded step). Callers that take reports from nodes
+ * ask {@link latencySampleDue} first.
+ */
 export function observeLatency(est: NodeEstimate | undefined, ms: number, now: number): NodeEstimate {
   const prior = aged(est ?? emptyNodeEstimate(now), now);
   const rate = learningRates.latencyRate;
+  const sample = Math.log(clamp(ms, latencyLimits.minMs, latencyLimits.maxMs));
   return {
     ...prior,
-    latSum: prior.latSum * (1 - rate) + rate * Math.log(Math.max(0.1, ms)),
+    latSum: prior.latSum * (1 - rate) + rate * sample,
     latNorm: prior.latNorm * (1 - rate) + rate,
+    latAt: now,
   };
+}
+
+/** Whether a latency sample of the node is worth learning at `now`: its last one is a period old. */
+export function latencySampleDue(est: NodeEstimate | undefined, now: number): boolean {
+  return est?.latAt === undefined || now - est.latAt >= latencyLimits.sampleEveryMs;
 }
 
 /** The Beta's mean with the prior: successes over outcomes, evidence decayed to `now`. */
@@ -223,9 +270,17 @@ export function nodeSlowdown(est: NodeEstimate | undefined, now: number): number
   return Math.exp((est.slowSum / est.slowNorm) * (count / (count + 1)));
 }
 
+/**
+ * The node's latency: the mean of its reports (log scale) blended with the prior by how many there
+ * are (`latNorm`: a fifth after one, nine tenths after ten, which the one-per-period limit spreads
+ * over most of an hour), within {@link latencyLimits}. Reports are self-declared: they earn their
+ * weight slowly and can never move a node's score past the bounds.
+ */
 export function nodeLatency(est: NodeEstimate | undefined): number {
-  if (est === undefined || est.latNorm === 0) return performancePriors.latencyMs;
-  return Math.exp(est.latSum / est.latNorm);
+  if (est === undefined || !(est.latNorm > 0)) return performancePriors.latencyMs;
+  const trust = Math.min(1, est.latNorm);
+  const logMean = (est.latSum / est.latNorm) * trust + Math.log(performancePriors.latencyMs) * (1 - trust);
+  return clamp(Math.exp(logMean), latencyLimits.minMs, latencyLimits.maxMs);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -147,8 +147,10 @@ export class TaskReports {
    * in `abort`, so the node stops work nobody will accept; so do tasks that outran their timeout
    * by a busy interval (time for the node to report its own timeout),
    * whose lease runs out at the end of the grace whatever the node says. A beat that carries the
-   * node's measured round trip (`latencyMs`, now and then) feeds its latency estimate: one more
-   * read and write, once the beat is accepted. `signedDate` (the request's
+   * node's measured round trip (`latencyMs`, now and then) feeds its latency estimate once the beat
+   * is accepted: one more read and write at most once per node per period, whatever the node
+   * sends (performance-record.ts recordLatency). A refused beat writes nothing: neither presence,
+   * nor lease, nor estimate. `signedDate` (the request's
    * signed date, where the route checks no nonce) must be later than the last heartbeat's.
    *
    * @throws UnauthenticatedError `replayed_request` when it is not; nothing is extended then.
@@ -204,7 +206,8 @@ export class TaskReports {
   }
 
   /**
-   * Learns the round trip the node measured (the protocol bounds it). Advice, like every
+   * Learns the round trip the node measured (the protocol bounds it; the estimate takes one sample
+   * per node per period and bounds its effect, performance.ts latencyLimits). Advice, like every
    * estimate: an estimate item contended past its retries drops the sample, never the heartbeat.
    */
   private async learnLatency(nodeId: string, ms: number): Promise<void> {
