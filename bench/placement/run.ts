@@ -31,6 +31,9 @@ import {
 import { fleetSummary, generateFleet, seededRandom } from '../shared/index.js';
 import { benchPerformance, indexNode, taskStream } from './workload.js';
 
+/** Timed decisions of ours per fleet size: the help text states these, so it cannot drift from them. */
+const defaultDecisions = { full: 100_000, quick: 10_000 } as const;
+
 const help = `npm run bench:placement -- [options]
 
 Placement engine vs full-scan greedy on one core: placements per CPU-second (and per wall-clock
@@ -39,7 +42,7 @@ each fleet size. Last line: one JSON object (placementsPerSec is per CPU-second,
 
   --quick          CI-sized run (fewer decisions per size; still 1k, 10k and 100k nodes)
   --sizes LIST     fleet sizes, comma-separated (default 1000,10000,100000)
-  --decisions N    timed decisions of ours per size (default 200000; quick 20000)
+  --decisions N    timed decisions of ours per size (default ${defaultDecisions.full}; quick ${defaultDecisions.quick})
   --seed N         seed of fleet, load and tasks (default 17)
   --help           this text
 `;
@@ -230,7 +233,7 @@ function main(): void {
   const quick = values.quick ?? false;
   const seed = Number(values.seed);
   const sizes = (values.sizes ?? '1000,10000,100000').split(',').map(Number);
-  const decisions = Number(values.decisions ?? (quick ? 10_000 : 100_000));
+  const decisions = Number(values.decisions ?? (quick ? defaultDecisions.quick : defaultDecisions.full));
   if (!sizes.every((s) => Number.isInteger(s) && s > 0) || !(decisions > 0) || !Number.isFinite(seed)) {
     process.stderr.write(help);
     process.exitCode = 2;
