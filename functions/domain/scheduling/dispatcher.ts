@@ -12,7 +12,20 @@ import type { NodeRegistry } from '../resource/node-registry.js';
 import type { PoolSummary } from '../resource/pool-summary.js';
 import { canReceive, sealEnvToNode } from '../security/seal-to-node.js';
 import { DispatchUnavailableError } from './errors.js';
-import { type GangMember, type GangRecord, gangKey, gangMarginMs, gangTopic, waitingMembers } from './gang.js';
+import {
+  type GangHandOut,
+  type GangMember,
+  type GangRecord,
+  gangKey,
+  gangMarginMs,
+  gangTopic,
+  handOutFor,
+  heldByOtherPoll,
+  isMember,
+  newPollId,
+  waitingMembers,
+  withHandOuts,
+} from './gang.js';
 import { type JobRecord, jobKey, jobPk } from './job-record.js';
 import { requestScheduling } from './messages.js';
 import { markSeen } from './node-seen.js';
@@ -49,9 +62,11 @@ const logToStderr: DispatchLog = (entry) =>
 /** What one candidate came to: an assignment, or why not. `given_back`: claimed, then handed back at once. */
 type CandidateOutcome = Assignment | 'does_not_fit' | 'busy' | 'given_back' | 'gang_waiting' | undefined;
 
-/** What one long poll carries between its rounds: when it ends, and the gangs it joined (gang.ts). */
+/** What one long poll carries between its rounds: when it ends, its identity in gangs, the gangs it joined (gang.ts). */
 interface PollContext {
   until: number;
+  /** Names this poll (not just its node) in gang records: a node's other polls neither join for it nor collect its task. */
+  poll: string;
   joined: Set<string>;
 }
 
@@ -116,7 +131,7 @@ export class Dispatcher {
   async poll(nodeId: string, waitSeconds: number, abort?: AbortSignal): Promise<Assignment | undefined> {
     const node = await markSeen(this.registry, nodeId);
     const until = this.clock.now() + waitSeconds * 1000;
-    const ctx: PollContext = { until, joined: new Set() };
+    const ctx: PollContext = { until, poll: newPollId(), joined: new Set() };
     // Each failure costs its task a release or an attempt: this poll does not try that task again.
     const failed = new Set<string>();
     const accepts = acceptsWork(node, () => this.clock.now());
@@ -491,15 +506,17 @@ export class Dispatcher {
     if ((await this.roomFor(holding, task.requirements)) === undefined) return 'busy';
     for (let round = 0; round < giveBackRounds; round++) {
       const gang = await this.store.get<GangRecord>(gangKey(task.jobId));
+      // Another poll of this node holds its place: this one passes the gang by (one place per node).
+      if (heldByOtherPoll(gang?.data, now, holding.node.id, ctx.poll)) return undefined;
       const others = waitingMembers(gang?.data, now, holding.node.id);
       const queued = (
         await this.store.query<TaskRecord>({ pk: jobPk(task.jobId), skPrefix: 'TASK#', limit: 100 })
       ).items.filter((t) => t.data.state === 'queued' && (t.data.gangSize ?? 0) > 1);
       if (queued.length === 0) return undefined;
       if (others.length + 1 < queued.length) {
-        const members = [...others, { nodeId: holding.node.id, until: ctx.until }];
+        const members = [...others, { nodeId: holding.node.id, until: ctx.until, poll: ctx.poll }];
         try {
-          await this.store.transact([gangWrite(task.jobId, members, gang?.version ?? 0, ctx.until)]);
+          await this.store.transact([gangWrite(task.jobId, members, gang, ctx.until)]);
         } catch (error) {
           if (error instanceof ConditionFailedError) continue;
           throw error;
@@ -507,7 +524,7 @@ export class Dispatcher {
         ctx.joined.add(task.jobId);
         return 'gang_waiting';
       }
-      const outcome = await this.bindGang(holding, job.data, queued, others.slice(0, queued.length - 1), gang);
+      const outcome = await this.bindGang(holding, ctx, job.data, queued, others.slice(0, queued.length - 1), gang);
       if (outcome !== 'conflict') return outcome;
     }
     return undefined;
@@ -515,11 +532,13 @@ export class Dispatcher {
 
   /**
    * Binds every queued task of a gang at once: one to this node, one to each of `others`, in one
-   * transaction with their node items and the gang record's removal. `conflict` when an item moved
-   * (the caller reads again); a member that has no room any more is dropped from the record.
+   * transaction with their node items and the gang record (its members gone, each task's hand-out
+   * named for the one poll that returns it). `conflict` when an item moved (the caller reads
+   * again); a member that has no room any more is dropped from the record.
    */
   private async bindGang(
     holding: Holding,
+    ctx: PollContext,
     job: JobRecord,
     queued: StoredItem<TaskRecord>[],
     others: GangMember[],
@@ -531,12 +550,14 @@ export class Dispatcher {
     if (gone.length > 0) {
       // A member node was removed meanwhile: it leaves the gang, the others keep waiting.
       const members = (gang?.data.members ?? []).filter((m) => !gone.some((g) => g.nodeId === m.nodeId));
-      await this.store.transact([gangWrite(job.id, members, gang?.version ?? 0, now + 60_000)]).catch(ignoreConflict);
+      await this.store.transact([gangWrite(job.id, members, gang, now + 60_000)]).catch(ignoreConflict);
       return 'conflict';
     }
     const holdings = [holding, ...(read as Holding[])];
     const writes: Write[] = [];
     const bound: { claimed: TaskRecord; gpuIndices: number[] }[] = [];
+    const handOuts: GangHandOut[] = [];
+    const polls = [ctx.poll, ...others.map((m) => m.poll)];
     for (const [i, member] of holdings.entries()) {
       const item = queued[i] as StoredItem<TaskRecord>;
       const gpuIndices = await this.roomFor(member, item.data.requirements);
@@ -548,7 +569,7 @@ export class Dispatcher {
         // This member cannot take its part now: it leaves the gang, the others keep waiting.
         if (i === 0) return 'busy';
         const members = (gang?.data.members ?? []).filter((m) => m.nodeId !== member.node.id);
-        await this.store.transact([gangWrite(job.id, members, gang?.version ?? 0, now + 60_000)]).catch(ignoreConflict);
+        await this.store.transact([gangWrite(job.id, members, gang, now + 60_000)]).catch(ignoreConflict);
         return 'conflict';
       }
       const uuids = gpuIndices.map((g) => member.node.inventory.gpus.find((d) => d.index === g)?.uuid ?? String(g));
@@ -564,8 +585,11 @@ export class Dispatcher {
         putNode({ ...member.node, held: [...member.held, entry] }, member.version),
       );
       bound.push({ claimed, gpuIndices });
+      handOuts.push({ nodeId: member.node.id, poll: polls[i] as string, taskId: claimed.id, attempt: claimed.attempt });
     }
-    if (gang !== undefined) writes.push({ kind: 'delete', key: gangKey(job.id), expectVersion: gang.version });
+    // Written over the version read (as its removal was before), each hand-out named for one poll only.
+    const until = Math.max(ctx.until, ...others.map((m) => m.until));
+    writes.push(gangWrite(job.id, [], gang, until, withHandOuts(gang?.data.bound, handOuts)));
     try {
       await this.store.transact(writes);
     } catch (error) {
@@ -587,22 +611,27 @@ export class Dispatcher {
     return this.handOut(holding, job, mine.claimed, mine.gpuIndices);
   }
 
-  /** The task a bound gang assigned to this node, handed out; undefined while the gang waits. */
+  /**
+   * The task a bound gang left for this poll, handed out; undefined while the gang waits. The bind
+   * named one poll per task (gang.ts), so a node's other polls never hand the same attempt out.
+   */
   private async collectGang(holding: Holding, jobId: string, ctx: PollContext): Promise<Assignment | undefined> {
-    const tasks = await this.store.query<TaskRecord>({ pk: jobPk(jobId), skPrefix: 'TASK#', limit: 100 });
-    const mine = tasks.items.find(
-      (t) => t.data.state === 'assigned' && t.data.nodeId === holding.node.id && (t.data.gangSize ?? 0) > 1,
-    );
+    const gang = (await this.store.get<GangRecord>(gangKey(jobId)))?.data;
+    const mine = handOutFor(gang, holding.node.id, ctx.poll);
     if (mine === undefined) {
-      const gang = await this.store.get<GangRecord>(gangKey(jobId));
       // Dropped from the gang (or it is gone): this poll no longer waits for it.
-      if (!gang?.data.members.some((m) => m.nodeId === holding.node.id)) ctx.joined.delete(jobId);
+      if (!isMember(gang, holding.node.id, ctx.poll)) ctx.joined.delete(jobId);
       return undefined;
     }
     ctx.joined.delete(jobId);
+    const { index } = parseTaskId(mine.taskId);
+    const task = (await this.store.get<TaskRecord>(taskKey(jobId, index)))?.data;
+    // Still the attempt bound to this node (not expired, requeued or failed since).
+    if (task?.state !== 'assigned' || task.nodeId !== holding.node.id || task.attempt !== mine.attempt)
+      return undefined;
     const job = await this.store.get<JobRecord>(jobKey(jobId));
     if (job === undefined) return undefined;
-    const outcome = await this.handOut(holding, job.data, mine.data, mine.data.gpuIndices ?? []);
+    const outcome = await this.handOut(holding, job.data, task, task.gpuIndices ?? []);
     return typeof outcome === 'object' ? outcome : undefined;
   }
 
@@ -652,10 +681,11 @@ export class Dispatcher {
     for (const jobId of ctx.joined) {
       for (let round = 0; round < giveBackRounds; round++) {
         const gang = await this.store.get<GangRecord>(gangKey(jobId));
-        if (gang === undefined || !gang.data.members.some((m) => m.nodeId === nodeId)) break;
-        const members = gang.data.members.filter((m) => m.nodeId !== nodeId);
+        // Only this poll's place: another poll of the node may have taken it over (its own ended soon).
+        if (gang === undefined || !isMember(gang.data, nodeId, ctx.poll)) break;
+        const members = gang.data.members.filter((m) => !(m.nodeId === nodeId && m.poll === ctx.poll));
         try {
-          await this.store.transact([gangWrite(jobId, members, gang.version, this.clock.now() + 60_000)]);
+          await this.store.transact([gangWrite(jobId, members, gang, this.clock.now() + 60_000)]);
           break;
         } catch (error) {
           if (!(error instanceof ConditionFailedError)) throw error;
@@ -729,13 +759,23 @@ const ignoreConflict = (error: unknown): void => {
   if (!(error instanceof ConditionFailedError)) throw error;
 };
 
-/** The gang record with `members`, expiring (TTL) an hour after the last member's poll ends. */
-const gangWrite = (jobId: string, members: GangMember[], expectVersion: number, until: number): Write => ({
+/**
+ * The gang record with `members`, written over the version read (`gang`; absent: it must not
+ * exist), keeping its hand-outs unless `bound` replaces them; it expires (TTL) an hour after the
+ * last member's poll ends.
+ */
+const gangWrite = (
+  jobId: string,
+  members: GangMember[],
+  gang: StoredItem<GangRecord> | undefined,
+  until: number,
+  bound: GangHandOut[] | undefined = gang?.data.bound,
+): Write => ({
   kind: 'put',
   key: gangKey(jobId),
-  data: { jobId, members } satisfies GangRecord,
+  data: { jobId, members, ...(bound === undefined || bound.length === 0 ? {} : { bound }) } satisfies GangRecord,
   expiresAt: Math.floor(Math.max(until, ...members.map((m) => m.until)) / 1000) + 3600,
-  expectVersion,
+  expectVersion: gang?.version ?? 0,
 });
 
 const taskOf = (payload: unknown): string | undefined =>
