@@ -322,10 +322,17 @@ export class ControlPlaneClient {
    */
   /**
    * A heartbeat or progress report refused as `replayed_request` carries the date the server last
-   * took (`details.lastDate`). After a restart this process has lost its own last date, and the one
-   * before may have signed ahead of the clock (up to the accepted skew): adopting the watermark lets
-   * the next request sign above it at once, where waiting for the clock to pass it could outlast the
-   * node's liveness and leases. Returns whether it moved the date on.
+   * took (`details.lastDate`): this request was not taken, and one signed above that date will be.
+   * Two cases, both sent again once ({@link ControlPlaneClient.call}):
+   * - After a restart this process has lost its own last date, and the one before may have signed
+   *   ahead of the clock (up to the accepted skew): adopting the watermark lets the next request
+   *   sign above it at once, where waiting for the clock to pass it could outlast the node's
+   *   liveness and leases.
+   * - Two reports of one stream crossed on the way (signed in one order, taken in the other), and
+   *   this process has signed later dates since: the watermark is below its last date already, so
+   *   the next date is above it.
+   * A refusal without the watermark (a nonce seen before: a copy of this request may have been
+   * taken) is not sent again. Returns whether the request may be signed again above the watermark.
    */
   private adoptWatermark(error: ControlPlaneError, text: string): boolean {
     if (error.status !== 401 || error.code !== 'replayed_request') return false;
@@ -335,8 +342,8 @@ export class ControlPlaneClient {
     } catch {
       return false;
     }
-    if (typeof lastDate !== 'number' || !Number.isSafeInteger(lastDate) || lastDate < this.lastSignedDate) return false;
-    this.lastSignedDate = lastDate;
+    if (typeof lastDate !== 'number' || !Number.isSafeInteger(lastDate)) return false;
+    this.lastSignedDate = Math.max(this.lastSignedDate, lastDate);
     return true;
   }
 

@@ -98,12 +98,30 @@ export class ClaimRefusedError extends RequestRejectedError {
 export const claimRefusalCodes: ReadonlySet<string> = new Set(['does_not_fit', 'task_not_available']);
 
 /**
- * 401, or 404 `node_not_found`: the control plane does not know this node (its store was reset,
- * or the node was removed). The agent registers again and repeats the request.
+ * 401 (but for the date refusals below), or 404 `node_not_found`: the control plane does not know
+ * this node (its store was reset, or the node was removed). The agent registers again and repeats
+ * the request.
  */
 export class NodeNotRegisteredError extends RequestRejectedError {
   override name = 'NodeNotRegisteredError';
 }
+
+/**
+ * 401 `replayed_request` or `stale_request`: the node is known and its signature verified, but the
+ * request's signed date (or nonce) was refused: a dated stream's report signed before one the
+ * server already took (two reports of one stream that crossed on the way), a nonce seen before,
+ * or a date outside the accepted clock skew. Registering again cannot help (it would sign with the
+ * same clock), so this is no {@link NodeNotRegisteredError}; the client re-signs a date refusal once
+ * above the server's watermark (client.ts), and what is refused after that is dropped by its sender.
+ * Not a {@link RequestRejectedError}: the task or node it concerns is still this node's.
+ */
+export class RequestDateRefusedError extends ControlPlaneError {
+  override name = 'RequestDateRefusedError';
+  readonly retryable = false;
+}
+
+/** The 401 codes that refuse a request's date or nonce, not the node (request-auth.ts, task-reports.ts, presence.ts). */
+export const dateRefusalCodes: ReadonlySet<string> = new Set(['replayed_request', 'stale_request']);
 
 /**
  * The control plane refused to enroll this node: no join token, or one that is wrong, revoked,
@@ -155,6 +173,8 @@ export function errorFromResponse(status: number, bodyText: string, headers: Hea
   }
   if (status === 409 && code === 'lease_lost') return new LeaseLostError(status, code, message, requestId);
   if (status === 409 && claimRefusalCodes.has(code)) return new ClaimRefusedError(status, code, message, requestId);
+  if (status === 401 && dateRefusalCodes.has(code))
+    return new RequestDateRefusedError(status, code, message, requestId);
   if (status === 401 || (status === 404 && code === 'node_not_found')) {
     return new NodeNotRegisteredError(status, code, message, requestId);
   }
