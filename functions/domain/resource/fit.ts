@@ -61,20 +61,70 @@ export function fitOnNode(
   inventory: NodeInventory,
   held: readonly HeldTask[] = [],
 ): number[] | undefined {
-  if (req.regions && !req.regions.includes(inventory.region)) return undefined;
+  if (!placeFits(req, inventory, held)) return undefined;
+  // Placement calls this on every candidate it would answer and every claim: loops instead of a
+  // Set and filtered arrays, so the only allocation is the answer.
+  const count = req.gpus.count;
+  const picked: number[] = [];
+  if (count === 0) return picked;
+  for (const gpu of inventory.gpus) {
+    if (heldUses(held, gpu.index) || !gpuMatches(req.gpus, gpu)) continue;
+    picked.push(gpu.index);
+    if (picked.length === count) return picked;
+  }
+  return undefined;
+}
+
+/**
+ * Whether `gpuIndices` (say, the devices placement picked with {@link fitOnNode} a moment ago)
+ * still fit the task on this node: the node passes every check but the choice of devices, and
+ * they are as many as asked, distinct, the node's, free of `held` and each meeting the GPU
+ * requirement. Cheaper than choosing again: it looks only at the devices given.
+ */
+export function devicesFit(
+  req: TaskRequirements,
+  inventory: NodeInventory,
+  held: readonly HeldTask[],
+  gpuIndices: readonly number[],
+): boolean {
+  if (gpuIndices.length !== req.gpus.count || !placeFits(req, inventory, held)) return false;
+  for (let i = 0; i < gpuIndices.length; i++) {
+    const index = gpuIndices[i] as number;
+    for (let j = 0; j < i; j++) if (gpuIndices[j] === index) return false;
+    if (heldUses(held, index)) return false;
+    const gpu = deviceAt(inventory, index);
+    if (gpu === undefined || !gpuMatches(req.gpus, gpu)) return false;
+  }
+  return true;
+}
+
+/** Region, runtime, and the cores and memory `held` leaves: every check of a fit but the devices. */
+function placeFits(req: TaskRequirements, inventory: NodeInventory, held: readonly HeldTask[]): boolean {
+  if (req.regions && !req.regions.includes(inventory.region)) return false;
   const runtimeOk = req.needsContainer
     ? inventory.runtimes.some((r) => r !== 'process')
     : inventory.runtimes.includes('process');
-  if (!runtimeOk) return undefined;
-  const demand = demandOf(req);
-  const usedGpus = new Set(held.flatMap((h) => h.gpuIndices));
-  const usedCores = held.reduce((sum, h) => sum + h.cpuCores, 0);
-  const usedMemory = held.reduce((sum, h) => sum + h.memoryMiB, 0);
-  if (inventory.cpu.cores - usedCores < demand.cpuCores) return undefined;
-  if (inventory.memoryMiB - usedMemory < demand.memoryMiB) return undefined;
-  const matching = inventory.gpus.filter((gpu) => !usedGpus.has(gpu.index) && gpuMatches(req.gpus, gpu));
-  if (matching.length < req.gpus.count) return undefined;
-  return matching.slice(0, req.gpus.count).map((gpu) => gpu.index);
+  if (!runtimeOk) return false;
+  // demandOf's figures, read without building its object.
+  const cores = req.cpuCores ?? (req.gpus.count > 0 ? 0 : 1);
+  const memory = req.memoryMiB ?? 0;
+  let usedCores = 0;
+  let usedMemory = 0;
+  for (const h of held) {
+    usedCores += h.cpuCores;
+    usedMemory += h.memoryMiB;
+  }
+  return inventory.cpu.cores - usedCores >= cores && inventory.memoryMiB - usedMemory >= memory;
+}
+
+function heldUses(held: readonly HeldTask[], gpuIndex: number): boolean {
+  for (const h of held) if (h.gpuIndices.includes(gpuIndex)) return true;
+  return false;
+}
+
+function deviceAt(inventory: NodeInventory, gpuIndex: number): GpuDevice | undefined {
+  for (const gpu of inventory.gpus) if (gpu.index === gpuIndex) return gpu;
+  return undefined;
 }
 
 export function gpuMatches(req: GpuRequirement, gpu: GpuDevice): boolean {

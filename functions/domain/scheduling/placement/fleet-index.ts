@@ -1,5 +1,12 @@
 import { attestationRank, type GpuDevice, type NodeInventory } from '../../../../protocol/index.js';
-import { demandOf, fitOnNode, gpuMatches, type HeldTask, type TaskRequirements } from '../../resource/fit.js';
+import {
+  demandOf,
+  devicesFit,
+  fitOnNode,
+  gpuMatches,
+  type HeldTask,
+  type TaskRequirements,
+} from '../../resource/fit.js';
 import { acceleratorClass, cpuClass, poolId } from '../../resource/pools.js';
 import type { AttestationRecord } from '../../security/attestation/record.js';
 import { neutralPerformance, type PerformanceView } from '../performance.js';
@@ -227,6 +234,9 @@ export class FleetIndex {
    */
   baseFloor = Number.POSITIVE_INFINITY;
   /** @internal */ factorFloor = Number.POSITIVE_INFINITY;
+  private answeredEntry: FleetEntry | undefined;
+  private answeredReq: TaskRequirements | undefined;
+  private answeredGpus: readonly number[] | undefined;
 
   constructor(readonly perf: PerformanceView = neutralPerformance) {}
 
@@ -315,20 +325,46 @@ export class FleetIndex {
 
   /**
    * Holds the task's devices, cores and memory on the node (what a claim writes into the node's
-   * `held`): the GPU indices, from `fitOnNode`, or undefined when the node no longer fits. Holding
-   * a task the node already holds answers its devices again.
+   * `held`), or answers undefined when the node no longer fits. The devices are `checked` when
+   * given (the placement's `gpuIndices`), else those placeTask last answered for this node and
+   * requirement, when they still fit (`devicesFit`: a look at those devices only); else
+   * `fitOnNode` chooses. Holding a task the node already holds answers its devices again.
    */
-  reserve(nodeId: string, taskId: string, req: TaskRequirements, attempt = 1): number[] | undefined {
+  reserve(
+    nodeId: string,
+    taskId: string,
+    req: TaskRequirements,
+    attempt = 1,
+    checked?: readonly number[],
+  ): number[] | undefined {
     const entry = this.byId.get(nodeId);
     if (entry === undefined) return undefined;
     for (const h of entry.held) if (h.taskId === taskId) return h.gpuIndices;
-    const gpuIndices = fitOnNode(req, entry.inventory, entry.held);
+    let given = checked;
+    if (given === undefined && this.answeredEntry === entry && this.answeredReq === req) given = this.answeredGpus;
+    this.answeredEntry = undefined;
+    this.answeredReq = undefined;
+    this.answeredGpus = undefined;
+    const gpuIndices =
+      given !== undefined && devicesFit(req, entry.inventory, entry.held, given)
+        ? [...given]
+        : fitOnNode(req, entry.inventory, entry.held);
     if (gpuIndices === undefined) return undefined;
     const { cpuCores, memoryMiB } = demandOf(req);
     entry.held.push({ taskId, attempt, gpuIndices, cpuCores, memoryMiB });
-    // fitOnNode picked free devices only, so the counts move by exactly the task's demand.
+    // Both pick free devices only, so the counts move by exactly the task's demand.
     this.afterHeldChange(entry, -gpuIndices.length, -cpuCores, -memoryMiB);
     return gpuIndices;
+  }
+
+  /**
+   * @internal placeTask's answer, so that a `reserve` of it right after need not choose devices
+   * again (reserve still checks them: a node that changed in between is re-fitted).
+   */
+  noteAnswer(entry: FleetEntry, req: TaskRequirements, gpuIndices: readonly number[]): void {
+    this.answeredEntry = entry;
+    this.answeredReq = req;
+    this.answeredGpus = gpuIndices;
   }
 
   /** Gives back what the task held on the node; false when it held nothing there. */

@@ -30,7 +30,10 @@ export function placeGang(
   const reserved: Placement[] = [];
   for (const { task, at } of order) {
     const placement = placeTask(index, task, perf, { ...options, exclude: used });
-    const gpus = placement === undefined ? undefined : index.reserve(placement.nodeId, task.id, task.requirements);
+    const gpus =
+      placement === undefined
+        ? undefined
+        : index.reserve(placement.nodeId, task.id, task.requirements, 1, placement.gpuIndices);
     if (placement === undefined || gpus === undefined) {
       for (const r of reserved) index.release(r.nodeId, r.taskId);
       return undefined;

@@ -346,6 +346,7 @@ export function placeTask(
     }
   }
   if (bestEntry === undefined || bestGpus === undefined) return undefined;
+  index.noteAnswer(bestEntry, req, bestGpus);
   return {
     taskId: task.id,
     nodeId: bestEntry.id,

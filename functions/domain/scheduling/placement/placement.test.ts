@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { AttestationLevel, GpuDevice, NodeInventory } from '../../../../protocol/index.js';
-import { attestationFits, fitOnNode, type TaskRequirements } from '../../resource/fit.js';
+import { attestationFits, fitOnNode, gpuMatches, type TaskRequirements } from '../../resource/fit.js';
 import type { PerformanceView } from '../performance.js';
 import { FleetIndex, type FleetNode } from './fleet-index.js';
 import { fullScanGreedy } from './full-scan.js';
@@ -270,6 +270,71 @@ describe('FleetIndex reserve and release', () => {
       ),
       { numRuns: 200 },
     );
+  });
+
+  it('holds given devices only where they fit (distinct, free, matching; the node has the cores and memory), else chooses as fitOnNode does', () => {
+    fc.assert(
+      fc.property(
+        fc.array(nodeArb, { minLength: 1, maxLength: 6 }),
+        fc.array(
+          fc.tuple(
+            fc.integer({ min: 0, max: 5 }),
+            reqArb,
+            fc.option(fc.array(fc.integer({ min: 0, max: 8 }), { maxLength: 8 }), { nil: undefined }),
+          ),
+          { maxLength: 40 },
+        ),
+        (nodes, steps) => {
+          const { index } = build(nodes);
+          steps.forEach(([pick, req, given], i) => {
+            const e = index.entries[pick % index.entries.length] as (typeof index.entries)[number];
+            const heldBefore = e.held.map((h) => ({ ...h }));
+            const chosen = fitOnNode(req, e.inventory, heldBefore);
+            const got = index.reserve(e.id, `t${i}`, req, 1, given);
+            if (chosen === undefined) {
+              expect(got).toBeUndefined();
+              return;
+            }
+            expect(got).toBeDefined();
+            const devices = got as number[];
+            // Written out: as many as asked, distinct, the node's, unused before, each meeting the requirement.
+            expect(devices.length).toBe(req.gpus.count);
+            expect(new Set(devices).size).toBe(devices.length);
+            const used = new Set(heldBefore.flatMap((h) => h.gpuIndices));
+            for (const d of devices) {
+              expect(used.has(d)).toBe(false);
+              const gpu = e.inventory.gpus.find((g) => g.index === d);
+              expect(gpu !== undefined && gpuMatches(req.gpus, gpu)).toBe(true);
+            }
+            // Given devices that fit are held as given; anything else is fitOnNode's choice.
+            const givenFit =
+              given !== undefined &&
+              given.length === req.gpus.count &&
+              new Set(given).size === given.length &&
+              given.every(
+                (d) => !used.has(d) && e.inventory.gpus.some((g) => g.index === d && gpuMatches(req.gpus, g)),
+              );
+            expect(devices).toEqual(givenFit ? given : chosen);
+          });
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it("re-fits placeTask's answer when the node changed before the claim, never holding a device twice", () => {
+    const index = new FleetIndex();
+    index.add({ id: 'n', inventory: inventory([0, 0, 0], 'eu-west', 8, ['docker']) });
+    const one: TaskRequirements = { gpus: { count: 1 }, needsContainer: true };
+    const p = placeTask(index, { id: 'a', workload: 'w', requirements: one }, undefined, { now });
+    expect(p?.gpuIndices).toEqual([0]);
+    // Another claim takes device 0 between the answer and its reserve.
+    expect(index.reserve('n', 'other', { gpus: { count: 1 }, needsContainer: true }, 1, [0])).toEqual([0]);
+    expect(index.reserve('n', 'a', one)).toEqual([1]);
+    const q = placeTask(index, { id: 'b', workload: 'w', requirements: one }, undefined, { now });
+    expect(q?.gpuIndices).toEqual([2]);
+    expect(index.reserve('n', 'c', { gpus: { count: 1 }, needsContainer: true }, 1, [2])).toEqual([2]);
+    expect(index.reserve('n', 'b', one)).toBeUndefined();
   });
 
   it('refuses a reservation the node no longer has room for, and answers a repeated one with the same devices', () => {
