@@ -44,7 +44,7 @@ describe('heartbeat replay watermark', () => {
 describe('a refused heartbeat writes nothing', () => {
   it('leaves the node presence (SEEN) as it was when the beat lists a task never given to the node', async () => {
     const clock = new ManualClock();
-    h.close();
+    await h.close();
     h = inProcessControlPlane({ clock });
     const { assignment } = await assignedTask(h, new TestNode(h.request, clock));
     const x = new TestNode(h.request, clock);
