@@ -77,6 +77,12 @@ export interface FleetEntry {
  */
 export interface DeviceGroup {
   readonly region: string;
+  /**
+   * The runtime bits its nodes have (every node of the group the same): a task that needs a
+   * runtime the group lacks never looks at it (measured before the split: a bare-command task
+   * walked ~400 docker-only nodes per decision while the fleet filled up).
+   */
+  readonly runtimes: number;
   /** A device of the group; undefined for the group of nodes without GPUs. */
   readonly device: GpuDevice | undefined;
   /** Index 0: the unordered list of tier 0; 1 to 4: heaps. */
@@ -187,6 +193,8 @@ export function raiseCeilings(ceil: Ceilings, entry: FleetEntry): void {
 
 const containerBit = 1;
 const processBit = 2;
+/** Runtime bit sets a node may have (0 to 3): room cells are kept per class and set. */
+export const runtimeKinds = 4;
 
 /** Puts the node's slot into the bucket's heap, lowering its floor and raising its ceilings. */
 function fileInto(bucket: Bucket, entry: FleetEntry, slot: HeapSlot<FleetEntry>): void {
@@ -221,7 +229,10 @@ export class FleetIndex {
   private readonly groupList: DeviceGroup[] = [];
   private readonly classIds = new Map<string, number>();
   readonly classNames: string[] = [];
-  /** @internal Per class id, its room cells (see {@link roomCellOf}): the nodes of that class with no free GPU. */
+  /**
+   * @internal Per class id and runtime bits (`classId * runtimeKinds + runtimes`), its room cells
+   * (see {@link roomCellOf}): the nodes of that class and those runtimes with no free GPU.
+   */
   readonly roomCells: Bucket[][] = [];
   private eligibleCache = new Map<string, DeviceGroup[]>();
   private eligibleByReq = new WeakMap<TaskRequirements, { generation: number; groups: DeviceGroup[] }>();
@@ -287,7 +298,7 @@ export class FleetIndex {
     this.readPerformance(entry);
     entry.tier = tierOf(entry.freeGpus);
     entry.cell = entry.tier === 0 ? roomCellOf(entry.freeCores, entry.freeMemoryMiB) : -1;
-    for (const group of this.groupsOf(inventory)) {
+    for (const group of this.groupsOf(inventory, entry.runtimes)) {
       if (!group.classIds.includes(entry.classId)) {
         group.classIds.push(entry.classId);
         this.classVersion++;
@@ -417,7 +428,7 @@ export class FleetIndex {
       id = this.classNames.length;
       this.classIds.set(cls, id);
       this.classNames.push(cls);
-      this.roomCells.push(Array.from({ length: roomCellCount }, newBucket));
+      for (let r = 0; r < runtimeKinds; r++) this.roomCells.push(Array.from({ length: roomCellCount }, newBucket));
     }
     return id;
   }
@@ -430,11 +441,12 @@ export class FleetIndex {
     const cached = this.eligibleByReq.get(req);
     if (cached !== undefined && cached.generation === this.generation) return cached.groups;
     const g = req.gpus;
-    const signature = `${g.count}|${g.vendor ?? ''}|${g.models?.join('\u0000') ?? ''}|${g.minVramMiB ?? ''}|${g.minComputeCapability ?? ''}|${req.regions?.join(',') ?? '*'}`;
+    const signature = `${runtimeBitOf(req)}|${g.count}|${g.vendor ?? ''}|${g.models?.join('\u0000') ?? ''}|${g.minVramMiB ?? ''}|${g.minComputeCapability ?? ''}|${req.regions?.join(',') ?? '*'}`;
     let groups = this.eligibleCache.get(signature);
     if (groups === undefined) {
       groups = this.groupList.filter(
         (group) =>
+          (group.runtimes & runtimeBitOf(req)) !== 0 &&
           (req.regions === undefined || req.regions.includes(group.region)) &&
           (g.count === 0 || (group.device !== undefined && gpuMatches(g, group.device))),
       );
@@ -483,7 +495,7 @@ export class FleetIndex {
   }
 
   private cellOf(entry: FleetEntry): Bucket {
-    return (this.roomCells[entry.classId] as Bucket[])[entry.cell] as Bucket;
+    return (this.roomCells[entry.classId * runtimeKinds + entry.runtimes] as Bucket[])[entry.cell] as Bucket;
   }
 
   private enter(entry: FleetEntry): void {
@@ -521,22 +533,24 @@ export class FleetIndex {
   }
 
   /** One group per distinct kind of device the node has (one for a node without GPUs). */
-  private groupsOf(inventory: NodeInventory): DeviceGroup[] {
-    if (inventory.gpus.length === 0) return [this.groupFor(`${inventory.region}|`, inventory.region, undefined)];
+  private groupsOf(inventory: NodeInventory, runtimes: number): DeviceGroup[] {
+    const at = `${inventory.region}|${runtimes}|`;
+    if (inventory.gpus.length === 0) return [this.groupFor(at, inventory.region, runtimes, undefined)];
     const found: DeviceGroup[] = [];
     for (const gpu of inventory.gpus) {
-      const key = `${inventory.region}|${gpu.vendor}|${gpu.model}|${gpu.vramMiB}|${gpu.computeCapability ?? ''}`;
-      const group = this.groupFor(key, inventory.region, gpu);
+      const key = `${at}${gpu.vendor}|${gpu.model}|${gpu.vramMiB}|${gpu.computeCapability ?? ''}`;
+      const group = this.groupFor(key, inventory.region, runtimes, gpu);
       if (!found.includes(group)) found.push(group);
     }
     return found;
   }
 
-  private groupFor(key: string, region: string, device: GpuDevice | undefined): DeviceGroup {
+  private groupFor(key: string, region: string, runtimes: number, device: GpuDevice | undefined): DeviceGroup {
     let group = this.groups.get(key);
     if (group === undefined) {
       group = {
         region,
+        runtimes,
         device,
         buckets: [{ heap: new SlotList<FleetEntry>() }, ...Array.from({ length: tierCount - 1 }, newBucket)],
         classIds: [],

@@ -13,6 +13,7 @@ import {
   resetCeilings,
   roomLevels,
   runtimeBitOf,
+  runtimeKinds,
   tierCount,
   tierFloorGpus,
   tierOf,
@@ -143,13 +144,17 @@ function admitTier(byClass: ClassLists, classId: number, tier: number, gpus: num
 
 /** Bounds the class's room cells (nodes with no free GPU) that may have the cores and memory asked for. */
 function admitRoomCells(index: FleetIndex, classId: number, cores: number, memoryMiB: number, task: Ceilings): void {
-  const cells = index.roomCells[classId] as Bucket[];
   const scale = (runtimeOfClass[classId] as number) * packingMultiplier(0);
   const firstMemory = memoryLevelOf(memoryMiB);
-  for (let c = coreLevelOf(cores); c < roomLevels; c++) {
-    for (let m = firstMemory; m < roomLevels; m++) {
-      const cell = cells[c * roomLevels + m] as Bucket;
-      if (mayFit(cell, task)) addBound(cell, scale);
+  // Only the cells of nodes with the runtime the task needs (alone or with the other).
+  for (let runtimes = 1; runtimes < runtimeKinds; runtimes++) {
+    if ((runtimes & task.runtimes) === 0) continue;
+    const cells = index.roomCells[classId * runtimeKinds + runtimes] as Bucket[];
+    for (let c = coreLevelOf(cores); c < roomLevels; c++) {
+      for (let m = firstMemory; m < roomLevels; m++) {
+        const cell = cells[c * roomLevels + m] as Bucket;
+        if (mayFit(cell, task)) addBound(cell, scale);
+      }
     }
   }
 }

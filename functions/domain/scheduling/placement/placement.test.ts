@@ -354,6 +354,20 @@ describe('FleetIndex reserve and release', () => {
   });
 });
 
+describe('FleetIndex groups', () => {
+  it('files nodes by runtime, so a task never looks at a group whose nodes all lack the runtime it needs', () => {
+    const index = new FleetIndex();
+    index.add({ id: 'docker', inventory: inventory([0], 'eu-west', 4, ['docker']) });
+    index.add({ id: 'process', inventory: inventory([0], 'eu-west', 4, ['process']) });
+    index.add({ id: 'both', inventory: inventory([0], 'eu-west', 4, ['docker', 'process']) });
+    const bare: TaskRequirements = { gpus: { count: 1 }, needsContainer: false };
+    const container: TaskRequirements = { gpus: { count: 1 }, needsContainer: true };
+    const runtimesOf = (req: TaskRequirements) => index.eligibleGroups(req).map((g) => g.runtimes).sort();
+    expect(runtimesOf(bare)).toEqual([2, 3]);
+    expect(runtimesOf(container)).toEqual([1, 3]);
+  });
+});
+
 describe('placeGang', () => {
   const member = (id: string, count: number): PlacementTask => ({
     id,
