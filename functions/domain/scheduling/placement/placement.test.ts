@@ -362,7 +362,11 @@ describe('FleetIndex groups', () => {
     index.add({ id: 'both', inventory: inventory([0], 'eu-west', 4, ['docker', 'process']) });
     const bare: TaskRequirements = { gpus: { count: 1 }, needsContainer: false };
     const container: TaskRequirements = { gpus: { count: 1 }, needsContainer: true };
-    const runtimesOf = (req: TaskRequirements) => index.eligibleGroups(req).map((g) => g.runtimes).sort();
+    const runtimesOf = (req: TaskRequirements) =>
+      index
+        .eligibleGroups(req)
+        .map((g) => g.runtimes)
+        .sort();
     expect(runtimesOf(bare)).toEqual([2, 3]);
     expect(runtimesOf(container)).toEqual([1, 3]);
   });
