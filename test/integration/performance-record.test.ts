@@ -22,9 +22,16 @@ import {
   stop,
 } from '../../functions/domain/scheduling/task-machine.js';
 import { newTaskRecord, type TaskRecord } from '../../functions/domain/scheduling/task-record.js';
-import { type JobWithTasks, resultHash } from '../../protocol/index.js';
+import { resultHash } from '../../protocol/index.js';
 import { CountingStore } from '../support/counting-store.js';
-import { cpuInventory, inProcessControlPlane, ManualClock, TestNode } from '../support/in-process.js';
+import {
+  cpuInventory,
+  inProcessControlPlane,
+  ManualClock,
+  runToVerdict,
+  submitScheduled,
+  TestNode,
+} from '../support/in-process.js';
 
 /**
  * The learned estimates live in the store (performance-record.ts): a restart or another process
@@ -212,29 +219,7 @@ describe('stored performance estimates', () => {
     const h = inProcessControlPlane({ clock });
     const node = new TestNode(h.request, clock);
     expect((await node.register(cpuInventory())).status).toBe(201);
-    const run = async (spec: Record<string, unknown>, runtimeMs: number) => {
-      const response = await h.api('/v1/jobs', {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify(spec),
-      });
-      expect(response.status).toBe(201);
-      const job = (await response.json()) as JobWithTasks;
-      await h.cp.scheduler.schedule({ jobId: job.id });
-      const polled = await node.poll(0);
-      expect(polled.status).toBe(200);
-      const { assignment } = (await polled.json()) as { assignment: { taskId: string; attempt: number } };
-      clock.advance(runtimeMs);
-      const reported = await node.call('POST', `/v1/nodes/${node.id}/tasks/${assignment.taskId}/result`, {
-        attempt: assignment.attempt,
-        exitCode: 0,
-        resultHash: resultHash([]),
-        outputs: [],
-        metrics: { wallMs: runtimeMs },
-      });
-      expect(reported.status).toBe(200);
-      return h.cp.verifier.verify({ taskId: assignment.taskId, attempt: assignment.attempt });
-    };
+    const run = (spec: object, runtimeMs: number) => runToVerdict(h, node, clock, spec, runtimeMs);
     const spec = { command: ['render', 'scene.blend'], workload: 'rendering' };
     for (let i = 0; i < 3; i++) expect(await run(spec, 40_000)).toBe('verified');
     const workload = workloadOf({ workload: 'rendering', command: ['render', 'scene.blend'] });
@@ -259,13 +244,7 @@ describe('stored performance estimates', () => {
     const node = new TestNode(h.request, clock);
     expect((await node.register(cpuInventory())).status).toBe(201);
     const take = async () => {
-      const response = await h.api('/v1/jobs', {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ command: ['true'], retries: 0 }),
-      });
-      const job = (await response.json()) as JobWithTasks;
-      await h.cp.scheduler.schedule({ jobId: job.id });
+      await submitScheduled(h, { command: ['true'], retries: 0 });
       const polled = await node.poll(0);
       expect(polled.status).toBe(200);
       return ((await polled.json()) as { assignment: { taskId: string; attempt: number } }).assignment;

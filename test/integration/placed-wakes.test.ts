@@ -5,9 +5,15 @@ import { neutralPerformance } from '../../functions/domain/scheduling/performanc
 import { WaitingPlacement } from '../../functions/domain/scheduling/waiting-placement.js';
 import { workSignal } from '../../functions/domain/scheduling/work-signal.js';
 import type { QueryOptions } from '../../functions/ports/store.js';
-import type { Assignment, JobSpecInput, JobWithTasks, NodeInventory } from '../../protocol/index.js';
-import { resultHash } from '../../protocol/index.js';
-import { cpuInventory, inProcessControlPlane, ManualClock, TestNode } from '../support/in-process.js';
+import type { Assignment, JobSpecInput, NodeInventory } from '../../protocol/index.js';
+import {
+  cpuInventory,
+  inProcessControlPlane,
+  ManualClock,
+  runToVerdict,
+  submitScheduled,
+  TestNode,
+} from '../support/in-process.js';
 
 /**
  * Which waiting poll a routed task wakes is the placement engine's choice (waiting-placement.ts):
@@ -52,34 +58,10 @@ function world() {
     h.cp.router.invalidate();
     return node;
   };
-  const submit = async (spec: JobSpecInput) => {
-    const response = await h.api('/v1/jobs', {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify(spec),
-    });
-    expect(response.status).toBe(201);
-    const job = (await response.json()) as JobWithTasks;
-    await h.cp.scheduler.schedule({ jobId: job.id });
-    return job.id;
-  };
+  const submit = async (spec: JobSpecInput) => (await submitScheduled(h, spec)).id;
   /** Runs one task of `spec` on `node` for `runtimeMs` (the only node polling), to a verified result. */
-  const run = async (node: TestNode, spec: JobSpecInput, runtimeMs: number) => {
-    await submit(spec);
-    const polled = await node.poll(0);
-    expect(polled.status).toBe(200);
-    const { assignment } = (await polled.json()) as { assignment: { taskId: string; attempt: number } };
-    clock.advance(runtimeMs);
-    const reported = await node.call('POST', `/v1/nodes/${node.id}/tasks/${assignment.taskId}/result`, {
-      attempt: assignment.attempt,
-      exitCode: 0,
-      resultHash: resultHash([]),
-      outputs: [],
-      metrics: { wallMs: runtimeMs },
-    });
-    expect(reported.status).toBe(200);
-    expect(await h.cp.verifier.verify({ taskId: assignment.taskId, attempt: assignment.attempt })).toBe('verified');
-  };
+  const run = async (node: TestNode, spec: JobSpecInput, runtimeMs: number) =>
+    expect(await runToVerdict(h, node, clock, spec, runtimeMs)).toBe('verified');
   /**
    * Long polls of these nodes, by name, each started once the one before it read the pool and
    * waits, so the first named waits longest. Aborted by `stop`.

@@ -20,10 +20,12 @@ import { queueDefinitions } from '../../functions/workers/queues.js';
 import {
   type Enrollment,
   generateNodeKeyPair,
+  type JobWithTasks,
   loadNodeKeyPair,
   type NodeInventory,
   type NodeKeyPair,
   nodeIdFromPublicKey,
+  resultHash,
   type Scope,
   signRequest,
 } from '../../protocol/index.js';
@@ -189,4 +191,47 @@ export class TestNode {
   poll(wait = 0) {
     return this.call('GET', `/v1/nodes/${this.id}/work?wait=${wait}`);
   }
+}
+
+/** What the helpers below drive: the control plane and its API as the default tenant's admin. */
+type InProcess = Pick<ReturnType<typeof inProcessControlPlane>, 'api' | 'cp'>;
+
+/** Submits `spec` over the API (expecting 201) and routes its tasks, as the schedule worker would. */
+export async function submitScheduled(h: InProcess, spec: object): Promise<JobWithTasks> {
+  const response = await h.api('/v1/jobs', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(spec),
+  });
+  if (response.status !== 201) throw new Error(`submit answered ${response.status}: ${await response.text()}`);
+  const job = (await response.json()) as JobWithTasks;
+  await h.cp.scheduler.schedule({ jobId: job.id });
+  return job;
+}
+
+/**
+ * Submits `spec`, has `node` (the only node polling) take its task, lets `runtimeMs` pass, reports
+ * success and runs the verifier: what it answered ('verified' for an honest run).
+ */
+export async function runToVerdict(
+  h: InProcess,
+  node: TestNode,
+  clock: ManualClock,
+  spec: object,
+  runtimeMs: number,
+): Promise<string> {
+  await submitScheduled(h, spec);
+  const polled = await node.poll(0);
+  if (polled.status !== 200) throw new Error(`poll answered ${polled.status}`);
+  const { assignment } = (await polled.json()) as { assignment: { taskId: string; attempt: number } };
+  clock.advance(runtimeMs);
+  const reported = await node.call('POST', `/v1/nodes/${node.id}/tasks/${assignment.taskId}/result`, {
+    attempt: assignment.attempt,
+    exitCode: 0,
+    resultHash: resultHash([]),
+    outputs: [],
+    metrics: { wallMs: runtimeMs },
+  });
+  if (reported.status !== 200) throw new Error(`result answered ${reported.status}: ${await reported.text()}`);
+  return h.cp.verifier.verify({ taskId: assignment.taskId, attempt: assignment.attempt });
 }
