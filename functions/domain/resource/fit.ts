@@ -47,8 +47,11 @@ export interface HeldTask {
  * nor cores still takes one core, so a node runs at most as many CPU tasks as it has cores.
  */
 export function demandOf(req: TaskRequirements): { cpuCores: number; memoryMiB: number } {
-  return { cpuCores: req.cpuCores ?? (req.gpus.count > 0 ? 0 : 1), memoryMiB: req.memoryMiB ?? 0 };
+  return { cpuCores: coresAsked(req), memoryMiB: req.memoryMiB ?? 0 };
 }
+
+/** The cores a task takes: what it asks, else one for a CPU-only task and none beside GPUs. */
+const coresAsked = (req: TaskRequirements): number => req.cpuCores ?? (req.gpus.count > 0 ? 0 : 1);
 
 /**
  * Late-binding fit check: the GPU indices a task would use on this node, or undefined when the node
@@ -105,8 +108,8 @@ function placeFits(req: TaskRequirements, inventory: NodeInventory, held: readon
     ? inventory.runtimes.some((r) => r !== 'process')
     : inventory.runtimes.includes('process');
   if (!runtimeOk) return false;
-  // demandOf's figures, read without building its object.
-  const cores = req.cpuCores ?? (req.gpus.count > 0 ? 0 : 1);
+  // demandOf's figures, read without building its object (this runs on every placement candidate).
+  const cores = coresAsked(req);
   const memory = req.memoryMiB ?? 0;
   let usedCores = 0;
   let usedMemory = 0;
