@@ -19,7 +19,6 @@ export function fullScanGreedy(
 ): Placement | undefined {
   const req = task.requirements;
   const now = options.now ?? Date.now();
-  const exclude = options.exclude;
   const gpus = req.gpus.count;
   const { cpuCores, memoryMiB } = demandOf(req);
   const runtimeBit = runtimeBitOf(req);
@@ -43,7 +42,6 @@ export function fullScanGreedy(
       (e.runtimes & runtimeBit) === 0 ||
       e.trust < minTrust ||
       (regions !== undefined && !regions.includes(e.region)) ||
-      (exclude?.has(e.id) ?? false) ||
       (avoid?.includes(e.id) ?? false)
     ) {
       continue;

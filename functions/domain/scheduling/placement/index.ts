@@ -5,6 +5,5 @@
  */
 export { type FleetEntry, FleetIndex, type FleetNode, tierOf } from './fleet-index.js';
 export { fullScanGreedy } from './full-scan.js';
-export { type GangOptions, placeGang } from './gang.js';
 export { placeTask } from './place-task.js';
 export { defaultSearchBudget, type Placement, type PlacementTask, type PlaceOptions } from './placement.js';

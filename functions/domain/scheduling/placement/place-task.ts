@@ -188,7 +188,7 @@ function admitRoomCells(index: FleetIndex, classId: number, cores: number, memor
 /**
  * The best node for the task by predicted completion, looking at a few nodes of the buckets that
  * can hold it instead of the whole fleet; undefined when no node fits now. Nothing is reserved:
- * call `index.reserve` with the answer (a claim), or use {@link placeGang} for all-or-nothing.
+ * call `index.reserve` with the answer (a claim).
  */
 export function placeTask(
   index: FleetIndex,
@@ -198,7 +198,6 @@ export function placeTask(
 ): Placement | undefined {
   const req = task.requirements;
   const now = options.now ?? Date.now();
-  const exclude = options.exclude;
   const budget = options.searchBudget ?? defaultSearchBudget;
   const gpus = req.gpus.count;
   const { cpuCores, memoryMiB } = demandOf(req);
@@ -359,7 +358,6 @@ export function placeTask(
         (e.runtimes & runtimeBit) === 0 ||
         e.trust < minTrust ||
         (regions !== undefined && !regions.includes(e.region)) ||
-        (exclude?.has(e.id) ?? false) ||
         (avoid?.includes(e.id) ?? false)
       ) {
         continue;

@@ -5,7 +5,6 @@ import { attestationFits, fitOnNode, gpuMatches, type TaskRequirements } from '.
 import type { PerformanceView } from '../performance.js';
 import { FleetIndex, type FleetNode } from './fleet-index.js';
 import { fullScanGreedy } from './full-scan.js';
-import { placeGang } from './gang.js';
 import { placeTask } from './place-task.js';
 import type { PlacementTask } from './placement.js';
 
@@ -369,37 +368,5 @@ describe('FleetIndex groups', () => {
         .sort();
     expect(runtimesOf(bare)).toEqual([2, 3]);
     expect(runtimesOf(container)).toEqual([1, 3]);
-  });
-});
-
-describe('placeGang', () => {
-  const member = (id: string, count: number): PlacementTask => ({
-    id,
-    workload: 'train',
-    requirements: { gpus: { count, models: ['h100'] }, needsContainer: true },
-  });
-
-  it('places all members on distinct nodes, or none and leaves the index as it was', () => {
-    const index = new FleetIndex();
-    index.add({ id: 'a', inventory: inventory([0, 0, 0, 0], 'eu-west', 16, ['docker']) });
-    index.add({ id: 'b', inventory: inventory([0, 0], 'eu-west', 16, ['docker']) });
-    index.add({ id: 'c', inventory: inventory([1, 1, 1, 1], 'eu-west', 16, ['docker']) });
-    const free = () => index.entries.map((e) => [e.id, e.freeGpus, e.freeCores, e.held.length]);
-    const before = free();
-
-    // Three H100 members need three nodes with H100s: there are two.
-    expect(placeGang(index, [member('g1', 1), member('g2', 1), member('g3', 1)], undefined, { now })).toBeUndefined();
-    expect(free()).toEqual(before);
-
-    // Four GPUs and two GPUs: only a then b, whatever the order they are given in.
-    const gang = placeGang(index, [member('s', 2), member('l', 4)], undefined, { now });
-    expect(gang?.map((p) => [p.taskId, p.nodeId, p.gpuIndices])).toEqual([
-      ['s', 'b', [0, 1]],
-      ['l', 'a', [0, 1, 2, 3]],
-    ]);
-    expect(index.get('a')?.freeGpus).toBe(0);
-    expect(index.get('b')?.freeGpus).toBe(0);
-    // The reservations stay until the caller gives them back.
-    expect(placeGang(index, [member('x', 1)], undefined, { now })).toBeUndefined();
   });
 });

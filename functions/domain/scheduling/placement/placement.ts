@@ -27,8 +27,6 @@ export interface Placement {
 export interface PlaceOptions {
   /** Epoch ms the attestation check is made at; default the wall clock. */
   now?: number;
-  /** Nodes not to consider (a gang's members already chosen). */
-  exclude?: ReadonlySet<string>;
   /**
    * How many more nodes the bucketed search may look at once it has a fit, before it settles for
    * the best so far (the bound usually stops it long before). Default {@link defaultSearchBudget}.
