@@ -65,15 +65,39 @@ export function openDatabase(file: string): Database {
   }
   const db = new BetterSqlite3(file);
   try {
-    db.pragma('journal_mode = WAL');
-    db.pragma('synchronous = NORMAL');
     db.pragma('busy_timeout = 5000');
+    whileBusy(() => db.pragma('journal_mode = WAL'));
+    db.pragma('synchronous = NORMAL');
     db.pragma('foreign_keys = ON');
-    migrate(db, file);
+    whileBusy(() => migrate(db, file));
     return db;
   } catch (error) {
     db.close();
     throw error;
+  }
+}
+
+/** How long opening keeps trying a step that found the file busy (see {@link whileBusy}). */
+const openBusyLimitMs = 10_000;
+
+/**
+ * Runs `step` again while it fails with SQLITE_BUSY, for up to {@link openBusyLimitMs}. Switching a
+ * fresh file to WAL, or reading a WAL index another process is still building, can answer BUSY
+ * without waiting on the busy timeout (SQLite does not call the busy handler there, to avoid
+ * deadlocks), so processes that open a new database at the same moment would otherwise fail
+ * (test/integration/sqlite-multiprocess.test.ts). Opening is rare and synchronous: a short sleep
+ * between tries blocks nothing that could run meanwhile.
+ */
+function whileBusy<T>(step: () => T): T {
+  const giveUpAt = Date.now() + openBusyLimitMs;
+  for (let pause = 5; ; pause = Math.min(pause * 2, 200)) {
+    try {
+      return step();
+    } catch (error) {
+      const busy = error instanceof BetterSqlite3.SqliteError && error.code.startsWith('SQLITE_BUSY');
+      if (!busy || Date.now() + pause > giveUpAt) throw error;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, pause);
+    }
   }
 }
 
