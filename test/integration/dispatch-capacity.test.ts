@@ -7,7 +7,7 @@ import {
   resultHash,
   sha256Hex,
 } from '../../protocol/index.js';
-import { cpuInventory, inProcessControlPlane, ManualClock, TestNode } from '../support/in-process.js';
+import { cpuInventory, h100Inventory, inProcessControlPlane, ManualClock, TestNode } from '../support/in-process.js';
 
 /**
  * A node holds no more than it has: the dispatcher counts the GPUs (by index), cores and memory
@@ -16,20 +16,6 @@ import { cpuInventory, inProcessControlPlane, ManualClock, TestNode } from '../s
 
 const leaseMs = 10_000;
 const stdout = { name: 'stdout', sha256: sha256Hex('ok\n'), bytes: 3 };
-
-const h100s = (count: number, cores = 64): NodeInventory =>
-  cpuInventory({
-    cpu: { model: 'Test CPU', cores },
-    memoryMiB: 512 * 1024,
-    gpus: Array.from({ length: count }, (_, index) => ({
-      index,
-      vendor: 'nvidia' as const,
-      model: 'NVIDIA H100 80GB HBM3',
-      vramMiB: 81559,
-      uuid: `GPU-${count}-${index}`,
-      computeCapability: '9.0',
-    })),
-  });
 
 function world() {
   const clock = new ManualClock();
@@ -70,7 +56,7 @@ const gpusOf = (assignments: Assignment[]) => assignments.flatMap((a) => a.gpuIn
 describe('dispatch counts what a node already holds', () => {
   it('hands a node with 8 GPUs at most 8 one-GPU tasks, on distinct GPUs, however many polls race', async () => {
     const w = world();
-    const n = await w.node(h100s(8));
+    const n = await w.node(h100Inventory(8));
     await w.submit({ command: ['true'], tasks: 64, resources: { gpus: { count: 1 } } });
 
     const raced = (await Promise.all(Array.from({ length: 64 }, () => w.poll(n)))).filter(
@@ -95,7 +81,7 @@ describe('dispatch counts what a node already holds', () => {
 
   it('gives a multi-GPU task only GPUs no other held task uses', async () => {
     const w = world();
-    const n = await w.node(h100s(4));
+    const n = await w.node(h100Inventory(4));
     await w.submit({ command: ['true'], tasks: 3, resources: { gpus: { count: 2 } } });
     const held = await w.pollAll(n);
     expect(held.map((a) => a.gpuIndices)).toEqual([
@@ -123,7 +109,7 @@ describe('dispatch counts what a node already holds', () => {
 
   it('frees what an expired, failed or cancelled attempt held', async () => {
     const w = world();
-    const n = await w.node(h100s(2));
+    const n = await w.node(h100Inventory(2));
     const jobId = await w.submit({ command: ['true'], tasks: 2, retries: 5, resources: { gpus: { count: 1 } } });
     const [a, b] = await w.pollAll(n);
     if (a === undefined || b === undefined) throw new Error('expected two assignments');
@@ -155,7 +141,7 @@ describe('dispatch counts what a node already holds', () => {
 
   it('refuses a hinted claim while the node is full, changing no task', async () => {
     const w = world();
-    const n = await w.node(h100s(1));
+    const n = await w.node(h100Inventory(1));
     const jobId = await w.submit({ command: ['true'], tasks: 2, resources: { gpus: { count: 1 } } });
     const [first] = await w.pollAll(n);
     expect(first?.gpuIndices).toEqual([0]);

@@ -2,7 +2,7 @@ import { describe, expect, it, vi } from 'vitest';
 import type { QueryOptions } from '../../functions/ports/store.js';
 import type { JobSpecInput, NodeInventory } from '../../protocol/index.js';
 import { generateNodeKeyPair, JobSpec } from '../../protocol/index.js';
-import { cpuInventory, inProcessControlPlane, ManualClock } from '../support/in-process.js';
+import { cpuInventory, inProcessControlPlane, ManualClock, registerNode } from '../support/in-process.js';
 
 const h100s = (count: number, region = 'local'): NodeInventory =>
   cpuInventory({
@@ -110,14 +110,7 @@ describe('waking waiting polls', () => {
 
   it('wakes two polls for two tasks routed at once, one task each', async () => {
     const h = inProcessControlPlane({ settings: { recheckMs: 60_000, livenessMs: 1e12 } });
-    const register = async () =>
-      (
-        await h.cp.nodes.register({
-          publicKey: generateNodeKeyPair().publicKey,
-          agentVersion: 't',
-          inventory: cpuInventory(),
-        })
-      ).node.id;
+    const register = () => registerNode(h);
     const [a, b] = [await register(), await register()];
     const reads = countPoolReads(h.store, 'local/cpu');
     const stop = new AbortController();

@@ -1,18 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { type GangRecord, gangKey } from '../../functions/domain/scheduling/gang.js';
-import { generateNodeKeyPair, JobSpec } from '../../protocol/index.js';
-import { cpuInventory, inProcessControlPlane } from '../support/in-process.js';
+import { JobSpec } from '../../protocol/index.js';
+import { inProcessControlPlane, registerNode } from '../support/in-process.js';
 
 async function world() {
   const h = inProcessControlPlane({ settings: { livenessMs: 1e12 } });
-  const register = async () =>
-    (
-      await h.cp.nodes.register({
-        publicKey: generateNodeKeyPair().publicKey,
-        agentVersion: 't',
-        inventory: cpuInventory(),
-      })
-    ).node.id;
+  const register = () => registerNode(h);
   const submitGang = async (tasks: number) => {
     const { job } = await h.cp.jobs.submit('default', JobSpec.parse({ command: ['true'], tasks, gang: true }));
     await h.cp.scheduler.schedule({ jobId: job.id });

@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { type GangRecord, gangKey } from '../../functions/domain/scheduling/gang.js';
 import { jobPk } from '../../functions/domain/scheduling/job-record.js';
-import { type Assignment, generateNodeKeyPair, JobSpec } from '../../protocol/index.js';
+import { type Assignment, JobSpec } from '../../protocol/index.js';
 import { CountingStore } from '../support/counting-store.js';
-import { cpuInventory, inProcessControlPlane } from '../support/in-process.js';
+import { inProcessControlPlane, registerNode } from '../support/in-process.js';
 
 const until = async (done: () => boolean | Promise<boolean>) => {
   while (!(await done())) await new Promise((r) => setTimeout(r, 5));
@@ -18,14 +18,7 @@ const until = async (done: () => boolean | Promise<boolean>) => {
 describe('a gang member node with two concurrent polls', () => {
   it('gets its gang task once per attempt, and the gang still binds one task per node', async () => {
     const h = inProcessControlPlane({ settings: { livenessMs: 1e12 }, wrapStore: (s) => new CountingStore(s) });
-    const register = async () =>
-      (
-        await h.cp.nodes.register({
-          publicKey: generateNodeKeyPair().publicKey,
-          agentVersion: 't',
-          inventory: cpuInventory(),
-        })
-      ).node.id;
+    const register = () => registerNode(h);
     const [a, b, c] = [await register(), await register(), await register()];
     const { job } = await h.cp.jobs.submit('default', JobSpec.parse({ command: ['true'], tasks: 3, gang: true }));
     await h.cp.scheduler.schedule({ jobId: job.id });

@@ -8,6 +8,7 @@ import type { QueryOptions } from '../../functions/ports/store.js';
 import type { Assignment, JobSpecInput, NodeInventory } from '../../protocol/index.js';
 import {
   cpuInventory,
+  h100Inventory,
   inProcessControlPlane,
   ManualClock,
   runToVerdict,
@@ -21,20 +22,6 @@ import {
  * reliability and packing, not the node that has waited longest. Through the real embedded
  * control plane: HTTP for the nodes' reports, the real router, verifier, dispatcher and signal.
  */
-
-const h100s = (count: number): NodeInventory =>
-  cpuInventory({
-    cpu: { model: 'Test CPU', cores: 64 },
-    memoryMiB: 512 * 1024,
-    gpus: Array.from({ length: count }, (_, index) => ({
-      index,
-      vendor: 'nvidia' as const,
-      model: 'NVIDIA H100 80GB HBM3',
-      vramMiB: 81559,
-      uuid: `GPU-${count}-${index}-${Math.random()}`,
-      computeCapability: '9.0',
-    })),
-  });
 
 /** Which of the named polls answered first, and the job it was handed. */
 const firstOf = (polls: Record<string, Promise<Assignment | undefined>>) =>
@@ -124,8 +111,8 @@ describe('a routed task wakes the waiting node placement picks', () => {
 
   it('packs a 1-GPU task onto the host with one GPU free, not the empty 8-GPU host that waited longer', async () => {
     const w = world();
-    const busy = await w.join(h100s(8));
-    const empty = await w.join(h100s(8));
+    const busy = await w.join(h100Inventory(8));
+    const empty = await w.join(h100Inventory(8));
     // Seven of the busy host's GPUs are taken by a task it holds (it polled alone).
     const seven = await w.submit({ command: ['train'], resources: { gpus: { count: 7 } } });
     const polled = await busy.poll(0);
@@ -143,8 +130,8 @@ describe('a routed task wakes the waiting node placement picks', () => {
 
   it("counts the GPUs of a node's finished tasks as free, though its item still lists them", async () => {
     const w = world();
-    const single = await w.join(h100s(1));
-    const empty = await w.join(h100s(8));
+    const single = await w.join(h100Inventory(1));
+    const empty = await w.join(h100Inventory(8));
     // The 1-GPU host ran a task to a verified result: its item still holds it until a poll prunes.
     await w.run(single, { command: ['train'], resources: { gpus: { count: 1 } } }, 1_000);
 
@@ -207,8 +194,8 @@ describe('waiting placement', () => {
   it('names the oldest wait of the node placement picks, nothing when no waiting node has room, and forgets nodes whose waits ended', () => {
     const chooser = new WaitingPlacement(neutralPerformance, { now: () => Date.now() });
     const pool = 'local/h100';
-    const eight = node('eight', h100s(8), [pool]);
-    const one = node('one', h100s(8), [pool]);
+    const eight = node('eight', h100Inventory(8), [pool]);
+    const one = node('one', h100Inventory(8), [pool]);
     const sevenHeld = [{ taskId: 'x', attempt: 1, gpuIndices: [0, 1, 2, 3, 4, 5, 6], cpuCores: 1, memoryMiB: 1 }];
     chooser.waiting(pool, 1, { node: eight, held: [] });
     chooser.waiting(pool, 2, { node: one, held: sevenHeld });

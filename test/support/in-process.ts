@@ -235,3 +235,31 @@ export async function runToVerdict(
   if (reported.status !== 200) throw new Error(`result answered ${reported.status}: ${await reported.text()}`);
   return h.cp.verifier.verify({ taskId: assignment.taskId, attempt: assignment.attempt });
 }
+
+/** Devices named apart across every inventory a test makes (a node's GPU UUIDs must be distinct). */
+let gpuSerial = 0;
+
+/** A host with `count` H100s, `cores` cores and 512 GiB of memory. */
+export const h100Inventory = (count: number, cores = 64): NodeInventory =>
+  cpuInventory({
+    cpu: { model: 'Test CPU', cores },
+    memoryMiB: 512 * 1024,
+    gpus: Array.from({ length: count }, (_, index) => ({
+      index,
+      vendor: 'nvidia' as const,
+      model: 'NVIDIA H100 80GB HBM3',
+      vramMiB: 81559,
+      uuid: `GPU-${count}-${index}-${gpuSerial++}`,
+      computeCapability: '9.0',
+    })),
+  });
+
+/** Registers a node with a fresh key through the domain (no HTTP), and answers its id. */
+export async function registerNode(h: InProcess, inventory: NodeInventory = cpuInventory()): Promise<string> {
+  const { node } = await h.cp.nodes.register({
+    publicKey: generateNodeKeyPair().publicKey,
+    agentVersion: 't',
+    inventory,
+  });
+  return node.id;
+}
